@@ -1,0 +1,119 @@
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../../dist/sheepdog.example.toml");
+
+fn leaf_keys(prefix: &str, table: &toml::Table, out: &mut BTreeSet<String>) {
+    for (key, value) in table {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match value {
+            toml::Value::Table(inner) => leaf_keys(&path, inner, out),
+            _ => {
+                out.insert(path);
+            }
+        }
+    }
+}
+
+fn invalid(text: &str) -> (usize, String, String, String) {
+    match Config::parse(text, Path::new("site.toml")) {
+        Err(ConfigError::Invalid {
+            line,
+            key,
+            message,
+            fix,
+            ..
+        }) => (line, key, message, fix),
+        other => panic!("expected an invalid-config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn example_file_lists_every_key_with_its_default() {
+    let parsed = Config::parse(EXAMPLE, Path::new("sheepdog.example.toml")).unwrap();
+    assert_eq!(parsed, Config::default());
+
+    let mut documented = BTreeSet::new();
+    leaf_keys("", &toml::from_str(EXAMPLE).unwrap(), &mut documented);
+    let mut defaults = BTreeSet::new();
+    let serialised = toml::to_string(&Config::default()).unwrap();
+    leaf_keys("", &toml::from_str(&serialised).unwrap(), &mut defaults);
+    assert_eq!(documented, defaults, "dist/sheepdog.example.toml is out of step");
+}
+
+#[test]
+fn empty_file_is_the_default() {
+    assert_eq!(
+        Config::parse("", Path::new("x.toml")).unwrap(),
+        Config::default()
+    );
+}
+
+#[test]
+fn unknown_key_names_line_key_and_nearest_spelling() {
+    let (line, key, message, fix) = invalid("data_dir = \"/tmp\"\n\n[console]\nlistn = \"127.0.0.1:1\"\n");
+    assert_eq!(line, 4);
+    assert_eq!(key, "console.listn");
+    assert!(message.contains("unknown field"), "{message}");
+    assert!(fix.contains("did you mean `listen`"), "{fix}");
+}
+
+#[test]
+fn unknown_section_is_refused() {
+    let (line, key, _, fix) = invalid("[consol]\nlisten = \"127.0.0.1:1\"\n");
+    assert_eq!(line, 1);
+    assert_eq!(key, "consol");
+    assert!(fix.contains("`console`"), "{fix}");
+}
+
+#[test]
+fn bad_address_names_key_and_example() {
+    let (line, key, _, fix) = invalid("[metrics]\nenabled = true\nlisten = \"localhost\"\n");
+    assert_eq!(line, 3);
+    assert_eq!(key, "metrics.listen");
+    assert!(fix.contains("IP:PORT"), "{fix}");
+}
+
+#[test]
+fn bad_time_zone_and_database_url_are_refused() {
+    let (_, key, message, _) = invalid("[school]\ntimezone = \"Europe/Londn\"\n");
+    assert_eq!(key, "school.timezone");
+    assert!(message.contains("Europe/Londn"), "{message}");
+
+    let (_, key, _, fix) = invalid("[database]\nurl = \"mysql://x\"\n");
+    assert_eq!(key, "database.url");
+    assert!(fix.contains("postgres://"), "{fix}");
+}
+
+#[test]
+fn wrong_type_is_refused() {
+    let (line, key, _, fix) = invalid("[database]\nmax_connections = \"eight\"\n");
+    assert_eq!((line, key.as_str()), (2, "database.max_connections"));
+    assert!(fix.contains("whole number"), "{fix}");
+}
+
+#[test]
+fn shared_console_and_metrics_address_is_refused() {
+    let text = "[console]\nlisten = \"127.0.0.1:9000\"\n[metrics]\nlisten = \"127.0.0.1:9000\"\n";
+    let (line, key, _, _) = invalid(text);
+    assert_eq!((line, key.as_str()), (4, "metrics.listen"));
+}
+
+#[test]
+fn relative_paths_follow_the_file() {
+    let dir = std::env::temp_dir().join(format!("sheepdog-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sheepdog.toml");
+    std::fs::write(&file, "data_dir = \"data\"\n").unwrap();
+    let config = Config::load(&file).unwrap();
+    assert_eq!(config.data_dir, dir.join("data"));
+    assert_eq!(config.filtering.policy, dir.join("policy.toml"));
+    assert!(config.database_url().ends_with("data/sheepdog.sqlite"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
