@@ -57,7 +57,10 @@ impl ConfigError {
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -75,7 +78,9 @@ fn section_at(text: &str, offset: usize) -> Option<String> {
 fn qualify(text: &str, offset: usize, field: &str) -> String {
     // A misspelt section header is itself reported at the header, so only
     // keys below a header take its name.
-    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let on_header = text[line_start..].trim_start().starts_with('[');
     match section_at(text, line_start) {
         Some(section) if !on_header => format!("{section}.{field}"),
@@ -85,7 +90,9 @@ fn qualify(text: &str, offset: usize, field: &str) -> String {
 
 /// The dotted key whose value or name sits at `offset`.
 fn key_at(text: &str, offset: usize) -> String {
-    let line_start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let line_start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let line = text[line_start..].lines().next().unwrap_or("");
     match line.split_once('=') {
         Some((key, _)) => qualify(text, line_start, key.trim()),
@@ -113,7 +120,10 @@ fn fix_for(key: &str, message: &str) -> String {
             .min_by_key(|candidate| strsim::levenshtein(field, candidate))
             .filter(|candidate| strsim::levenshtein(field, candidate) <= 2);
         return match nearest {
-            Some(name) => format!("did you mean `{name}`? Known keys here: {}", known.join(", ")),
+            Some(name) => format!(
+                "did you mean `{name}`? Known keys here: {}",
+                known.join(", ")
+            ),
             None => format!(
                 "remove `{field}`; the keys accepted here are: {}",
                 known.join(", ")

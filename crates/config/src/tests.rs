@@ -44,7 +44,10 @@ fn example_file_lists_every_key_with_its_default() {
     let mut defaults = BTreeSet::new();
     let serialised = toml::to_string(&Config::default()).unwrap();
     leaf_keys("", &toml::from_str(&serialised).unwrap(), &mut defaults);
-    assert_eq!(documented, defaults, "dist/sheepdog.example.toml is out of step");
+    assert_eq!(
+        documented, defaults,
+        "dist/sheepdog.example.toml is out of step"
+    );
 }
 
 #[test]
@@ -57,7 +60,8 @@ fn empty_file_is_the_default() {
 
 #[test]
 fn unknown_key_names_line_key_and_nearest_spelling() {
-    let (line, key, message, fix) = invalid("data_dir = \"/tmp\"\n\n[console]\nlistn = \"127.0.0.1:1\"\n");
+    let (line, key, message, fix) =
+        invalid("data_dir = \"/tmp\"\n\n[console]\nlistn = \"127.0.0.1:1\"\n");
     assert_eq!(line, 4);
     assert_eq!(key, "console.listn");
     assert!(message.contains("unknown field"), "{message}");

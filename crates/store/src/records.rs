@@ -266,12 +266,14 @@ impl DeviceDetails {
                 .or_else(|_| address.parse::<std::net::IpAddr>().map(|ip| ip.to_string()));
             match parsed {
                 Ok(canonical) => self.address = Some(canonical),
-                Err(_) => return Err(StoreError::invalid(
-                    "address",
-                    format!(
+                Err(_) => {
+                    return Err(StoreError::invalid(
+                        "address",
+                        format!(
                         "`{address}` is not an IP address or range; write 10.0.4.17 or 10.0.4.0/24"
                     ),
-                )),
+                    ))
+                }
             }
         }
         Ok(self)

@@ -1,0 +1,281 @@
+//! Filtering benchmarks: synthetic list generation, compile time and memory,
+//! decision latency, and decision latency while a reload happens.
+//!
+//! Run through `bench/filtering/run.sh`; built as the `filter_bench`
+//! example of sheepdog-policy. Synthetic names only (`*.test`-style labels).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sheepdog_lists::{add_path, ListFormat, Snapshot, SnapshotBuilder};
+use sheepdog_policy::{CompiledPolicy, Engine, PolicyDocument, Query, Target};
+
+/// A small deterministic generator (xorshift), so runs are repeatable.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn label(&mut self, min: usize, max: usize) -> String {
+        let len = min + (self.next() as usize % (max - min + 1));
+        (0..len)
+            .map(|_| (b'a' + (self.next() % 26) as u8) as char)
+            .collect()
+    }
+}
+
+const TLDS: &[&str] = &[
+    "com", "net", "org", "uk", "co.uk", "de", "fr", "io", "info", "ru", "xyz", "online", "site",
+    "top", "biz", "eu", "nl", "it", "es", "pl",
+];
+
+fn name(rng: &mut Rng) -> String {
+    let tld = TLDS[rng.next() as usize % TLDS.len()];
+    let base = rng.label(5, 14);
+    match rng.next() % 4 {
+        0 => format!("{}.{base}.{tld}", rng.label(2, 6)),
+        _ => format!("{base}.{tld}"),
+    }
+}
+
+fn rss_kb(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn gen(n: usize, out: &Path) {
+    let mut rng = Rng(0x5eed_0000 + n as u64);
+    let mut w = BufWriter::new(std::fs::File::create(out).unwrap());
+    writeln!(w, "# synthetic list of {n} names for benchmarks").unwrap();
+    for _ in 0..n {
+        writeln!(w, "{}", name(&mut rng)).unwrap();
+    }
+    w.flush().unwrap();
+}
+
+fn compile(list: &Path, snap: &Path) {
+    let before = rss_kb("VmRSS:");
+    let t = Instant::now();
+    let mut b = SnapshotBuilder::new();
+    let id = b.add_list("bench", false, Some("gambling")).unwrap();
+    let report = add_path(&mut b, id, list, ListFormat::Domains).unwrap();
+    let parsed = t.elapsed();
+    let s = b.build().unwrap();
+    let total = t.elapsed();
+    let after = rss_kb("VmRSS:");
+    s.write_to(snap).unwrap();
+    println!(
+        "compile: entries {} names {} parse {:.2}s total parse+compile {:.2}s index {:.1} MB; RSS after build {:.1} MB (process before {:.1} MB), peak {:.1} MB",
+        report.entries,
+        s.stats().names,
+        parsed.as_secs_f64(),
+        total.as_secs_f64(),
+        s.stats().index_bytes as f64 / 1e6,
+        after as f64 / 1024.0,
+        before as f64 / 1024.0,
+        rss_kb("VmHWM:") as f64 / 1024.0
+    );
+}
+
+fn policy_doc() -> PolicyDocument {
+    let mut text = String::from("[school]\nname = \"Bench\"\n[[schedules]]\nname = \"lunch\"\ndays = [\"weekdays\"]\nstart = \"12:00\"\nend = \"13:00\"\n");
+    for g in 0..20 {
+        text.push_str(&format!(
+            "[[groups]]\nname = \"g{g}\"\ndefault = \"allow\"\nallow = [\"allowed{g}.example\"]\n[groups.categories]\ngambling = \"block\"\ngames = \"warn\"\n[[groups.schedule]]\nschedule = \"lunch\"\ncategory = \"games\"\naction = \"allow\"\n"
+        ));
+    }
+    PolicyDocument::from_toml(&text).unwrap()
+}
+
+fn load(snap: &Path) {
+    let base = rss_kb("VmRSS:");
+    let t = Instant::now();
+    let s = Snapshot::open(snap).unwrap();
+    let opened = t.elapsed();
+    let after_open = rss_kb("VmRSS:");
+    // Touch the index with many lookups, as a busy resolver would.
+    let mut rng = Rng(7);
+    let mut hits = 0u64;
+    for _ in 0..300_000 {
+        s.for_each_name_hit(&name(&mut rng), |_| hits += 1);
+    }
+    let touched = rss_kb("VmRSS:");
+    println!(
+        "load: open {:.1} ms; RSS process before {:.1} MB, after open {:.1} MB, after 300k lookups {:.1} MB (snapshot share {:.1} MB); index file {:.1} MB; hits {hits}",
+        opened.as_secs_f64() * 1e3,
+        base as f64 / 1024.0,
+        after_open as f64 / 1024.0,
+        touched as f64 / 1024.0,
+        (touched - base) as f64 / 1024.0,
+        s.stats().index_bytes as f64 / 1e6
+    );
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn decide(snap: &Path, list: &Path) {
+    let s = Arc::new(Snapshot::open(snap).unwrap());
+    let p = CompiledPolicy::compile(&policy_doc(), s).unwrap();
+    // Queries: 3-label names, half of them in the list (with a www label
+    // added), half not.
+    let text = std::fs::read_to_string(list).unwrap();
+    let listed: Vec<String> = text
+        .lines()
+        .skip(1)
+        .step_by(997)
+        .take(5000)
+        .map(|n| {
+            if n.matches('.').count() >= 2 {
+                n.to_owned()
+            } else {
+                format!("www.{n}")
+            }
+        })
+        .collect();
+    let mut rng = Rng(99);
+    let mut queries = Vec::new();
+    for (i, l) in listed.iter().enumerate() {
+        queries.push(l.clone());
+        queries.push(format!("{}.{}.com", rng.label(3, 6), rng.label(5, 12)));
+        let _ = i;
+    }
+    let at = Utc::now();
+    for (label, full) in [("verdict", false), ("decide", true)] {
+        let mut batch_means = Vec::new();
+        let mut blocked = 0;
+        for round in 0..40 {
+            let t = Instant::now();
+            for (i, q) in queries.iter().enumerate() {
+                let query = Query {
+                    group: if i % 2 == 0 { "g3" } else { "g17" },
+                    target: Target::Name(q),
+                    at,
+                };
+                if full {
+                    if p.decide(&query).action == sheepdog_policy::Action::Block {
+                        blocked += 1;
+                    }
+                } else if p.verdict(&query).action == sheepdog_policy::Action::Block {
+                    blocked += 1;
+                }
+            }
+            if round > 0 {
+                batch_means.push(t.elapsed().as_nanos() as f64 / queries.len() as f64);
+            }
+        }
+        // Per-call timings (include ~20-30 ns of clock overhead).
+        let mut single = Vec::with_capacity(queries.len());
+        for q in &queries {
+            let query = Query {
+                group: "g3",
+                target: Target::Name(q),
+                at,
+            };
+            let t = Instant::now();
+            if full {
+                std::hint::black_box(p.decide(&query));
+            } else {
+                std::hint::black_box(p.verdict(&query));
+            }
+            single.push(t.elapsed().as_nanos() as f64);
+        }
+        let mut hits_only: Vec<f64> = single.iter().step_by(2).copied().collect();
+        let mut misses: Vec<f64> = single.iter().skip(1).step_by(2).copied().collect();
+        println!(
+            "{label}: mean over batches median {:.0} ns/decision; per-call median {:.0} ns (listed names {:.0} ns, unlisted {:.0} ns); blocked {blocked}",
+            median(&mut batch_means),
+            median(&mut single),
+            median(&mut hits_only),
+            median(&mut misses)
+        );
+    }
+}
+
+fn reload(list: &Path) {
+    let build = || {
+        let mut b = SnapshotBuilder::new();
+        let id = b.add_list("bench", false, Some("gambling")).unwrap();
+        add_path(&mut b, id, list, ListFormat::Domains).unwrap();
+        CompiledPolicy::compile(&policy_doc(), Arc::new(b.build().unwrap())).unwrap()
+    };
+    let engine = Arc::new(Engine::new(build()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let decider = {
+        let engine = engine.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut rng = Rng(3);
+            let names: Vec<String> = (0..10_000).map(|_| name(&mut rng)).collect();
+            let at = Utc::now();
+            let mut worst = Duration::ZERO;
+            let mut over_1ms = 0u64;
+            let mut n = 0u64;
+            let mut lat = Vec::with_capacity(4_000_000);
+            while !stop.load(Ordering::Relaxed) {
+                let q = Query {
+                    group: "g1",
+                    target: Target::Name(&names[n as usize % names.len()]),
+                    at,
+                };
+                let t = Instant::now();
+                std::hint::black_box(engine.decide(&q));
+                let e = t.elapsed();
+                worst = worst.max(e);
+                if e > Duration::from_millis(1) {
+                    over_1ms += 1;
+                }
+                if lat.len() < lat.capacity() {
+                    lat.push(e.as_nanos() as u64);
+                }
+                n += 1;
+            }
+            lat.sort_unstable();
+            let p9999 = lat.get(lat.len() * 9999 / 10000).copied().unwrap_or(0);
+            (n, worst, over_1ms, p9999)
+        })
+    };
+    let t = Instant::now();
+    for _ in 0..3 {
+        let p = build();
+        let old = engine.swap(p);
+        drop(old); // the old snapshot is freed here, off the decider's path
+    }
+    let reloads = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let (n, worst, over, p9999) = decider.join().unwrap();
+    println!(
+        "reload: 3 rebuilds+swaps of the list in {:.2}s while deciding: {n} decisions, worst {:.3} ms, p99.99 {:.1} us, over 1 ms: {over}",
+        reloads.as_secs_f64(),
+        worst.as_secs_f64() * 1e3,
+        p9999 as f64 / 1e3
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or("");
+    match arg(1) {
+        "gen" => gen(arg(2).parse().unwrap(), Path::new(arg(3))),
+        "compile" => compile(Path::new(arg(2)), Path::new(arg(3))),
+        "load" => load(Path::new(arg(2))),
+        "decide" => decide(Path::new(arg(2)), Path::new(arg(3))),
+        "reload" => reload(Path::new(arg(2))),
+        _ => eprintln!("usage: filter_bench gen N FILE | compile LIST SNAP | load SNAP | decide SNAP LIST | reload LIST"),
+    }
+}

@@ -1,0 +1,207 @@
+//! Name normalisation.
+//!
+//! Every name that enters a list or a query passes through [`normalize_name`]:
+//! surrounding space is trimmed, a trailing dot is dropped, letters are lower
+//! cased and internationalised names are converted to their ASCII (punycode)
+//! spelling with IDNA (UTS 46). So `Bücher.Example.`, `bücher.example` and
+//! `xn--bcher-kva.example` are one entry. [`display_name`] goes the other way
+//! for people.
+
+use std::borrow::Cow;
+
+/// The longest name the DNS allows, without the trailing dot.
+pub const MAX_NAME_LEN: usize = 253;
+/// The longest label the DNS allows.
+pub const MAX_LABEL_LEN: usize = 63;
+
+/// Why a string is not a usable host name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    /// Nothing left after trimming.
+    #[error("empty name")]
+    Empty,
+    /// Longer than 253 characters once in ASCII form.
+    #[error("name longer than 253 characters")]
+    TooLong,
+    /// A label is empty (two dots in a row, or a leading dot).
+    #[error("empty label")]
+    EmptyLabel,
+    /// A label is longer than 63 characters.
+    #[error("label longer than 63 characters")]
+    LabelTooLong,
+    /// A character that cannot appear in a host name.
+    #[error("character {0:?} is not allowed in a name")]
+    BadCharacter(char),
+    /// IDNA conversion refused the name.
+    #[error("not a valid internationalised name")]
+    Idna,
+}
+
+/// Normalises a host name to the form used for storage and lookup.
+///
+/// Returns a borrowed string when the input is already normal (the common
+/// case on the hot path), so no allocation happens then.
+pub fn normalize_name(input: &str) -> Result<Cow<'_, str>, NameError> {
+    let trimmed = input.trim();
+    let trimmed = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    if trimmed.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if trimmed.is_ascii() {
+        let needs_lower = trimmed.bytes().any(|b| b.is_ascii_uppercase());
+        let is_idn = trimmed
+            .split('.')
+            .any(|l| l.len() >= 4 && l[..4].eq_ignore_ascii_case("xn--"));
+        if !is_idn {
+            check_ascii(trimmed)?;
+            return Ok(if needs_lower {
+                Cow::Owned(trimmed.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(trimmed)
+            });
+        }
+    }
+    // Internationalised (or punycode) names: let IDNA validate and convert.
+    let ascii = idna::domain_to_ascii(trimmed).map_err(|_| NameError::Idna)?;
+    let ascii = ascii.strip_suffix('.').map(str::to_owned).unwrap_or(ascii);
+    if ascii.is_empty() {
+        return Err(NameError::Empty);
+    }
+    check_ascii(&ascii)?;
+    Ok(Cow::Owned(ascii))
+}
+
+/// Checks an ASCII name's length, labels and characters.
+///
+/// Letters, digits, `-` and `_` are accepted (underscores appear in real
+/// service names and in lists, so refusing them would only lose entries).
+fn check_ascii(name: &str) -> Result<(), NameError> {
+    if name.len() > MAX_NAME_LEN {
+        return Err(NameError::TooLong);
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(NameError::EmptyLabel);
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(NameError::LabelTooLong);
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
+            return Err(NameError::BadCharacter(c));
+        }
+    }
+    Ok(())
+}
+
+/// The Unicode spelling of a stored (ASCII) name, for block pages and reports.
+/// Falls back to the ASCII spelling when the name does not decode.
+pub fn display_name(ascii: &str) -> String {
+    let (unicode, result) = idna::domain_to_unicode(ascii);
+    if result.is_ok() {
+        unicode
+    } else {
+        ascii.to_owned()
+    }
+}
+
+/// Writes the labels of `name` in reverse order into `out` (`www.example.com`
+/// becomes `com.example.www`). Reversed names sort so that a name and all
+/// its subdomains share a prefix, which is what suffix matching walks.
+pub fn reverse_labels_into(name: &str, out: &mut Vec<u8>) {
+    out.clear();
+    let mut first = true;
+    for label in name.rsplit('.') {
+        if !first {
+            out.push(b'.');
+        }
+        first = false;
+        out.extend_from_slice(label.as_bytes());
+    }
+}
+
+/// [`reverse_labels_into`] into a new string.
+pub fn reverse_labels(name: &str) -> String {
+    let mut out = Vec::with_capacity(name.len());
+    reverse_labels_into(name, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn lowercases_and_strips_trailing_dot() {
+        assert_eq!(
+            normalize_name("WWW.Example.COM.").unwrap(),
+            "www.example.com"
+        );
+        assert!(matches!(
+            normalize_name("example.com").unwrap(),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn unicode_and_punycode_are_the_same_name() {
+        let a = normalize_name("Bücher.example").unwrap();
+        let b = normalize_name("xn--bcher-kva.example").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a, "xn--bcher-kva.example");
+        assert_eq!(display_name(&a), "bücher.example");
+    }
+
+    #[test]
+    fn refuses_bad_names() {
+        assert_eq!(normalize_name(""), Err(NameError::Empty));
+        assert_eq!(normalize_name("."), Err(NameError::Empty));
+        assert_eq!(normalize_name("a..b"), Err(NameError::EmptyLabel));
+        assert!(normalize_name("exa mple.com").is_err());
+        assert!(normalize_name("example.com/path").is_err());
+        assert_eq!(
+            normalize_name(&format!("{}.com", "a".repeat(64))),
+            Err(NameError::LabelTooLong)
+        );
+    }
+
+    #[test]
+    fn reverses_labels() {
+        assert_eq!(reverse_labels("www.example.com"), "com.example.www");
+        assert_eq!(reverse_labels("com"), "com");
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(s in "\\PC{0,80}") {
+            let _ = normalize_name(&s);
+        }
+
+        #[test]
+        fn normalising_is_idempotent(s in "[a-zA-Z0-9\u{e0}-\u{ff}\u{4e00}-\u{4e10}.-]{1,40}") {
+            if let Ok(once) = normalize_name(&s) {
+                let twice = normalize_name(&once).unwrap();
+                prop_assert_eq!(once.as_ref(), twice.as_ref());
+            }
+        }
+
+        #[test]
+        fn idna_equivalence(label in "[a-z\u{e0}-\u{fc}]{1,12}", tld in "[a-z]{2,6}") {
+            let unicode = format!("{label}.{tld}");
+            if let Ok(ascii) = normalize_name(&unicode) {
+                // The punycode spelling normalises to itself ...
+                let again = normalize_name(&ascii).unwrap();
+                prop_assert_eq!(ascii.as_ref(), again.as_ref());
+                // ... and upper case Unicode is the same entry.
+                let upper_text = unicode.to_uppercase();
+                let upper = normalize_name(&upper_text).unwrap();
+                prop_assert_eq!(ascii.as_ref(), upper.as_ref());
+                // And it reads back as the Unicode spelling.
+                prop_assert_eq!(display_name(&ascii), unicode);
+            }
+        }
+    }
+}

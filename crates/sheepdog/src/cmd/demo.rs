@@ -1,0 +1,236 @@
+//! `sheepdog demo`: everything on loopback, with an invented school in a
+//! throw-away data directory that is removed on Ctrl-C.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use sheepdog_config::Config;
+use sheepdog_roster::synthetic::SchoolSpec;
+use sheepdog_store::{
+    AccountRole, Actor, DeviceDetails, GroupKind, Ownership, PersonKind, StaffRole, Store,
+};
+
+use super::{import, serve};
+use crate::{password, telemetry, web};
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// The console's address; if the port is taken a free one is used.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    console: SocketAddr,
+    /// The metrics address; if the port is taken a free one is used.
+    #[arg(long, default_value = "127.0.0.1:9153")]
+    metrics: SocketAddr,
+    /// Pupils in each class of the invented school.
+    #[arg(long, default_value_t = 20)]
+    pupils_per_class: usize,
+    /// Keep the data directory when the demo stops.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// A demo sign-in: username, role label, role.
+const DEMO_ACCOUNTS: &[(&str, &str, StaffRole)] = &[
+    (
+        "admin@demo.invalid",
+        "trust administrator",
+        StaffRole::TrustAdministrator,
+    ),
+    (
+        "dsl@demo.invalid",
+        "designated safeguarding lead",
+        StaffRole::Dsl,
+    ),
+    ("head@demo.invalid", "headteacher", StaffRole::Headteacher),
+    (
+        "tech@demo.invalid",
+        "technician (filtering manager)",
+        StaffRole::Technician,
+    ),
+    ("teacher@demo.invalid", "teacher", StaffRole::Teacher),
+];
+
+pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::Result<ExitCode> {
+    for address in [args.console, args.metrics] {
+        if !address.ip().is_loopback() {
+            bail!("the demo listens on loopback only; {address} is not a loopback address");
+        }
+    }
+    let data = tempfile::Builder::new()
+        .prefix("sheepdog-demo-")
+        .tempdir()
+        .context("cannot create the demo's data directory")?;
+    let mut config = Config::default();
+    config.data_dir = data.path().to_path_buf();
+    telemetry::init_logs(&config, format);
+
+    let store = super::open_store(&config).await?;
+    let sign_ins = furnish(&store, &config, args.pupils_per_class).await?;
+    let console = web::bind(args.console, true).await?;
+    let metrics = web::bind(args.metrics, true).await?;
+    config.console.listen = console.local_addr()?;
+    config.metrics.listen = metrics.local_addr()?;
+    let config_path = data.path().join("sheepdog.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "data_dir = \"{}\"\n[console]\nlisten = \"{}\"\n[metrics]\nlisten = \"{}\"\n",
+            data.path().display(),
+            config.console.listen,
+            config.metrics.listen
+        ),
+    )?;
+
+    let census = store.census().await?;
+    println!("sheepdog demo is running: an invented school; no real person is named here");
+    println!("  console   http://{}/", config.console.listen);
+    println!("  health    http://{}/healthz", config.console.listen);
+    println!("  metrics   http://{}/metrics", config.metrics.listen);
+    println!(
+        "  data      {} (removed when the demo stops)",
+        data.path().display()
+    );
+    println!("  config    {}", config_path.display());
+    println!(
+        "  school    {}: {} pupils, {} staff, {} parents and carers, {} devices",
+        serve::school_label(&store).await?,
+        census.pupils,
+        census.staff,
+        census.parents,
+        census.devices
+    );
+    println!("  sign-ins  (for the console)");
+    for (username, secret, label) in &sign_ins {
+        println!("    {username:<24} {secret:<28} {label}");
+    }
+    println!(
+        "  try       sheepdog audit verify --config {}",
+        config_path.display()
+    );
+    println!("Press Ctrl-C to stop.");
+
+    let label = serve::school_label(&store).await?;
+    serve::run_servers(
+        &config,
+        store,
+        console,
+        Some(metrics),
+        label,
+        super::shutdown_signal(),
+    )
+    .await?;
+    if args.keep {
+        let kept = data.keep();
+        println!("demo stopped; data kept in {}", kept.display());
+    } else {
+        let path = data.path().to_path_buf();
+        data.close()
+            .context("cannot remove the demo's data directory")?;
+        println!("demo stopped; removed {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Fills the store with the invented school, through the same import a real
+/// school's roster takes. Returns the demo sign-ins.
+async fn furnish(
+    store: &Store,
+    config: &Config,
+    pupils_per_class: usize,
+) -> anyhow::Result<Vec<(String, String, String)>> {
+    let actor = Actor::system("demo");
+    let school = store
+        .create_school(
+            &actor,
+            "Larkmoor Primary School (demo)",
+            None,
+            config.school.timezone.0.name(),
+        )
+        .await?;
+    let spec = SchoolSpec {
+        pupils_per_class,
+        ..SchoolSpec::default()
+    };
+    let roster_dir = config.data_dir.join("roster");
+    // Staff before contacts' pupils, pupils before the contacts that name them.
+    for path in import::write_roster(&spec, &roster_dir)?
+        .iter()
+        .rev()
+        .skip(1)
+        .chain(import::write_roster(&spec, &roster_dir)?.iter().skip(2))
+    {
+        let roster = sheepdog_roster::parse(path, None)?;
+        if !roster.is_clean() {
+            bail!(
+                "the synthetic roster {} has problems: {:?}",
+                path.display(),
+                roster.problems
+            );
+        }
+        import::import(store, &actor, school.id, &roster, false).await?;
+    }
+    for (name, profile) in [("Guests", "guest"), ("Unsigned", "unsigned")] {
+        store
+            .ensure_group(&actor, school.id, name, GroupKind::Filtering, Some(profile))
+            .await?;
+    }
+    let groups = store.groups(school.id).await?;
+    let group_id = |name: &str| groups.iter().find(|g| g.name == name).map(|g| g.id);
+    let staff = store.people(school.id, Some(PersonKind::Staff)).await?;
+    let mut devices = vec![
+        DeviceDetails {
+            name: "GUEST-WIFI".to_string(),
+            mac: None,
+            address: Some("10.0.9.0/24".to_string()),
+            owner_id: None,
+            group_id: group_id("Guests"),
+            ownership: Ownership::Guest,
+        },
+        DeviceDetails {
+            name: "STAFF-WIFI".to_string(),
+            mac: None,
+            address: Some("10.0.8.0/24".to_string()),
+            owner_id: None,
+            group_id: group_id("Staff"),
+            ownership: Ownership::Byod,
+        },
+    ];
+    for n in 1..=8u8 {
+        devices.push(DeviceDetails {
+            name: format!("Y5-CHROMEBOOK-{n:02}"),
+            mac: Some(format!("02:00:5e:00:05:{n:02x}")),
+            address: Some(format!("10.0.5.{}", 10 + n)),
+            owner_id: None,
+            group_id: group_id("Year 5"),
+            ownership: Ownership::School,
+        });
+    }
+    for (n, person) in staff.iter().take(6).enumerate() {
+        devices.push(DeviceDetails {
+            name: format!("STAFF-LAPTOP-{:02}", n + 1),
+            mac: Some(format!("02:00:5e:00:08:{:02x}", n + 1)),
+            address: Some(format!("10.0.8.{}", 20 + n)),
+            owner_id: Some(person.id),
+            group_id: group_id("Staff"),
+            ownership: Ownership::School,
+        });
+    }
+    for device in devices {
+        store.save_device(&actor, school.id, device).await?;
+    }
+    let mut sign_ins = Vec::new();
+    for (username, label, role) in DEMO_ACCOUNTS {
+        let secret = password::generate();
+        let school_id = (*role != StaffRole::TrustAdministrator).then_some(school.id);
+        let roles = [AccountRole {
+            school_id,
+            role: *role,
+        }];
+        store
+            .create_account(&actor, username, label, &password::hash(&secret)?, &roles)
+            .await?;
+        sign_ins.push((username.to_string(), secret, label.to_string()));
+    }
+    Ok(sign_ins)
+}

@@ -1,0 +1,106 @@
+//! `sheepdog`: the one program a school runs. This binary only parses the
+//! command line, reads the configuration and hands over to the library
+//! crates; see ARCHITECTURE.md for where each capability lives.
+
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod password;
+mod telemetry;
+mod web;
+
+/// Online safety for schools: filtering, monitoring and safeguarding records.
+#[derive(Debug, Parser)]
+#[command(name = "sheepdog", version, propagate_version = true)]
+struct Cli {
+    /// The configuration file (every key has a default; see
+    /// dist/sheepdog.example.toml).
+    #[arg(
+        long,
+        global = true,
+        env = "SHEEPDOG_CONFIG",
+        default_value = "/etc/sheepdog/sheepdog.toml"
+    )]
+    config: PathBuf,
+    /// Log as text for people or JSON lines for a collector; overrides [log] format.
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<telemetry::Format>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start everything on loopback with a throw-away synthetic school.
+    Demo(cmd::demo::DemoArgs),
+    /// Run sheepdog with a configuration file (production).
+    Serve,
+    /// Create the data directory, the database and the first administrator.
+    Init(cmd::init::InitArgs),
+    /// Check a configuration file and report the first problem.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the version and what this build supports.
+    Version,
+    /// Work with the audit log.
+    #[command(subcommand)]
+    Audit(cmd::audit::AuditCommand),
+    /// Import records from files.
+    #[command(subcommand)]
+    Import(cmd::import::ImportCommand),
+    /// Make synthetic rosters (invented people) for trials and tests.
+    #[command(subcommand)]
+    Roster(cmd::import::RosterCommand),
+    /// Filtering lists: import, update from sources, statistics.
+    #[command(subcommand)]
+    Lists(cmd::lists::ListsCommand),
+    /// Show the filtering decision for a name or URL, and the rule behind it.
+    Check(cmd::check::CheckArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("sheepdog: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Demo(args) => runtime.block_on(cmd::demo::run(args, cli.log_format)),
+        Command::Serve => runtime.block_on(cmd::serve::run(&cli.config, cli.log_format)),
+        Command::Init(args) => runtime.block_on(cmd::init::run(args, &cli.config)),
+        Command::CheckConfig { file } => cmd::check_config(&file),
+        Command::Version => {
+            println!("{}", cmd::version());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(command) => runtime.block_on(cmd::audit::run(command, &cli.config)),
+        Command::Import(command) => runtime.block_on(cmd::import::run(command, &cli.config)),
+        Command::Roster(command) => cmd::import::synthesize(command),
+        Command::Lists(command) => {
+            let config = cmd::load_config(&cli.config)?;
+            cmd::lists::run(command, &config.filtering.policy, &config.data_dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => {
+            let config = cmd::load_config(&cli.config)?;
+            cmd::check::run(args, &config.filtering.policy, &config.data_dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
