@@ -30,7 +30,9 @@ mod records;
 
 mod accounts;
 mod devices;
+mod events;
 mod groups;
+mod monitoring;
 mod people;
 mod schools;
 

@@ -11,11 +11,23 @@ struct Migration {
     sql: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "core records and audit log",
-    sql: include_str!("../migrations/0001_core.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "core records and audit log",
+        sql: include_str!("../migrations/0001_core.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "decision events",
+        sql: include_str!("../migrations/0002_events.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "monitoring",
+        sql: include_str!("../migrations/0003_monitoring.sql"),
+    },
+];
 
 pub(crate) async fn run(store: &Store) -> Result<(), StoreError> {
     let pool = store.pool();

@@ -175,7 +175,7 @@ async fn migrations_are_idempotent_and_versioned(store: Store) {
         .fetch_all(store.pool())
         .await
         .unwrap();
-    assert_eq!(versions, vec![(1,)]);
+    assert_eq!(versions, vec![(1,), (2,), (3,)]);
     if store.dialect() == Dialect::Sqlite {
         assert_eq!(
             store

@@ -1,0 +1,1 @@
+-- DNS and proxy decision events (issue 4): filled by the events work.

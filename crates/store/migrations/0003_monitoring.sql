@@ -1,0 +1,1 @@
+-- Monitoring: keyword hits, concerns and alerts (issue 6): filled by the monitoring work.

@@ -1,0 +1,1 @@
+//! Decision events from the DNS server and the proxy (issue 4).

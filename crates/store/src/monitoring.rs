@@ -1,0 +1,1 @@
+//! Monitoring records: concerns and alerts (issue 6).
