@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 mod password;
+mod sample;
 mod telemetry;
 mod web;
 

@@ -12,7 +12,7 @@ use sheepdog_store::{
 };
 
 use super::{import, serve};
-use crate::{password, telemetry, web};
+use crate::{password, sample, telemetry, web};
 
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
@@ -65,6 +65,8 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
     config.data_dir = data.path().to_path_buf();
     telemetry::init_logs(&config, format);
 
+    config.filtering.policy = sample::write(data.path())?;
+    let engine = super::lists::load_engine(&config.filtering.policy, &config.data_dir)?;
     let store = super::open_store(&config).await?;
     let sign_ins = furnish(&store, &config, args.pupils_per_class).await?;
     let console = web::bind(args.console, true).await?;
@@ -75,10 +77,12 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
     std::fs::write(
         &config_path,
         format!(
-            "data_dir = \"{}\"\n[console]\nlisten = \"{}\"\n[metrics]\nlisten = \"{}\"\n",
+            "data_dir = \"{}\"\n[console]\nlisten = \"{}\"\n[metrics]\nlisten = \"{}\"\n\
+             [filtering]\npolicy = \"{}\"\n",
             data.path().display(),
             config.console.listen,
-            config.metrics.listen
+            config.metrics.listen,
+            config.filtering.policy.display()
         ),
     )?;
 
@@ -100,12 +104,24 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
         census.parents,
         census.devices
     );
+    let stats = engine.current().snapshot().stats();
+    println!(
+        "  filtering {} ({} names, {} URL rules from {} sample lists)",
+        config.filtering.policy.display(),
+        stats.names,
+        stats.url_rules,
+        engine.current().snapshot().lists().len()
+    );
     println!("  sign-ins  (for the console)");
     for (username, secret, label) in &sign_ins {
-        println!("    {username:<24} {secret:<28} {label}");
+        println!("    {username:<24} {secret:<32} {label}");
     }
     println!(
         "  try       sheepdog audit verify --config {}",
+        config_path.display()
+    );
+    println!(
+        "            sheepdog check --config {} --group ks2 www.example-casino.test",
         config_path.display()
     );
     println!("Press Ctrl-C to stop.");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use sheepdog_lists::sources::{self, SourceSpec, DEFAULT_MAX_BYTES};
 use sheepdog_lists::{Snapshot, SnapshotBuilder};
-use sheepdog_policy::{build_snapshot, CompiledPolicy, PolicyDocument};
+use sheepdog_policy::{build_snapshot, CompiledPolicy, Engine, PolicyDocument};
 
 /// What to do with lists.
 #[derive(clap::Subcommand, Debug)]
@@ -101,6 +101,30 @@ pub fn run(cmd: ListsCommand, policy_path: &Path, data_dir: &Path) -> anyhow::Re
             Ok(())
         }
     }
+}
+
+/// The filtering engine the servers use: the compiled snapshot in the data
+/// directory when there is one (memory-mapped, so a restart answers at
+/// once), else one built from each list's last good copy and saved.
+pub fn load_engine(policy_path: &Path, data_dir: &Path) -> anyhow::Result<Engine> {
+    let doc = PolicyDocument::load(policy_path)
+        .with_context(|| format!("reading the policy {}", policy_path.display()))?;
+    let path = snapshot_path(data_dir);
+    let snapshot = if path.is_file() {
+        Snapshot::open(&path).with_context(|| format!("opening {}", path.display()))?
+    } else {
+        let snapshot = snapshot_from_last_good(&doc, &base_dir(policy_path), data_dir)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        snapshot
+            .write_to(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Snapshot::open(&path).with_context(|| format!("opening {}", path.display()))?
+    };
+    let policy = CompiledPolicy::compile(&doc, std::sync::Arc::new(snapshot))
+        .context("compiling the policy")?;
+    Ok(Engine::new(policy))
 }
 
 /// Builds a snapshot from each list's last good copy, or from its source
