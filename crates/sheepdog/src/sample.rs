@@ -7,21 +7,66 @@ use std::path::Path;
 use anyhow::Context;
 
 const FILES: &[(&str, &str)] = &[
-    ("policy.toml", include_str!("../../../dist/policy.example.toml")),
-    ("lists/iwf-sample.txt", include_str!("../../../dist/lists/iwf-sample.txt")),
-    ("lists/ctiru-sample.txt", include_str!("../../../dist/lists/ctiru-sample.txt")),
-    ("lists/gambling-hosts.txt", include_str!("../../../dist/lists/gambling-hosts.txt")),
-    ("lists/circumvention-adblock.txt", include_str!("../../../dist/lists/circumvention-adblock.txt")),
-    ("lists/games-domains.txt", include_str!("../../../dist/lists/games-domains.txt")),
-    ("lists/malware.rpz", include_str!("../../../dist/lists/malware.rpz")),
-    ("lists/ut1/README.md", include_str!("../../../dist/lists/ut1/README.md")),
-    ("lists/ut1/adult/domains", include_str!("../../../dist/lists/ut1/adult/domains")),
-    ("lists/ut1/adult/expressions", include_str!("../../../dist/lists/ut1/adult/expressions")),
-    ("lists/ut1/gambling/domains", include_str!("../../../dist/lists/ut1/gambling/domains")),
-    ("lists/ut1/gambling/urls", include_str!("../../../dist/lists/ut1/gambling/urls")),
-    ("lists/ut1/games/domains", include_str!("../../../dist/lists/ut1/games/domains")),
-    ("lists/ut1/social_networks/domains", include_str!("../../../dist/lists/ut1/social_networks/domains")),
-    ("lists/ut1/vpn/domains", include_str!("../../../dist/lists/ut1/vpn/domains")),
+    (
+        "policy.toml",
+        include_str!("../../../dist/policy.example.toml"),
+    ),
+    (
+        "lists/iwf-sample.txt",
+        include_str!("../../../dist/lists/iwf-sample.txt"),
+    ),
+    (
+        "lists/ctiru-sample.txt",
+        include_str!("../../../dist/lists/ctiru-sample.txt"),
+    ),
+    (
+        "lists/gambling-hosts.txt",
+        include_str!("../../../dist/lists/gambling-hosts.txt"),
+    ),
+    (
+        "lists/circumvention-adblock.txt",
+        include_str!("../../../dist/lists/circumvention-adblock.txt"),
+    ),
+    (
+        "lists/games-domains.txt",
+        include_str!("../../../dist/lists/games-domains.txt"),
+    ),
+    (
+        "lists/malware.rpz",
+        include_str!("../../../dist/lists/malware.rpz"),
+    ),
+    (
+        "lists/ut1/README.md",
+        include_str!("../../../dist/lists/ut1/README.md"),
+    ),
+    (
+        "lists/ut1/adult/domains",
+        include_str!("../../../dist/lists/ut1/adult/domains"),
+    ),
+    (
+        "lists/ut1/adult/expressions",
+        include_str!("../../../dist/lists/ut1/adult/expressions"),
+    ),
+    (
+        "lists/ut1/gambling/domains",
+        include_str!("../../../dist/lists/ut1/gambling/domains"),
+    ),
+    (
+        "lists/ut1/gambling/urls",
+        include_str!("../../../dist/lists/ut1/gambling/urls"),
+    ),
+    (
+        "lists/ut1/games/domains",
+        include_str!("../../../dist/lists/ut1/games/domains"),
+    ),
+    (
+        "lists/ut1/social_networks/domains",
+        include_str!("../../../dist/lists/ut1/social_networks/domains"),
+    ),
+    (
+        "lists/ut1/vpn/domains",
+        include_str!("../../../dist/lists/ut1/vpn/domains"),
+    ),
 ];
 
 /// Writes the sample policy and lists under `dir`; returns the policy's path.
@@ -56,13 +101,21 @@ mod tests {
                 if kind.is_dir() {
                     stack.push(entry.path());
                 } else if kind.is_file() {
-                    let relative = entry.path().strip_prefix(&root).unwrap().display().to_string();
+                    let relative = entry
+                        .path()
+                        .strip_prefix(&root)
+                        .unwrap()
+                        .display()
+                        .to_string();
                     on_disk.push(relative);
                 }
             }
         }
         on_disk.sort();
-        let mut embedded: Vec<String> = super::FILES[1..].iter().map(|(n, _)| n.to_string()).collect();
+        let mut embedded: Vec<String> = super::FILES[1..]
+            .iter()
+            .map(|(n, _)| n.to_string())
+            .collect();
         embedded.sort();
         assert_eq!(on_disk, embedded);
     }

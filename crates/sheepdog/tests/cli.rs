@@ -1,0 +1,397 @@
+//! The `sheepdog` command as a technician uses it: real processes, real
+//! SQLite files, real sockets on loopback.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn sheepdog() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sheepdog"));
+    command.env_remove("SHEEPDOG_CONFIG").env("NO_COLOR", "1");
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    sheepdog().args(args).stdin(Stdio::null()).output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A deployment made by `sheepdog init` in a temporary directory.
+struct Deployment {
+    dir: tempfile::TempDir,
+}
+
+impl Deployment {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("sheepdog.toml");
+        let policy = repo().join("dist/policy.example.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "data_dir = \"data\"\n[filtering]\npolicy = \"{}\"\n",
+                policy.display()
+            ),
+        )
+        .unwrap();
+        let deployment = Self { dir };
+        let output = deployment.run(&[
+            "init",
+            "--school",
+            "Brackenfield Academy",
+            "--admin",
+            "admin@brackenfield.invalid",
+            "--generate-password",
+        ]);
+        assert!(output.status.success(), "{}", text(&output));
+        deployment
+    }
+
+    fn config(&self) -> String {
+        self.dir.path().join("sheepdog.toml").display().to_string()
+    }
+
+    fn database(&self) -> PathBuf {
+        self.dir.path().join("data/sheepdog.sqlite")
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let config = self.config();
+        let mut all = vec!["--config", config.as_str()];
+        all.extend_from_slice(args);
+        run(&all)
+    }
+
+    fn write(&self, name: &str, content: &str) -> String {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        path.display().to_string()
+    }
+
+    fn sql(&self, statement: &str) -> i64 {
+        let url = format!("sqlite://{}", self.database().display());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            if statement.starts_with("SELECT") {
+                let (value,): (i64,) = sqlx::query_as(statement)
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+                value
+            } else {
+                sqlx::query(statement)
+                    .execute(&mut conn)
+                    .await
+                    .unwrap()
+                    .rows_affected() as i64
+            }
+        })
+    }
+}
+
+fn http_get(url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = TcpStream::connect(host).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    (status, response)
+}
+
+#[test]
+fn demo_answers_on_loopback_and_removes_its_data_on_interrupt() {
+    let mut child = sheepdog()
+        .args([
+            "demo",
+            "--console",
+            "127.0.0.1:0",
+            "--metrics",
+            "127.0.0.1:0",
+            "--pupils-per-class",
+            "3",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut banner = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.starts_with("Press Ctrl-C");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    let field = |name: &str| {
+        banner
+            .iter()
+            .find_map(|l| l.trim_start().strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {banner:#?}"))
+    };
+    let console = field("console");
+    let metrics = field("metrics");
+    let data = PathBuf::from(field("data"));
+    assert!(data.join("sheepdog.sqlite").is_file());
+    assert!(banner.iter().any(|l| l.contains("admin@demo.invalid")));
+
+    let (status, body) = http_get(&format!("{console}healthz"));
+    assert_eq!((status, body.ends_with("ok\n")), (200, true), "{body}");
+    let (status, body) = http_get(&format!("{console}api/v1/status"));
+    assert_eq!(status, 200);
+    assert!(body.contains("\"pupils\":21"), "{body}");
+    let (status, body) = http_get(&metrics);
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("sheepdog_records{kind=\"pupil\"} 21"),
+        "{body}"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    assert!(
+        rest.iter().any(|l| l.starts_with("demo stopped; removed")),
+        "{rest:?}"
+    );
+    assert!(!data.exists(), "{} was left behind", data.display());
+}
+
+#[test]
+fn audit_verify_names_the_row_edited_behind_the_stores_back() {
+    let deployment = Deployment::new();
+    let roster = deployment.dir.path().join("roster");
+    let output = run(&[
+        "roster",
+        "synthesize",
+        "--out",
+        roster.to_str().unwrap(),
+        "--pupils-per-class",
+        "4",
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    for file in ["staff.csv", "pupils.csv", "contacts.csv"] {
+        let output = deployment.run(&["import", "people", roster.join(file).to_str().unwrap()]);
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    let output = deployment.run(&["audit", "verify"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).starts_with("audit log intact"));
+
+    assert_eq!(
+        deployment.sql(
+            "UPDATE audit_log SET after_state = '{\"given_name\":\"Someone Else\"}' WHERE seq = 9"
+        ),
+        1
+    );
+    let output = deployment.run(&["audit", "verify"]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("audit entry 9 was altered"),
+        "{}",
+        text(&output)
+    );
+
+    deployment.sql("DELETE FROM audit_log WHERE seq = 20");
+    let output = deployment.run(&["audit", "verify"]);
+    assert!(
+        text(&output).contains("audit entry 20 was deleted"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn a_bad_roster_is_reported_row_by_row_and_changes_nothing() {
+    let deployment = Deployment::new();
+    let people_before = deployment.sql("SELECT COUNT(*) FROM people");
+    let audit_before = deployment.sql("SELECT COUNT(*) FROM audit_log");
+    let upn = |body: &str| format!("{}{body}", sheepdog_roster_check_letter(body));
+    let (a, b) = (upn("999200100001"), upn("999200100002"));
+    let bad = deployment.write(
+        "pupils.csv",
+        &format!(
+            "UPN,Legal Surname,Legal Forename,Date of Birth,Year,Reg Group\n\
+             {a},Quorbin,Brisa,04/09/2016,5,5O\n\
+             {b},Vesk,Coren,30/02/2016,5,5O\n\
+             {a},Thalby,Ilysa,01/10/2016,5,5O\n"
+        ),
+    );
+    let output = deployment.run(&["import", "people", &bad]);
+    let report = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("line 3, column `Date of Birth`, value `30/02/2016`: is not a date"),
+        "{report}"
+    );
+    assert!(report.contains("line 4, column `UPN`"), "{report}");
+    assert!(report.contains("already on line 2"), "{report}");
+    assert!(report.contains("nothing imported"), "{report}");
+
+    let missing = deployment.write(
+        "no-dob.csv",
+        &format!("UPN,Surname,Forename,Year,Class\n{a},Quorbin,Brisa,5,5O\n"),
+    );
+    let output = deployment.run(&["import", "people", &missing]);
+    let report = text(&output);
+    assert!(!output.status.success());
+    assert!(report.contains("missing `Date of Birth`"), "{report}");
+    assert!(report.contains("DOB"), "{report}");
+
+    assert_eq!(deployment.sql("SELECT COUNT(*) FROM people"), people_before);
+    assert_eq!(
+        deployment.sql("SELECT COUNT(*) FROM audit_log"),
+        audit_before
+    );
+
+    let output = deployment.run(&["import", "people", &bad, "--skip-invalid", "--dry-run"]);
+    assert!(text(&output).contains("1 created"), "{}", text(&output));
+    assert_eq!(deployment.sql("SELECT COUNT(*) FROM people"), people_before);
+    let output = deployment.run(&["import", "people", &bad, "--skip-invalid"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(
+        deployment.sql("SELECT COUNT(*) FROM people"),
+        people_before + 1
+    );
+}
+
+/// The DfE check letter, computed independently of the roster crate.
+fn sheepdog_roster_check_letter(body: &str) -> char {
+    let sum: usize = body
+        .bytes()
+        .enumerate()
+        .map(|(i, b)| usize::from(b - b'0') * (i + 2))
+        .sum();
+    char::from(b"ABCDEFGHJKLMNPQRTUVWXYZ"[sum % 23])
+}
+
+#[test]
+fn check_config_names_file_line_key_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("site.toml");
+    std::fs::write(
+        &file,
+        "data_dir = \"/srv\"\n[console]\nlisen = \"127.0.0.1:8080\"\n",
+    )
+    .unwrap();
+    let output = run(&["check-config", file.to_str().unwrap()]);
+    let report = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{report}");
+    assert!(
+        report.contains("site.toml:3:1: `console.lisen`"),
+        "{report}"
+    );
+    assert!(report.contains("fix: did you mean `listen`?"), "{report}");
+
+    std::fs::write(&file, "[console]\nlisten = \"127.0.0.1:8080\"\n").unwrap();
+    let output = run(&["check-config", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[test]
+fn init_refuses_a_guessable_password_and_a_second_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sheepdog.toml");
+    let weak = dir.path().join("weak");
+    std::fs::write(&weak, "password123\n").unwrap();
+    let config_arg = config.to_str().unwrap();
+    let data = dir.path().join("data");
+    let base = [
+        "--config",
+        config_arg,
+        "init",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--school",
+        "Brackenfield Academy",
+        "--admin",
+        "admin@brackenfield.invalid",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--password-file", weak.to_str().unwrap()]);
+    let output = run(&args);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("too easy to guess"),
+        "{}",
+        text(&output)
+    );
+    assert!(!config.exists());
+
+    let mut args = base.to_vec();
+    args.push("--generate-password");
+    let output = run(&args);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("password: "));
+    assert!(config.is_file());
+    let output = run(&args);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("already holds a deployment"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn lists_update_then_check_explains_decisions() {
+    let deployment = Deployment::new();
+    let output = deployment.run(&["lists", "update"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let output = deployment.run(&["check", "www.example-casino.test", "--group", "ks2"]);
+    let report = text(&output);
+    assert!(report.contains("decision: block"), "{report}");
+    assert!(report.contains("category: gambling"), "{report}");
+
+    let output = deployment.run(&[
+        "check",
+        "csam-example-1.invalid/gallery/0001.html",
+        "--group",
+        "staff",
+    ]);
+    let report = text(&output);
+    assert!(report.contains("decision: block"), "{report}");
+    assert!(report.contains("illegal:  yes"), "{report}");
+}
