@@ -1,6 +1,8 @@
 //! The `sheepdog` command as a technician uses it: real processes, real
 //! SQLite files, real sockets on loopback.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

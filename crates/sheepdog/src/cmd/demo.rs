@@ -61,8 +61,10 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
         .prefix("sheepdog-demo-")
         .tempdir()
         .context("cannot create the demo's data directory")?;
-    let mut config = Config::default();
-    config.data_dir = data.path().to_path_buf();
+    let mut config = Config {
+        data_dir: data.path().to_path_buf(),
+        ..Config::default()
+    };
     telemetry::init_logs(&config, format);
 
     config.filtering.policy = sample::write(data.path())?;
