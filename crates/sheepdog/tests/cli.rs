@@ -397,3 +397,66 @@ fn lists_update_then_check_explains_decisions() {
     assert!(report.contains("decision: block"), "{report}");
     assert!(report.contains("illegal:  yes"), "{report}");
 }
+
+#[test]
+fn serve_answers_logs_json_and_stops_on_sigterm() {
+    let deployment = Deployment::new();
+    let port = |_: ()| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (console, metrics) = (port(()), port(()));
+    let config = deployment.dir.path().join("sheepdog.toml");
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config.push_str(&format!(
+        "[console]\nlisten = \"127.0.0.1:{console}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+    ));
+    std::fs::write(&config, text_config).unwrap();
+    let mut child = sheepdog()
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "serve",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        if let Ok(stream) = TcpStream::connect(("127.0.0.1", console)) {
+            drop(stream);
+            break http_get(&format!("http://127.0.0.1:{console}/healthz"));
+        }
+        assert!(Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(health.0, 200);
+    let (status, page) = http_get(&format!("http://127.0.0.1:{console}/"));
+    assert_eq!(status, 200);
+    assert!(page.contains("Brackenfield Academy"), "{page}");
+    let (status, _) = http_get(&format!("http://127.0.0.1:{metrics}/metrics"));
+    assert_eq!(status, 200);
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty());
+    for line in &lines {
+        let parsed: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(parsed.get("level").is_some(), "{line}");
+    }
+    assert!(logs.contains("sheepdog is serving"), "{logs}");
+}

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use sheepdog_config::Config;
@@ -132,6 +133,7 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
     serve::run_servers(
         &config,
         store,
+        Some(Arc::new(engine)),
         console,
         Some(metrics),
         label,

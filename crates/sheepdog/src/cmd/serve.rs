@@ -2,9 +2,11 @@
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use sheepdog_config::Config;
+use sheepdog_policy::Engine;
 use sheepdog_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -19,6 +21,7 @@ pub async fn run(
     telemetry::init_logs(&config, format);
     let store = super::open_store(&config).await?;
     let label = school_label(&store).await?;
+    let engine = load_filtering(&config)?;
     let console = web::bind(config.console.listen, false)
         .await
         .with_context(|| {
@@ -45,6 +48,7 @@ pub async fn run(
     run_servers(
         &config,
         store,
+        engine,
         console,
         metrics,
         label,
@@ -52,6 +56,26 @@ pub async fn run(
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The filtering engine, when the configuration names a policy that exists.
+/// Without one sheepdog still keeps records, and says loudly that nothing
+/// is being filtered.
+pub fn load_filtering(config: &Config) -> anyhow::Result<Option<Arc<Engine>>> {
+    let policy = &config.filtering.policy;
+    if !policy.is_file() {
+        tracing::warn!(policy = %policy.display(), "no filtering policy: nothing is filtered until one is written ([filtering] policy)");
+        return Ok(None);
+    }
+    let engine = super::lists::load_engine(policy, &config.data_dir)?;
+    let snapshot = engine.current().snapshot().clone();
+    for list in snapshot.lists() {
+        if list.legal_requirement && list.report.entries == 0 {
+            tracing::error!(list = %list.name, "a legally required list has no entries: illegal content from it is NOT blocked");
+        }
+    }
+    tracing::info!(policy = %policy.display(), names = snapshot.stats().names, "filtering policy loaded");
+    Ok(Some(Arc::new(engine)))
 }
 
 /// "Name" for one school, "N schools" for a trust.
@@ -69,6 +93,7 @@ pub async fn school_label(store: &Store) -> anyhow::Result<String> {
 pub async fn run_servers(
     _config: &Config,
     store: Store,
+    _engine: Option<Arc<Engine>>,
     console: TcpListener,
     metrics: Option<TcpListener>,
     label: String,
