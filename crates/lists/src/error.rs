@@ -29,7 +29,7 @@ pub enum ListError {
     },
     /// Building the compact name set failed.
     #[error("building the name index: {0}")]
-    Index(#[from] fst::Error),
+    Index(String),
     /// A download failed.
     #[error("fetching {url}: {reason}")]
     Fetch {

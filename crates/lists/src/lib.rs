@@ -21,6 +21,7 @@ pub mod regexes;
 pub mod snapshot;
 pub mod sources;
 mod store;
+mod table;
 pub mod url;
 pub mod ut1;
 

@@ -8,7 +8,7 @@
 
 use std::fs::File;
 
-/// A read-only memory map of a whole file.
+/// A read-only memory map of a whole file, or of a private anonymous copy.
 #[derive(Debug)]
 pub(crate) struct MappedFile {
     map: memmap2::Mmap,
@@ -29,5 +29,27 @@ impl MappedFile {
     /// The mapped bytes.
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.map
+    }
+}
+
+impl MappedFile {
+    /// A private, anonymous copy of `bytes`, asking the kernel for
+    /// transparent huge pages.
+    pub(crate) fn anonymous_copy(bytes: &[u8]) -> std::io::Result<Self> {
+        Self::anonymous(bytes.len(), |out| out.copy_from_slice(bytes))
+    }
+
+    /// `len` bytes of private anonymous memory (on transparent huge pages
+    /// where the kernel allows), filled by `fill`, then made read-only.
+    pub(crate) fn anonymous(len: usize, fill: impl FnOnce(&mut [u8])) -> std::io::Result<Self> {
+        let mut map = memmap2::MmapMut::map_anon(len.max(1))?;
+        // Before the first write, so the pages are huge from the start.
+        // Refused (old kernel, THP off): ordinary pages, still correct.
+        #[cfg(target_os = "linux")]
+        let _ = map.advise(memmap2::Advice::HugePage);
+        fill(&mut map[..len]);
+        Ok(MappedFile {
+            map: map.make_read_only()?,
+        })
     }
 }

@@ -47,6 +47,12 @@ pub fn normalize_name(input: &str) -> Result<Cow<'_, str>, NameError> {
     if trimmed.is_empty() {
         return Err(NameError::Empty);
     }
+    // The hot path: one pass over a plain ASCII name.
+    match scan_plain(trimmed.as_bytes()) {
+        Plain::Normal => return Ok(Cow::Borrowed(trimmed)),
+        Plain::NeedsLower => return Ok(Cow::Owned(trimmed.to_ascii_lowercase())),
+        Plain::No => {}
+    }
     if trimmed.is_ascii() {
         let needs_lower = trimmed.bytes().any(|b| b.is_ascii_uppercase());
         let is_idn = trimmed
@@ -69,6 +75,53 @@ pub fn normalize_name(input: &str) -> Result<Cow<'_, str>, NameError> {
     }
     check_ascii(&ascii)?;
     Ok(Cow::Owned(ascii))
+}
+
+enum Plain {
+    /// Already normal.
+    Normal,
+    /// Valid, with upper case letters.
+    NeedsLower,
+    /// Not a plain valid ASCII name (or a punycode one): take the full path.
+    No,
+}
+
+/// One pass over a name: valid length, labels of 1 to 63 letters, digits,
+/// `-` or `_`, and no `xn--` label. Anything else goes through the full
+/// checks, which give the precise error.
+#[inline]
+fn scan_plain(b: &[u8]) -> Plain {
+    if b.len() > MAX_NAME_LEN {
+        return Plain::No;
+    }
+    let mut upper = false;
+    let mut label_start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => {}
+            b'A'..=b'Z' => upper = true,
+            b'.' => {
+                let len = i - label_start;
+                if len == 0 || len > MAX_LABEL_LEN {
+                    return Plain::No;
+                }
+                label_start = i + 1;
+            }
+            _ => return Plain::No,
+        }
+        if i == label_start + 3 && b[label_start..=i].eq_ignore_ascii_case(b"xn--") {
+            return Plain::No;
+        }
+    }
+    let len = b.len() - label_start;
+    if len == 0 || len > MAX_LABEL_LEN {
+        return Plain::No;
+    }
+    if upper {
+        Plain::NeedsLower
+    } else {
+        Plain::Normal
+    }
 }
 
 /// Checks an ASCII name's length, labels and characters.
@@ -175,6 +228,26 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn fast_path_agrees_with_full_checks(s in "[a-zA-Z0-9_.-]{0,70}|(xn--|XN--)?[a-z.-]{0,20}") {
+            let fast = normalize_name(&s);
+            let trimmed = s.trim().strip_suffix('.').unwrap_or(s.trim());
+            let full = if trimmed.is_empty() {
+                Err(NameError::Empty)
+            } else if trimmed.split('.').any(|l| l.len() >= 4 && l[..4].eq_ignore_ascii_case("xn--")) {
+                idna::domain_to_ascii(trimmed)
+                    .map_err(|_| NameError::Idna)
+                    .and_then(|a| {
+                        let a = a.strip_suffix('.').map(str::to_owned).unwrap_or(a);
+                        if a.is_empty() { return Err(NameError::Empty); }
+                        check_ascii(&a).map(|()| a)
+                    })
+            } else {
+                check_ascii(trimmed).map(|()| trimmed.to_ascii_lowercase())
+            };
+            prop_assert_eq!(fast.map(|c| c.into_owned()), full);
+        }
+
         #[test]
         fn never_panics(s in "\\PC{0,80}") {
             let _ = normalize_name(&s);

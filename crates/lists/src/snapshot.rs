@@ -1,9 +1,8 @@
 //! The compiled, immutable snapshot of every list, and its builder.
 //!
-//! Names are stored once in an [`fst::Map`] keyed by the name with its labels
-//! reversed (`com.example.www`), so a name and all its subdomains share a
-//! prefix. A lookup walks the automaton once along the reversed query and
-//! collects every stored name that ends at a label boundary: a rule for
+//! Names are stored once in a hashed name table (see `table.rs`): exact,
+//! memory-mappable, two dependent memory reads per probe. A lookup probes
+//! each label suffix of the query, shortest first, so a rule for
 //! `example.com` is found for `www.example.com`, never for `badexample.com`.
 //! Each stored name maps to a *membership set*: the (list, category, match
 //! mode, exception, RPZ action) tuples it belongs to; sets are shared, so five
@@ -13,14 +12,16 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use fst::raw::Output;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ListError;
 use crate::parse::{Entry, MatchMode, Origin, ParseReport, RegexTarget, RpzAction};
 use crate::regexes::{check_pattern, RegexSet};
-use crate::store::Backing;
+use crate::table::{name_hash, NameTable, TableBuilder};
 use crate::url::{path_matches, UrlKey};
+
+/// Suffixes of a name probed together (more labels are probed in rounds).
+const MAX_PROBES: usize = 8;
 
 /// The most lists one snapshot can hold.
 pub const MAX_LISTS: usize = u16::MAX as usize;
@@ -210,7 +211,7 @@ pub struct SnapshotStats {
 #[derive(Debug)]
 pub struct Snapshot {
     /// The name index; `None` for a snapshot without names.
-    pub(crate) index: Option<fst::Map<Backing>>,
+    pub(crate) index: Option<NameTable>,
     pub(crate) meta: Meta,
     url_index: HashMap<String, Vec<u32>>,
     name_regexes: RegexSet,
@@ -219,7 +220,7 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn assemble(index: Option<fst::Map<Backing>>, meta: Meta) -> Self {
+    pub(crate) fn assemble(index: Option<NameTable>, meta: Meta) -> Self {
         let mut url_index: HashMap<String, Vec<u32>> = HashMap::new();
         for (i, rule) in meta.urls.iter().enumerate() {
             url_index
@@ -271,14 +272,8 @@ impl Snapshot {
             names: self.meta.names,
             url_rules: self.meta.urls.len() as u64,
             regex_rules: self.meta.regexes.len() as u64,
-            index_bytes: self
-                .index
-                .as_ref()
-                .map_or(0, |i| i.as_fst().as_bytes().len() as u64),
-            mapped: self
-                .index
-                .as_ref()
-                .is_some_and(|i| i.as_fst().as_inner().is_mapped()),
+            index_bytes: self.index.as_ref().map_or(0, |i| i.as_bytes().len() as u64),
+            mapped: self.index.as_ref().is_some_and(NameTable::is_mapped),
             built_at_unix: self.meta.built_at_unix,
         }
     }
@@ -308,58 +303,66 @@ impl Snapshot {
     }
 
     /// Calls `f` for every name rule and name regular expression covering a
-    /// normalised name. No allocation, no lock.
+    /// normalised name, shortest matching name first. No allocation, no
+    /// lock: one table probe per label suffix of the name.
     pub fn for_each_name_hit(&self, name: &str, mut f: impl FnMut(Hit)) {
         let bytes = name.as_bytes();
         if bytes.len() > 255 {
             return;
         }
-        // The reversed name, built on the stack.
-        let mut key = [0u8; 256];
-        let mut at = 0;
-        for label in name.rsplit('.') {
-            if at > 0 {
-                key[at] = b'.';
-                at += 1;
-            }
-            key[at..at + label.len()].copy_from_slice(label.as_bytes());
-            at += label.len();
-        }
-        let key = &key[..at];
-        let Some(index) = &self.index else {
-            return self.name_regex_hits(name, &mut f);
-        };
-        let fst = index.as_fst();
-        let mut node = fst.root();
-        let mut out = Output::zero();
-        for (i, &b) in key.iter().enumerate() {
-            let Some(t) = node.find_input(b) else { break };
-            let t = node.transition(t);
-            out = out.cat(t.out);
-            node = fst.node(t.addr);
-            let full = i + 1 == key.len();
-            if node.is_final() && (full || key[i + 1] == b'.') {
-                let value = out.cat(node.final_output()).value();
-                for &m in self.set(value) {
-                    let m = Membership(m);
-                    let covers = match m.mode() {
-                        MatchMode::Exact => full,
-                        MatchMode::Subdomains => !full,
-                        MatchMode::NameAndSubdomains => true,
-                    };
-                    if covers {
-                        f(Hit::new(
-                            m,
-                            HitSource::Name {
-                                suffix_len: (i + 1) as u8,
-                                mode: m.mode(),
-                            },
-                        ));
+        if let Some(index) = &self.index {
+            // Label suffixes, shortest first (`com`, `example.com`, ...):
+            // their starts, then every bucket, then every comparison, so
+            // the memory reads of different suffixes overlap.
+            let mut starts = [0u8; MAX_PROBES];
+            let mut ranges = [(0u32, 0u32); MAX_PROBES];
+            let mut end = bytes.len();
+            let mut done = false;
+            while !done {
+                let mut n = 0;
+                while n < MAX_PROBES && !done {
+                    let start = bytes[..end]
+                        .iter()
+                        .rposition(|&b| b == b'.')
+                        .map_or(0, |dot| dot + 1);
+                    starts[n] = start as u8;
+                    n += 1;
+                    done = start == 0;
+                    end = start.saturating_sub(1);
+                }
+                for i in 0..n {
+                    ranges[i] = index.locate(&bytes[usize::from(starts[i])..]);
+                }
+                for i in 0..n {
+                    let start = usize::from(starts[i]);
+                    let suffix = &bytes[start..];
+                    if let Some(set) = index.scan(ranges[i], suffix) {
+                        self.set_hits(set, start == 0, suffix.len(), &mut f);
                     }
                 }
             }
         }
         self.name_regex_hits(name, &mut f);
+    }
+
+    fn set_hits(&self, set: u64, full: bool, suffix_len: usize, f: &mut impl FnMut(Hit)) {
+        for &m in self.set(set) {
+            let m = Membership(m);
+            let covers = match m.mode() {
+                MatchMode::Exact => full,
+                MatchMode::Subdomains => !full,
+                MatchMode::NameAndSubdomains => true,
+            };
+            if covers {
+                f(Hit::new(
+                    m,
+                    HitSource::Name {
+                        suffix_len: suffix_len as u8,
+                        mode: m.mode(),
+                    },
+                ));
+            }
+        }
     }
 
     fn name_regex_hits(&self, name: &str, f: &mut impl FnMut(Hit)) {
@@ -432,16 +435,27 @@ impl Snapshot {
         crate::store::write(self, path)
     }
 
-    /// Opens a snapshot file, memory-mapping its name index.
+    /// Opens a snapshot file, memory-mapping its name index: answers at
+    /// once, pages are read as lookups touch them.
     pub fn open(path: &Path) -> Result<Self, ListError> {
-        crate::store::open(path)
+        crate::store::open(path, false)
+    }
+
+    /// Opens a snapshot file and copies its name index into memory, on
+    /// transparent huge pages where the kernel allows. Takes a moment (a
+    /// read of the index) but makes lookups faster than the mapped file,
+    /// whose 4 KiB pages cost a TLB miss on nearly every random lookup. A
+    /// server can [`Snapshot::open`] to answer at once and swap in a
+    /// resident copy from the background.
+    pub fn open_resident(path: &Path) -> Result<Self, ListError> {
+        crate::store::open(path, true)
     }
 }
 
 struct PendingName {
-    /// The first eight bytes of the key, big-endian, so that most
-    /// comparisons while sorting never touch the arena.
-    prefix: u64,
+    /// The name's [`name_hash`]: names are sorted by it (the table's order),
+    /// and most comparisons while sorting never touch the arena.
+    hash: u64,
     offset: u32,
     len: u8,
     membership: u64,
@@ -458,7 +472,6 @@ pub struct SnapshotBuilder {
     urls: Vec<UrlRule>,
     regexes: Vec<(RegexRule, String, u64)>,
     local_data: HashMap<String, Vec<String>>,
-    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for SnapshotBuilder {
@@ -556,16 +569,12 @@ impl SnapshotBuilder {
                 if name.len() > 253 || self.arena.len() > (u32::MAX as usize - 256) {
                     return;
                 }
-                crate::name::reverse_labels_into(&name, &mut self.scratch);
                 let offset = self.arena.len() as u32;
-                self.arena.extend_from_slice(&self.scratch);
-                let mut head = [0u8; 8];
-                let n = self.scratch.len().min(8);
-                head[..n].copy_from_slice(&self.scratch[..n]);
+                self.arena.extend_from_slice(name.as_bytes());
                 self.names.push(PendingName {
-                    prefix: u64::from_be_bytes(head),
+                    hash: name_hash(name.as_bytes()),
                     offset,
-                    len: self.scratch.len() as u8,
+                    len: name.len() as u8,
                     membership: Membership::new(list, category, mode, exception, rpz).0,
                 });
                 if let Some(data) = local_data {
@@ -624,8 +633,8 @@ impl SnapshotBuilder {
             &arena[start..start + usize::from(p.len)]
         };
         self.names.sort_unstable_by(|a, b| {
-            a.prefix
-                .cmp(&b.prefix)
+            a.hash
+                .cmp(&b.hash)
                 .then_with(|| key(a).cmp(key(b)))
                 .then(a.membership.cmp(&b.membership))
         });
@@ -633,7 +642,15 @@ impl SnapshotBuilder {
         let mut set_ids: HashMap<Vec<u64>, u64> = HashMap::new();
         let mut set_offsets: Vec<u32> = Vec::new();
         let mut sets: Vec<u64> = Vec::new();
-        let mut builder = fst::MapBuilder::memory();
+        let mut distinct_names = 0usize;
+        let mut names_bytes = 0usize;
+        for (i, p) in self.names.iter().enumerate() {
+            if i == 0 || key(&self.names[i - 1]) != key(p) {
+                distinct_names += 1;
+                names_bytes += usize::from(p.len) + 3;
+            }
+        }
+        let mut builder = TableBuilder::new(distinct_names, names_bytes);
         let mut distinct = 0u64;
         let mut members: Vec<u64> = Vec::new();
         let mut i = 0;
@@ -658,14 +675,17 @@ impl SnapshotBuilder {
                     id
                 }
             };
-            builder.insert(k, id)?;
+            builder
+                .push(k, self.names[i].hash, id)
+                .map_err(ListError::Index)?;
             distinct += 1;
             i = j;
         }
         drop(arena);
         self.names = Vec::new();
-        let bytes = builder.into_inner()?;
-        let index = Some(fst::Map::new(Backing::Owned(bytes))?);
+        // In huge pages where possible (see `Backing::resident`).
+        let backing = builder.finish().map_err(ListError::Index)?;
+        let index = Some(NameTable::new(backing).map_err(ListError::Index)?);
 
         let mut regexes = Vec::new();
         for (rule, file, line) in self.regexes {

@@ -167,6 +167,81 @@ fn write_and_open_round_trip() {
 }
 
 #[test]
+fn one_name_in_several_lists_keeps_every_membership() {
+    let s = build(&[
+        (
+            "a",
+            false,
+            "gambling",
+            ListFormat::Domains,
+            "shared.test\nonly-a.test\n",
+        ),
+        ("b", false, "games", ListFormat::Domains, "*.shared.test\n"),
+        ("c", true, "iwf", ListFormat::Urls, "shared.test\n"),
+    ]);
+    assert_eq!(
+        hits(&s, "shared.test"),
+        vec![
+            "a:gambling:shared.test (and subdomains)",
+            "c:iwf:shared.test"
+        ]
+    );
+    assert_eq!(
+        hits(&s, "www.shared.test"),
+        vec![
+            "a:gambling:shared.test (and subdomains)",
+            "b:games:*.shared.test"
+        ]
+    );
+    assert!(hits(&s, "notshared.test").is_empty());
+    assert!(hits(&s, "test").is_empty());
+}
+
+#[test]
+fn names_with_many_labels_are_probed_in_rounds() {
+    let s = build(&[(
+        "l",
+        false,
+        "c",
+        ListFormat::Domains,
+        "test\nc.d.test\n3.4.5.6.7.8.9.a.b.c.d.test\n1.2.3.4.5.6.7.8.9.a.b.c.d.test\n",
+    )]);
+    let q = "0.1.2.3.4.5.6.7.8.9.a.b.c.d.test";
+    let mut lens = Vec::new();
+    s.for_each_name_hit(q, |h| {
+        if let HitSource::Name { suffix_len, .. } = h.source {
+            lens.push(suffix_len);
+        }
+    });
+    assert_eq!(lens, vec![4, 8, 26, 30]);
+}
+
+#[test]
+fn a_damaged_name_index_never_crashes_a_lookup() {
+    let text: String = (0..300).map(|i| format!("n{i}.example.test\n")).collect();
+    let s = build(&[("l", false, "c", ListFormat::Domains, &text)]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap.bin");
+    s.write_to(&path).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    let index_len = s.stats().index_bytes as usize;
+    let index_start = good.len() - index_len;
+    for (k, at) in (index_start..good.len()).step_by(7).enumerate() {
+        let mut bytes = good.clone();
+        bytes[at] ^= 1 << (k % 8);
+        std::fs::write(&path, &bytes).unwrap();
+        // Opening reads only the header; a damaged body is found by
+        // `verify` and can never make a lookup panic or read out of range.
+        if let Ok(t) = Snapshot::open(&path) {
+            assert!(t.verify().is_err());
+            for i in (0..300).step_by(13) {
+                let _ = hits(&t, &format!("www.n{i}.example.test"));
+            }
+        }
+    }
+}
+
+#[test]
 fn empty_snapshot_matches_nothing() {
     let s = Snapshot::empty();
     assert!(hits(&s, "example.test").is_empty());
@@ -196,6 +271,44 @@ proptest! {
         let mut got = Vec::new();
         s.for_each_name_hit(&q, |h| got.push(h));
         prop_assert_eq!(got.len(), expected.len());
+    }
+
+    /// Queries under a rule find exactly the rules a naive model finds, with
+    /// the matched name's length, in memory and from a mapped file alike.
+    #[test]
+    fn suffix_hits_agree_with_a_naive_model_in_memory_and_mapped(
+        rules in proptest::collection::vec(proptest::collection::vec(label(), 1..4), 1..40),
+        pick in 0usize..40,
+        prefix in proptest::collection::vec(label(), 0..3),
+    ) {
+        let rules: Vec<String> = rules.iter().map(|r| r.join(".")).collect();
+        let text = rules.join("\n");
+        let s = build(&[("l", false, "c", ListFormat::Domains, &text)]);
+        let base = &rules[pick % rules.len()];
+        let q = if prefix.is_empty() { base.clone() } else { format!("{}.{base}", prefix.join(".")) };
+        let mut expected: Vec<u8> = rules
+            .iter()
+            .filter(|r| q == **r || q.ends_with(&format!(".{r}")))
+            .map(|r| r.len() as u8)
+            .collect();
+        expected.sort();
+        expected.dedup();
+        let lens = |s: &Snapshot| {
+            let mut got = Vec::new();
+            s.for_each_name_hit(&q, |h| match h.source {
+                HitSource::Name { suffix_len, .. } => got.push(suffix_len),
+                _ => got.push(0),
+            });
+            got
+        };
+        // Shortest matching name first.
+        prop_assert_eq!(lens(&s), expected.clone());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.snap");
+        s.write_to(&path).unwrap();
+        let t = Snapshot::open(&path).unwrap();
+        t.verify().unwrap();
+        prop_assert_eq!(lens(&t), expected);
     }
 
     /// The Unicode and punycode spellings of a rule are one entry.

@@ -2,7 +2,7 @@
 //!
 //! A snapshot file is a 64-byte header (magic and version, the lengths of
 //! the two sections, the SHA-256 of the metadata), the metadata as JSON, and
-//! the name index (an fst) aligned to 8 bytes. Opening maps the file and
+//! the name index (the hashed name table of `table.rs`) aligned to 8 bytes. Opening maps the file and
 //! uses the index in place, so a restart with millions of names answers at
 //! once: pages are read from disk as lookups touch them.
 
@@ -16,8 +16,11 @@ use sha2::{Digest, Sha256};
 use crate::error::ListError;
 use crate::mapped::MappedFile;
 use crate::snapshot::{Meta, Snapshot};
+use crate::table::NameTable;
 
-const MAGIC: &[u8; 16] = b"SHEEPDOG-SNAP-01";
+/// Version 02: the name index is a hashed name table (version 01 was an
+/// fst over label-reversed names).
+const MAGIC: &[u8; 16] = b"SHEEPDOG-SNAP-02";
 const HEADER: usize = 64;
 
 /// The bytes behind a name index: owned, or a slice of a mapped file.
@@ -25,6 +28,9 @@ const HEADER: usize = 64;
 pub enum Backing {
     /// Built in memory.
     Owned(Vec<u8>),
+    /// A private copy in anonymous memory, on transparent huge pages where
+    /// the kernel allows: fewer TLB misses on random lookups.
+    Resident(Arc<MappedFileHandle>),
     /// Part of a memory-mapped snapshot file.
     Mapped {
         /// The mapped file.
@@ -41,6 +47,40 @@ pub enum Backing {
 pub struct MappedFileHandle(MappedFile);
 
 impl Backing {
+    /// Copies `bytes` into anonymous memory, asking for transparent huge
+    /// pages (a name index is read at random; with 4 KiB pages nearly every
+    /// lookup also misses the TLB, which is expensive in virtual machines).
+    /// Falls back to an ordinary heap copy.
+    pub(crate) fn resident(bytes: &[u8]) -> Backing {
+        match MappedFile::anonymous_copy(bytes) {
+            Ok(map) => Backing::Resident(Arc::new(MappedFileHandle(map))),
+            Err(_) => Backing::Owned(bytes.to_vec()),
+        }
+    }
+
+    /// `len` bytes written by `fill`, in anonymous (huge-page) memory like
+    /// [`Backing::resident`], without a second copy.
+    pub(crate) fn resident_with(len: usize, fill: impl FnOnce(&mut [u8])) -> Backing {
+        let mut fill = Some(fill);
+        let mapped = MappedFile::anonymous(len, |out| {
+            if let Some(f) = fill.take() {
+                f(out);
+            }
+        });
+        match (mapped, fill) {
+            (Ok(map), _) => Backing::Resident(Arc::new(MappedFileHandle(map))),
+            (Err(_), Some(f)) => {
+                let mut v = vec![0u8; len];
+                f(&mut v);
+                Backing::Owned(v)
+            }
+            // Making the filled map read-only failed: the bytes are gone.
+            // An empty backing is refused by `NameTable::new`, so the build
+            // fails cleanly rather than producing a wrong index.
+            (Err(_), None) => Backing::Owned(Vec::new()),
+        }
+    }
+
     /// Whether the bytes come from a mapped file.
     pub fn is_mapped(&self) -> bool {
         matches!(self, Backing::Mapped { .. })
@@ -51,6 +91,7 @@ impl AsRef<[u8]> for Backing {
     fn as_ref(&self) -> &[u8] {
         match self {
             Backing::Owned(v) => v,
+            Backing::Resident(m) => m.0.bytes(),
             Backing::Mapped { file, start, end } => file.0.bytes().get(*start..*end).unwrap_or(&[]),
         }
     }
@@ -65,10 +106,7 @@ fn bad(path: &Path, reason: impl Into<String>) -> ListError {
 
 pub(crate) fn write(snapshot: &Snapshot, path: &Path) -> Result<(), ListError> {
     let meta = serde_json::to_vec(&snapshot.meta)?;
-    let index: &[u8] = snapshot
-        .index
-        .as_ref()
-        .map_or(&[], |i| i.as_fst().as_bytes());
+    let index: &[u8] = snapshot.index.as_ref().map_or(&[], NameTable::as_bytes);
     let digest = Sha256::digest(&meta);
     let mut header = Vec::with_capacity(HEADER);
     header.extend_from_slice(MAGIC);
@@ -93,7 +131,7 @@ pub(crate) fn write(snapshot: &Snapshot, path: &Path) -> Result<(), ListError> {
     result.map_err(|e| ListError::io(path, e))
 }
 
-pub(crate) fn open(path: &Path) -> Result<Snapshot, ListError> {
+pub(crate) fn open(path: &Path, resident: bool) -> Result<Snapshot, ListError> {
     let file = File::open(path).map_err(|e| ListError::io(path, e))?;
     let mapped = MappedFile::map(&file).map_err(|e| ListError::io(path, e))?;
     let bytes = mapped.bytes();
@@ -132,23 +170,30 @@ pub(crate) fn open(path: &Path) -> Result<Snapshot, ListError> {
     let index = if index_len == 0 {
         None
     } else {
-        let backing = Backing::Mapped {
-            file: Arc::new(MappedFileHandle(mapped)),
-            start: index_start,
-            end: index_end,
+        let backing = if resident {
+            Backing::resident(&bytes[index_start..index_end])
+        } else {
+            Backing::Mapped {
+                file: Arc::new(MappedFileHandle(mapped)),
+                start: index_start,
+                end: index_end,
+            }
         };
-        Some(fst::Map::new(backing).map_err(|e| bad(path, e.to_string()))?)
+        Some(NameTable::new(backing).map_err(|e| bad(path, e))?)
     };
     Ok(Snapshot::assemble(index, meta))
 }
 
 impl Snapshot {
-    /// Reads the whole name index and checks its internal checksum. Opening
-    /// does not do this, so that a restart answers at once; run it from an
-    /// operator command or a background task.
+    /// Reads the whole name index and checks its checksum and structure.
+    /// Opening does not do this, so that a restart answers at once; run it
+    /// from an operator command or a background task. (A damaged index can
+    /// never crash a lookup: every read is bounds-checked.)
     pub fn verify(&self) -> Result<(), ListError> {
         match &self.index {
-            Some(index) => index.as_fst().verify().map_err(ListError::Index),
+            Some(index) => index
+                .verify(self.meta.set_offsets.len())
+                .map_err(ListError::Index),
             None => Ok(()),
         }
     }

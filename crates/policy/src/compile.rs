@@ -11,6 +11,7 @@ use sheepdog_lists::{normalize_name, parse_url, ListInfo, Snapshot, SnapshotBuil
 
 use crate::document::{GroupDef, PolicyDocument, SafeSearch, Term};
 use crate::error::PolicyError;
+use crate::fast::FastMap;
 use crate::schedule::Schedule;
 use crate::taxonomy::{shipped, ut1_category, CategoryKind, SHIPPED_CATEGORIES};
 use crate::Action;
@@ -81,7 +82,7 @@ pub struct Group {
     /// Safe search settings.
     pub safe_search: SafeSearch,
     pub(crate) category_actions: Vec<Option<Action>>,
-    pub(crate) local_names: HashMap<String, LocalEntry>,
+    pub(crate) local_names: FastMap<LocalEntry>,
     pub(crate) local_urls: Vec<(UrlKey, LocalEntry)>,
     pub(crate) schedule_rules: Vec<ScheduleRule>,
     /// Time-bound exceptions, in document order.
@@ -111,7 +112,7 @@ pub struct CompiledPolicy {
     pub(crate) list_illegal: Vec<bool>,
     pub(crate) list_names: Vec<Arc<str>>,
     pub(crate) groups: Vec<Group>,
-    pub(crate) group_index: HashMap<String, usize>,
+    pub(crate) group_index: FastMap<usize>,
     pub(crate) fallback_group: Option<usize>,
     pub(crate) schedules: Vec<Schedule>,
     pub(crate) terms: Vec<Term>,
@@ -130,7 +131,7 @@ fn check_action(place: &str, category: &Category, action: Action) -> Result<(), 
 }
 
 fn add_local(
-    names: &mut HashMap<String, LocalEntry>,
+    names: &mut FastMap<LocalEntry>,
     urls: &mut Vec<(UrlKey, LocalEntry)>,
     place: &str,
     entry: &str,
@@ -260,7 +261,7 @@ impl CompiledPolicy {
             .collect::<Result<_, _>>()?;
 
         let mut groups = Vec::new();
-        let mut group_index = HashMap::new();
+        let mut group_index = FastMap::default();
         for def in &doc.groups {
             if group_index.contains_key(&def.name) {
                 return Err(PolicyError::invalid(
@@ -370,7 +371,7 @@ fn compile_group(
             *slot = Some(*action);
         }
     }
-    let mut local_names = HashMap::new();
+    let mut local_names = FastMap::default();
     let mut local_urls = Vec::new();
     for (entries, action, group_level) in [
         (&doc.local.allow, Action::Allow, false),

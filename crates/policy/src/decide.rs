@@ -1,10 +1,12 @@
-//! The decision: pure, allocation-light, lock-free.
+//! The decision: pure, lock-free; [`CompiledPolicy::verdict`] does not
+//! allocate for a normalised name (the DNS and proxy hot path),
+//! [`CompiledPolicy::decide`] adds the strings for people.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use sheepdog_lists::{normalize_name, parse_url, Hit, RpzAction, UrlKey};
+use sheepdog_lists::{normalize_name, parse_url, Hit, HitSource, RpzAction, UrlKey};
 
 use crate::compile::{CategoryId, CompiledPolicy, Group};
 use crate::Action;
@@ -94,6 +96,83 @@ pub struct Decision {
     pub rpz: Option<RpzAction>,
 }
 
+/// Hits kept on the stack; a request with more spills to the heap.
+const INLINE_HITS: usize = 16;
+
+const NO_HIT: Hit = Hit {
+    list: 0,
+    category: 0,
+    exception: false,
+    rpz: None,
+    source: HitSource::Regex(0),
+};
+
+/// The hits of one request: on the stack unless there are more than
+/// [`INLINE_HITS`], so a decision does not allocate.
+struct Hits {
+    len: usize,
+    inline: [Hit; INLINE_HITS],
+    spill: Vec<Hit>,
+}
+
+impl Hits {
+    fn new() -> Self {
+        Hits {
+            len: 0,
+            inline: [NO_HIT; INLINE_HITS],
+            spill: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, h: Hit) {
+        if self.len < INLINE_HITS {
+            self.inline[self.len] = h;
+            self.len += 1;
+        } else {
+            if self.spill.is_empty() {
+                self.spill.extend_from_slice(&self.inline);
+            }
+            self.spill.push(h);
+        }
+    }
+
+    fn as_slice(&self) -> &[Hit] {
+        if self.spill.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spill
+        }
+    }
+
+    /// Drops every hit of a list that has an exception hit (the exception
+    /// included), keeping the order of the rest.
+    fn apply_exceptions(&mut self) {
+        if !self.as_slice().iter().any(|h| h.exception) {
+            return;
+        }
+        if !self.spill.is_empty() {
+            let excepted: Vec<u16> = self
+                .spill
+                .iter()
+                .filter(|h| h.exception)
+                .map(|h| h.list)
+                .collect();
+            self.spill.retain(|h| !excepted.contains(&h.list));
+            return;
+        }
+        let all = self.inline;
+        let all = &all[..self.len];
+        let mut kept = 0;
+        for h in all {
+            if !all.iter().any(|e| e.exception && e.list == h.list) {
+                self.inline[kept] = *h;
+                kept += 1;
+            }
+        }
+        self.len = kept;
+    }
+}
+
 struct Subject<'q> {
     name: Cow<'q, str>,
     url: Option<UrlKey>,
@@ -132,20 +211,13 @@ impl CompiledPolicy {
 
     /// Collects the hits that count: a list's exception rules cancel that
     /// list's other hits.
-    fn effective_hits(&self, s: &Subject<'_>) -> Vec<Hit> {
-        let mut hits = Vec::new();
+    fn effective_hits(&self, s: &Subject<'_>) -> Hits {
+        let mut hits = Hits::new();
         self.snapshot.for_each_name_hit(&s.name, |h| hits.push(h));
         if let Some(url) = &s.url {
             self.snapshot.for_each_url_hit(url, |h| hits.push(h));
         }
-        if hits.iter().any(|h| h.exception) {
-            let excepted: Vec<u16> = hits
-                .iter()
-                .filter(|h| h.exception)
-                .map(|h| h.list)
-                .collect();
-            hits.retain(|h| !excepted.contains(&h.list));
-        }
+        hits.apply_exceptions();
         hits
     }
 
@@ -153,7 +225,12 @@ impl CompiledPolicy {
         self.group_index.get(name).copied().or(self.fallback_group)
     }
 
-    /// Decides, returning the compact verdict. Pure and lock-free.
+    /// Decides, returning the compact verdict. Pure and lock-free, and for
+    /// a name that is already normalised (lower case ASCII, as DNS servers
+    /// and proxies see almost all names) it does not allocate: this is the
+    /// call for the DNS and proxy hot path. Expand the verdict with
+    /// [`CompiledPolicy::explain`] only when a person or the log needs the
+    /// reason (for example when it blocks).
     ///
     /// Precedence: illegal > local deny/allow > time-bound exception >
     /// schedule > category > group default.
@@ -172,6 +249,7 @@ impl CompiledPolicy {
             return v;
         };
         let hits = self.effective_hits(&s);
+        let hits = hits.as_slice();
 
         // 1. Illegal content: nothing can allow it.
         if let Some(h) = hits.iter().find(|h| self.hit_is_illegal(h)) {
@@ -242,7 +320,7 @@ impl CompiledPolicy {
 
         // 5. Categories: the most restrictive action the group sets.
         let mut best: Option<(Action, Hit, CategoryId)> = None;
-        for h in &hits {
+        for h in hits {
             let c = self.category_of(h);
             if let Some(a) = group.category_action(c) {
                 if best.map_or(true, |(b, _, _)| a.severity() > b.severity()) {
@@ -268,7 +346,9 @@ impl CompiledPolicy {
         v
     }
 
-    /// Decides and explains. Pure: no I/O, no lock.
+    /// Decides and explains. Pure: no I/O, no lock, but it builds the
+    /// reason and rule strings; hot paths call [`CompiledPolicy::verdict`]
+    /// and explain only what they log or show.
     pub fn decide(&self, q: &Query<'_>) -> Decision {
         let v = self.verdict(q);
         self.explain(q, &v)

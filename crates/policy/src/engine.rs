@@ -6,9 +6,24 @@
 //! decision; a rebuild happens on another thread, from the policy document
 //! and lists, and is swapped in with one atomic store. A rebuild that fails
 //! leaves the live policy untouched.
+//!
+//! Freeing a policy (its snapshot can be a hundred megabytes) is work a
+//! decision must never do. With a plain `ArcSwap`, whichever thread drops
+//! the last reference frees it, and after a swap that can be a deciding
+//! thread finishing a decision. So the engine keeps every replaced policy
+//! in a *retired* list, which holds a reference of its own: a reader's drop
+//! is then only a counter decrement. [`Engine::reclaim`] (called by
+//! [`Engine::swap`], [`Engine::rebuild`] and whatever background task does
+//! reloads) frees retired policies that no reader holds any more, on the
+//! calling thread. Readers never touch the retired list or its lock.
+//!
+//! The hot path is [`Engine::verdict`] (or [`Engine::current`] then
+//! [`CompiledPolicy::verdict`]): no lock, no allocation for a normalised
+//! name. [`Engine::decide`] adds the strings for people and allocates.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
@@ -21,6 +36,9 @@ use crate::error::PolicyError;
 #[derive(Debug)]
 pub struct Engine {
     current: ArcSwap<CompiledPolicy>,
+    /// Replaced policies, kept until no reader holds them; touched only by
+    /// writers.
+    retired: Mutex<Vec<Arc<CompiledPolicy>>>,
 }
 
 impl Engine {
@@ -28,15 +46,19 @@ impl Engine {
     pub fn new(policy: CompiledPolicy) -> Self {
         Engine {
             current: ArcSwap::from_pointee(policy),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
-    /// Decides against the current policy. Never waits for a rebuild.
+    /// Decides against the current policy and explains the decision (with
+    /// strings, so it allocates). Never waits for a rebuild.
     pub fn decide(&self, q: &Query<'_>) -> Decision {
         self.current.load().decide(q)
     }
 
-    /// The compact verdict against the current policy.
+    /// The compact verdict against the current policy: the hot path for the
+    /// DNS server and the proxy. No lock, no allocation for a normalised
+    /// name, never waits for a rebuild, never frees a policy.
     pub fn verdict(&self, q: &Query<'_>) -> Verdict {
         self.current.load().verdict(q)
     }
@@ -47,9 +69,52 @@ impl Engine {
         self.current.load_full()
     }
 
-    /// Puts a new policy in force; returns the old one.
+    /// Puts a new policy in force; returns the old one. The old one is also
+    /// retired (see the module documentation), so whichever thread drops
+    /// the last *reader* reference, the memory is freed by a later
+    /// [`Engine::reclaim`] on a background thread, never by a decision.
     pub fn swap(&self, policy: CompiledPolicy) -> Arc<CompiledPolicy> {
-        self.current.swap(Arc::new(policy))
+        let new = Arc::new(policy);
+        let old = self.current.swap(new);
+        self.retired_list().push(old.clone());
+        self.reclaim();
+        old
+    }
+
+    fn retired_list(&self) -> std::sync::MutexGuard<'_, Vec<Arc<CompiledPolicy>>> {
+        self.retired.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Frees retired policies that nobody else holds, on the calling
+    /// thread (call it from the reload task, never from a decision).
+    /// Returns how many retired policies are still in use by readers.
+    pub fn reclaim(&self) -> usize {
+        let free: Vec<Arc<CompiledPolicy>> = {
+            let mut retired = self.retired_list();
+            let (free, keep): (Vec<_>, Vec<_>) =
+                retired.drain(..).partition(|p| Arc::strong_count(p) == 1);
+            *retired = keep;
+            free
+        };
+        // Only the retired list held these, and nothing can reach them any
+        // more: dropping them here, outside the lock, frees them.
+        drop(free);
+        self.retired_list().len()
+    }
+
+    /// Calls [`Engine::reclaim`] until nothing retired is in use or
+    /// `patience` has passed. Decisions hold a policy for microseconds, so a
+    /// few milliseconds is normally enough; what is still held (a request
+    /// waiting on upstream DNS, say) is freed by a later call.
+    pub fn reclaim_within(&self, patience: Duration) -> usize {
+        let start = std::time::Instant::now();
+        loop {
+            let left = self.reclaim();
+            if left == 0 || start.elapsed() >= patience {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Rebuilds from a document and its lists (refreshing sources into
@@ -63,7 +128,8 @@ impl Engine {
     ) -> Result<Vec<ListOutcome>, PolicyError> {
         let (snapshot, outcomes) = build_snapshot(doc, base_dir, cache_dir)?;
         let policy = CompiledPolicy::compile(doc, Arc::new(snapshot))?;
-        self.swap(policy);
+        drop(self.swap(policy));
+        self.reclaim_within(Duration::from_millis(50));
         Ok(outcomes)
     }
 }

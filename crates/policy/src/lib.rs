@@ -44,6 +44,7 @@ mod decide;
 pub mod document;
 mod engine;
 mod error;
+mod fast;
 pub mod schedule;
 pub mod taxonomy;
 #[cfg(test)]

@@ -342,6 +342,60 @@ fn engine_swaps_without_stopping_decisions() {
 }
 
 #[test]
+fn a_reader_never_frees_a_replaced_policy() {
+    let engine = Engine::new(policy());
+    // A reader holds the current policy across a swap ...
+    let held = engine.current();
+    let weak = Arc::downgrade(&held);
+    drop(engine.swap(policy()));
+    assert_eq!(engine.reclaim(), 1);
+    // ... and lets go: its drop is a decrement; the retired list still
+    // holds the policy, so the reader did not free it.
+    drop(held);
+    assert!(weak.upgrade().is_some());
+    // The reload side frees it.
+    assert_eq!(engine.reclaim(), 0);
+    assert!(weak.upgrade().is_none());
+    // Without readers, the next reclaim frees the old policy.
+    let weak = Arc::downgrade(&engine.current());
+    drop(engine.swap(policy()));
+    assert!(weak.upgrade().is_some());
+    assert_eq!(engine.reclaim(), 0);
+    assert!(weak.upgrade().is_none());
+}
+
+#[test]
+fn verdict_handles_many_hits_and_exceptions() {
+    // More hits than the inline buffer holds, and an exception in one list.
+    let mut b = SnapshotBuilder::new();
+    let mut text = String::new();
+    for i in 0..20 {
+        let id = b.add_list(&format!("l{i}"), false, Some("games")).unwrap();
+        text.clear();
+        text.push_str("a.b.c.d.test\n||b.c.d.test^\n");
+        if i == 7 {
+            text.push_str("@@||c.d.test^\n");
+        }
+        let report = parse_str(&text, ListFormat::Adblock, "t", &mut |o, e| {
+            b.add_entry(id, None, o, e)
+        });
+        b.add_report(id, report);
+    }
+    let doc = PolicyDocument::from_toml(DOC).unwrap();
+    let p = CompiledPolicy::compile(&doc, Arc::new(b.build().unwrap())).unwrap();
+    let q = Query {
+        group: "ks2",
+        target: Target::Name("x.a.b.c.d.test"),
+        at: lesson(),
+    };
+    let v = p.verdict(&q);
+    let d = p.decide(&q);
+    assert_eq!(v.action, d.action);
+    let hit = v.hit.unwrap();
+    assert_ne!(hit.list, 7, "the excepted list must not decide");
+}
+
+#[test]
 fn documents_refuse_unknown_fields_and_bad_values() {
     assert!(
         PolicyDocument::from_toml("[school]\nname=\"x\"\ncolour=\"red\"\ngroups=[]\n").is_err()

@@ -110,8 +110,20 @@ pub fn load_engine(policy_path: &Path, data_dir: &Path) -> anyhow::Result<Engine
     let doc = PolicyDocument::load(policy_path)
         .with_context(|| format!("reading the policy {}", policy_path.display()))?;
     let path = snapshot_path(data_dir);
-    let snapshot = if path.is_file() {
-        Snapshot::open(&path).with_context(|| format!("opening {}", path.display()))?
+    let saved = if path.is_file() {
+        match Snapshot::open(&path) {
+            Ok(snapshot) => Some(snapshot),
+            // An older format or a damaged file: rebuild from the copies.
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "rebuilding the snapshot");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let snapshot = if let Some(snapshot) = saved {
+        snapshot
     } else {
         let snapshot = snapshot_from_last_good(&doc, &base_dir(policy_path), data_dir)?;
         if let Some(dir) = path.parent() {

@@ -1,0 +1,391 @@
+//! The name index: a hashed table of normalised names, exact and
+//! memory-mappable.
+//!
+//! Every stored name is kept in full, in a byte *blob* ordered by a 64-bit
+//! hash of the name; a bucket array indexed by the top bits of the hash
+//! gives where each bucket's names start in the blob, and a 32-bit filter
+//! of the names in the bucket (two bits per name, from low hash bits).
+//! Looking a name up hashes it and reads its bucket entry; if the filter
+//! rules the name out (about 98% of absent names), that is the only memory
+//! read. Otherwise it compares the query with the few names of the bucket
+//! (on average two or three, usually one cache line). Matches are exact
+//! byte comparisons: a hash collision can make a bucket longer or let a
+//! filter pass, never make a name match another.
+//!
+//! Suffix matching probes each label suffix of the query (`www.example.com`,
+//! `example.com`, `com`); a rule for `example.com` is found for
+//! `www.example.com`, never for `badexample.com`.
+//!
+//! Layout (little-endian), one section of the snapshot file:
+//!
+//! | bytes | content |
+//! |---|---|
+//! | 0..8 | magic `SDNAMES1` |
+//! | 8..12 | bucket bits `b` (1..=31) |
+//! | 12..16 | zero |
+//! | 16..24 | number of names |
+//! | 24..32 | blob length |
+//! | 32..64 | SHA-256 of everything after the header |
+//! | 64.. | `2^b + 1` bucket entries: offset into the blob (u32), filter (u32); the last has the blob length and filter 0 |
+//! | then | the blob: per name, its length (u8), its membership set id (LEB128), its bytes |
+
+use sha2::{Digest, Sha256};
+
+use crate::store::Backing;
+
+const MAGIC: &[u8; 8] = b"SDNAMES1";
+const HEADER: usize = 64;
+/// Bytes per bucket entry.
+const ENTRY: usize = 8;
+
+/// The bucket filter bits of a hash: two of 32, from bits the bucket
+/// number does not use.
+#[inline]
+fn filter_bits(hash: u64) -> u32 {
+    (1u32 << (hash & 31)) | (1u32 << ((hash >> 5) & 31))
+}
+
+/// The hash that orders and buckets names. Fixed (it is part of the file
+/// format); quality matters only for bucket lengths, never for
+/// correctness, since matches are confirmed byte for byte.
+pub(crate) fn name_hash(bytes: &[u8]) -> u64 {
+    const K0: u64 = 0x9E37_79B9_7F4A_7C15;
+    const K1: u64 = 0xA076_1D64_78BD_642F;
+    const K2: u64 = 0xE703_7ED1_A0B4_28DB;
+    fn fold(a: u64, b: u64) -> u64 {
+        let r = u128::from(a) * u128::from(b);
+        (r as u64) ^ ((r >> 64) as u64)
+    }
+    let mut h = fold((bytes.len() as u64) ^ K0, K1);
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = fold(h ^ u64::from_le_bytes(w), K2);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut w = [0u8; 8];
+        w[..rest.len()].copy_from_slice(rest);
+        h = fold(h ^ u64::from_le_bytes(w), K1);
+    }
+    fold(h ^ (h >> 29), K0)
+}
+
+fn bucket_of(hash: u64, bits: u32) -> usize {
+    (hash >> (64 - bits)) as usize
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn read_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    let b = bytes.get(at..at.checked_add(8)?)?;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(b);
+    Some(u64::from_le_bytes(w))
+}
+
+/// Reads one blob entry at `at`: (name, set id, next position).
+fn read_entry(blob: &[u8], at: usize) -> Option<(&[u8], u64, usize)> {
+    let len = usize::from(*blob.get(at)?);
+    let mut pos = at + 1;
+    let mut set = 0u64;
+    let mut shift = 0;
+    loop {
+        let b = *blob.get(pos)?;
+        pos += 1;
+        set |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if shift > 35 {
+            return None;
+        }
+    }
+    let name = blob.get(pos..pos + len)?;
+    Some((name, set, pos + len))
+}
+
+/// Builds a table from names sorted by [`name_hash`] (each name once) and
+/// their membership set ids.
+#[derive(Debug)]
+pub(crate) struct TableBuilder {
+    bits: u32,
+    /// (offset, filter) per bucket.
+    offsets: Vec<(u32, u32)>,
+    blob: Vec<u8>,
+    next_bucket: usize,
+    names: u64,
+}
+
+impl TableBuilder {
+    /// A builder for about `names` names.
+    pub(crate) fn new(names: usize, blob_hint: usize) -> Self {
+        // Two to three names per bucket on average.
+        let want = (names / 3).max(2);
+        let bits = (usize::BITS - (want - 1).leading_zeros()).clamp(1, 31);
+        let buckets = 1usize << bits;
+        TableBuilder {
+            bits,
+            offsets: Vec::with_capacity(buckets + 1),
+            blob: Vec::with_capacity(blob_hint),
+            next_bucket: 0,
+            names: 0,
+        }
+    }
+
+    /// Adds a name; names must come in [`name_hash`] order.
+    pub(crate) fn push(&mut self, name: &[u8], hash: u64, set: u64) -> Result<(), String> {
+        let len = u8::try_from(name.len()).map_err(|_| "name too long".to_owned())?;
+        let bucket = bucket_of(hash, self.bits);
+        if bucket + 1 < self.next_bucket {
+            return Err("names not in hash order".to_owned());
+        }
+        let here = u32::try_from(self.blob.len())
+            .map_err(|_| "name index larger than 4 GiB".to_owned())?;
+        while self.next_bucket <= bucket {
+            self.offsets.push((here, 0));
+            self.next_bucket += 1;
+        }
+        if let Some(last) = self.offsets.last_mut() {
+            last.1 |= filter_bits(hash);
+        }
+        self.blob.push(len);
+        let mut v = set;
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.blob.push(b);
+                break;
+            }
+            self.blob.push(b | 0x80);
+        }
+        self.blob.extend_from_slice(name);
+        self.names += 1;
+        Ok(())
+    }
+
+    /// The finished section, written straight into resident memory.
+    pub(crate) fn finish(mut self) -> Result<Backing, String> {
+        let end = u32::try_from(self.blob.len())
+            .map_err(|_| "name index larger than 4 GiB".to_owned())?;
+        let buckets = 1usize << self.bits;
+        while self.offsets.len() <= buckets {
+            self.offsets.push((end, 0));
+        }
+        let table = HEADER + self.offsets.len() * ENTRY;
+        let len = table + self.blob.len();
+        let backing = Backing::resident_with(len, |out| {
+            out[..8].copy_from_slice(MAGIC);
+            out[8..12].copy_from_slice(&self.bits.to_le_bytes());
+            out[12..16].copy_from_slice(&0u32.to_le_bytes());
+            out[16..24].copy_from_slice(&self.names.to_le_bytes());
+            out[24..32].copy_from_slice(&(self.blob.len() as u64).to_le_bytes());
+            for (entry, (offset, filter)) in out[HEADER..table]
+                .chunks_exact_mut(ENTRY)
+                .zip(&self.offsets)
+            {
+                entry[..4].copy_from_slice(&offset.to_le_bytes());
+                entry[4..].copy_from_slice(&filter.to_le_bytes());
+            }
+            out[table..].copy_from_slice(&self.blob);
+            let digest = Sha256::digest(&out[HEADER..]);
+            out[32..64].copy_from_slice(&digest);
+        });
+        Ok(backing)
+    }
+}
+
+/// A name index over owned or memory-mapped bytes.
+#[derive(Debug)]
+pub(crate) struct NameTable {
+    bytes: Backing,
+    bits: u32,
+    blob_start: usize,
+}
+
+impl NameTable {
+    /// Checks the header and section sizes (cheap: the body is not read;
+    /// [`NameTable::verify`] reads it all).
+    pub(crate) fn new(bytes: Backing) -> Result<Self, String> {
+        let b = bytes.as_ref();
+        if b.len() < HEADER || &b[..8] != MAGIC {
+            return Err("not a name index of this version".to_owned());
+        }
+        let bits = read_u32(b, 8).unwrap_or(0);
+        if !(1..=31).contains(&bits) || read_u32(b, 12) != Some(0) {
+            return Err("bad bucket count".to_owned());
+        }
+        let blob_len = read_u64(b, 24).unwrap_or(u64::MAX);
+        let blob_start = HEADER + ((1usize << bits) + 1) * ENTRY;
+        if (blob_start as u64).checked_add(blob_len) != Some(b.len() as u64) {
+            return Err("name index truncated or padded".to_owned());
+        }
+        Ok(NameTable {
+            bytes,
+            bits,
+            blob_start,
+        })
+    }
+
+    /// The section bytes, as written to a file.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        self.bytes.as_ref()
+    }
+
+    /// Whether the bytes come from a mapped file.
+    pub(crate) fn is_mapped(&self) -> bool {
+        self.bytes.is_mapped()
+    }
+
+    /// The membership set id of a stored name, if it is stored. Two
+    /// dependent reads (bucket offsets, then the bucket's names); no
+    /// allocation.
+    #[cfg(test)]
+    pub(crate) fn find(&self, name: &[u8]) -> Option<u64> {
+        let range = self.locate(name);
+        self.scan(range, name)
+    }
+
+    /// First step of a lookup: where the name's bucket is in the blob, or
+    /// an empty range when the bucket's filter rules the name out. Lookups
+    /// of several names run this for all of them first, so that their
+    /// memory reads overlap instead of queueing one behind another.
+    #[inline]
+    pub(crate) fn locate(&self, name: &[u8]) -> (u32, u32) {
+        let bytes = self.bytes.as_ref();
+        let hash = name_hash(name);
+        let at = HEADER + bucket_of(hash, self.bits) * ENTRY;
+        let want = filter_bits(hash);
+        match (
+            read_u32(bytes, at),
+            read_u32(bytes, at + 4),
+            read_u32(bytes, at + ENTRY),
+        ) {
+            (Some(start), Some(filter), Some(end)) if filter & want == want => (start, end),
+            _ => (0, 0),
+        }
+    }
+
+    /// Second step: compares the name with the names of its bucket.
+    #[inline]
+    pub(crate) fn scan(&self, (start, end): (u32, u32), name: &[u8]) -> Option<u64> {
+        let blob = self.bytes.as_ref().get(self.blob_start..)?;
+        let bucket = blob.get(..end as usize)?;
+        let mut pos = start as usize;
+        while pos < bucket.len() {
+            let (stored, set, next) = read_entry(bucket, pos)?;
+            if stored == name {
+                return Some(set);
+            }
+            pos = next;
+        }
+        None
+    }
+
+    /// Reads the whole section: checksum, bucket order and every entry.
+    pub(crate) fn verify(&self, sets: usize) -> Result<(), String> {
+        let b = self.bytes.as_ref();
+        if Sha256::digest(&b[HEADER..]).as_slice() != &b[32..64] {
+            return Err("name index checksum does not match".to_owned());
+        }
+        let blob = &b[self.blob_start..];
+        let buckets = 1usize << self.bits;
+        let mut names = 0u64;
+        let mut prev_end = 0usize;
+        for i in 0..buckets {
+            let at = HEADER + i * ENTRY;
+            let (Some(start), Some(filter), Some(end)) = (
+                read_u32(b, at),
+                read_u32(b, at + 4),
+                read_u32(b, at + ENTRY),
+            ) else {
+                return Err("bucket table truncated".to_owned());
+            };
+            let (start, end) = (start as usize, end as usize);
+            if start != prev_end || end < start || end > blob.len() {
+                return Err(format!("bucket {i} out of order"));
+            }
+            let mut pos = start;
+            while pos < end {
+                let Some((name, set, next)) = read_entry(&blob[..end], pos) else {
+                    return Err(format!("bad entry in bucket {i}"));
+                };
+                let hash = name_hash(name);
+                if bucket_of(hash, self.bits) != i {
+                    return Err(format!("name in the wrong bucket ({i})"));
+                }
+                if filter & filter_bits(hash) != filter_bits(hash) {
+                    return Err(format!("bucket {i} filter misses a name"));
+                }
+                if set as usize >= sets {
+                    return Err("membership set out of range".to_owned());
+                }
+                names += 1;
+                pos = next;
+            }
+            prev_end = end;
+        }
+        if prev_end != blob.len() {
+            return Err("bytes after the last bucket".to_owned());
+        }
+        if read_u64(b, 16) != Some(names) {
+            return Err("name count does not match".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(names: &[(&str, u64)]) -> NameTable {
+        let mut v: Vec<(u64, &str, u64)> = names
+            .iter()
+            .map(|(n, s)| (name_hash(n.as_bytes()), *n, *s))
+            .collect();
+        v.sort();
+        let mut b = TableBuilder::new(v.len(), 0);
+        for (h, n, s) in v {
+            b.push(n.as_bytes(), h, s).unwrap();
+        }
+        NameTable::new(b.finish().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn finds_exactly_the_stored_names() {
+        let names: Vec<String> = (0..5000).map(|i| format!("n{i}.example")).collect();
+        let pairs: Vec<(&str, u64)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as u64 * 37))
+            .collect();
+        let t = table(&pairs);
+        t.verify(usize::MAX).unwrap();
+        for (n, s) in &pairs {
+            assert_eq!(t.find(n.as_bytes()), Some(*s));
+        }
+        assert_eq!(t.find(b"n5000.example"), None);
+        assert_eq!(t.find(b"example"), None);
+        assert_eq!(t.find(b""), None);
+    }
+
+    #[test]
+    fn one_name_and_damage() {
+        let t = table(&[("a", 0)]);
+        assert_eq!(t.find(b"a"), Some(0));
+        let mut bytes = t.as_bytes().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let damaged = NameTable::new(Backing::Owned(bytes)).unwrap();
+        assert!(damaged.verify(1).is_err());
+        assert_eq!(damaged.find(b"a"), None);
+        assert!(NameTable::new(Backing::Owned(b"SDNAMES1".to_vec())).is_err());
+    }
+}
