@@ -139,6 +139,17 @@ fn fix_for(key: &str, message: &str) -> String {
         "level" => "use one of \"error\", \"warn\", \"info\", \"debug\", \"trace\"",
         "enabled" => "use true or false, without quotes",
         "max_connections" | "busy_timeout_ms" => "use a whole number without quotes",
+        "upstreams" => "use a list such as [\"127.0.0.1:5353\", \"tcp://192.0.2.53:53\"] (IP:PORT for UDP, tcp://IP:PORT for TCP)",
+        "timeout_ms" | "attempt_timeout_ms" | "flush_ms" => "use a whole number of milliseconds without quotes, for example 2000",
+        "cache_size" | "cache_min_ttl" | "cache_max_ttl" | "negative_ttl_max" | "block_ttl"
+        | "identity_refresh_secs" | "retention_days" | "channel_capacity" | "batch_size" => {
+            "use a whole number without quotes"
+        }
+        "block_answer" => "use one of \"null\" (0.0.0.0 and ::), \"nxdomain\", \"nodata\" or \"block_page\"",
+        "block_page_ipv4" => "use an IPv4 address such as \"10.0.0.5\", or \"\" for 0.0.0.0",
+        "block_page_ipv6" => "use an IPv6 address such as \"fd00::53\", or \"\" for ::",
+        "default_group" => "name a group from the policy file, for example \"guest\"",
+        "spool_dir" => "use a directory path, or \"\" for DATA_DIR/spool",
         _ => "see dist/sheepdog.example.toml for this key's default and accepted values",
     };
     hint.to_string()

@@ -35,6 +35,8 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub school: SchoolConfig,
     pub filtering: FilteringConfig,
+    pub dns: DnsConfig,
+    pub events: EventsConfig,
 }
 
 /// Which database holds the records.
@@ -58,12 +60,34 @@ pub struct LogConfig {
     pub level: LogLevel,
 }
 
-/// The web console's listening address.
+/// The web console: its address and how sign-in sessions behave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ConsoleConfig {
     pub listen: SocketAddr,
+    /// A session unused for this many minutes is signed out (the seed
+    /// policy's 120).
+    pub idle_timeout_minutes: u32,
+    /// A session ends this many hours after sign-in however active it is.
+    pub session_lifetime_hours: u32,
+    /// Roles that must use two-factor authentication: every role that can
+    /// see safeguarding data or change filtering, by default.
+    pub require_two_factor_roles: Vec<String>,
 }
+
+/// The role names `require_two_factor_roles` accepts (the store's roles).
+pub const ROLE_NAMES: &[&str] = &[
+    "headteacher",
+    "dsl",
+    "deputy_dsl",
+    "technician",
+    "teacher",
+    "teaching_assistant",
+    "office",
+    "governor",
+    "safeguarding_governor",
+    "trust_administrator",
+];
 
 /// The Prometheus endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +114,90 @@ pub struct SchoolConfig {
 pub struct FilteringConfig {
     /// The policy document: categories, list sources and groups.
     pub policy: PathBuf,
+}
+
+/// The filtering DNS resolver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DnsConfig {
+    pub enabled: bool,
+    /// Addresses to answer on, each over UDP and TCP.
+    pub listen: Vec<SocketAddr>,
+    /// Resolvers to forward allowed queries to, tried in order with
+    /// failover: `IP:PORT` (UDP, falling back to TCP for long answers) or
+    /// `tcp://IP:PORT`. Empty: every forwarded query gets SERVFAIL.
+    pub upstreams: Vec<Upstream>,
+    /// The longest a client waits for a forwarded answer before SERVFAIL.
+    pub timeout_ms: u32,
+    /// The longest one upstream gets before the next is tried.
+    pub attempt_timeout_ms: u32,
+    /// Answers the cache holds.
+    pub cache_size: u32,
+    /// Cached TTLs are raised to at least this many seconds.
+    pub cache_min_ttl: u32,
+    /// Cached TTLs are cut to at most this many seconds.
+    pub cache_max_ttl: u32,
+    /// The longest a "no such name" or "no data" answer is cached (RFC 2308).
+    pub negative_ttl_max: u32,
+    /// What a blocked name gets.
+    pub block_answer: BlockAnswer,
+    /// The block page's IPv4 address for `block_answer = "block_page"`;
+    /// empty: 0.0.0.0.
+    pub block_page_ipv4: String,
+    /// The block page's IPv6 address; empty: ::.
+    pub block_page_ipv6: String,
+    /// TTL of block answers: short, so an unblock takes effect quickly.
+    pub block_ttl: u32,
+    /// The policy group for clients the device registry does not know.
+    pub default_group: String,
+    /// How often the device registry is re-read into the identity map.
+    pub identity_refresh_secs: u32,
+}
+
+/// An upstream resolver: `IP:PORT` (UDP) or `tcp://IP:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upstream {
+    pub address: SocketAddr,
+    pub transport: UpstreamTransport,
+}
+
+/// How an upstream is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamTransport {
+    /// UDP, retried over TCP when the answer is truncated.
+    Udp,
+    Tcp,
+}
+
+/// What a blocked name gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockAnswer {
+    /// NXDOMAIN: the name does not exist.
+    Nxdomain,
+    /// NOERROR with no records.
+    Nodata,
+    /// 0.0.0.0 and :: for A and AAAA, no data for other types.
+    Null,
+    /// The block page's address for A and AAAA, so a browser shows why.
+    BlockPage,
+}
+
+/// Decision events: retention and the way they reach the database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// Events older than this many days are deleted; 0 keeps them for ever.
+    pub retention_days: u32,
+    /// Where events wait while the database is unavailable; empty:
+    /// `spool` in `data_dir`.
+    pub spool_dir: PathBuf,
+    /// Events queued before new ones are dropped (and counted).
+    pub channel_capacity: u32,
+    /// Events per database transaction.
+    pub batch_size: u32,
+    /// The longest an event waits before its batch is written.
+    pub flush_ms: u32,
 }
 
 /// Plain text for people, JSON lines for log collectors.
@@ -154,9 +262,22 @@ impl Config {
         }
     }
 
+    /// The event spool directory in force.
+    pub fn spool_dir(&self) -> PathBuf {
+        if self.events.spool_dir.as_os_str().is_empty() {
+            self.data_dir.join("spool")
+        } else {
+            self.events.spool_dir.clone()
+        }
+    }
+
     fn resolve_relative_to(&mut self, base: &Path) {
-        for path in [&mut self.data_dir, &mut self.filtering.policy] {
-            if path.is_relative() {
+        for path in [
+            &mut self.data_dir,
+            &mut self.filtering.policy,
+            &mut self.events.spool_dir,
+        ] {
+            if !path.as_os_str().is_empty() && path.is_relative() {
                 *path = base.join(&*path);
             }
         }
@@ -182,6 +303,111 @@ impl Config {
                 "set max_connections to 1 or more (the default is 8)",
             ));
         }
+        self.check_dns(origin, text)?;
+        self.check_console(origin, text)?;
+        if self.events.channel_capacity == 0 || self.events.batch_size == 0 {
+            let key = if self.events.channel_capacity == 0 {
+                "events.channel_capacity"
+            } else {
+                "events.batch_size"
+            };
+            return Err(ConfigError::at_key(
+                origin,
+                text,
+                key,
+                "must be at least 1",
+                "use a whole number of 1 or more (defaults: channel_capacity 65536, batch_size 1000)",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_console(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
+        let console = &self.console;
+        if console.idle_timeout_minutes == 0 || console.session_lifetime_hours == 0 {
+            let key = if console.idle_timeout_minutes == 0 {
+                "console.idle_timeout_minutes"
+            } else {
+                "console.session_lifetime_hours"
+            };
+            return Err(ConfigError::at_key(
+                origin,
+                text,
+                key,
+                "a time-out of 0 would sign everyone out at once",
+                "use at least 1 (defaults: idle_timeout_minutes 120, session_lifetime_hours 12)",
+            ));
+        }
+        if let Some(unknown) = console
+            .require_two_factor_roles
+            .iter()
+            .find(|role| !ROLE_NAMES.contains(&role.as_str()))
+        {
+            return Err(ConfigError::at_key(
+                origin,
+                text,
+                "console.require_two_factor_roles",
+                &format!("`{unknown}` is not a role"),
+                &format!("use role names from: {}", ROLE_NAMES.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_dns(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
+        let dns = &self.dns;
+        let fail = |key: &str, message: &str, fix: &str| {
+            Err(ConfigError::at_key(origin, text, key, message, fix))
+        };
+        if dns.enabled && dns.listen.is_empty() {
+            return fail(
+                "dns.listen",
+                "the DNS server is enabled but has no address to listen on",
+                "add an address such as \"127.0.0.1:53\", or set enabled = false",
+            );
+        }
+        if dns.timeout_ms == 0 || dns.attempt_timeout_ms == 0 {
+            return fail(
+                if dns.timeout_ms == 0 { "dns.timeout_ms" } else { "dns.attempt_timeout_ms" },
+                "a timeout of 0 would fail every forwarded query",
+                "use a number of milliseconds such as 2000 (timeout_ms) or 700 (attempt_timeout_ms)",
+            );
+        }
+        if dns.cache_min_ttl > dns.cache_max_ttl {
+            return fail(
+                "dns.cache_min_ttl",
+                "cache_min_ttl is larger than cache_max_ttl",
+                "make cache_min_ttl at most cache_max_ttl (defaults 0 and 86400)",
+            );
+        }
+        if dns.default_group.trim().is_empty() {
+            return fail(
+                "dns.default_group",
+                "unknown clients need a policy group",
+                "name a group from the policy file, for example \"guest\"",
+            );
+        }
+        for (key, value, v6) in [
+            ("dns.block_page_ipv4", &dns.block_page_ipv4, false),
+            ("dns.block_page_ipv6", &dns.block_page_ipv6, true),
+        ] {
+            let ok = value.is_empty()
+                || match value.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ip.is_ipv6() == v6,
+                    Err(_) => false,
+                };
+            if !ok {
+                return fail(
+                    key,
+                    &format!("`{value}` is not an IPv{} address", if v6 { 6 } else { 4 }),
+                    if v6 {
+                        "use an IPv6 address such as \"fd00::53\", or \"\" for ::"
+                    } else {
+                        "use an IPv4 address such as \"10.0.0.5\", or \"\" for 0.0.0.0"
+                    },
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -202,7 +428,88 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             school: SchoolConfig::default(),
             filtering: FilteringConfig::default(),
+            dns: DnsConfig::default(),
+            events: EventsConfig::default(),
         }
+    }
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 53))],
+            upstreams: Vec::new(),
+            timeout_ms: 2000,
+            attempt_timeout_ms: 700,
+            cache_size: 100_000,
+            cache_min_ttl: 0,
+            cache_max_ttl: 86_400,
+            negative_ttl_max: 900,
+            block_answer: BlockAnswer::Null,
+            block_page_ipv4: String::new(),
+            block_page_ipv6: String::new(),
+            block_ttl: 60,
+            default_group: "guest".to_string(),
+            identity_refresh_secs: 60,
+        }
+    }
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
+            spool_dir: PathBuf::new(),
+            channel_capacity: 65_536,
+            batch_size: 1000,
+            flush_ms: 1000,
+        }
+    }
+}
+
+impl fmt::Display for Upstream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.transport {
+            UpstreamTransport::Udp => write!(f, "{}", self.address),
+            UpstreamTransport::Tcp => write!(f, "tcp://{}", self.address),
+        }
+    }
+}
+
+impl std::str::FromStr for Upstream {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (transport, rest) = if let Some(rest) = text.strip_prefix("tcp://") {
+            (UpstreamTransport::Tcp, rest)
+        } else if let Some(rest) = text.strip_prefix("udp://") {
+            (UpstreamTransport::Udp, rest)
+        } else if text.starts_with("tls://") || text.starts_with("https://") {
+            return Err(format!(
+                "`{text}`: DNS-over-TLS and DNS-over-HTTPS upstreams are not supported yet"
+            ));
+        } else {
+            (UpstreamTransport::Udp, text)
+        };
+        let address = rest
+            .parse::<SocketAddr>()
+            .map_err(|_| format!("`{text}` is not an upstream resolver address"))?;
+        Ok(Self { address, transport })
+    }
+}
+
+impl Serialize for Upstream {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Upstream {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -229,6 +536,18 @@ impl Default for ConsoleConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            idle_timeout_minutes: 120,
+            session_lifetime_hours: 12,
+            require_two_factor_roles: [
+                "headteacher",
+                "dsl",
+                "deputy_dsl",
+                "technician",
+                "trust_administrator",
+            ]
+            .iter()
+            .map(|role| role.to_string())
+            .collect(),
         }
     }
 }

@@ -121,3 +121,47 @@ fn relative_paths_follow_the_file() {
     assert!(config.database_url().ends_with("data/sheepdog.sqlite"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn dns_upstreams_parse_and_bad_ones_name_the_key() {
+    let config = Config::parse(
+        "[dns]\nupstreams = [\"127.0.0.1:5353\", \"tcp://[::1]:53\"]\n",
+        Path::new("x.toml"),
+    )
+    .unwrap();
+    assert_eq!(config.dns.upstreams.len(), 2);
+    assert_eq!(config.dns.upstreams[1].transport, UpstreamTransport::Tcp);
+    assert_eq!(config.dns.upstreams[1].to_string(), "tcp://[::1]:53");
+
+    let (line, key, message, fix) = invalid("[dns]\nupstreams = [\"resolver.example\"]\n");
+    assert_eq!((line, key.as_str()), (2, "dns.upstreams"));
+    assert!(message.contains("resolver.example"), "{message}");
+    assert!(fix.contains("tcp://"), "{fix}");
+}
+
+#[test]
+fn dns_values_are_checked_with_fixes() {
+    let (_, key, _, fix) = invalid("[dns]\nblock_answer = \"refuse\"\n");
+    assert_eq!(key, "dns.block_answer");
+    assert!(fix.contains("nxdomain"), "{fix}");
+
+    let (line, key, _, fix) = invalid("[dns]\nblock_page_ipv4 = \"::1\"\n");
+    assert_eq!((line, key.as_str()), (2, "dns.block_page_ipv4"));
+    assert!(fix.contains("IPv4"), "{fix}");
+
+    let (_, key, _, _) = invalid("[dns]\ncache_min_ttl = 600\ncache_max_ttl = 60\n");
+    assert_eq!(key, "dns.cache_min_ttl");
+
+    let (_, key, _, fix) = invalid("[dns]\ntimeout_ms = 0\n");
+    assert_eq!(key, "dns.timeout_ms");
+    assert!(fix.contains("milliseconds"), "{fix}");
+
+    let (_, key, _, _) = invalid("[events]\nchannel_capacity = 0\n");
+    assert_eq!(key, "events.channel_capacity");
+}
+
+#[test]
+fn spool_defaults_to_the_data_directory() {
+    let config = Config::parse("data_dir = \"/srv/sd\"\n", Path::new("x.toml")).unwrap();
+    assert_eq!(config.spool_dir(), Path::new("/srv/sd/spool"));
+}

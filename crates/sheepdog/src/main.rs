@@ -64,6 +64,9 @@ enum Command {
     Lists(cmd::lists::ListsCommand),
     /// Show the filtering decision for a name or URL, and the rule behind it.
     Check(cmd::check::CheckArgs),
+    /// Safeguarding monitoring: scan events for concerns, evaluate the keyword libraries.
+    #[command(subcommand)]
+    Monitor(cmd::monitor::MonitorCommand),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +100,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = cmd::load_config(&cli.config)?;
             cmd::lists::run(command, &config.filtering.policy, &config.data_dir)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Monitor(command) => {
+            let config = cmd::load_config(&cli.config)?;
+            runtime.block_on(cmd::monitor::run(command, &config))
         }
         Command::Check(args) => {
             let config = cmd::load_config(&cli.config)?;

@@ -1,53 +1,12 @@
-//! Password hashing (argon2id) and strength checks (zxcvbn), for accounts
-//! created from the command line. The console's sign-in builds on these.
+//! Password hashing (argon2id) and strength checks (zxcvbn) for accounts
+//! created from the command line: the console's own, so that the command
+//! line and sign-in can never disagree about a hash.
 
-use argon2::password_hash::rand_core::{OsRng, RngCore};
-use argon2::password_hash::{PasswordHasher, SaltString};
-use argon2::Argon2;
-
-/// The weakest password accepted: zxcvbn's score from 0 to 4.
-const MINIMUM_SCORE: u8 = 3;
-
-/// Refuses a guessable password, saying why and what to do instead.
-pub fn check_strength(password: &str, context: &[&str]) -> Result<(), String> {
-    let estimate = zxcvbn::zxcvbn(password, context);
-    if u8::from(estimate.score()) >= MINIMUM_SCORE {
-        return Ok(());
-    }
-    let mut message = String::from("this password is too easy to guess");
-    if let Some(feedback) = estimate.feedback() {
-        if let Some(warning) = feedback.warning() {
-            message.push_str(&format!(" ({warning})"));
-        }
-        for suggestion in feedback.suggestions() {
-            message.push_str(&format!("; {suggestion}"));
-        }
-    }
-    message.push_str("; a few unrelated words make a strong, memorable password");
-    Err(message)
-}
+pub use sheepdog_console::password::{check_strength, generate};
 
 /// An argon2id hash in PHC form, with a fresh salt.
 pub fn hash(password: &str) -> anyhow::Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|e| anyhow::anyhow!("cannot hash the password: {e}"))
-}
-
-/// A random password of four invented words from the operating system's
-/// random source (about 55 bits), for demo accounts and generated sign-ins.
-pub fn generate() -> String {
-    const SYLLABLES: &[&str] = &[
-        "ka", "lo", "mi", "ne", "pu", "ra", "si", "to", "vu", "ze", "bo", "da", "fe", "gi", "ju",
-        "ly", "mo", "nu", "pe", "qu", "re", "sa", "te", "wi",
-    ];
-    let pick = |n: usize| OsRng.next_u32() as usize % n;
-    let words: Vec<String> = (0..4)
-        .map(|_| (0..3).map(|_| SYLLABLES[pick(SYLLABLES.len())]).collect())
-        .collect();
-    format!("{}-{}", words.join("-"), 10 + pick(90))
+    Ok(sheepdog_console::password::hash(password)?)
 }
 
 #[cfg(test)]
@@ -55,19 +14,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn weak_passwords_are_refused_with_a_reason() {
-        let refused = check_strength("password1", &[]).unwrap_err();
-        assert!(refused.contains("too easy"), "{refused}");
-        assert!(check_strength("larkmoor2026", &["larkmoor"]).is_err());
-        assert!(check_strength("violet tractor sandwich pebble", &[]).is_ok());
-    }
-
-    #[test]
-    fn generated_passwords_are_strong_and_hashes_are_argon2id() {
+    fn generated_passwords_are_strong_and_hashes_verify_at_sign_in() {
         let password = generate();
         assert!(check_strength(&password, &[]).is_ok(), "{password}");
         let hashed = hash(&password).unwrap();
         assert!(hashed.starts_with("$argon2id$"), "{hashed}");
-        assert_ne!(hashed, hash(&password).unwrap());
+        assert!(sheepdog_console::password::verify(&password, &hashed));
     }
 }

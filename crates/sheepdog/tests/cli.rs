@@ -109,6 +109,25 @@ impl Deployment {
     }
 }
 
+/// The A records a real client gets for `name` from the resolver at `server`.
+fn dig_a(server: &str, name: &str) -> String {
+    let (host, port) = server.rsplit_once(':').unwrap();
+    let output = Command::new("dig")
+        .args([
+            &format!("@{host}"),
+            "-p",
+            port,
+            "+short",
+            "+tries=1",
+            "+time=3",
+            name,
+            "A",
+        ])
+        .output()
+        .expect("dig is installed by scripts/test");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
 fn http_get(url: &str) -> (u16, String) {
     let rest = url.strip_prefix("http://").unwrap();
     let (host, path) = rest.split_once('/').unwrap();
@@ -178,6 +197,8 @@ fn demo_answers_on_loopback_and_removes_its_data_on_interrupt() {
         body.contains("sheepdog_records{kind=\"pupil\"} 21"),
         "{body}"
     );
+
+    assert_eq!(dig_a(&field("dns"), "www.example-casino.test"), "0.0.0.0");
 
     let killed = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -408,14 +429,15 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
             .unwrap()
             .port()
     };
-    let (console, metrics) = (port(()), port(()));
+    let (console, metrics, dns) = (port(()), port(()), port(()));
     let config = deployment.dir.path().join("sheepdog.toml");
     let mut text_config = std::fs::read_to_string(&config).unwrap();
     text_config.push_str(&format!(
-        "[console]\nlisten = \"127.0.0.1:{console}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"
+        "[console]\nlisten = \"127.0.0.1:{console}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+         [dns]\nlisten = [\"127.0.0.1:{dns}\"]\n"
     ));
     std::fs::write(&config, text_config).unwrap();
-    let mut child = sheepdog()
+    let child = sheepdog()
         .args([
             "--config",
             config.to_str().unwrap(),
@@ -443,6 +465,14 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
     assert!(page.contains("Brackenfield Academy"), "{page}");
     let (status, _) = http_get(&format!("http://127.0.0.1:{metrics}/metrics"));
     assert_eq!(status, 200);
+
+    // The resolver answers a blocked name from the sample policy with a
+    // real client; the test address is not registered, so it is decided
+    // for the default group.
+    assert_eq!(
+        dig_a(&format!("127.0.0.1:{dns}"), "www.example-casino.test"),
+        "0.0.0.0"
+    );
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

@@ -119,7 +119,7 @@ impl<'a> Change<'a> {
 }
 
 impl AuditEntry {
-    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
+    pub(crate) fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Self {
             seq: row.try_get("seq")?,
             at: row.try_get("at")?,

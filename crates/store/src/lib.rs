@@ -29,6 +29,7 @@ mod migrate;
 mod records;
 
 mod accounts;
+mod console;
 mod devices;
 mod events;
 mod groups;
@@ -37,7 +38,14 @@ mod people;
 mod schools;
 
 pub use audit::{Actor, AuditEntry, AuditVerification};
+pub use console::{
+    ApiToken, AuditFilter, ConsoleSession, NewSession, SessionStage, SignInFailures, TwoFactor,
+};
 pub use error::StoreError;
+pub use events::{DecisionEvent, EventFilter, EventSource};
+pub use monitoring::{
+    Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, NewAlert, PendingNotification,
+};
 pub use people::{ImportBatch, ImportOutcome, ImportedGuardian};
 pub use records::*;
 

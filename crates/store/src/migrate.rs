@@ -27,6 +27,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "monitoring",
         sql: include_str!("../migrations/0003_monitoring.sql"),
     },
+    Migration {
+        version: 4,
+        name: "console sign-in",
+        sql: include_str!("../migrations/0004_console.sql"),
+    },
 ];
 
 pub(crate) async fn run(store: &Store) -> Result<(), StoreError> {

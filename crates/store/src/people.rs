@@ -35,7 +35,7 @@ pub struct ImportOutcome {
     pub dry_run: bool,
 }
 
-fn person_from_row(row: &AnyRow) -> Result<Person, StoreError> {
+pub(crate) fn person_from_row(row: &AnyRow) -> Result<Person, StoreError> {
     let kind: String = row.try_get("kind")?;
     let active: i64 = row.try_get("active")?;
     Ok(Person {
@@ -57,7 +57,10 @@ fn person_from_row(row: &AnyRow) -> Result<Person, StoreError> {
     })
 }
 
-async fn with_roles(conn: &mut AnyConnection, mut person: Person) -> Result<Person, StoreError> {
+pub(crate) async fn with_roles(
+    conn: &mut AnyConnection,
+    mut person: Person,
+) -> Result<Person, StoreError> {
     let rows = sqlx::query("SELECT role FROM staff_roles WHERE person_id = $1 ORDER BY role")
         .bind(person.id)
         .fetch_all(&mut *conn)

@@ -92,6 +92,10 @@ on_both!(
     concurrent_writers_keep_the_chain_intact,
     foreign_keys_are_enforced,
     accounts_keep_hashes_out_of_the_audit_log,
+    events_round_trip_filter_and_prune,
+    console_sessions_two_factor_and_tokens,
+    alerts_merge_throttle_and_owe_notifications,
+    alert_triage_needs_reasons_and_is_audited,
 );
 
 fn admin() -> Actor {
@@ -175,7 +179,7 @@ async fn migrations_are_idempotent_and_versioned(store: Store) {
         .fetch_all(store.pool())
         .await
         .unwrap();
-    assert_eq!(versions, vec![(1,), (2,), (3,)]);
+    assert_eq!(versions, vec![(1,), (2,), (3,), (4,)]);
     if store.dialect() == Dialect::Sqlite {
         assert_eq!(
             store
@@ -503,4 +507,541 @@ async fn accounts_keep_hashes_out_of_the_audit_log(store: Store) {
     );
     let entries = store.audit_entries(Some("account"), 10).await.unwrap();
     assert!(!entries[0].after.as_deref().unwrap_or("").contains("argon2"));
+}
+
+fn event(at: &str, client: &str, target: &str, action: &str) -> DecisionEvent {
+    DecisionEvent {
+        at: chrono::DateTime::parse_from_rfc3339(at)
+            .unwrap()
+            .with_timezone(&chrono::Utc),
+        source: EventSource::Dns,
+        client: client.to_string(),
+        device_id: Some(7),
+        device_name: Some("KS2-LAPTOP-07".to_string()),
+        person_id: Some(42),
+        group: Some("ks2".to_string()),
+        target: target.to_string(),
+        query_type: Some("A".to_string()),
+        action: action.to_string(),
+        illegal: false,
+        category: Some("gambling".to_string()),
+        list: Some("ut1".to_string()),
+        rule: Some("bet.example".to_string()),
+        upstream_ms: Some(12),
+        search_term: None,
+    }
+}
+
+async fn events_round_trip_filter_and_prune(store: Store) {
+    let mut batch: Vec<DecisionEvent> = (0..450)
+        .map(|i| {
+            event(
+                &format!("2026-01-01T10:{:02}:{:02}Z", i / 60, i % 60),
+                if i % 2 == 0 { "10.0.4.17" } else { "10.0.4.18" },
+                &format!("host{i}.example"),
+                "allow",
+            )
+        })
+        .collect();
+    batch[0].illegal = true;
+    batch[0].upstream_ms = None;
+    batch[0].search_term = Some("how to".to_string());
+    assert_eq!(store.insert_events(&batch).await.unwrap(), 450);
+    assert_eq!(store.insert_events(&[]).await.unwrap(), 0);
+
+    let newest = store
+        .events(&EventFilter {
+            limit: Some(2),
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 2);
+    assert_eq!(newest[0], batch[449]);
+
+    let from_one = store
+        .events(&EventFilter {
+            client: Some("10.0.4.17".to_string()),
+            limit: Some(10_000),
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(from_one.len(), 225);
+    assert_eq!(from_one.last(), Some(&batch[0]));
+
+    let cutoff = batch[100].at;
+    let since = store
+        .events(&EventFilter {
+            since: Some(cutoff),
+            person_id: Some(42),
+            limit: Some(10_000),
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 350);
+
+    assert_eq!(store.prune_events(cutoff).await.unwrap(), 100);
+    let left = store
+        .events(&EventFilter {
+            limit: Some(10_000),
+            ..EventFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.len(), 350);
+}
+
+async fn console_sessions_two_factor_and_tokens(store: Store) {
+    let account = store
+        .create_account(
+            &admin(),
+            "dsl@test.invalid",
+            "Orlan Tesk",
+            "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+            &[AccountRole {
+                school_id: None,
+                role: StaffRole::Dsl,
+            }],
+        )
+        .await
+        .unwrap();
+    let actor = Actor::account(account.id, &account.username);
+    let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+    let new = NewSession {
+        token_hash: "hash-one",
+        account_id: account.id,
+        stage: SessionStage::SecondFactor,
+        csrf_token: "csrf-one",
+        address: "127.0.0.1",
+        expires_at: expires,
+    };
+    store.start_session(&actor, &new).await.unwrap();
+    let session = store.session("hash-one").await.unwrap().unwrap();
+    assert_eq!(session.stage, SessionStage::SecondFactor);
+    assert_eq!(session.csrf_token, "csrf-one");
+    store.touch_session("hash-one").await.unwrap();
+    assert!(store
+        .promote_session(&actor, "hash-one", "hash-two", SessionStage::SignedIn)
+        .await
+        .unwrap());
+    assert!(store.session("hash-one").await.unwrap().is_none());
+    assert_eq!(
+        store.session("hash-two").await.unwrap().unwrap().stage,
+        SessionStage::SignedIn
+    );
+    store
+        .start_session(
+            &actor,
+            &NewSession {
+                token_hash: "hash-three",
+                ..new
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.end_all_sessions(&actor, account.id).await.unwrap(), 2);
+    assert!(store.session("hash-two").await.unwrap().is_none());
+
+    // Failures count per key and are forgotten on request.
+    let old = chrono::Utc::now() - chrono::Duration::hours(24);
+    for _ in 0..3 {
+        store
+            .record_sign_in_failure(&["user:dsl@test.invalid", "address:127.0.0.1"], old)
+            .await
+            .unwrap();
+    }
+    let counted = store
+        .sign_in_failures("user:dsl@test.invalid")
+        .await
+        .unwrap();
+    assert_eq!(counted.unwrap().failures, 3);
+    store
+        .clear_sign_in_failures("user:dsl@test.invalid")
+        .await
+        .unwrap();
+    assert!(store
+        .sign_in_failures("user:dsl@test.invalid")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        store
+            .sign_in_failures("address:127.0.0.1")
+            .await
+            .unwrap()
+            .unwrap()
+            .failures,
+        3
+    );
+
+    // Two-factor: a step is accepted once; recovery codes once each.
+    store
+        .begin_two_factor_enrolment(&actor, account.id, "JBSWY3DPEHPK3PXP")
+        .await
+        .unwrap();
+    assert!(
+        !store
+            .two_factor(account.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmed
+    );
+    store
+        .confirm_two_factor(
+            &actor,
+            account.id,
+            100,
+            &["code-a".to_string(), "code-b".to_string()],
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .two_factor(account.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmed
+    );
+    assert!(store
+        .begin_two_factor_enrolment(&actor, account.id, "AAAA")
+        .await
+        .is_err());
+    assert!(!store.use_totp_step(account.id, 100).await.unwrap());
+    assert!(store.use_totp_step(account.id, 101).await.unwrap());
+    assert!(store
+        .use_recovery_code(&actor, account.id, "code-a")
+        .await
+        .unwrap());
+    assert!(!store
+        .use_recovery_code(&actor, account.id, "code-a")
+        .await
+        .unwrap());
+    assert_eq!(store.recovery_codes_left(account.id).await.unwrap(), 1);
+
+    // API tokens: found by hash until revoked.
+    let token = store
+        .create_api_token(&actor, account.id, "MIS sync", "token-hash")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.api_token_account("token-hash").await.unwrap(),
+        Some(account.id)
+    );
+    assert!(store
+        .revoke_api_token(&actor, account.id, token.id)
+        .await
+        .unwrap());
+    assert_eq!(store.api_token_account("token-hash").await.unwrap(), None);
+
+    // Every step is audited, and no secret reaches the log.
+    let entries = store
+        .audit_search(&AuditFilter {
+            actor: Some("dsl@test".to_string()),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    for expected in [
+        "password_accepted",
+        "sign_in",
+        "sign_out_everywhere",
+        "two_factor_enrolled",
+        "recovery_code_used",
+        "revoke",
+    ] {
+        assert!(actions.contains(&expected), "{expected}: {actions:?}");
+    }
+    for entry in &entries {
+        let text = format!("{:?}{:?}", entry.before, entry.after);
+        assert!(
+            !text.contains("JBSWY3DP") && !text.contains("token-hash") && !text.contains("code-a")
+        );
+    }
+    let none = store
+        .audit_search(&AuditFilter {
+            actor: Some("%".to_string()),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "a typed % matches only itself");
+    assert_eq!(
+        store.account(account.id).await.unwrap().unwrap().username,
+        "dsl@test.invalid"
+    );
+}
+
+// --- monitoring alerts (issue 6) ---------------------------------------------
+
+fn concern(subject: &str, category: &str, grade: u8, minute: u32, events: &[i64]) -> NewAlert {
+    NewAlert {
+        person_id: None,
+        subject: subject.to_string(),
+        device_id: None,
+        device_name: Some("LIB-CHROMEBOOK-07".to_string()),
+        address: Some("10.0.4.17".to_string()),
+        category: category.to_string(),
+        grade,
+        matched_text: format!("text {minute}"),
+        source: "proxy".to_string(),
+        at: format!("2026-11-23T10:{minute:02}:00Z").parse().unwrap(),
+        event_ids: events.to_vec(),
+        context: serde_json::json!([{"minute": minute}]),
+    }
+}
+
+async fn alerts_merge_throttle_and_owe_notifications(store: Store) {
+    let school = school(&store).await;
+    let system = Actor::system("monitor");
+    let policy = AlertPolicy::default();
+    let first = store
+        .record_alert(
+            &system,
+            school.id,
+            &concern("A1", "drugs", 3, 0, &[1]),
+            &policy,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(first, AlertOutcome::Created { notify: false, .. }));
+    let id = first.alert().id;
+
+    // The same event again changes nothing.
+    let again = store
+        .record_alert(
+            &system,
+            school.id,
+            &concern("A1", "drugs", 3, 1, &[1]),
+            &policy,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(again, AlertOutcome::Duplicate { .. }));
+
+    // A repeat merges; a worse repeat raises the grade and owes a notice.
+    let merged = store
+        .record_alert(
+            &system,
+            school.id,
+            &concern("A1", "drugs", 4, 5, &[2]),
+            &policy,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(merged, AlertOutcome::Merged { notify: true, .. }));
+    let alert = store.alert(id).await.unwrap();
+    assert_eq!(
+        (alert.grade, alert.occurrences, alert.event_ids.clone()),
+        (4, 2, vec![1, 2])
+    );
+    assert_eq!(alert.matched_text, "text 5");
+    assert_eq!(alert.first_at, "2026-11-23T10:00:00.000000Z");
+    assert_eq!(alert.last_at, "2026-11-23T10:05:00.000000Z");
+
+    // Another person, another category, or outside the window: new alerts.
+    for (subject, category, minute) in [("B2", "drugs", 6), ("A1", "gambling", 7)] {
+        let outcome = store
+            .record_alert(
+                &system,
+                school.id,
+                &concern(subject, category, 5, minute, &[10 + i64::from(minute)]),
+                &policy,
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            outcome,
+            AlertOutcome::Created { notify: true, .. }
+        ));
+    }
+    let mut late = concern("A1", "drugs", 3, 0, &[99]);
+    late.at = "2026-11-23T12:00:00Z".parse().unwrap();
+    let outcome = store
+        .record_alert(&system, school.id, &late, &policy)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, AlertOutcome::Created { .. }));
+
+    let listed = store
+        .alerts(school.id, &AlertFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 4);
+    assert_eq!(listed[0].grade, 5);
+    assert!(listed.windows(2).all(|w| w[0].grade >= w[1].grade));
+    let serious = store
+        .alerts(
+            school.id,
+            &AlertFilter {
+                min_grade: 4,
+                status: Some(AlertStatus::New),
+                ..AlertFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(serious.len(), 3);
+
+    // Three notices owed; a failure keeps one owed, a delivery settles it.
+    let now: chrono::DateTime<chrono::Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
+    let due = store.due_notifications(now, 10).await.unwrap();
+    assert_eq!(due.len(), 3);
+    store
+        .notification_failed(&system, due[0].id, "connection refused", now)
+        .await
+        .unwrap();
+    store.notification_sent(&system, due[1].id).await.unwrap();
+    let due = store.due_notifications(now, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(due.iter().any(|n| n.attempts == 1));
+    assert!(store.notification_sent(&system, 424242).await.is_err());
+
+    let bad = store
+        .record_alert(
+            &system,
+            school.id,
+            &concern("", "drugs", 3, 0, &[]),
+            &policy,
+        )
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid { .. })), "{bad:?}");
+    let bad = store
+        .record_alert(
+            &system,
+            school.id,
+            &concern("A1", "drugs", 9, 0, &[]),
+            &policy,
+        )
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid { .. })), "{bad:?}");
+
+    let entries = store.audit_entries(Some("alert"), 100).await.unwrap();
+    assert_eq!(entries.len(), 5, "four creations and one merge");
+    assert_eq!(
+        store
+            .audit_entries(Some("notification"), 100)
+            .await
+            .unwrap()
+            .len(),
+        5,
+        "three owed, one failure, one delivery"
+    );
+    assert!(store.verify_audit().await.unwrap().is_intact());
+}
+
+async fn alert_triage_needs_reasons_and_is_audited(store: Store) {
+    let school = school(&store).await;
+    let system = Actor::system("monitor");
+    let dsl = Actor::account(7, "dsl@school.invalid");
+    let policy = AlertPolicy::default();
+    let id = store
+        .record_alert(
+            &system,
+            school.id,
+            &concern("A1", "self-harm", 4, 0, &[1]),
+            &policy,
+        )
+        .await
+        .unwrap()
+        .alert()
+        .id;
+    let acknowledged = store
+        .set_alert_status(&dsl, id, AlertStatus::Acknowledged, None)
+        .await
+        .unwrap();
+    assert_eq!(acknowledged.status, AlertStatus::Acknowledged);
+    assert_eq!(
+        acknowledged.status_by.as_deref(),
+        Some("account:7:dsl@school.invalid")
+    );
+
+    // A worse concern puts an acknowledged alert back in front of the DSL.
+    store
+        .record_alert(
+            &system,
+            school.id,
+            &concern("A1", "self-harm", 5, 3, &[2]),
+            &policy,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.alert(id).await.unwrap().status, AlertStatus::New);
+
+    let refused = store
+        .set_alert_status(&dsl, id, AlertStatus::Dismissed, Some("  "))
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Invalid { .. })),
+        "{refused:?}"
+    );
+    let dismissed = store
+        .set_alert_status(
+            &dsl,
+            id,
+            AlertStatus::Dismissed,
+            Some("searching for a PSHE lesson"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        dismissed.status_reason.as_deref(),
+        Some("searching for a PSHE lesson")
+    );
+    let refused = store
+        .set_alert_status(&dsl, id, AlertStatus::Acknowledged, None)
+        .await;
+    assert!(refused.is_err());
+
+    // A dismissed alert no longer swallows repeats.
+    let outcome = store
+        .record_alert(
+            &system,
+            school.id,
+            &concern("A1", "self-harm", 4, 6, &[3]),
+            &policy,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(outcome, AlertOutcome::Created { .. }));
+
+    let escalated = store
+        .set_alert_status(
+            &dsl,
+            id,
+            AlertStatus::Escalated,
+            Some("reopened after a disclosure"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(escalated.status, AlertStatus::Escalated);
+    assert!(store
+        .set_alert_status(&dsl, 424242, AlertStatus::Acknowledged, None)
+        .await
+        .is_err());
+
+    let entries = store.audit_entries(Some("alert"), 100).await.unwrap();
+    let actions: Vec<&str> = entries.iter().rev().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            "create",
+            "acknowledge",
+            "merge",
+            "dismiss",
+            "create",
+            "escalate"
+        ]
+    );
+    assert_eq!(
+        entries[2].reason.as_deref(),
+        Some("searching for a PSHE lesson")
+    );
+    assert!(store.verify_audit().await.unwrap().is_intact());
 }

@@ -23,6 +23,15 @@ pub struct DemoArgs {
     /// The metrics address; if the port is taken a free one is used.
     #[arg(long, default_value = "127.0.0.1:9153")]
     metrics: SocketAddr,
+    /// The DNS resolver's address (UDP and TCP); if the port is taken a
+    /// free one is used.
+    #[arg(long, default_value = "127.0.0.1:5353")]
+    dns: SocketAddr,
+    /// An upstream resolver for names the policy allows (IP:PORT). Without
+    /// one the demo sends nothing off the machine and answers SERVFAIL for
+    /// allowed names it cannot resolve.
+    #[arg(long)]
+    upstream: Vec<String>,
     /// Pupils in each class of the invented school.
     #[arg(long, default_value_t = 20)]
     pupils_per_class: usize,
@@ -53,7 +62,7 @@ const DEMO_ACCOUNTS: &[(&str, &str, StaffRole)] = &[
 ];
 
 pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::Result<ExitCode> {
-    for address in [args.console, args.metrics] {
+    for address in [args.console, args.metrics, args.dns] {
         if !address.ip().is_loopback() {
             bail!("the demo listens on loopback only; {address} is not a loopback address");
         }
@@ -72,6 +81,22 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
     let engine = super::lists::load_engine(&config.filtering.policy, &config.data_dir)?;
     let store = super::open_store(&config).await?;
     let sign_ins = furnish(&store, &config, args.pupils_per_class).await?;
+    config.dns.listen = vec![free_dns_address(args.dns)?];
+    if !args.upstream.is_empty() {
+        let text = format!(
+            "[dns]\nupstreams = [{}]\n",
+            args.upstream
+                .iter()
+                .map(|u| format!("\"{u}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        config.dns.upstreams = Config::parse(&text, std::path::Path::new("--upstream"))?
+            .dns
+            .upstreams;
+    }
+    let engine = Arc::new(engine);
+    let dns = serve::start_dns(&config, &store, Some(&engine)).await?;
     let console = web::bind(args.console, true).await?;
     let metrics = web::bind(args.metrics, true).await?;
     config.console.listen = console.local_addr()?;
@@ -94,6 +119,17 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
     println!("  console   http://{}/", config.console.listen);
     println!("  health    http://{}/healthz", config.console.listen);
     println!("  metrics   http://{}/metrics", config.metrics.listen);
+    if let Some(dns) = &dns {
+        println!(
+            "  dns       {} (UDP and TCP; upstreams: {})",
+            dns.udp_addr(),
+            if config.dns.upstreams.is_empty() {
+                "none, allowed names get SERVFAIL".to_string()
+            } else {
+                format!("{}", config.dns.upstreams.len())
+            }
+        );
+    }
     println!(
         "  data      {} (removed when the demo stops)",
         data.path().display()
@@ -127,13 +163,20 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
         "            sheepdog check --config {} --group ks2 www.example-casino.test",
         config_path.display()
     );
+    if let Some(dns) = &dns {
+        println!(
+            "            dig @{} -p {} www.example-casino.test",
+            dns.udp_addr().ip(),
+            dns.udp_addr().port()
+        );
+    }
     println!("Press Ctrl-C to stop.");
 
     let label = serve::school_label(&store).await?;
     serve::run_servers(
         &config,
         store,
-        Some(Arc::new(engine)),
+        dns,
         console,
         Some(metrics),
         label,
@@ -150,6 +193,25 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
         println!("demo stopped; removed {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `wanted` when its port is free for both UDP and TCP, else a port that is.
+fn free_dns_address(wanted: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let both_free = |address: SocketAddr| -> std::io::Result<SocketAddr> {
+        let udp = std::net::UdpSocket::bind(address)?;
+        let address = udp.local_addr()?;
+        std::net::TcpListener::bind(address)?;
+        Ok(address)
+    };
+    if let Ok(address) = both_free(wanted) {
+        return Ok(address);
+    }
+    for _ in 0..20 {
+        if let Ok(address) = both_free(SocketAddr::new(wanted.ip(), 0)) {
+            return Ok(address);
+        }
+    }
+    bail!("no port on {} is free for both UDP and TCP", wanted.ip())
 }
 
 /// Fills the store with the invented school, through the same import a real

@@ -11,9 +11,11 @@ use sheepdog_store::{Actor, Store, StoreOptions};
 pub mod audit;
 pub mod check;
 pub mod demo;
+pub mod dns;
 pub mod import;
 pub mod init;
 pub mod lists;
+pub mod monitor;
 pub mod serve;
 
 /// Reads the configuration named on the command line.

@@ -45,10 +45,11 @@ pub async fn run(
         None
     };
     tracing::info!(console = %config.console.listen, school = %label, "sheepdog is serving");
+    let dns = start_dns(&config, &store, engine.as_ref()).await?;
     run_servers(
         &config,
         store,
-        engine,
+        dns,
         console,
         metrics,
         label,
@@ -56,6 +57,28 @@ pub async fn run(
     )
     .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the DNS resolver when `[dns]` is enabled and a policy is loaded.
+pub async fn start_dns(
+    config: &Config,
+    store: &Store,
+    engine: Option<&Arc<Engine>>,
+) -> anyhow::Result<Option<super::dns::DnsRuntime>> {
+    match (config.dns.enabled, engine) {
+        (true, Some(engine)) => {
+            let dns = super::dns::start(config, store.clone(), engine.clone()).await?;
+            tracing::info!(udp = %dns.udp_addr(), tcp = %dns.tcp_addr(), "DNS resolver answering");
+            Ok(Some(dns))
+        }
+        (true, None) => {
+            tracing::warn!(
+                "the DNS resolver is not started: it has no filtering policy to enforce"
+            );
+            Ok(None)
+        }
+        (false, _) => Ok(None),
+    }
 }
 
 /// The filtering engine, when the configuration names a policy that exists.
@@ -91,9 +114,9 @@ pub async fn school_label(store: &Store) -> anyhow::Result<String> {
 /// Runs every listener until `shutdown` completes, then stops them all and
 /// closes the store.
 pub async fn run_servers(
-    _config: &Config,
+    config: &Config,
     store: Store,
-    _engine: Option<Arc<Engine>>,
+    dns: Option<super::dns::DnsRuntime>,
     console: TcpListener,
     metrics: Option<TcpListener>,
     label: String,
@@ -103,11 +126,13 @@ pub async fn run_servers(
     let until_stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
+    let settings = sheepdog_console::ConsoleSettings::from_config(&config.console)?;
+    tracing::info!(school = %label, "console starting");
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(web::serve_console(
         console,
         store.clone(),
-        label,
+        settings,
         until_stopped(stopped.clone()),
     ));
     if let Some(listener) = metrics {
@@ -129,6 +154,10 @@ pub async fn run_servers(
     let _ = stop.send(true);
     while let Some(result) = tasks.join_next().await {
         result??;
+    }
+    // DNS stops before the store closes, so its queued events are written.
+    if let Some(dns) = dns {
+        dns.shutdown().await?;
     }
     store.close().await;
     Ok(())

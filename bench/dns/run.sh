@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# DNS benchmark: sheepdog against unbound (local-zone) and dnsmasq
+# (address=), each filtering the same generated list in front of the same
+# local upstream, all on loopback, measured with dnsperf.
+#
+#   bench/dns/run.sh [NAMES] [SECONDS]     (defaults: 1000000 names, 10 s)
+#
+# Prints a Markdown table for docs/benchmarks.md. Installs dnsperf, unbound,
+# dnsmasq and dig from Debian's packages if absent. Every socket is on
+# 127.0.0.1. Blocked names get NXDOMAIN from all three servers, so the
+# answers compared are the same.
+set -euo pipefail
+names=${1:-1000000}
+seconds=${2:-10}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  "$root/scripts/dns-upstream" stop "$work/upstream" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+need() { # program package
+  command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || {
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq && apt-get install -y -qq "$2"
+  }
+}
+need dnsperf dnsperf; need dig dnsutils; need unbound unbound; need dnsmasq dnsmasq-base
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+
+echo "generating $names blocked names and the query mixes" >&2
+python3 - "$names" "$work" <<'PY'
+import random, sys
+n, work = int(sys.argv[1]), sys.argv[2]
+random.seed(42)
+blocked = [f"site{i}.b{i % 997}.blocked.bench" for i in range(n)]
+allowed = [f"ok{i}.allowed.bench" for i in range(5000)]
+with open(f"{work}/blocked.txt", "w") as f:
+    f.write("\n".join(blocked) + "\n")
+with open(f"{work}/records", "w") as f:
+    for i, name in enumerate(allowed):
+        f.write(f"{name} A 192.0.2.{i % 250 + 1}\n")
+with open(f"{work}/q-blocked", "w") as f:
+    for _ in range(200000):
+        f.write(f"{random.choice(blocked)} A\n")
+with open(f"{work}/q-mixed", "w") as f:
+    for _ in range(200000):
+        f.write(f"{random.choice(blocked) if random.random() < 0.5 else random.choice(allowed)} A\n")
+with open(f"{work}/unbound-zones", "w") as f:
+    for name in blocked:
+        f.write(f'  local-zone: "{name}." always_nxdomain\n')
+with open(f"{work}/dnsmasq-addresses", "w") as f:
+    for name in blocked:
+        f.write(f"address=/{name}/\n")
+PY
+
+upstream=$("$root/scripts/dns-upstream" start unbound "$work/upstream" "$work/records")
+echo "upstream (unbound, local data only) on 127.0.0.1:$upstream" >&2
+
+# sheepdog: build the snapshot once (not timed as start-up: a deployment
+# keeps the last snapshot on disk), then start from it.
+cat >"$work/policy.toml" <<POLICY
+fallback_group = "guest"
+[school]
+name = "Bench"
+time_zone = "Europe/London"
+[[lists]]
+name = "bench"
+source = "blocked.txt"
+format = "domains"
+category = "malware"
+[[groups]]
+name = "guest"
+default = "allow"
+[groups.categories]
+malware = "block"
+POLICY
+(cd "$root" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} cargo build -q --release -p sheepdog-dns --example bench_server)
+server_bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/bench_server
+"$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" 127.0.0.1:1 "127.0.0.1:$upstream"
+
+first_answer() { # port start_ns
+  local port=$1 start=$2
+  for _ in $(seq 1 6000); do
+    if dig +time=1 +tries=1 @127.0.0.1 -p "$port" site1.b1.blocked.bench A >/dev/null 2>&1; then
+      echo $(( ($(date +%s%N) - start) / 1000000 ))
+      return
+    fi
+    sleep 0.01
+  done
+  echo "never"
+}
+
+measure() { # label port pid mix
+  local label=$1 port=$2 pid=$3 mix=$4
+  dnsperf -s 127.0.0.1 -p "$port" -d "$work/q-$mix" -l "$seconds" -c 8 -q 500 -v >"$work/perf.txt" 2>&1 || true
+  local qps avg p99
+  qps=$(awk '/Queries per second/ { printf "%.0f", $4 }' "$work/perf.txt")
+  avg=$(awk '/Average Latency/ { printf "%.3f", $4 * 1000 }' "$work/perf.txt")
+  p99=$(awk '/^> / { print $NF }' "$work/perf.txt" | sort -n | awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] * 1000 }')
+  echo "| $label | $mix | $qps | $avg | $p99 | $(( $(rss_kb "$pid") / 1024 )) |"
+}
+
+run_server() { # label port pid start_ns
+  local label=$1 port=$2 pid=$3 start=$4
+  local first
+  first=$(first_answer "$port" "$start")
+  echo "$label: first answer after $first ms" >&2
+  echo "| $label | first answer | $first ms | | | $(( $(rss_kb "$pid") / 1024 )) |"
+  # Warm the caches with one pass of the mixed file.
+  dnsperf -s 127.0.0.1 -p "$port" -d "$work/q-mixed" -n 1 -c 8 -q 500 >/dev/null 2>&1 || true
+  measure "$label" "$port" "$pid" blocked
+  measure "$label" "$port" "$pid" mixed
+}
+
+echo "| server | workload | queries/s | avg ms | p99 ms | RSS MiB |"
+echo "|---|---|---|---|---|---|"
+
+port=$(free_port); start=$(date +%s%N)
+"$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" "127.0.0.1:$port" "127.0.0.1:$upstream" 2>"$work/sheepdog.log" &
+pid=$!; pids+=("$pid")
+run_server "sheepdog (events off)" "$port" "$pid" "$start"
+kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+
+port=$(free_port); start=$(date +%s%N)
+"$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" "127.0.0.1:$port" "127.0.0.1:$upstream" --log "$work/events.sqlite" 2>"$work/sheepdog-log.log" &
+pid=$!; pids+=("$pid")
+run_server "sheepdog (every query logged)" "$port" "$pid" "$start"
+kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+
+port=$(free_port)
+{
+  echo "server:"
+  echo "  interface: 127.0.0.1"
+  echo "  port: $port"
+  echo "  do-ip6: no"
+  echo "  do-daemonize: no"
+  echo "  username: \"\""
+  echo "  chroot: \"\""
+  echo "  use-syslog: no"
+  echo "  num-threads: 2"
+  echo "  do-not-query-localhost: no"
+  echo "  module-config: \"iterator\""
+  echo "  access-control: 127.0.0.0/8 allow"
+  cat "$work/unbound-zones"
+  echo "forward-zone:"
+  echo "  name: \".\""
+  echo "  forward-addr: 127.0.0.1@$upstream"
+  echo "remote-control:"
+  echo "  control-enable: no"
+} >"$work/unbound.conf"
+start=$(date +%s%N)
+unbound_bin=$(command -v unbound || echo /usr/sbin/unbound)
+"$unbound_bin" -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 &
+pid=$!; pids+=("$pid")
+run_server "unbound 1.17 (local-zone)" "$port" "$pid" "$start"
+kill "$pid"; wait "$pid" 2>/dev/null || true
+
+port=$(free_port)
+{
+  echo "port=$port"
+  echo "listen-address=127.0.0.1"
+  echo "bind-interfaces"
+  echo "no-resolv"
+  echo "no-hosts"
+  echo "cache-size=10000"
+  echo "server=127.0.0.1#$upstream"
+  cat "$work/dnsmasq-addresses"
+} >"$work/dnsmasq.conf"
+start=$(date +%s%N)
+dnsmasq_bin=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
+"$dnsmasq_bin" --keep-in-foreground --conf-file="$work/dnsmasq.conf" --pid-file="$work/dnsmasq.pid" --user=root >"$work/dnsmasq.log" 2>&1 &
+pid=$!; pids+=("$pid")
+run_server "dnsmasq 2.90 (address=)" "$port" "$pid" "$start"
+kill "$pid"; wait "$pid" 2>/dev/null || true

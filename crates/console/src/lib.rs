@@ -1,0 +1,160 @@
+//! sheepdog's web console: the pages that designated safeguarding leads,
+//! headteachers, technicians, teachers, office staff and governors use, and
+//! the JSON API that mirrors them.
+//!
+//! Pages are rendered on the server and work without JavaScript. Every
+//! request is authenticated by [`auth`]: browser sessions live in the store
+//! (only a hash of the cookie's token is kept), carry a per-session token
+//! that every form must send back, time out when idle and end after a fixed
+//! lifetime; roles that can see safeguarding data or change filtering must
+//! use TOTP two-factor authentication. What each role may do is one table in
+//! [`roles`], documented in `docs/console.md` and tested route by route.
+//! Every view of a person's record is written to the audit log.
+//!
+//! The binary builds a [`ConsoleState`] from the store and the `[console]`
+//! configuration and hands a listener to [`serve`].
+
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sheepdog_config::ConsoleConfig;
+use sheepdog_store::{StaffRole, Store};
+use tokio::net::TcpListener;
+
+mod api;
+pub mod auth;
+mod error;
+mod html;
+mod pages;
+pub mod password;
+pub mod roles;
+mod secrets;
+
+pub use error::ConsoleError;
+
+/// How sign-in sessions behave; [`ConsoleSettings::from_config`] reads them
+/// from the `[console]` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSettings {
+    /// A session unused this long is signed out.
+    pub idle_timeout: chrono::Duration,
+    /// A session ends this long after sign-in however active it is.
+    pub session_lifetime: chrono::Duration,
+    /// Roles that must use two-factor authentication.
+    pub two_factor_roles: Vec<StaffRole>,
+    /// Whether cookies carry `Secure`: true when the console is reached over
+    /// TLS, which browsers require for such cookies.
+    pub secure_cookies: bool,
+}
+
+/// What every request handler shares: the store and the settings.
+#[derive(Debug, Clone)]
+pub struct ConsoleState {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    settings: ConsoleSettings,
+}
+
+impl ConsoleSettings {
+    /// The settings a `[console]` section asks for.
+    pub fn from_config(config: &ConsoleConfig) -> Result<Self, ConsoleError> {
+        let two_factor_roles = config
+            .require_two_factor_roles
+            .iter()
+            .map(|role| {
+                role.parse::<StaffRole>()
+                    .map_err(|_| ConsoleError::Settings(format!("`{role}` is not a role")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            idle_timeout: chrono::Duration::minutes(i64::from(config.idle_timeout_minutes.max(1))),
+            session_lifetime: chrono::Duration::hours(i64::from(
+                config.session_lifetime_hours.max(1),
+            )),
+            two_factor_roles,
+            secure_cookies: false,
+        })
+    }
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        // The configuration's defaults are the console's defaults; they
+        // always parse, so the fallback below is never used.
+        Self::from_config(&ConsoleConfig::default()).unwrap_or(Self {
+            idle_timeout: chrono::Duration::minutes(120),
+            session_lifetime: chrono::Duration::hours(12),
+            two_factor_roles: Vec::new(),
+            secure_cookies: false,
+        })
+    }
+}
+
+impl ConsoleState {
+    pub fn new(store: Store, settings: ConsoleSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner { store, settings }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn settings(&self) -> &ConsoleSettings {
+        &self.inner.settings
+    }
+}
+
+/// The console's routes: pages, the JSON API under `/api/v1`, and the
+/// unauthenticated `/healthz` and `/api/v1/status`.
+pub fn router(state: ConsoleState) -> axum::Router {
+    pages::routes()
+        .merge(api::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
+        ))
+        .with_state(state)
+}
+
+/// Serves the console on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    state: ConsoleState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state.clone());
+    let pruner = tokio::spawn(prune_sessions(state));
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    pruner.abort();
+    served
+}
+
+/// Deletes expired sessions every few minutes, so that the table holds only
+/// sessions that could still be used.
+async fn prune_sessions(state: ConsoleState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+    loop {
+        tick.tick().await;
+        let idle_since = chrono::Utc::now() - state.settings().idle_timeout;
+        if let Err(error) = state.store().prune_sessions(idle_since).await {
+            tracing::warn!(%error, "cannot prune expired console sessions");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+//! What each role may do: one table, enforced on the server for every page
+//! and API call, documented in `docs/console.md` and tested route by route.
+//!
+//! Need-to-know decides the table. Pupils' records (date of birth, UPN,
+//! parents and carers) are for the safeguarding team, the headteacher and
+//! the office that keeps them; the filtering manager sees people only as
+//! names in lists, to place devices and groups; governors see no individual
+//! pupil at all. A role held in one school gives nothing in another; a role
+//! held without a school (a trust's) holds in every school.
+
+use serde::Serialize;
+use sheepdog_store::{Account, StaffRole};
+
+/// Something the console lets some roles do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Permission {
+    /// Lists of pupils, staff and parents by year and class (names only).
+    SeePeople,
+    /// One person's record: UPN, date of birth, parents and carers. Every
+    /// view is audited.
+    SeePersonRecord,
+    /// Upload a roster export from the MIS.
+    ImportRoster,
+    /// Groups and the filtering profile each applies.
+    SeeGroups,
+    /// The device registry.
+    SeeDevices,
+    /// Register and edit devices.
+    ManageDevices,
+    /// The audit log and its export.
+    SeeAudit,
+}
+
+impl Permission {
+    pub const ALL: &'static [Permission] = &[
+        Self::SeePeople,
+        Self::SeePersonRecord,
+        Self::ImportRoster,
+        Self::SeeGroups,
+        Self::SeeDevices,
+        Self::ManageDevices,
+        Self::SeeAudit,
+    ];
+
+    /// How the permission reads in the matrix.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::SeePeople => "see lists of pupils, staff and parents",
+            Self::SeePersonRecord => "open a person's record (audited)",
+            Self::ImportRoster => "import a roster from the MIS",
+            Self::SeeGroups => "see groups and their filtering profiles",
+            Self::SeeDevices => "see the device registry",
+            Self::ManageDevices => "register and edit devices",
+            Self::SeeAudit => "read and export the audit log",
+        }
+    }
+}
+
+/// Whether `role` grants `permission`: the permission matrix.
+pub fn grants(role: StaffRole, permission: Permission) -> bool {
+    use Permission::*;
+    use StaffRole::*;
+    match permission {
+        SeePeople => matches!(
+            role,
+            Headteacher
+                | Dsl
+                | DeputyDsl
+                | Technician
+                | Teacher
+                | TeachingAssistant
+                | Office
+                | TrustAdministrator
+        ),
+        SeePersonRecord => matches!(
+            role,
+            Headteacher | Dsl | DeputyDsl | Office | TrustAdministrator
+        ),
+        ImportRoster => matches!(role, Headteacher | Office | TrustAdministrator),
+        SeeGroups => matches!(
+            role,
+            Headteacher
+                | Dsl
+                | DeputyDsl
+                | Technician
+                | Governor
+                | SafeguardingGovernor
+                | TrustAdministrator
+        ),
+        SeeDevices => matches!(
+            role,
+            Headteacher | Dsl | DeputyDsl | Technician | TrustAdministrator
+        ),
+        ManageDevices => matches!(role, Technician | TrustAdministrator),
+        SeeAudit => matches!(role, Headteacher | Dsl | TrustAdministrator),
+    }
+}
+
+/// Whether `account` may do `permission` in `school_id`.
+pub fn account_can(account: &Account, permission: Permission, school_id: i64) -> bool {
+    !account.disabled
+        && account.roles.iter().any(|held| {
+            held.school_id.is_none_or(|school| school == school_id) && grants(held.role, permission)
+        })
+}
+
+/// Whether `account` may do `permission` in any school at all.
+pub fn account_can_somewhere(account: &Account, permission: Permission) -> bool {
+    !account.disabled
+        && account
+            .roles
+            .iter()
+            .any(|held| grants(held.role, permission))
+}

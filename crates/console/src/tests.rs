@@ -1,0 +1,732 @@
+//! Route-level tests: sign-in with TOTP, lock-out, CSRF, time-outs, and the
+//! permission matrix route by route for every role.
+
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use http_body_util::BodyExt;
+use sheepdog_store::{
+    AccountRole, Actor, DeviceDetails, ImportBatch, NewSession, Ownership, PersonDetails,
+    PersonKind, SessionStage, StaffRole, Store, StoreOptions,
+};
+use tower::ServiceExt;
+
+use super::*;
+
+struct Fixture {
+    state: ConsoleState,
+    school: i64,
+    other_school: i64,
+    pupil: i64,
+    _dir: tempfile::TempDir,
+}
+
+const PASSWORD: &str = "violet tractor sandwich pebble";
+
+async fn fixture(settings: ConsoleSettings) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("console.sqlite").display());
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    let admin = Actor::command_line("test");
+    let school = store
+        .create_school(&admin, "Wrenmoor Primary", None, "Europe/London")
+        .await
+        .unwrap();
+    let other = store
+        .create_school(&admin, "Tallow Brook Academy", None, "Europe/London")
+        .await
+        .unwrap();
+    let pupil = PersonDetails {
+        kind: PersonKind::Pupil,
+        external_id: None,
+        upn: Some("A123456789012".to_string()),
+        given_name: "Pella".to_string(),
+        family_name: "Varrowby".to_string(),
+        date_of_birth: Some("2016-05-06".to_string()),
+        year_group: Some("4".to_string()),
+        class_name: Some("4K".to_string()),
+        email: None,
+        roles: vec![],
+        active: true,
+    };
+    store
+        .import_people(
+            &admin,
+            school.id,
+            &ImportBatch {
+                people: vec![pupil],
+                guardians: vec![],
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let pupil = store
+        .people(school.id, Some(PersonKind::Pupil))
+        .await
+        .unwrap()[0]
+        .id;
+    store
+        .save_device(
+            &admin,
+            school.id,
+            DeviceDetails {
+                name: "HALL-PC-01".to_string(),
+                mac: None,
+                address: Some("10.0.4.17".to_string()),
+                owner_id: None,
+                group_id: None,
+                ownership: Ownership::School,
+            },
+        )
+        .await
+        .unwrap();
+    Fixture {
+        state: ConsoleState::new(store, settings),
+        school: school.id,
+        other_school: other.id,
+        pupil,
+        _dir: dir,
+    }
+}
+
+async fn account(f: &Fixture, username: &str, role: StaffRole, school: Option<i64>) -> i64 {
+    let hash = password::hash(PASSWORD).unwrap();
+    f.state
+        .store()
+        .create_account(
+            &Actor::command_line("test"),
+            username,
+            "Orlan Tesk",
+            &hash,
+            &[AccountRole {
+                school_id: school,
+                role,
+            }],
+        )
+        .await
+        .unwrap()
+        .id
+}
+
+/// A signed-in session made directly in the store: (cookie, form token).
+async fn session(f: &Fixture, account_id: i64) -> (String, String) {
+    let token = secrets::random_hex(32).unwrap();
+    let csrf = secrets::random_hex(32).unwrap();
+    f.state
+        .store()
+        .start_session(
+            &Actor::system("test"),
+            &NewSession {
+                token_hash: &secrets::token_hash(&token),
+                account_id,
+                stage: SessionStage::SignedIn,
+                csrf_token: &csrf,
+                address: "127.0.0.1",
+                expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+            },
+        )
+        .await
+        .unwrap();
+    (format!("{}={token}", auth::SESSION_COOKIE), csrf)
+}
+
+struct Reply {
+    status: StatusCode,
+    cookies: Vec<String>,
+    location: Option<String>,
+    body: String,
+}
+
+async fn send(f: &Fixture, request: Request<Body>) -> Reply {
+    let response = router(f.state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let cookies = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let location = response
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        cookies,
+        location,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+async fn get(f: &Fixture, path: &str, cookie: &str) -> Reply {
+    send(
+        f,
+        Request::get(path)
+            .header(header::COOKIE, cookie)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await
+}
+
+async fn post(f: &Fixture, path: &str, cookie: &str, form: &[(&str, &str)]) -> Reply {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    send(
+        f,
+        Request::post(path)
+            .header(header::COOKIE, cookie)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap(),
+    )
+    .await
+}
+
+/// `name=value` of a Set-Cookie that sets `name`.
+fn cookie_from(reply: &Reply, name: &str) -> Option<String> {
+    reply.cookies.iter().find_map(|c| {
+        let pair = c.split(';').next()?;
+        let (key, value) = pair.split_once('=')?;
+        (key == name && !value.is_empty()).then(|| pair.to_string())
+    })
+}
+
+fn hidden_csrf(body: &str) -> String {
+    let start = body.find("name=\"csrf\" value=\"").unwrap() + 19;
+    body[start..start + 64].to_string()
+}
+
+fn code_now(secret: &str, username: &str, offset_steps: i64) -> String {
+    let totp = auth_totp(secret, username);
+    let time = chrono::Utc::now().timestamp() + offset_steps * 30;
+    totp.generate(u64::try_from(time).unwrap())
+}
+
+fn auth_totp(secret: &str, username: &str) -> totp_rs::TOTP {
+    totp_rs::TOTP::new(
+        totp_rs::Algorithm::SHA1,
+        6,
+        1,
+        30,
+        data_encoding::BASE32_NOPAD
+            .decode(secret.as_bytes())
+            .unwrap(),
+        Some("sheepdog".to_string()),
+        username.to_string(),
+    )
+    .unwrap()
+}
+
+/// Signs in through the form and returns the session cookie and the reply.
+async fn password_step(f: &Fixture, username: &str, password: &str) -> Reply {
+    let form_page = get(f, "/sign-in", "").await;
+    assert_eq!(form_page.status, StatusCode::OK);
+    let pre = cookie_from(&form_page, auth::SIGN_IN_COOKIE).unwrap();
+    let csrf = hidden_csrf(&form_page.body);
+    post(
+        f,
+        "/sign-in",
+        &pre,
+        &[
+            ("csrf", &csrf),
+            ("username", username),
+            ("password", password),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn dsl_enrols_totp_then_signs_in_with_a_code_and_a_recovery_code() {
+    let f = fixture(ConsoleSettings::default()).await;
+    let id = account(&f, "dsl@wrenmoor.invalid", StaffRole::Dsl, Some(f.school)).await;
+
+    // A DSL without two-factor authentication must enrol before anything.
+    let reply = password_step(&f, "dsl@wrenmoor.invalid", PASSWORD).await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    assert_eq!(reply.location.as_deref(), Some("/two-factor/enrol"));
+    let cookie = cookie_from(&reply, auth::SESSION_COOKIE).unwrap();
+    assert!(reply.cookies[0].contains("HttpOnly") && reply.cookies[0].contains("SameSite=Strict"));
+    let people = get(&f, "/people", &cookie).await;
+    assert_eq!(people.location.as_deref(), Some("/two-factor/enrol"));
+
+    let page = get(&f, "/two-factor/enrol", &cookie).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("otpauth://totp/"), "{}", page.body);
+    let secret = f
+        .state
+        .store()
+        .two_factor(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .secret;
+    let csrf = hidden_csrf(&page.body);
+    let wrong = post(
+        &f,
+        "/two-factor/enrol",
+        &cookie,
+        &[("csrf", &csrf), ("code", "000000")],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let code = code_now(&secret, "dsl@wrenmoor.invalid", 0);
+    let done = post(
+        &f,
+        "/two-factor/enrol",
+        &cookie,
+        &[("csrf", &csrf), ("code", &code)],
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let recovery: Vec<String> = done
+        .body
+        .split("<li><code>")
+        .skip(1)
+        .map(|s| s.split('<').next().unwrap().to_string())
+        .collect();
+    assert_eq!(recovery.len(), 10);
+    let signed_in = cookie_from(&done, auth::SESSION_COOKIE).unwrap();
+    assert_ne!(signed_in, cookie, "a fresh token after each step");
+    assert_eq!(
+        get(&f, "/people", &cookie).await.location.as_deref(),
+        Some("/sign-in")
+    );
+    let people = get(&f, "/people", &signed_in).await;
+    assert_eq!(people.status, StatusCode::OK);
+    assert!(people.body.contains("Varrowby"));
+
+    // Sign out, then in again with a TOTP code; the same code cannot be
+    // used twice.
+    let csrf = hidden_csrf(&people.body);
+    let out = post(&f, "/sign-out", &signed_in, &[("csrf", &csrf)]).await;
+    assert_eq!(out.status, StatusCode::OK);
+    assert_eq!(
+        get(&f, "/people", &signed_in).await.location.as_deref(),
+        Some("/sign-in")
+    );
+
+    let reply = password_step(&f, "dsl@wrenmoor.invalid", PASSWORD).await;
+    assert_eq!(reply.location.as_deref(), Some("/two-factor"));
+    let pending = cookie_from(&reply, auth::SESSION_COOKIE).unwrap();
+    let page = get(&f, "/two-factor", &pending).await;
+    let csrf = hidden_csrf(&page.body);
+    let next_code = code_now(&secret, "dsl@wrenmoor.invalid", 1);
+    let ok = post(
+        &f,
+        "/two-factor",
+        &pending,
+        &[("csrf", &csrf), ("code", &next_code)],
+    )
+    .await;
+    assert_eq!(ok.location.as_deref(), Some("/"), "{}", ok.body);
+
+    let reply = password_step(&f, "dsl@wrenmoor.invalid", PASSWORD).await;
+    let pending = cookie_from(&reply, auth::SESSION_COOKIE).unwrap();
+    let csrf = hidden_csrf(&get(&f, "/two-factor", &pending).await.body);
+    let replay = post(
+        &f,
+        "/two-factor",
+        &pending,
+        &[("csrf", &csrf), ("code", &next_code)],
+    )
+    .await;
+    assert_eq!(replay.status, StatusCode::UNAUTHORIZED);
+    let by_recovery = post(
+        &f,
+        "/two-factor",
+        &pending,
+        &[("csrf", &csrf), ("code", &recovery[0])],
+    )
+    .await;
+    assert_eq!(by_recovery.location.as_deref(), Some("/"));
+    assert_eq!(f.state.store().recovery_codes_left(id).await.unwrap(), 9);
+
+    // Each step is in the audit log.
+    let actions: Vec<String> = f
+        .state
+        .store()
+        .audit_entries(Some("account"), 50)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for expected in [
+        "two_factor_enrolled",
+        "sign_in",
+        "sign_out",
+        "recovery_code_used",
+    ] {
+        assert!(
+            actions.iter().any(|a| a == expected),
+            "{expected}: {actions:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_username_out() {
+    let f = fixture(ConsoleSettings::default()).await;
+    account(
+        &f,
+        "teacher@wrenmoor.invalid",
+        StaffRole::Teacher,
+        Some(f.school),
+    )
+    .await;
+    for _ in 0..auth::USERNAME_THRESHOLD {
+        let reply = password_step(&f, "teacher@wrenmoor.invalid", "wrong horse").await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+        assert!(reply.body.contains("not right"));
+        assert!(reply.body.contains("value=\"teacher@wrenmoor.invalid\""));
+    }
+    let locked = password_step(&f, "teacher@wrenmoor.invalid", PASSWORD).await;
+    assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(locked.body.contains("too many failed attempts"));
+    // Unknown names answer exactly like wrong passwords.
+    let unknown = password_step(&f, "nobody@wrenmoor.invalid", "wrong horse").await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn teacher_without_two_factor_signs_in_directly_and_forms_need_the_token() {
+    let f = fixture(ConsoleSettings::default()).await;
+    account(
+        &f,
+        "teacher@wrenmoor.invalid",
+        StaffRole::Teacher,
+        Some(f.school),
+    )
+    .await;
+    let reply = password_step(&f, "teacher@wrenmoor.invalid", PASSWORD).await;
+    assert_eq!(reply.location.as_deref(), Some("/"));
+    let cookie = cookie_from(&reply, auth::SESSION_COOKIE).unwrap();
+    let start = get(&f, "/", &cookie).await;
+    assert_eq!(start.status, StatusCode::OK);
+    // Without the form token, or with another, a change is refused.
+    let forged = post(&f, "/sign-out-everywhere", &cookie, &[]).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let forged = post(
+        &f,
+        "/sign-out-everywhere",
+        &cookie,
+        &[("csrf", &"0".repeat(64))],
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    let sign_in_forged = post(&f, "/sign-in", "", &[("username", "x"), ("password", "y")]).await;
+    assert_eq!(sign_in_forged.status, StatusCode::FORBIDDEN);
+    let csrf = hidden_csrf(&start.body);
+    let everywhere = post(&f, "/sign-out-everywhere", &cookie, &[("csrf", &csrf)]).await;
+    assert_eq!(everywhere.status, StatusCode::OK);
+    assert!(everywhere.body.contains("1 sessions ended"));
+    assert_eq!(
+        get(&f, "/people", &cookie).await.location.as_deref(),
+        Some("/sign-in")
+    );
+}
+
+#[tokio::test]
+async fn idle_sessions_time_out() {
+    let settings = ConsoleSettings {
+        idle_timeout: chrono::Duration::seconds(1),
+        ..ConsoleSettings::default()
+    };
+    let f = fixture(settings).await;
+    let id = account(
+        &f,
+        "office@wrenmoor.invalid",
+        StaffRole::Office,
+        Some(f.school),
+    )
+    .await;
+    let (cookie, _) = session(&f, id).await;
+    assert_eq!(get(&f, "/people", &cookie).await.status, StatusCode::OK);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let reply = get(&f, "/people", &cookie).await;
+    assert_eq!(reply.location.as_deref(), Some("/sign-in"));
+    assert!(reply.cookies.iter().any(|c| c.contains("Max-Age=0")));
+}
+
+/// The permission matrix of docs/console.md, written out rather than
+/// derived, so that the code, the document and this table must agree:
+/// people list, person record, roster import, groups, devices, device
+/// form, audit log, audit export.
+const MATRIX: &[(StaffRole, [bool; 8])] = &[
+    (
+        StaffRole::Headteacher,
+        [true, true, true, true, true, false, true, true],
+    ),
+    (
+        StaffRole::Dsl,
+        [true, true, false, true, true, false, true, true],
+    ),
+    (
+        StaffRole::DeputyDsl,
+        [true, true, false, true, true, false, false, false],
+    ),
+    (
+        StaffRole::Technician,
+        [true, false, false, true, true, true, false, false],
+    ),
+    (
+        StaffRole::Teacher,
+        [true, false, false, false, false, false, false, false],
+    ),
+    (
+        StaffRole::TeachingAssistant,
+        [true, false, false, false, false, false, false, false],
+    ),
+    (
+        StaffRole::Office,
+        [true, true, true, false, false, false, false, false],
+    ),
+    (
+        StaffRole::Governor,
+        [false, false, false, true, false, false, false, false],
+    ),
+    (
+        StaffRole::SafeguardingGovernor,
+        [false, false, false, true, false, false, false, false],
+    ),
+    (
+        StaffRole::TrustAdministrator,
+        [true, true, true, true, true, true, true, true],
+    ),
+];
+
+#[tokio::test]
+async fn every_role_gets_exactly_its_routes() {
+    let f = fixture(ConsoleSettings::default()).await;
+    let routes = [
+        format!("/people?school={}", f.school),
+        format!("/people/{}", f.pupil),
+        format!("/people/import?school={}", f.school),
+        format!("/groups?school={}", f.school),
+        format!("/devices?school={}", f.school),
+        format!("/devices/new?school={}", f.school),
+        "/audit".to_string(),
+        "/audit.csv".to_string(),
+    ];
+    assert_eq!(MATRIX.len(), StaffRole::ALL.len());
+    for (role, allowed) in MATRIX {
+        let school = (*role != StaffRole::TrustAdministrator).then_some(f.school);
+        let id = account(&f, &format!("{role}@wrenmoor.invalid"), *role, school).await;
+        let (cookie, _) = session(&f, id).await;
+        for (route, allow) in routes.iter().zip(allowed) {
+            let reply = get(&f, route, &cookie).await;
+            // The audit log is deployment-wide: in a trust (this fixture
+            // has two schools) only trust-wide roles read it.
+            let allow = if route.starts_with("/audit") {
+                *allow && school.is_none()
+            } else {
+                *allow
+            };
+            let expected = if allow {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(reply.status, expected, "{role} {route}: {}", reply.body);
+        }
+        // The same role held in another school gives nothing here.
+        let elsewhere = account(
+            &f,
+            &format!("{role}@tallow.invalid"),
+            *role,
+            Some(f.other_school),
+        )
+        .await;
+        let (cookie, _) = session(&f, elsewhere).await;
+        for route in &routes[..6] {
+            let reply = get(&f, route, &cookie).await;
+            assert!(
+                matches!(reply.status, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND),
+                "{role} elsewhere {route}: {}",
+                reply.status
+            );
+        }
+    }
+    // Anonymous requests go to the sign-in form.
+    for route in &routes {
+        assert_eq!(
+            get(&f, route, "").await.location.as_deref(),
+            Some("/sign-in")
+        );
+    }
+}
+
+#[tokio::test]
+async fn viewing_a_pupil_is_audited() {
+    let f = fixture(ConsoleSettings::default()).await;
+    let id = account(&f, "dsl@wrenmoor.invalid", StaffRole::Dsl, Some(f.school)).await;
+    let (cookie, _) = session(&f, id).await;
+    let reply = get(&f, &format!("/people/{}", f.pupil), &cookie).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.contains("A123456789012"));
+    let views = f
+        .state
+        .store()
+        .audit_entries(Some("person"), 10)
+        .await
+        .unwrap();
+    assert!(views.iter().any(|e| e.action == "view"
+        && e.entity_id.as_deref() == Some(f.pupil.to_string().as_str())
+        && e.actor == format!("account:{id}:dsl@wrenmoor.invalid")));
+    let head = account(
+        &f,
+        "head@trust.invalid",
+        StaffRole::TrustAdministrator,
+        None,
+    )
+    .await;
+    let (cookie, _) = session(&f, head).await;
+    let csv = get(&f, "/audit.csv?entity=person&action=view", &cookie).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.body.starts_with("seq,at,actor"));
+    assert_eq!(csv.body.lines().count(), 2, "{}", csv.body);
+}
+
+#[tokio::test]
+async fn device_form_reports_each_field_and_keeps_what_was_typed() {
+    let f = fixture(ConsoleSettings::default()).await;
+    let id = account(
+        &f,
+        "tech@wrenmoor.invalid",
+        StaffRole::Technician,
+        Some(f.school),
+    )
+    .await;
+    let (cookie, csrf) = session(&f, id).await;
+    let school = f.school.to_string();
+    let bad = post(
+        &f,
+        "/devices",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("name", "LIB-IPAD-07"),
+            ("mac", "zz:11"),
+            ("address", "10.0.300.1"),
+            ("ownership", "school"),
+        ],
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("id=\"mac-error\""), "{}", bad.body);
+    assert!(bad.body.contains("id=\"address-error\""));
+    assert!(bad.body.contains("value=\"zz:11\""));
+    assert!(bad.body.contains("value=\"10.0.300.1\""));
+    assert!(bad.body.contains("value=\"LIB-IPAD-07\""));
+    let good = post(
+        &f,
+        "/devices",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("name", "LIB-IPAD-07"),
+            ("mac", "AA-BB-CC-DD-EE-FF"),
+            ("address", "10.0.4.0/24"),
+            ("ownership", "byod"),
+        ],
+    )
+    .await;
+    assert_eq!(good.status, StatusCode::SEE_OTHER, "{}", good.body);
+    let list = get(&f, "/devices", &cookie).await;
+    assert!(list.body.contains("aa:bb:cc:dd:ee:ff"));
+}
+
+#[tokio::test]
+async fn api_tokens_act_with_the_accounts_roles() {
+    let f = fixture(ConsoleSettings::default()).await;
+    let id = account(
+        &f,
+        "office@wrenmoor.invalid",
+        StaffRole::Office,
+        Some(f.school),
+    )
+    .await;
+    let (cookie, csrf) = session(&f, id).await;
+    let made = post(
+        &f,
+        "/account/tokens",
+        &cookie,
+        &[("csrf", &csrf), ("label", "MIS sync")],
+    )
+    .await;
+    assert_eq!(made.status, StatusCode::OK);
+    let start = made.body.find("sdk_").unwrap();
+    let token = made.body[start..start + 68].to_string();
+    let api = |path: &str| {
+        Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let people = send(&f, api("/api/v1/people")).await;
+    assert_eq!(people.status, StatusCode::OK);
+    assert!(people.body.contains("Varrowby"));
+    assert!(!people.body.contains("A123456789012"), "lists carry no UPN");
+    let record = send(&f, api(&format!("/api/v1/people/{}", f.pupil))).await;
+    assert_eq!(record.status, StatusCode::OK);
+    assert!(record.body.contains("A123456789012"));
+    assert_eq!(
+        send(&f, api("/api/v1/devices")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(&f, api("/api/v1/audit")).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let anonymous = send(
+        &f,
+        Request::get("/api/v1/people").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let spec = send(
+        &f,
+        Request::get("/api/v1/openapi.json")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    let spec: serde_json::Value = serde_json::from_str(&spec.body).unwrap();
+    assert_eq!(spec["openapi"], "3.0.3");
+    let csv = "UPN,Legal Forename,Legal Surname,DOB,Year,Reg Group\nnot-a-upn,Tam,Ostrey,2016-01-01,4,4K\n";
+    let roster = send(
+        &f,
+        Request::post("/api/v1/roster?kind=pupils&dry_run=true")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::from(csv))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        roster.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        roster.body
+    );
+    assert!(roster.body.contains("\"line\":2"), "{}", roster.body);
+    // A revoked token stops working.
+    let tokens = f.state.store().api_tokens(id).await.unwrap();
+    let revoke = post(
+        &f,
+        &format!("/account/tokens/{}/revoke", tokens[0].id),
+        &cookie,
+        &[("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(revoke.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        send(&f, api("/api/v1/people")).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}

@@ -1,0 +1,180 @@
+//! The UDP and TCP listeners.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::{DnsError, Resolver, Transport};
+
+/// UDP requests being answered at once; more are dropped (a client
+/// retries) rather than queued without bound.
+const UDP_IN_FLIGHT: usize = 8192;
+/// TCP connections served at once.
+const TCP_CONNECTIONS: usize = 512;
+/// A TCP connection idle this long is closed (RFC 7766 suggests seconds).
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Running listeners.
+#[derive(Debug)]
+pub struct DnsServer {
+    udp: Vec<SocketAddr>,
+    tcp: Vec<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl DnsServer {
+    /// Listens on each address over UDP and TCP. Port 0 picks a free port,
+    /// the same one for both transports.
+    pub async fn start(resolver: Arc<Resolver>, listen: &[SocketAddr]) -> Result<Self, DnsError> {
+        let mut server = Self {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            tasks: Vec::new(),
+        };
+        for addr in listen {
+            let udp = UdpSocket::bind(addr)
+                .await
+                .map_err(|source| DnsError::Bind {
+                    addr: *addr,
+                    transport: "UDP",
+                    source,
+                })?;
+            let bound = udp.local_addr().map_err(|source| DnsError::Bind {
+                addr: *addr,
+                transport: "UDP",
+                source,
+            })?;
+            let tcp = TcpListener::bind(bound)
+                .await
+                .map_err(|source| DnsError::Bind {
+                    addr: bound,
+                    transport: "TCP",
+                    source,
+                })?;
+            server.udp.push(bound);
+            server.tcp.push(bound);
+            server
+                .tasks
+                .push(tokio::spawn(serve_udp(Arc::new(udp), resolver.clone())));
+            server
+                .tasks
+                .push(tokio::spawn(serve_tcp(tcp, resolver.clone())));
+            tracing::info!(%bound, "DNS listening on UDP and TCP");
+        }
+        Ok(server)
+    }
+
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp
+    }
+
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp
+    }
+
+    /// Stops listening. Requests already being answered finish on their own.
+    pub async fn stop(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
+    let limit = Arc::new(Semaphore::new(UDP_IN_FLIGHT));
+    let mut buffer = vec![0u8; 65_535];
+    loop {
+        let (len, peer) = match socket.recv_from(&mut buffer).await {
+            Ok(received) => received,
+            Err(error) => {
+                // ICMP errors from earlier sends surface here on some
+                // systems; they concern one peer, not the socket.
+                tracing::debug!(%error, "UDP receive failed");
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics::counter!("sheepdog_dns_overload_dropped_total").increment(1);
+            continue;
+        };
+        let packet = buffer.get(..len).unwrap_or(&[]).to_vec();
+        let socket = socket.clone();
+        let resolver = resolver.clone();
+        tokio::spawn(async move {
+            if let Some(reply) = resolver.handle(&packet, peer.ip(), Transport::Udp).await {
+                if let Err(error) = socket.send_to(&reply, peer).await {
+                    tracing::debug!(%error, %peer, "UDP send failed");
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, resolver: Arc<Resolver>) {
+    let limit = Arc::new(Semaphore::new(TCP_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::debug!(%error, "TCP accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            metrics::counter!("sheepdog_dns_overload_dropped_total").increment(1);
+            continue;
+        };
+        let resolver = resolver.clone();
+        tokio::spawn(async move {
+            if let Err(error) = serve_connection(stream, peer, &resolver).await {
+                tracing::debug!(%error, %peer, "TCP connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// RFC 7766 framing: a two-byte length, then the message; several queries
+/// may follow on one connection, answered in order.
+async fn serve_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    resolver: &Resolver,
+) -> std::io::Result<()> {
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        };
+        if len == 0 {
+            return Ok(());
+        }
+        let mut packet = vec![0u8; len];
+        match tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut packet)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Ok(()),
+        }
+        let Some(reply) = resolver.handle(&packet, peer.ip(), Transport::Tcp).await else {
+            // Nothing sensible to say to a stream that sent nonsense: close.
+            return Ok(());
+        };
+        let reply_len = u16::try_from(reply.len()).unwrap_or(u16::MAX);
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&reply_len.to_be_bytes());
+        framed.extend_from_slice(reply.get(..usize::from(reply_len)).unwrap_or(&reply));
+        stream.write_all(&framed).await?;
+    }
+}

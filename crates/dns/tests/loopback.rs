@@ -1,0 +1,501 @@
+//! The resolver end to end on loopback: real sockets, a real upstream
+//! (unbound, started by scripts/dns-upstream, which installs it if absent)
+//! and a real client (dig from dnsutils, installed if absent), plus raw
+//! packets built with hickory-proto where the test needs exact bytes.
+
+// Helpers outside #[test] functions fail loudly too: this is a test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use sheepdog_config::{BlockAnswer, DnsConfig, Upstream};
+use sheepdog_dns::{DnsServer, Resolver, ResolverSettings};
+use sheepdog_events::identity::parse_net;
+use sheepdog_events::{DecisionEvent, EventSink, Identity, IdentityMap, IdentityResolver};
+use sheepdog_policy::{build_snapshot, CompiledPolicy, Engine, PolicyDocument};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::mpsc;
+
+const POLICY: &str = r#"
+fallback_group = "guest"
+
+[school]
+name = "Loopback Primary"
+time_zone = "Europe/London"
+
+[[lists]]
+name = "malware"
+source = "blocked.txt"
+format = "domains"
+category = "malware"
+
+[[groups]]
+name = "guest"
+default = "allow"
+[groups.categories]
+malware = "block"
+
+[[groups]]
+name = "ks2"
+default = "allow"
+[groups.categories]
+malware = "block"
+[groups.safe_search]
+youtube = "moderate"
+"#;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A program from PATH or /usr/sbin, installed from Debian's packages if
+/// absent (as scripts/pg-throwaway does for PostgreSQL).
+fn tool(program: &str, package: &str) -> PathBuf {
+    let find = || {
+        std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+            .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+            .map(|d| d.join(program))
+            .find(|p| p.is_file())
+    };
+    if let Some(found) = find() {
+        return found;
+    }
+    let _ = Command::new("apt-get").arg("update").arg("-qq").status();
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-qq", package])
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status();
+    find().unwrap_or_else(|| {
+        panic!("{program} is not installed and installing {package} failed: {status:?}")
+    })
+}
+
+/// A real unbound serving the .test records of scripts/dns-upstream.
+struct UnboundUpstream {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl UnboundUpstream {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(repo_root().join("scripts/dns-upstream"))
+            .args(["start", "unbound"])
+            .arg(dir.path().join("unbound"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        Self { dir, port }
+    }
+}
+
+impl Drop for UnboundUpstream {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/dns-upstream"))
+            .arg("stop")
+            .arg(self.dir.path().join("unbound"))
+            .status();
+    }
+}
+
+struct Harness {
+    server: Option<DnsServer>,
+    resolver: Arc<Resolver>,
+    events: mpsc::Receiver<DecisionEvent>,
+    addr: SocketAddr,
+    _policy_dir: tempfile::TempDir,
+}
+
+fn engine() -> (Arc<Engine>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("blocked.txt"), "blocked.test\n").unwrap();
+    let doc = PolicyDocument::from_toml(POLICY).unwrap();
+    let (snapshot, _) = build_snapshot(&doc, dir.path(), None).unwrap();
+    let policy = CompiledPolicy::compile(&doc, Arc::new(snapshot)).unwrap();
+    (Arc::new(Engine::new(policy)), dir)
+}
+
+async fn harness(upstreams: Vec<Upstream>, tweak: impl FnOnce(&mut DnsConfig)) -> Harness {
+    let (engine, policy_dir) = engine();
+    let mut map = IdentityMap::new("guest");
+    map.insert(
+        parse_net("127.0.0.2").unwrap(),
+        Identity {
+            device_id: Some(7),
+            device_name: Some(Arc::from("KS2-LAPTOP-07")),
+            person_id: Some(42),
+            group: Arc::from("ks2"),
+        },
+    );
+    let mut config = DnsConfig {
+        upstreams,
+        timeout_ms: 800,
+        attempt_timeout_ms: 400,
+        ..DnsConfig::default()
+    };
+    tweak(&mut config);
+    let (sink, events) = EventSink::channel(1024);
+    let resolver = Arc::new(Resolver::new(
+        engine,
+        Arc::new(IdentityResolver::new(map)),
+        Some(sink),
+        ResolverSettings::from_config(&config),
+    ));
+    let server = DnsServer::start(resolver.clone(), &["127.0.0.1:0".parse().unwrap()])
+        .await
+        .unwrap();
+    let addr = server.udp_addrs()[0];
+    Harness {
+        server: Some(server),
+        resolver,
+        events,
+        addr,
+        _policy_dir: policy_dir,
+    }
+}
+
+fn local(port: u16) -> Upstream {
+    format!("127.0.0.1:{port}").parse().unwrap()
+}
+
+/// Runs dig against the server and returns its output.
+fn dig(addr: SocketAddr, args: &[&str]) -> String {
+    let dig = tool("dig", "dnsutils");
+    let out = Command::new(dig)
+        .arg(format!("@{}", addr.ip()))
+        .args(["-p", &addr.port().to_string(), "+time=3", "+tries=1"])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn dig_async(addr: SocketAddr, args: &[&str]) -> String {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        dig(addr, &refs)
+    })
+    .await
+    .unwrap()
+}
+
+fn short(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+async fn next_event(events: &mut mpsc::Receiver<DecisionEvent>) -> DecisionEvent {
+    tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+async fn udp_exchange(addr: SocketAddr, bytes: &[u8]) -> Option<Message> {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.send_to(bytes, addr).await.unwrap();
+    let mut buffer = vec![0u8; 65_535];
+    match tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buffer)).await {
+        Ok(Ok((len, _))) => Some(Message::from_vec(&buffer[..len]).unwrap()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwards_caches_blocks_and_records_events() {
+    let upstream = UnboundUpstream::start();
+    let mut h = harness(vec![local(upstream.port)], |_| {}).await;
+
+    let out = dig_async(h.addr, &["+short", "www.example.test", "A"]).await;
+    assert_eq!(short(&out), ["192.0.2.10"], "{out}");
+    let event = next_event(&mut h.events).await;
+    assert_eq!(
+        (event.target.as_str(), event.action.as_str()),
+        ("www.example.test", "allow")
+    );
+    assert_eq!(event.query_type.as_deref(), Some("A"));
+    assert_eq!(event.group.as_deref(), Some("guest"));
+    assert!(event.upstream_ms.is_some());
+
+    // A second ask is answered from the cache.
+    let out = dig_async(h.addr, &["+short", "www.example.test", "A"]).await;
+    assert_eq!(short(&out), ["192.0.2.10"]);
+    assert_eq!(next_event(&mut h.events).await.upstream_ms, None);
+    assert!(!h.resolver.cache().is_empty());
+
+    let out = dig_async(h.addr, &["+short", "www.example.test", "AAAA"]).await;
+    assert_eq!(short(&out), ["2001:db8::10"]);
+    next_event(&mut h.events).await;
+
+    // NXDOMAIN from upstream passes through (and is cached negatively).
+    let out = dig_async(h.addr, &["nothere.example.test", "A"]).await;
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+    next_event(&mut h.events).await;
+
+    // A listed name: 0.0.0.0 with a short TTL, attributed to the device.
+    let out = dig_async(
+        h.addr,
+        &[
+            "-b",
+            "127.0.0.2",
+            "+noall",
+            "+answer",
+            "ads.blocked.test",
+            "A",
+        ],
+    )
+    .await;
+    assert!(out.contains("60\tIN\tA\t0.0.0.0"), "{out}");
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "block");
+    assert_eq!(event.category.as_deref(), Some("malware"));
+    assert_eq!(event.list.as_deref(), Some("malware"));
+    assert_eq!(event.device_name.as_deref(), Some("KS2-LAPTOP-07"));
+    assert_eq!(event.person_id, Some(42));
+    assert_eq!(event.client, "127.0.0.2");
+
+    // CNAME cloaking: an allowed name whose chain reaches a listed one.
+    let out = dig_async(h.addr, &["+short", "cloaked.example.test", "A"]).await;
+    assert_eq!(short(&out), ["0.0.0.0"], "{out}");
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "block");
+    assert!(
+        event
+            .rule
+            .as_deref()
+            .unwrap_or("")
+            .contains("CNAME tracker.blocked.test"),
+        "{event:?}"
+    );
+
+    // The Firefox canary.
+    let out = dig_async(h.addr, &["use-application-dns.net", "A"]).await;
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+    assert_eq!(
+        next_event(&mut h.events).await.category.as_deref(),
+        Some("doh")
+    );
+
+    h.server.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_search_rewrites_per_group() {
+    let upstream = UnboundUpstream::start();
+    let mut h = harness(vec![local(upstream.port)], |_| {}).await;
+
+    let out = dig_async(h.addr, &["+noall", "+answer", "www.google.co.uk", "A"]).await;
+    assert!(out.contains("CNAME\tforcesafesearch.google.com."), "{out}");
+    assert!(out.contains("216.239.38.120"), "{out}");
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "rewrite");
+
+    // Guests get strict YouTube; the ks2 device moderate.
+    let out = dig_async(h.addr, &["+short", "www.youtube.com", "A"]).await;
+    assert_eq!(
+        short(&out),
+        ["restrict.youtube.com.", "216.239.38.120"],
+        "{out}"
+    );
+    let out = dig_async(h.addr, &["-b", "127.0.0.2", "+short", "m.youtube.com", "A"]).await;
+    assert_eq!(
+        short(&out),
+        ["restrictmoderate.youtube.com.", "216.239.38.119"],
+        "{out}"
+    );
+    for (name, target) in [
+        ("www.bing.com", "strict.bing.com."),
+        ("duckduckgo.com", "safe.duckduckgo.com."),
+    ] {
+        let out = dig_async(h.addr, &["+short", name, "A"]).await;
+        assert_eq!(short(&out)[0], target, "{out}");
+    }
+    h.server.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn id_flags_case_edns_and_truncation() {
+    let upstream = UnboundUpstream::start();
+    let h = harness(vec![local(upstream.port)], |c| {
+        c.block_answer = BlockAnswer::Nxdomain
+    })
+    .await;
+
+    let mut request = Message::new();
+    request
+        .set_id(0xbeef)
+        .set_message_type(MessageType::Query)
+        .set_op_code(OpCode::Query)
+        .set_recursion_desired(true)
+        .add_query(Query::query(
+            Name::from_ascii("WwW.ExAmPlE.TeSt.").unwrap(),
+            RecordType::A,
+        ));
+    let response = udp_exchange(h.addr, &request.to_vec().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.id(), 0xbeef);
+    assert_eq!(response.message_type(), MessageType::Response);
+    assert!(response.recursion_desired() && response.recursion_available());
+    assert_eq!(response.queries()[0].name().to_ascii(), "WwW.ExAmPlE.TeSt.");
+    assert_eq!(response.answers().len(), 1);
+    assert!(response.extensions().is_none(), "no OPT in, no OPT out");
+
+    // block_answer = nxdomain
+    let out = dig_async(h.addr, &["ads.blocked.test", "A"]).await;
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+
+    // 40 TXT records do not fit in 512 bytes: TC over UDP without EDNS...
+    let out = dig_async(h.addr, &["+noedns", "+ignore", "big.example.test", "TXT"]).await;
+    assert!(out.contains(" tc"), "{out}");
+    // ...dig then retries over TCP and gets them all...
+    let out = dig_async(h.addr, &["+noedns", "+short", "big.example.test", "TXT"]).await;
+    assert_eq!(short(&out).len(), 40, "{out}");
+    // ...and with a 4096-byte EDNS buffer they fit over UDP.
+    let out = dig_async(
+        h.addr,
+        &["+bufsize=4096", "+ignore", "big.example.test", "TXT"],
+    )
+    .await;
+    assert!(!out.contains(" tc"), "{out}");
+    assert!(out.contains("ANSWER: 40"), "{out}");
+    assert!(out.contains("OPT PSEUDOSECTION"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_over_udp_and_tcp_never_stops_the_server() {
+    let upstream = UnboundUpstream::start();
+    let h = harness(vec![local(upstream.port)], |_| {}).await;
+
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut garbage: Vec<Vec<u8>> = vec![
+        vec![],
+        vec![0xff],
+        vec![0; 11],
+        // A header claiming one question, then a label longer than 63.
+        vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x50, b'a'],
+        // A compression pointer that points at itself.
+        vec![
+            0x12, 0x35, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1,
+        ],
+        // A response: never answered.
+        vec![0x12, 0x36, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0],
+        vec![0xaa; 65_000],
+    ];
+    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+    for _ in 0..300 {
+        let len = (rng % 600) as usize;
+        let mut packet = Vec::with_capacity(len);
+        for _ in 0..len {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            packet.push(rng as u8);
+        }
+        garbage.push(packet);
+    }
+    for packet in &garbage {
+        let _ = socket.send_to(packet, h.addr).await;
+    }
+    // A header with a bad question gets FORMERR with its ID.
+    let reply = udp_exchange(h.addr, &garbage[3]).await.unwrap();
+    assert_eq!(reply.id(), 0x1234);
+    assert_eq!(reply.response_code(), ResponseCode::FormErr);
+    let reply = udp_exchange(h.addr, &garbage[4]).await.unwrap();
+    assert_eq!(reply.response_code(), ResponseCode::FormErr);
+
+    for packet in garbage.iter().take(60) {
+        let mut stream = TcpStream::connect(h.addr).await.unwrap();
+        let len = u16::try_from(packet.len().min(65_535)).unwrap();
+        let _ = stream.write_all(&len.to_be_bytes()).await;
+        let _ = stream.write_all(&packet[..usize::from(len)]).await;
+        let mut sink = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_millis(200), stream.read_to_end(&mut sink)).await;
+    }
+    // A length prefix promising more than is sent, then a hang-up.
+    let mut stream = TcpStream::connect(h.addr).await.unwrap();
+    stream.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
+    drop(stream);
+
+    let out = dig_async(h.addr, &["+short", "www.example.test", "A"]).await;
+    assert_eq!(short(&out), ["192.0.2.10"], "{out}");
+    let out = dig_async(h.addr, &["+tcp", "+short", "www.example.test", "A"]).await;
+    assert_eq!(short(&out), ["192.0.2.10"], "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_down_gives_servfail_within_the_timeout() {
+    // One upstream refuses (a closed port), one swallows queries (a bound
+    // socket that never answers): both fail, and the client hears SERVFAIL
+    // within timeout_ms.
+    let closed = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let black_hole = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let hole = black_hole.local_addr().unwrap().port();
+    let mut h = harness(vec![local(closed), local(hole)], |c| {
+        c.timeout_ms = 600;
+        c.attempt_timeout_ms = 300;
+    })
+    .await;
+    let started = Instant::now();
+    let out = dig_async(h.addr, &["www.example.test", "A"]).await;
+    let took = started.elapsed();
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(next_event(&mut h.events).await.action, "allow");
+
+    // No upstreams at all: SERVFAIL at once.
+    let h = harness(vec![], |_| {}).await;
+    let out = dig_async(h.addr, &["www.example.test", "A"]).await;
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_identical_questions_are_all_answered() {
+    let upstream = UnboundUpstream::start();
+    let h = harness(vec![local(upstream.port)], |_| {}).await;
+    let mut tasks = Vec::new();
+    for i in 0..64u16 {
+        let addr = h.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut request = Message::new();
+            request
+                .set_id(i)
+                .set_message_type(MessageType::Query)
+                .set_recursion_desired(true)
+                .add_query(Query::query(
+                    Name::from_ascii("other.example.test.").unwrap(),
+                    RecordType::A,
+                ));
+            udp_exchange(addr, &request.to_vec().unwrap()).await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let reply = task.await.unwrap().expect("an answer");
+        assert_eq!(usize::from(reply.id()), i);
+        assert_eq!(reply.answers().len(), 1);
+    }
+    let _: IpAddr = h.addr.ip();
+}

@@ -1,0 +1,246 @@
+//! Who is behind a client address.
+//!
+//! The identity map is built from the store's device registry: each device
+//! with an address (`10.0.4.17`) or a range (`10.0.4.0/24`) names a device,
+//! perhaps its owner, and a policy group — the `filtering_profile` of the
+//! device's group, or else of a group its owner belongs to. A lookup takes
+//! the longest matching prefix, so a registered laptop inside a year-group
+//! subnet is still that laptop. Addresses no device covers fall into the
+//! configured default group (a guest or BYOD profile, F12).
+//!
+//! The map lives in memory behind an [`ArcSwap`]: a lookup is a few atomic
+//! operations and a hash probe, never a database query, and a refresh builds
+//! a whole new map off the hot path and swaps it in.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use sheepdog_store::Store;
+
+use crate::EventError;
+
+/// Who a client is, as far as sheepdog knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub device_id: Option<i64>,
+    pub device_name: Option<Arc<str>>,
+    pub person_id: Option<i64>,
+    /// The policy group whose rules apply.
+    pub group: Arc<str>,
+}
+
+/// Client addresses and ranges to identities.
+#[derive(Debug, Clone)]
+pub struct IdentityMap {
+    /// Single addresses (/32 and /128), the common case, found by hash.
+    exact: HashMap<IpAddr, Arc<Identity>>,
+    /// Ranges, longest prefix first, so the first match is the best.
+    ranges: Vec<(IpNet, Arc<Identity>)>,
+    default: Arc<Identity>,
+}
+
+impl IdentityMap {
+    /// A map that knows nobody: every client is in `default_group`.
+    pub fn new(default_group: &str) -> Self {
+        Self {
+            exact: HashMap::new(),
+            ranges: Vec::new(),
+            default: Arc::new(Identity {
+                device_id: None,
+                device_name: None,
+                person_id: None,
+                group: Arc::from(default_group),
+            }),
+        }
+    }
+
+    /// Adds an address or range. On two entries for exactly the same range
+    /// the first one added stays.
+    pub fn insert(&mut self, net: IpNet, identity: Identity) {
+        let net = net.trunc();
+        let identity = Arc::new(identity);
+        if net.prefix_len() == net.max_prefix_len() {
+            self.exact.entry(net.addr()).or_insert(identity);
+        } else if !self.ranges.iter().any(|(n, _)| *n == net) {
+            let at = self
+                .ranges
+                .partition_point(|(n, _)| n.prefix_len() >= net.prefix_len());
+            self.ranges.insert(at, (net, identity));
+        }
+    }
+
+    /// The identity of a client: the longest matching prefix, else the
+    /// default group. IPv4 clients reaching an IPv6 socket as `::ffff:a.b.c.d`
+    /// are looked up as IPv4.
+    pub fn lookup(&self, client: IpAddr) -> &Arc<Identity> {
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        if let Some(found) = self.exact.get(&client) {
+            return found;
+        }
+        self.ranges
+            .iter()
+            .find(|(net, _)| net.contains(&client))
+            .map_or(&self.default, |(_, identity)| identity)
+    }
+
+    /// How many addresses and ranges the map holds.
+    pub fn len(&self) -> usize {
+        self.exact.len() + self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Builds the map from every school's device registry.
+    pub async fn load(store: &Store, default_group: &str) -> Result<Self, EventError> {
+        let mut map = Self::new(default_group);
+        for school in store.schools().await? {
+            let groups = store.groups(school.id).await?;
+            let mut profile_of_group: HashMap<i64, Arc<str>> = HashMap::new();
+            let mut profile_of_person: HashMap<i64, Arc<str>> = HashMap::new();
+            for group in &groups {
+                let Some(profile) = group.filtering_profile.as_deref() else {
+                    continue;
+                };
+                let profile: Arc<str> = Arc::from(profile);
+                profile_of_group.insert(group.id, profile.clone());
+                for person in store.group_members(group.id).await? {
+                    profile_of_person
+                        .entry(person)
+                        .or_insert_with(|| profile.clone());
+                }
+            }
+            for device in store.devices(school.id).await? {
+                let details = &device.details;
+                let Some(address) = details.address.as_deref() else {
+                    continue;
+                };
+                let net = parse_net(address).ok_or_else(|| EventError::BadAddress {
+                    device: details.name.clone(),
+                    value: address.to_string(),
+                })?;
+                let group = details
+                    .group_id
+                    .and_then(|g| profile_of_group.get(&g))
+                    .or_else(|| details.owner_id.and_then(|p| profile_of_person.get(&p)))
+                    .cloned()
+                    .unwrap_or_else(|| map.default.group.clone());
+                map.insert(
+                    net,
+                    Identity {
+                        device_id: Some(device.id),
+                        device_name: Some(Arc::from(details.name.as_str())),
+                        person_id: details.owner_id,
+                        group,
+                    },
+                );
+            }
+        }
+        Ok(map)
+    }
+}
+
+/// An address (`10.0.4.17`, `::1`) or a range (`10.0.4.0/24`).
+pub fn parse_net(text: &str) -> Option<IpNet> {
+    let text = text.trim();
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// The identity map shared by the servers, replaced whole on refresh.
+#[derive(Debug)]
+pub struct IdentityResolver {
+    map: ArcSwap<IdentityMap>,
+}
+
+impl IdentityResolver {
+    pub fn new(map: IdentityMap) -> Self {
+        Self {
+            map: ArcSwap::from_pointee(map),
+        }
+    }
+
+    /// The identity of a client, without a lock or a query.
+    pub fn lookup(&self, client: IpAddr) -> Arc<Identity> {
+        self.map.load().lookup(client).clone()
+    }
+
+    /// Puts a new map in force.
+    pub fn replace(&self, map: IdentityMap) {
+        self.map.store(Arc::new(map));
+    }
+
+    /// Rebuilds the map from the store and swaps it in; on error the old
+    /// map stays in force.
+    pub async fn refresh(&self, store: &Store, default_group: &str) -> Result<usize, EventError> {
+        let map = IdentityMap::load(store, default_group).await?;
+        let entries = map.len();
+        self.replace(map);
+        Ok(entries)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn who(name: &str, group: &str) -> Identity {
+        Identity {
+            device_id: Some(1),
+            device_name: Some(Arc::from(name)),
+            person_id: None,
+            group: Arc::from(group),
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_unknown_clients_get_the_default() {
+        let mut map = IdentityMap::new("guest");
+        map.insert(parse_net("10.0.0.0/8").unwrap(), who("site", "staff"));
+        map.insert(parse_net("10.0.4.0/24").unwrap(), who("ks2 room", "ks2"));
+        map.insert(parse_net("10.0.4.17").unwrap(), who("laptop", "ks1"));
+        let at = |a: &str| map.lookup(a.parse().unwrap()).group.to_string();
+        assert_eq!(at("10.0.4.17"), "ks1");
+        assert_eq!(at("10.0.4.18"), "ks2");
+        assert_eq!(at("10.9.9.9"), "staff");
+        assert_eq!(at("192.168.1.1"), "guest");
+        assert_eq!(at("::ffff:10.0.4.17"), "ks1");
+        assert_eq!(at("2001:db8::1"), "guest");
+    }
+
+    proptest! {
+        /// Whatever the insertion order, the answer is the longest covering
+        /// range.
+        #[test]
+        fn lookup_is_the_longest_covering_prefix(
+            prefixes in proptest::collection::vec(0u8..=32, 1..12),
+            addr in any::<u32>(),
+        ) {
+            let addr = std::net::Ipv4Addr::from(addr);
+            let mut map = IdentityMap::new("default");
+            for p in &prefixes {
+                let net = ipnet::Ipv4Net::new(addr, *p).unwrap().trunc();
+                map.insert(IpNet::V4(net), who("d", &format!("g{p}")));
+            }
+            let longest = prefixes.iter().max().unwrap();
+            prop_assert_eq!(
+                map.lookup(IpAddr::V4(addr)).group.to_string(),
+                format!("g{longest}")
+            );
+        }
+
+        #[test]
+        fn parse_net_never_panics(text in ".{0,40}") {
+            let _ = parse_net(&text);
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Decision events for sheepdog: the one schema the DNS server and the proxy
+//! share, the way events leave the hot path, and who is behind an address.
+//!
+//! The flow is: a server builds a [`DecisionEvent`] and hands it to an
+//! [`EventSink`], which never blocks — when the bounded channel is full the
+//! event is dropped and counted (`sheepdog_events_dropped_total`). The
+//! [`EventWriter`] task collects events into batches and writes each batch
+//! to the store in one transaction. While the database is unavailable,
+//! batches go to a [`Spool`] of JSON-lines files under `DATA/spool/`, which
+//! the writer replays, oldest first, once the database answers again. The
+//! writer also prunes events older than the configured retention.
+//!
+//! The [`identity`] module maps a client address to its device, person and
+//! policy group. It lives here rather than in a crate of its own because it
+//! is small, and both servers need it exactly where they build events: the
+//! identity is what makes an event attributable (F6, M8).
+//!
+//! The event struct itself is defined in `sheepdog-store` and re-exported
+//! here: the store keeps the table it maps to, and the store cannot depend
+//! on this crate, which writes through it.
+
+#![forbid(unsafe_code)]
+
+pub mod identity;
+mod spool;
+mod writer;
+
+pub use identity::{Identity, IdentityMap, IdentityResolver};
+pub use sheepdog_store::{DecisionEvent, EventFilter, EventSource};
+pub use spool::{ReplayReport, Spool};
+pub use writer::{EventSink, EventWriter, WriterOptions};
+
+/// Why an event operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("event spool {path}: {source}")]
+    Spool {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot encode an event for the spool: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Store(#[from] sheepdog_store::StoreError),
+    #[error("`{value}` is not an IP address or range in device {device}; write 10.0.4.17 or 10.0.4.0/24")]
+    BadAddress { device: String, value: String },
+}
+
+impl EventError {
+    pub(crate) fn spool(path: &std::path::Path, source: std::io::Error) -> Self {
+        Self::Spool {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,722 @@
+//! Normalisation: the text as a matcher should see it, with a map back to
+//! the text as it was written.
+//!
+//! Children who know they are watched disguise what they type, and the
+//! same word arrives in many spellings. Before matching, text is reduced
+//! to one canonical form:
+//!
+//! - percent-encoded bytes (`%73uicide`) are decoded, and `+` separates
+//!   words as it does in a query string;
+//! - compatibility forms (full-width letters, ligatures, circled and
+//!   mathematical letters) are folded as Unicode NFKC folds them;
+//! - letters are lower-cased and stripped of diacritics (`żyć` → `zyc`), and
+//!   letters with no decomposition that Polish and other languages use
+//!   (`ł`, `ß`, `ø`) are spelled out in Latin;
+//! - Cyrillic and Greek letters that look like Latin ones (`а`, `о`, `ρ`)
+//!   become the Latin letters they imitate;
+//! - zero-width characters and soft hyphens, invisible to a reader, are
+//!   dropped, and so are apostrophes, so `don't` reads as `dont`;
+//! - leetspeak digits and symbols inside a word (`5u1c1d3`, `k!ll`) become
+//!   letters, while numbers standing alone stay numbers;
+//! - every other character separates words, and runs of separators become
+//!   one space, so `self-harm`, `self_harm` and `self  harm` agree.
+//!
+//! The result starts and ends with a space, so that word boundaries are
+//! part of the patterns themselves. Each byte of it remembers the span of
+//! the original character it came from, so that a hit can be shown in the
+//! text as written.
+//!
+//! Two evasions cannot be undone in one canonical form without breaking
+//! real words, and get derived views instead, built only when the text
+//! shows signs of them: letters stretched to three or more (`killlll`) get a
+//! *squeezed* view in which every run of a letter is one letter (matched
+//! against equally squeezed patterns, so that `kill` and `killll` both
+//! read `kil`), and words spelled out letter by letter (`s u i c i d e`,
+//! `s.u.i.c.i.d.e`) get a *joined* view in which runs of three or more
+//! one-letter words are closed up.
+
+use std::ops::Range;
+
+/// Text after normalisation, with the original span of every byte.
+#[derive(Debug, Clone, Default)]
+pub struct Normalised {
+    text: Vec<u8>,
+    starts: Vec<u32>,
+    ends: Vec<u32>,
+    /// A letter repeated three or more times in a row appeared.
+    stretched: bool,
+    /// Three or more one-character words in a row appeared.
+    spelled_out: bool,
+    /// Positions of spaces that stand for punctuation alone (`s.u.i`), as
+    /// opposed to whitespace (`s u i`), in increasing order.
+    soft_spaces: Vec<u32>,
+}
+
+/// The largest input normalised in one piece; spans are 32-bit.
+pub const MAX_NORMALISED_INPUT: usize = 1 << 30;
+
+impl Normalised {
+    /// The normalised text: lower case, single spaces, a space at each end.
+    pub fn as_str(&self) -> &str {
+        // Only whole characters are ever pushed and only whole tokens are
+        // ever removed, so the bytes are UTF-8; the lossy fallback exists
+        // so that a mistake here degrades matching rather than panicking.
+        std::str::from_utf8(&self.text).unwrap_or("")
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.text
+    }
+
+    /// The span in the original text of normalised bytes `range`.
+    pub fn original_span(&self, range: Range<usize>) -> Range<usize> {
+        if range.start >= range.end || range.end > self.text.len() {
+            return 0..0;
+        }
+        let start = self.starts[range.start] as usize;
+        let end = self.ends[range.end - 1] as usize;
+        start..end.max(start)
+    }
+
+    /// Whether the text held letters stretched to three or more.
+    pub fn is_stretched(&self) -> bool {
+        self.stretched
+    }
+
+    /// Whether the text held words spelled out one letter at a time.
+    pub fn is_spelled_out(&self) -> bool {
+        self.spelled_out
+    }
+
+    fn with_capacity(capacity: usize) -> Self {
+        Self {
+            text: Vec::with_capacity(capacity),
+            starts: Vec::with_capacity(capacity),
+            ends: Vec::with_capacity(capacity),
+            stretched: false,
+            spelled_out: false,
+            soft_spaces: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, byte: u8, start: u32, end: u32) {
+        self.text.push(byte);
+        self.starts.push(start);
+        self.ends.push(end);
+    }
+
+    /// The squeezed view: every run of one ASCII letter becomes one letter.
+    /// The flag of each byte says whether it stood for a run of three or
+    /// more, so that a match can be required to include a stretched run.
+    pub(crate) fn squeezed(&self) -> (Normalised, Vec<bool>) {
+        let mut view = Self::with_capacity(self.text.len());
+        let mut long_run = Vec::with_capacity(self.text.len());
+        let mut run = 0usize;
+        for (i, &byte) in self.text.iter().enumerate() {
+            let repeat = byte.is_ascii_lowercase() && view.text.last() == Some(&byte);
+            if repeat {
+                run += 1;
+                if let Some(end) = view.ends.last_mut() {
+                    *end = self.ends[i];
+                }
+                if run >= 3 {
+                    if let Some(flag) = long_run.last_mut() {
+                        *flag = true;
+                    }
+                }
+            } else {
+                run = 1;
+                view.push(byte, self.starts[i], self.ends[i]);
+                long_run.push(false);
+            }
+        }
+        (view, long_run)
+    }
+
+    /// The joined view: runs of three or more one-character words are
+    /// closed up into one word.
+    pub(crate) fn joined(&self) -> Normalised {
+        let mut view = Self::with_capacity(self.text.len());
+        // Word boundaries: (start, end) of each token in self.text.
+        let mut tokens: Vec<Range<usize>> = Vec::new();
+        let mut i = 0;
+        while i < self.text.len() {
+            if self.text[i] == b' ' {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < self.text.len() && self.text[i] != b' ' {
+                i += 1;
+            }
+            tokens.push(start..i);
+        }
+        let single = |r: &Range<usize>| {
+            std::str::from_utf8(&self.text[r.clone()])
+                .map(|s| s.chars().count() == 1)
+                .unwrap_or(false)
+        };
+        let soft = |space: usize| {
+            u32::try_from(space).is_ok_and(|space| self.soft_spaces.binary_search(&space).is_ok())
+        };
+        let mut leading = true;
+        let mut t = 0;
+        view.push(b' ', 0, 0);
+        while t < tokens.len() {
+            let mut run_end = t;
+            while run_end < tokens.len() && single(&tokens[run_end]) {
+                run_end += 1;
+            }
+            let group = if run_end - t >= 3 { run_end } else { t + 1 };
+            // Letters spelled out with punctuation (`b.u.y m.d.m.a`) are
+            // joined across the punctuation only, so the words stay apart.
+            let punctuated = (t + 1..group).any(|k| soft(tokens[k].start - 1));
+            for (k, token) in tokens.iter().enumerate().take(group).skip(t) {
+                let space = token.start - 1;
+                let first = k == t;
+                if (first && !leading) || (!first && punctuated && !soft(space)) {
+                    view.push(b' ', self.starts[space], self.ends[space]);
+                }
+                for b in token.clone() {
+                    view.push(self.text[b], self.starts[b], self.ends[b]);
+                }
+            }
+            leading = false;
+            t = group;
+        }
+        let end = self.ends.last().copied().unwrap_or(0);
+        if view.text.last() != Some(&b' ') || view.text.len() == 1 {
+            view.push(b' ', end, end);
+        }
+        view
+    }
+}
+
+/// What an ASCII byte does in the normaliser.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Letter,
+    Digit,
+    /// A symbol that stands for a letter inside a word (`@`, `$`, `!`, `|`).
+    Leet,
+    /// Dropped: apostrophes, so that contractions stay one word.
+    Drop,
+    Separator,
+}
+
+const fn class_of(byte: u8) -> Class {
+    match byte {
+        b'a'..=b'z' | b'A'..=b'Z' => Class::Letter,
+        b'0'..=b'9' => Class::Digit,
+        b'@' | b'$' | b'!' | b'|' => Class::Leet,
+        b'\'' | b'`' => Class::Drop,
+        _ => Class::Separator,
+    }
+}
+
+const CLASSES: [Class; 128] = {
+    let mut table = [Class::Separator; 128];
+    let mut i = 0;
+    while i < 128 {
+        table[i] = class_of(i as u8);
+        i += 1;
+    }
+    table
+};
+
+/// The letter a leetspeak digit or symbol stands for.
+fn leet(byte: u8) -> Option<u8> {
+    Some(match byte {
+        b'0' => b'o',
+        b'1' | b'!' => b'i',
+        b'3' => b'e',
+        b'4' | b'@' => b'a',
+        b'5' | b'$' => b's',
+        b'7' => b't',
+        b'8' => b'b',
+        b'9' => b'g',
+        b'|' => b'l',
+        _ => return None,
+    })
+}
+
+/// Cyrillic and Greek letters (after lower-casing) that imitate Latin ones,
+/// and letters without a decomposition that are spelled in Latin.
+fn fold_letter(c: char) -> Option<&'static str> {
+    Some(match c {
+        'а' | 'α' => "a",
+        'в' | 'β' => "b",
+        'с' | 'ϲ' => "c",
+        'ԁ' => "d",
+        'е' | 'ё' | 'ε' => "e",
+        'һ' | 'н' => "h",
+        'і' | 'ї' | 'ι' | 'ı' => "i",
+        'ј' => "j",
+        'к' | 'κ' => "k",
+        'ӏ' | 'ł' | 'ŀ' => "l",
+        'м' => "m",
+        'п' | 'η' => "n",
+        'о' | 'ο' | 'σ' | 'ø' | 'ө' => "o",
+        'р' | 'ρ' => "p",
+        'ѕ' => "s",
+        'т' | 'τ' => "t",
+        'υ' | 'μ' => "u",
+        'ν' => "v",
+        'ѡ' | 'ω' => "w",
+        'х' | 'χ' => "x",
+        'у' | 'γ' => "y",
+        'ß' => "ss",
+        'æ' => "ae",
+        'œ' => "oe",
+        'đ' | 'ð' => "d",
+        'þ' => "th",
+        'ς' => "o",
+        _ => return None,
+    })
+}
+
+/// Characters a reader cannot see, dropped so they cannot split a word.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}'
+    )
+}
+
+fn is_apostrophe(c: char) -> bool {
+    matches!(c, '\u{2018}' | '\u{2019}' | '\u{02BC}' | '\u{00B4}')
+}
+
+struct Builder {
+    out: Normalised,
+    /// Where the current word starts in `out.text`.
+    token_start: usize,
+    /// The current word holds a digit or a leet symbol.
+    token_mixed: bool,
+    /// One-character words seen in a row.
+    singles: u32,
+    /// How many times the last ASCII letter has repeated.
+    run: u32,
+}
+
+impl Builder {
+    fn new(capacity: usize) -> Self {
+        let mut out = Normalised::with_capacity(capacity + 2);
+        out.push(b' ', 0, 0);
+        Self {
+            out,
+            token_start: 1,
+            token_mixed: false,
+            singles: 0,
+            run: 0,
+        }
+    }
+
+    fn ascii(&mut self, byte: u8, start: u32, end: u32) {
+        match CLASSES[usize::from(byte & 0x7f)] {
+            Class::Letter => {
+                let lower = byte.to_ascii_lowercase();
+                if self.out.text.last() == Some(&lower) {
+                    self.run += 1;
+                    if self.run >= 3 {
+                        self.out.stretched = true;
+                    }
+                } else {
+                    self.run = 1;
+                }
+                self.out.push(lower, start, end);
+            }
+            Class::Digit | Class::Leet => {
+                self.run = 0;
+                self.token_mixed = true;
+                self.out.push(byte, start, end);
+            }
+            Class::Drop => {}
+            Class::Separator => self.separator(!byte.is_ascii_whitespace(), start, end),
+        }
+    }
+
+    /// A character that separates words; `soft` when it is punctuation
+    /// rather than whitespace.
+    fn separator(&mut self, soft: bool, start: u32, end: u32) {
+        self.run = 0;
+        self.end_token();
+        let last = self.out.text.len().saturating_sub(1) as u32;
+        if self.out.text.last() != Some(&b' ') {
+            self.out.push(b' ', start, end);
+            if soft {
+                self.out.soft_spaces.push(last + 1);
+            }
+        } else if !soft && self.out.soft_spaces.last() == Some(&last) {
+            self.out.soft_spaces.pop();
+        }
+        self.token_start = self.out.text.len();
+    }
+
+    /// A character outside ASCII, already decomposed and without marks.
+    fn other(&mut self, c: char, start: u32, end: u32) {
+        // Lower-casing one character gives at most three.
+        for l in c.to_lowercase() {
+            if let Some(folded) = fold_letter(l) {
+                for b in folded.bytes() {
+                    self.ascii(b, start, end);
+                }
+            } else if l.is_ascii() {
+                self.ascii(l as u8, start, end);
+            } else if l.is_alphanumeric() {
+                self.run = 0;
+                let mut buf = [0u8; 4];
+                for &b in l.encode_utf8(&mut buf).as_bytes() {
+                    self.out.push(b, start, end);
+                }
+            } else {
+                self.separator(!l.is_whitespace(), start, end);
+            }
+        }
+    }
+
+    fn unicode(&mut self, c: char, start: u32, end: u32) {
+        if is_invisible(c) || is_apostrophe(c) {
+            return;
+        }
+        if let Some(folded) = fold_letter(c).or_else(|| fold_letter(lower_one(c))) {
+            for b in folded.bytes() {
+                self.ascii(b, start, end);
+            }
+            return;
+        }
+        let mut parts = [' '; 8];
+        let mut count = 0;
+        let mut overflow = false;
+        unicode_normalization::char::decompose_compatible(c, |d| {
+            if count < parts.len() {
+                parts[count] = d;
+                count += 1;
+            } else {
+                overflow = true;
+            }
+        });
+        if overflow {
+            // Very long compatibility expansions (some CJK squared words)
+            // carry no letters the libraries look for.
+            self.separator(false, start, end);
+            return;
+        }
+        for &d in &parts[..count] {
+            if unicode_normalization::char::is_combining_mark(d) || is_invisible(d) {
+                continue;
+            }
+            if d.is_ascii() {
+                self.ascii(d as u8, start, end);
+            } else {
+                self.other(d, start, end);
+            }
+        }
+    }
+
+    /// Finishes a word: leetspeak in a word with letters becomes letters;
+    /// symbols at the edges of a word, or in a word of digits, were
+    /// punctuation after all and are removed.
+    fn end_token(&mut self) {
+        let start = self.token_start.min(self.out.text.len());
+        let len = self.out.text.len() - start;
+        if len > 0 && self.token_mixed {
+            self.fix_token(start);
+        }
+        self.token_mixed = false;
+        let len = self.out.text.len() - start;
+        if len == 0 {
+            return;
+        }
+        let one_char = std::str::from_utf8(&self.out.text[start..])
+            .map(|s| s.chars().nth(1).is_none())
+            .unwrap_or(false);
+        if one_char {
+            self.singles += 1;
+            if self.singles >= 3 {
+                self.out.spelled_out = true;
+            }
+        } else {
+            self.singles = 0;
+        }
+    }
+
+    fn fix_token(&mut self, start: usize) {
+        let token = &self.out.text[start..];
+        let has_letter = token
+            .iter()
+            .any(|&b| !b.is_ascii_digit() && leet(b).is_none());
+        let is_symbol = |b: u8| matches!(b, b'@' | b'$' | b'!' | b'|');
+        // Symbols at the edges are punctuation (`help!`, `$100`).
+        let first = token.iter().position(|&b| !is_symbol(b));
+        let last = token.iter().rposition(|&b| !is_symbol(b));
+        let (Some(first), Some(last)) = (first, last) else {
+            self.truncate(start);
+            return;
+        };
+        let mut kept: Vec<(u8, u32, u32)> = Vec::with_capacity(last + 1 - first);
+        for i in start + first..=start + last {
+            let b = self.out.text[i];
+            let mapped = if has_letter {
+                leet(b).unwrap_or(b)
+            } else if is_symbol(b) {
+                continue;
+            } else {
+                b
+            };
+            kept.push((mapped, self.out.starts[i], self.out.ends[i]));
+        }
+        self.truncate(start);
+        for (b, s, e) in kept {
+            self.out.push(b, s, e);
+        }
+        if has_letter {
+            // The mapped letters may form stretched runs of their own.
+            let mut run = 0;
+            let mut prev = 0;
+            for &b in &self.out.text[start..] {
+                run = if b == prev { run + 1 } else { 1 };
+                prev = b;
+                if run >= 3 && b.is_ascii_lowercase() {
+                    self.out.stretched = true;
+                }
+            }
+        }
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.out.text.truncate(len);
+        self.out.starts.truncate(len);
+        self.out.ends.truncate(len);
+    }
+
+    fn finish(mut self, end: u32) -> Normalised {
+        self.separator(false, end, end);
+        if self.out.text.len() == 1 {
+            self.out.push(b' ', end, end);
+        }
+        self.out
+    }
+}
+
+fn lower_one(c: char) -> char {
+    let mut lower = c.to_lowercase();
+    match (lower.next(), lower.next()) {
+        (Some(l), None) => l,
+        _ => c,
+    }
+}
+
+fn hex(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Normalises `input` (at most [`MAX_NORMALISED_INPUT`] bytes of it; the
+/// rest is ignored).
+pub fn normalise(input: &str) -> Normalised {
+    let input = truncate_to_char_boundary(input, MAX_NORMALISED_INPUT);
+    let bytes = input.as_bytes();
+    let mut builder = Builder::new(bytes.len());
+    let mut decoded = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte == b'%' {
+            let consumed = percent_run(bytes, i, &mut decoded);
+            if consumed > 0 {
+                decode_run(&mut builder, &decoded, i);
+                i += consumed;
+                continue;
+            }
+        }
+        if byte < 0x80 {
+            builder.ascii(byte, i as u32, i as u32 + 1);
+            i += 1;
+        } else {
+            let Some(c) = input.get(i..).and_then(|rest| rest.chars().next()) else {
+                break;
+            };
+            let len = c.len_utf8();
+            builder.unicode(c, i as u32, (i + len) as u32);
+            i += len;
+        }
+    }
+    builder.finish(bytes.len() as u32)
+}
+
+/// Reads a run of `%XX` triplets starting at `at` into `out`; returns the
+/// bytes of input consumed (0 when `at` does not start a triplet).
+fn percent_run(bytes: &[u8], at: usize, out: &mut Vec<u8>) -> usize {
+    out.clear();
+    let mut j = at;
+    while j + 2 < bytes.len() && bytes[j] == b'%' {
+        match (hex(bytes[j + 1]), hex(bytes[j + 2])) {
+            (Some(high), Some(low)) => out.push(high << 4 | low),
+            _ => break,
+        }
+        j += 3;
+    }
+    j - at
+}
+
+/// Feeds decoded bytes to the builder; each character's span covers the
+/// triplets it was encoded in. Bytes that are not UTF-8 separate words.
+fn decode_run(builder: &mut Builder, decoded: &[u8], at: usize) {
+    let span = |from: usize, to: usize| ((at + 3 * from) as u32, (at + 3 * to) as u32);
+    let mut offset = 0;
+    for chunk in decoded.utf8_chunks() {
+        for (k, c) in chunk.valid().char_indices() {
+            let (start, end) = span(offset + k, offset + k + c.len_utf8());
+            if c == '%' {
+                // No second round of decoding: `%2573` stays `%73`.
+                builder.separator(true, start, end);
+            } else if c.is_ascii() {
+                builder.ascii(c as u8, start, end);
+            } else {
+                builder.unicode(c, start, end);
+            }
+        }
+        offset += chunk.valid().len();
+        if !chunk.invalid().is_empty() {
+            let (start, end) = span(offset, offset + chunk.invalid().len());
+            builder.separator(false, start, end);
+            offset += chunk.invalid().len();
+        }
+    }
+}
+
+/// The longest prefix of `text` of at most `max` bytes that ends on a
+/// character boundary.
+pub fn truncate_to_char_boundary(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while end > 0 && !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or("")
+}
+
+/// Normalises a library phrase into a pattern key without its padding.
+pub(crate) fn key_of(phrase: &str) -> String {
+    normalise(phrase).as_str().trim().to_string()
+}
+
+/// A key with every run of one ASCII letter squeezed to one letter.
+pub(crate) fn squeeze_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut prev = None;
+    for c in key.chars() {
+        if c.is_ascii_lowercase() && prev == Some(c) {
+            continue;
+        }
+        out.push(c);
+        prev = Some(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(s: &str) -> String {
+        normalise(s).as_str().to_string()
+    }
+
+    #[test]
+    fn folds_case_diacritics_and_compatibility_forms() {
+        assert_eq!(norm("Chcę się ZABIĆ"), " chce sie zabic ");
+        assert_eq!(norm("Żółć łódź"), " zolc lodz ");
+        assert_eq!(norm("ｋｉｌｌ ﬁsh"), " kill fish ");
+        assert_eq!(norm("Straße"), " strasse ");
+        assert_eq!(norm("café"), " cafe ");
+        // Combining accents written separately.
+        assert_eq!(norm("cafe\u{301}"), " cafe ");
+    }
+
+    #[test]
+    fn confusables_become_latin() {
+        // Cyrillic а, о and Greek ρ inside Latin words.
+        assert_eq!(norm("pоrn"), " porn ");
+        assert_eq!(norm("drugs аnd ρills"), " drugs and pills ");
+        assert_eq!(norm("КILL"), " kill ");
+    }
+
+    #[test]
+    fn leetspeak_inside_words_but_not_numbers() {
+        assert_eq!(norm("5u1c1d3"), " suicide ");
+        assert_eq!(norm("k!ll mys3lf"), " kill myself ");
+        assert_eq!(norm("p0rn"), " porn ");
+        assert_eq!(norm("year 2024, 100%"), " year 2024 100 ");
+        assert_eq!(norm("help! $100"), " help 100 ");
+        assert_eq!(norm("w33d"), " weed ");
+    }
+
+    #[test]
+    fn separators_and_apostrophes() {
+        assert_eq!(norm("self-harm"), " self harm ");
+        assert_eq!(norm("don't tell"), " dont tell ");
+        assert_eq!(norm("don’t   tell!!"), " dont tell ");
+        assert_eq!(norm("su\u{200B}icide"), " suicide ");
+        assert_eq!(norm(""), "  ");
+        assert_eq!(norm("..."), "  ");
+    }
+
+    #[test]
+    fn percent_and_plus_decoding() {
+        assert_eq!(norm("kill+myself"), " kill myself ");
+        assert_eq!(norm("%6B%69ll%20myself"), " kill myself ");
+        assert_eq!(norm("samob%C3%B3jstwo"), " samobojstwo ");
+        assert_eq!(norm("100%25"), " 100 ");
+        assert_eq!(norm("%FF%FEabc"), " abc ");
+    }
+
+    #[test]
+    fn spans_point_into_the_original() {
+        let text = "I want to K1LL mysélf";
+        let n = normalise(text);
+        let at = n.as_str().find("kill").unwrap();
+        let span = n.original_span(at..at + 4);
+        assert_eq!(&text[span], "K1LL");
+        let at = n.as_str().find("myself").unwrap();
+        assert_eq!(&text[n.original_span(at..at + 6)], "mysélf");
+
+        let url = "q=%6B%69ll";
+        let n = normalise(url);
+        let at = n.as_str().find("kill").unwrap();
+        assert_eq!(&url[n.original_span(at..at + 4)], "%6B%69ll");
+    }
+
+    #[test]
+    fn stretched_letters_get_a_squeezed_view() {
+        let n = normalise("killlll me");
+        assert!(n.is_stretched());
+        let (view, long) = n.squeezed();
+        assert_eq!(view.as_str(), " kil me ");
+        assert!(long[3]);
+        assert!(!normalise("kill all").is_stretched());
+        assert_eq!(squeeze_key("kill"), "kil");
+    }
+
+    #[test]
+    fn spelled_out_words_get_a_joined_view() {
+        let text = "i want to d.i.e, so s u i c i d e";
+        let n = normalise(text);
+        assert!(n.is_spelled_out());
+        let view = n.joined();
+        assert_eq!(view.as_str(), " i want to die so suicide ");
+        let at = view.as_str().find("suicide").unwrap();
+        assert_eq!(&text[view.original_span(at..at + 7)], "s u i c i d e");
+        assert!(!normalise("i am a boy").is_spelled_out());
+        let text = "b.u.y m.d.m.a";
+        assert_eq!(normalise(text).joined().as_str(), " buy mdma ");
+    }
+}

@@ -1,0 +1,103 @@
+//! Properties that must hold for any input at all: no panics, spans in
+//! bounds and on character boundaries, bounded work.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use proptest::prelude::*;
+
+use crate::matcher::MAX_SCAN_BYTES;
+use crate::{normalise, Matcher};
+
+fn matcher() -> &'static Matcher {
+    static MATCHER: OnceLock<Matcher> = OnceLock::new();
+    MATCHER.get_or_init(|| Matcher::shipped().unwrap())
+}
+
+fn check_spans(text: &str) {
+    let n = normalise(text);
+    let len = n.as_str().len();
+    assert!(n.as_str().starts_with(' ') && n.as_str().ends_with(' '));
+    for start in 0..len {
+        let span = n.original_span(start..(start + 1).min(len));
+        assert!(span.end <= text.len());
+        assert!(text.is_char_boundary(span.start) && text.is_char_boundary(span.end));
+    }
+    for view in [n.joined(), n.squeezed().0] {
+        let l = view.as_str().len();
+        let span = view.original_span(0..l);
+        assert!(span.end <= text.len());
+    }
+    for hit in matcher().scan(text) {
+        assert!(hit.span.start < hit.span.end && hit.span.end <= text.len());
+        assert!(text.get(hit.span.clone()).is_some(), "{hit:?}");
+        assert!((1..=5).contains(&hit.term_severity) && hit.severity <= 5);
+    }
+}
+
+/// Text built from pieces that exercise every path of the normaliser.
+fn tricky() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("kill".to_string()),
+        Just("myself".to_string()),
+        Just("s u i c i d e".to_string()),
+        Just("5u1c1d3".to_string()),
+        Just("%".to_string()),
+        Just("%C3".to_string()),
+        Just("%41".to_string()),
+        Just("ł".to_string()),
+        Just("İ".to_string()),
+        Just("\u{200B}".to_string()),
+        Just("e\u{301}".to_string()),
+        Just("ﬁ".to_string()),
+        Just("!".to_string()),
+        Just("$".to_string()),
+        Just("lll".to_string()),
+        Just(" ".to_string()),
+        Just("'".to_string()),
+        Just("ᄀ".to_string()),
+        Just("㍿".to_string()),
+        any::<char>().prop_map(String::from),
+        "[a-z0-9 .%@$!|]{0,6}",
+    ];
+    prop::collection::vec(piece, 0..24).prop_map(|p| p.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn arbitrary_strings_never_panic_and_spans_hold(text in any::<String>()) {
+        check_spans(&text);
+    }
+
+    #[test]
+    fn tricky_strings_never_panic_and_spans_hold(text in tricky()) {
+        check_spans(&text);
+    }
+
+    #[test]
+    fn arbitrary_bytes_read_lossily_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        check_spans(&String::from_utf8_lossy(&bytes));
+    }
+
+    #[test]
+    fn normalising_is_idempotent_on_its_output(text in "[a-zA-Z0-9 ]{0,40}") {
+        let once = normalise(&text).as_str().to_string();
+        let twice = normalise(&once).as_str().to_string();
+        prop_assert_eq!(once, twice);
+    }
+}
+
+#[test]
+fn huge_inputs_are_bounded() {
+    let huge = "suicide ".repeat(MAX_SCAN_BYTES / 4);
+    let started = Instant::now();
+    let hits = matcher().scan(&huge);
+    assert!(hits.iter().all(|h| h.span.end <= MAX_SCAN_BYTES));
+    let stretched = "k".repeat(4 * MAX_SCAN_BYTES);
+    assert!(matcher().scan(&stretched).is_empty());
+    let spelled = "a ".repeat(2 * MAX_SCAN_BYTES);
+    matcher().scan(&spelled);
+    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+}

@@ -1,0 +1,128 @@
+//! Starts the filtering DNS resolver with its event writer and identity map,
+//! for `serve` and `demo`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use sheepdog_config::Config;
+use sheepdog_dns::{DnsServer, Resolver, ResolverSettings};
+use sheepdog_events::{EventSink, EventWriter, IdentityMap, IdentityResolver, WriterOptions};
+use sheepdog_policy::Engine;
+use sheepdog_store::Store;
+use tokio::task::JoinHandle;
+
+/// The running DNS server, event writer and identity refresher.
+#[derive(Debug)]
+pub struct DnsRuntime {
+    server: DnsServer,
+    writer: EventWriter,
+    sink: EventSink,
+    refresher: JoinHandle<()>,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+}
+
+impl DnsRuntime {
+    /// The first UDP address answered on (the real port when 0 was asked).
+    pub fn udp_addr(&self) -> SocketAddr {
+        self.udp
+    }
+
+    /// The first TCP address answered on.
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.tcp
+    }
+
+    /// Stops answering, then writes every queued event (to the database, or
+    /// to the spool if it is unavailable).
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.refresher.abort();
+        let _ = self.refresher.await;
+        self.server.stop().await;
+        drop(self.sink);
+        self.writer.shutdown().await;
+        Ok(())
+    }
+}
+
+/// Starts the DNS server on `[dns] listen` with the events writer from
+/// `[events]`. Call it only when `config.dns.enabled`.
+pub async fn start(
+    config: &Config,
+    store: Store,
+    engine: Arc<Engine>,
+) -> anyhow::Result<DnsRuntime> {
+    let events = &config.events;
+    let options = WriterOptions {
+        capacity: events.channel_capacity as usize,
+        batch_size: events.batch_size as usize,
+        flush_interval: Duration::from_millis(u64::from(events.flush_ms)),
+        spool_dir: config.spool_dir(),
+        retention_days: events.retention_days,
+        ..WriterOptions::default()
+    };
+    let (writer, sink) = EventWriter::start(store.clone(), options).with_context(|| {
+        format!(
+            "cannot start the event writer (spool {})",
+            config.spool_dir().display()
+        )
+    })?;
+
+    let default_group = config.dns.default_group.clone();
+    let map = match IdentityMap::load(&store, &default_group).await {
+        Ok(map) => map,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the device registry; every client is in the default group until it can");
+            IdentityMap::new(&default_group)
+        }
+    };
+    let identities = Arc::new(IdentityResolver::new(map));
+    let refresher = {
+        let identities = identities.clone();
+        let every = Duration::from_secs(u64::from(config.dns.identity_refresh_secs.max(1)));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(error) = identities.refresh(&store, &default_group).await {
+                    tracing::warn!(%error, "cannot refresh the identity map; keeping the last one");
+                }
+            }
+        })
+    };
+
+    let resolver = Arc::new(Resolver::new(
+        engine,
+        identities,
+        Some(sink.clone()),
+        ResolverSettings::from_config(&config.dns),
+    ));
+    let server = match DnsServer::start(resolver, &config.dns.listen).await {
+        Ok(server) => server,
+        Err(error) => {
+            refresher.abort();
+            writer.shutdown().await;
+            return Err(error).context("cannot start the DNS server");
+        }
+    };
+    let (Some(udp), Some(tcp)) = (
+        server.udp_addrs().first().copied(),
+        server.tcp_addrs().first().copied(),
+    ) else {
+        server.stop().await;
+        refresher.abort();
+        writer.shutdown().await;
+        anyhow::bail!("[dns] listen has no address; add one such as \"127.0.0.1:53\"");
+    };
+    Ok(DnsRuntime {
+        server,
+        writer,
+        sink,
+        refresher,
+        udp,
+        tcp,
+    })
+}
