@@ -199,9 +199,23 @@ fn staff(row: &mut Row<'_>) -> (Parsed, Option<(&'static str, String)>) {
     } else {
         PersonKind::Staff
     };
-    let person = PersonDetails {
+    let person = adult(kind, id.clone(), given_name, family_name, email, roles);
+    (Parsed::Person(person), id.map(|id| ("Staff ID", id)))
+}
+
+/// An adult's record (staff, governor, contact), which has none of a
+/// pupil's fields.
+fn adult(
+    kind: PersonKind,
+    external_id: Option<String>,
+    given_name: Option<&str>,
+    family_name: Option<&str>,
+    email: Option<String>,
+    roles: Vec<StaffRole>,
+) -> PersonDetails {
+    PersonDetails {
         kind,
-        external_id: id.clone(),
+        external_id,
         upn: None,
         given_name: given_name.unwrap_or_default().to_string(),
         family_name: family_name.unwrap_or_default().to_string(),
@@ -211,8 +225,7 @@ fn staff(row: &mut Row<'_>) -> (Parsed, Option<(&'static str, String)>) {
         email,
         roles,
         active: true,
-    };
-    (Parsed::Person(person), id.map(|id| ("Staff ID", id)))
+    }
 }
 
 fn contact(row: &mut Row<'_>) -> (Parsed, Option<(&'static str, String)>) {
@@ -266,19 +279,14 @@ fn contact(row: &mut Row<'_>) -> (Parsed, Option<(&'static str, String)>) {
             }
         });
     let email = row.email();
-    let person = PersonDetails {
-        kind: PersonKind::Parent,
-        external_id: id.clone(),
-        upn: None,
-        given_name: given_name.unwrap_or_default().to_string(),
-        family_name: family_name.unwrap_or_default().to_string(),
-        date_of_birth: None,
-        year_group: None,
-        class_name: None,
+    let person = adult(
+        PersonKind::Parent,
+        id.clone(),
+        given_name,
+        family_name,
         email,
-        roles: vec![],
-        active: true,
-    };
+        vec![],
+    );
     let link = ImportedGuardian {
         parent_external_id: id.clone().unwrap_or_default(),
         pupil_upn: pupil_upn.clone().unwrap_or_default(),
