@@ -384,4 +384,85 @@ mod tests {
         )
         .is_err());
     }
+
+    /// A status line, headers and body the test server sends.
+    type Answer = (&'static str, Vec<(&'static str, String)>, String);
+
+    /// One scripted answer per request from a real HTTP server on loopback;
+    /// returns the server's address and the request heads it received.
+    fn serve(answers: Vec<Answer>) -> (String, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        let (heads, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for (status, headers, body) in answers {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut head = String::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+                        break;
+                    }
+                    head.push_str(&line);
+                }
+                heads.send(head).unwrap();
+                let mut response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n",
+                    body.len()
+                );
+                for (name, value) in headers {
+                    response.push_str(&format!("{name}: {value}\r\n"));
+                }
+                response.push_str("\r\n");
+                response.push_str(&body);
+                stream.write_all(response.as_bytes()).unwrap();
+            }
+        });
+        (format!("http://{address}/list.txt"), received)
+    }
+
+    #[test]
+    fn http_sources_use_etags_and_keep_the_last_good_copy() {
+        let base = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let full: String = (0..10).map(|n| format!("site{n}.example.test\n")).collect();
+        let etag = || vec![("ETag", "\"v1\"".to_owned())];
+        let (url, heads) = serve(vec![
+            ("200 OK", etag(), full.clone()),
+            ("304 Not Modified", etag(), String::new()),
+            ("200 OK", vec![], "only.example.test\n".to_owned()),
+            ("503 Service Unavailable", vec![], String::new()),
+        ]);
+        let spec = spec(&url);
+
+        let first = refresh(&spec, base.path(), cache.path()).unwrap();
+        assert_eq!((first.status, first.entries), (FetchStatus::Updated, 10));
+        assert!(!heads
+            .recv()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("if-none-match"));
+
+        let second = refresh(&spec, base.path(), cache.path()).unwrap();
+        assert_eq!(second.status, FetchStatus::NotModified);
+        assert!(heads
+            .recv()
+            .unwrap()
+            .to_ascii_lowercase()
+            .contains("if-none-match: \"v1\""));
+
+        let shrunk = refresh(&spec, base.path(), cache.path()).unwrap();
+        assert_eq!(
+            (shrunk.status, shrunk.entries),
+            (FetchStatus::KeptLastGood, 10)
+        );
+        assert!(shrunk.warning.unwrap().contains("less than half"));
+
+        let down = refresh(&spec, base.path(), cache.path()).unwrap();
+        assert_eq!(down.status, FetchStatus::KeptLastGood);
+        assert!(down.warning.is_some());
+        assert_eq!(std::fs::read_to_string(&down.path).unwrap(), full);
+    }
 }
