@@ -250,20 +250,14 @@ async fn upsert_person(
             return Ok((before.clone(), Upsert::Unchanged))
         }
         Some(before) => {
-            sqlx::query(
-                "UPDATE people SET external_id = $1, upn = $2, given_name = $3, family_name = $4, \
-                 date_of_birth = $5, year_group = $6, class_name = $7, email = $8, active = $9, \
-                 updated_at = $10 WHERE id = $11",
+            bind_details(
+                sqlx::query(
+                    "UPDATE people SET external_id = $1, upn = $2, given_name = $3, family_name = $4, \
+                     date_of_birth = $5, year_group = $6, class_name = $7, email = $8, active = $9, \
+                     updated_at = $10 WHERE id = $11",
+                ),
+                &details,
             )
-            .bind(&details.external_id)
-            .bind(&details.upn)
-            .bind(&details.given_name)
-            .bind(&details.family_name)
-            .bind(&details.date_of_birth)
-            .bind(&details.year_group)
-            .bind(&details.class_name)
-            .bind(&details.email)
-            .bind(i64::from(details.active))
             .bind(&now)
             .bind(before.id)
             .execute(&mut *conn)
@@ -275,23 +269,17 @@ async fn upsert_person(
             (before.id, Upsert::Updated)
         }
         None => {
-            let row = sqlx::query(
-                "INSERT INTO people (school_id, kind, external_id, upn, given_name, family_name, \
-                 date_of_birth, year_group, class_name, email, active, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id",
+            let row = bind_details(
+                sqlx::query(
+                    "INSERT INTO people (external_id, upn, given_name, family_name, date_of_birth, \
+                     year_group, class_name, email, active, updated_at, created_at, school_id, kind) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12) RETURNING id",
+                ),
+                &details,
             )
+            .bind(&now)
             .bind(school_id)
             .bind(details.kind.as_str())
-            .bind(&details.external_id)
-            .bind(&details.upn)
-            .bind(&details.given_name)
-            .bind(&details.family_name)
-            .bind(&details.date_of_birth)
-            .bind(&details.year_group)
-            .bind(&details.class_name)
-            .bind(&details.email)
-            .bind(i64::from(details.active))
-            .bind(&now)
             .fetch_one(&mut *conn)
             .await
             .map_err(|e| {
@@ -327,6 +315,24 @@ async fn upsert_person(
     }
     append(conn, actor, change).await?;
     Ok((person, outcome))
+}
+
+/// Binds a person's details as `$1` to `$9`, in the order both the insert
+/// and the update name them.
+fn bind_details<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    details: &'q PersonDetails,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(&details.external_id)
+        .bind(&details.upn)
+        .bind(&details.given_name)
+        .bind(&details.family_name)
+        .bind(&details.date_of_birth)
+        .bind(&details.year_group)
+        .bind(&details.class_name)
+        .bind(&details.email)
+        .bind(i64::from(details.active))
 }
 
 async fn place_in_groups(
