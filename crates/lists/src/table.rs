@@ -63,11 +63,8 @@ pub(crate) fn name_hash(bytes: &[u8]) -> u64 {
         w.copy_from_slice(c);
         h = fold(h ^ u64::from_le_bytes(w), K2);
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = fold(h ^ u64::from_le_bytes(w), K1);
+    if !chunks.remainder().is_empty() {
+        h = fold(h ^ crate::name::tail_word(bytes), K1);
     }
     fold(h ^ (h >> 29), K0)
 }

@@ -34,11 +34,9 @@ impl Hasher for FastHasher {
             w.copy_from_slice(c);
             self.add(u64::from_le_bytes(w));
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        let rest = chunks.remainder().len();
+        if rest != 0 {
+            self.add(sheepdog_lists::name::tail_word(bytes) ^ ((rest as u64) << 59));
         }
     }
 
