@@ -32,6 +32,7 @@ impl ConsoleError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::Store(sheepdog_store::StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            Self::Store(sheepdog_store::StoreError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             Self::Store(sheepdog_store::StoreError::Duplicate { .. }) => StatusCode::CONFLICT,
             Self::Settings(_) | Self::Hashing(_) | Self::Store(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR

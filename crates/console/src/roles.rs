@@ -86,6 +86,7 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
                 | Technician
                 | Governor
                 | SafeguardingGovernor
+                | ChairOfGovernors
                 | TrustAdministrator
         ),
         SeeDevices => matches!(

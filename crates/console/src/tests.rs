@@ -494,6 +494,10 @@ const MATRIX: &[(StaffRole, [bool; 8])] = &[
         [false, false, false, true, false, false, false, false],
     ),
     (
+        StaffRole::ChairOfGovernors,
+        [false, false, false, true, false, false, false, false],
+    ),
+    (
         StaffRole::TrustAdministrator,
         [true, true, true, true, true, true, true, true],
     ),

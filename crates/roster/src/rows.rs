@@ -190,10 +190,12 @@ fn staff(row: &mut Row<'_>) -> (Parsed, Option<(&'static str, String)>) {
             }
         }
     }
-    let kind = if roles
-        .iter()
-        .all(|r| matches!(r, StaffRole::Governor | StaffRole::SafeguardingGovernor))
-        && !roles.is_empty()
+    let kind = if roles.iter().all(|r| {
+        matches!(
+            r,
+            StaffRole::Governor | StaffRole::SafeguardingGovernor | StaffRole::ChairOfGovernors
+        )
+    }) && !roles.is_empty()
     {
         PersonKind::Governor
     } else {
@@ -416,6 +418,7 @@ fn role(text: &str) -> Option<StaffRole> {
         "office" | "officemanager" | "administrator" | "admin" => StaffRole::Office,
         "governor" => StaffRole::Governor,
         "safeguardinggovernor" => StaffRole::SafeguardingGovernor,
+        "chairofgovernors" | "chair" | "chairofthegoverningbody" => StaffRole::ChairOfGovernors,
         "trustadministrator" | "trustadmin" => StaffRole::TrustAdministrator,
         _ => return None,
     })

@@ -111,4 +111,45 @@ impl Store {
         };
         Ok(Some((account, row.try_get("password_hash")?)))
     }
+
+    /// Links a console account to the person it belongs to (or unlinks
+    /// it). Need-to-know rules that concern a person, such as never opening
+    /// an allegation about oneself, work through this link.
+    pub async fn set_account_person(
+        &self,
+        actor: &Actor,
+        account_id: i64,
+        person_id: Option<i64>,
+    ) -> Result<Account, StoreError> {
+        let before = self
+            .account(account_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                entity: "account",
+                key: account_id.to_string(),
+            })?;
+        let mut write = self.begin_write().await?;
+        let result = async {
+            sqlx::query("UPDATE accounts SET person_id = $1 WHERE id = $2")
+                .bind(person_id)
+                .bind(account_id)
+                .execute(&mut *write.tx)
+                .await?;
+            let after = Account {
+                person_id,
+                ..before.clone()
+            };
+            append(
+                &mut write.tx,
+                actor,
+                Change::new("link_person", "account", account_id)
+                    .before(&before)
+                    .after(&after),
+            )
+            .await?;
+            Ok(after)
+        }
+        .await;
+        write.finish(result).await
+    }
 }

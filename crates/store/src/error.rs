@@ -27,6 +27,9 @@ pub enum StoreError {
         entity: &'static str,
         problem: String,
     },
+    /// Need-to-know said no; the refusal is audited.
+    #[error("not allowed: {reason}")]
+    Forbidden { reason: String },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }

@@ -26,6 +26,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 pub mod audit;
 mod error;
 mod migrate;
+#[macro_use]
 mod records;
 
 mod accounts;
@@ -33,6 +34,7 @@ mod console;
 mod devices;
 mod events;
 mod groups;
+pub mod incidents;
 mod monitoring;
 mod people;
 mod schools;

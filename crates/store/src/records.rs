@@ -73,6 +73,8 @@ pub enum StaffRole {
     Office,
     Governor,
     SafeguardingGovernor,
+    /// Receives concerns about the headteacher (R4).
+    ChairOfGovernors,
     TrustAdministrator,
 }
 
@@ -216,7 +218,7 @@ text_enum!(StaffRole, "role", {
     Technician => "technician", Teacher => "teacher",
     TeachingAssistant => "teaching_assistant", Office => "office",
     Governor => "governor", SafeguardingGovernor => "safeguarding_governor",
-    TrustAdministrator => "trust_administrator",
+    ChairOfGovernors => "chair_of_governors", TrustAdministrator => "trust_administrator",
 });
 
 text_enum!(GroupKind, "group kind", {

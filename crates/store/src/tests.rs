@@ -1045,3 +1045,5 @@ async fn alert_triage_needs_reasons_and_is_audited(store: Store) {
     );
     assert!(store.verify_audit().await.unwrap().is_intact());
 }
+
+mod incidents;
