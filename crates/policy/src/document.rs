@@ -277,4 +277,23 @@ impl PolicyDocument {
         })?;
         Self::from_toml(&text)
     }
+
+    /// This document with `extra` time-bound exceptions added to the
+    /// groups they name: how approved unblock requests reach the running
+    /// policy. Exceptions for a group the document does not have are
+    /// returned, not added, so the caller can say so.
+    pub fn with_exceptions(
+        &self,
+        extra: impl IntoIterator<Item = (String, ExceptionDef)>,
+    ) -> (Self, Vec<(String, ExceptionDef)>) {
+        let mut doc = self.clone();
+        let mut unplaced = Vec::new();
+        for (group, exception) in extra {
+            match doc.groups.iter_mut().find(|g| g.name == group) {
+                Some(g) => g.exceptions.push(exception),
+                None => unplaced.push((group, exception)),
+            }
+        }
+        (doc, unplaced)
+    }
 }

@@ -117,6 +117,17 @@ impl Engine {
         }
     }
 
+    /// Compiles `doc` against the snapshot in force and swaps it in: for
+    /// changes that need no list rebuilt, such as time-bound exceptions.
+    /// Lists the document adds are not read; use [`Engine::rebuild`].
+    pub fn recompile(&self, doc: &PolicyDocument) -> Result<(), PolicyError> {
+        let snapshot = self.current.load().snapshot().clone();
+        let policy = CompiledPolicy::compile(doc, snapshot)?;
+        drop(self.swap(policy));
+        self.reclaim_within(Duration::from_millis(50));
+        Ok(())
+    }
+
     /// Rebuilds from a document and its lists (refreshing sources into
     /// `cache_dir` when given) and swaps the result in. Call it from a
     /// background thread. On error the live policy stays.

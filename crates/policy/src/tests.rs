@@ -249,6 +249,51 @@ fn step3_exceptions_beat_schedules_and_categories_and_expire() {
 }
 
 #[test]
+fn approved_requests_reach_a_running_engine_and_lapse() {
+    let doc = PolicyDocument::from_toml(DOC).unwrap();
+    let engine = Engine::new(CompiledPolicy::compile(&doc, Arc::new(snapshot())).unwrap());
+    let start = Utc.with_ymd_and_hms(2026, 10, 6, 9, 0, 0).unwrap();
+    let end = start + chrono::Duration::hours(1);
+    let during = start + chrono::Duration::minutes(30);
+    let ask = |group: &str| {
+        (
+            group.to_owned(),
+            ExceptionDef {
+                target: "example-casino.test".to_owned(),
+                action: Action::Allow,
+                start,
+                end,
+                reason: "REQ-2026-0001 maths lesson on probability".to_owned(),
+                requested_by: Some("account:4:teacher".to_owned()),
+                approved_by: Some("account:2:tech".to_owned()),
+            },
+        )
+    };
+    let query = |group: &'static str, when| Query {
+        group,
+        target: Target::Name("example-casino.test"),
+        at: when,
+    };
+    assert_eq!(engine.verdict(&query("ks2", during)).action, Action::Block);
+    let (with, unplaced) = doc.with_exceptions([ask("ks2"), ask("no-such-group")]);
+    assert_eq!(unplaced.len(), 1);
+    engine.recompile(&with).unwrap();
+    assert_eq!(engine.verdict(&query("ks2", during)).action, Action::Allow);
+    // For that group only, and only until its end.
+    let staff = engine.verdict(&query("staff", during));
+    assert_eq!(
+        (staff.action, staff.stage),
+        (Action::Monitor, Stage::Category)
+    );
+    assert_eq!(
+        engine
+            .verdict(&query("ks2", end + chrono::Duration::seconds(1)))
+            .action,
+        Action::Block
+    );
+}
+
+#[test]
 fn step4_schedules_beat_categories() {
     let p = policy();
     // Lunchtime in term: games allowed.

@@ -37,6 +37,7 @@ mod groups;
 pub mod incidents;
 mod monitoring;
 mod people;
+pub mod requests;
 mod schools;
 
 pub use audit::{Actor, AuditEntry, AuditVerification};

@@ -38,7 +38,18 @@ const MIGRATIONS: &[Migration] = &[
         name: "safeguarding incidents",
         sql: include_str!("../migrations/0008_incidents.sql"),
     },
+    Migration {
+        version: 9,
+        name: "unblock requests",
+        sql: include_str!("../migrations/0009_requests.sql"),
+    },
 ];
+
+/// Every migration's version, in order.
+#[cfg(test)]
+pub(crate) fn versions() -> Vec<i64> {
+    MIGRATIONS.iter().map(|m| m.version).collect()
+}
 
 pub(crate) async fn run(store: &Store) -> Result<(), StoreError> {
     let pool = store.pool();
@@ -48,18 +59,23 @@ pub(crate) async fn run(store: &Store) -> Result<(), StoreError> {
     )
     .execute(pool)
     .await?;
-    let applied: i64 = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
-        .fetch_one(pool)
+    // Applied by set, not by the highest number: migrations written on
+    // parallel branches may land out of order, and each must still run.
+    let applied: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations")
+        .fetch_all(pool)
         .await?
-        .try_get("v")?;
+        .iter()
+        .map(|row| row.try_get("version"))
+        .collect::<Result<_, _>>()?;
+    let newest = applied.iter().copied().max().unwrap_or(0);
     let known = MIGRATIONS.last().map_or(0, |m| m.version);
-    if applied > known {
+    if newest > known {
         return Err(StoreError::SchemaTooNew {
-            found: applied,
+            found: newest,
             known,
         });
     }
-    for migration in MIGRATIONS.iter().filter(|m| m.version > applied) {
+    for migration in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
         let failed = |source| StoreError::Migration {
             version: migration.version,
             name: migration.name,

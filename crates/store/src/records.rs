@@ -229,6 +229,26 @@ text_enum!(Ownership, "ownership", {
     School => "school", Byod => "byod", Guest => "guest",
 });
 
+impl Account {
+    /// Whether the account, enabled, holds one of `roles` in `school_id`
+    /// (or across the deployment).
+    pub fn holds(&self, school_id: i64, roles: &[StaffRole]) -> bool {
+        !self.disabled
+            && self.roles.iter().any(|held| {
+                held.school_id.is_none_or(|s| s == school_id) && roles.contains(&held.role)
+            })
+    }
+
+    /// Whether the account, enabled, holds any role in `school_id`.
+    pub fn belongs_to(&self, school_id: i64) -> bool {
+        !self.disabled
+            && self
+                .roles
+                .iter()
+                .any(|held| held.school_id.is_none_or(|s| s == school_id))
+    }
+}
+
 impl PersonDetails {
     /// "Given Family", as lists and reports show a person.
     pub fn full_name(&self) -> String {

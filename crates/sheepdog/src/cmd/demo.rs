@@ -97,6 +97,12 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
     }
     let engine = Arc::new(engine);
     let dns = serve::start_dns(&config, &store, Some(&engine)).await?;
+    let _requests = super::requests::spawn_exception_refresh(
+        engine.clone(),
+        sheepdog_policy::PolicyDocument::load(&config.filtering.policy)?,
+        store.clone(),
+        super::requests::REFRESH,
+    );
     let console = web::bind(args.console, true).await?;
     let metrics = web::bind(args.metrics, true).await?;
     config.console.listen = console.local_addr()?;

@@ -46,6 +46,15 @@ pub async fn run(
     };
     tracing::info!(console = %config.console.listen, school = %label, "sheepdog is serving");
     let dns = start_dns(&config, &store, engine.as_ref()).await?;
+    let _requests = match &engine {
+        Some(engine) => Some(super::requests::spawn_exception_refresh(
+            engine.clone(),
+            sheepdog_policy::PolicyDocument::load(&config.filtering.policy)?,
+            store.clone(),
+            super::requests::REFRESH,
+        )),
+        None => None,
+    };
     run_servers(
         &config,
         store,

@@ -51,14 +51,6 @@ fn actor_of(account: &Account) -> Actor {
     Actor::account(account.id, &account.username)
 }
 
-fn holds(account: &Account, school_id: i64, roles: &[StaffRole]) -> bool {
-    !account.disabled
-        && account
-            .roles
-            .iter()
-            .any(|held| held.school_id.is_none_or(|s| s == school_id) && roles.contains(&held.role))
-}
-
 /// The roles that read incidents on a route.
 fn readers(route: Route) -> &'static [StaffRole] {
     match route {
@@ -87,7 +79,7 @@ pub fn may_open(account: &Account, incident: &Incident) -> Result<(), StoreError
             ));
         }
     }
-    if !holds(account, incident.school_id, readers(incident.route)) {
+    if !account.holds(incident.school_id, readers(incident.route)) {
         return Err(refused(match incident.route {
             Route::Dsl => "incidents are for the safeguarding team and the headteacher",
             Route::Headteacher => "concerns about staff are for the headteacher alone",
@@ -182,12 +174,7 @@ impl Store {
         new: &NewIncident,
         retention: &RetentionPolicy,
     ) -> Result<Receipt, StoreError> {
-        if account.disabled
-            || !account
-                .roles
-                .iter()
-                .any(|r| r.school_id.is_none_or(|s| s == school_id))
-        {
+        if !account.belongs_to(school_id) {
             return Err(refused("only staff of this school can log a concern here"));
         }
         let category = check_category(&new.category)?;
@@ -200,7 +187,7 @@ impl Store {
                 "that time is in the future; give when it happened",
             ));
         }
-        if new.alert_id.is_some() && !holds(account, school_id, readers(Route::Dsl)) {
+        if new.alert_id.is_some() && !account.holds(school_id, readers(Route::Dsl)) {
             return Err(refused(
                 "only the safeguarding team can escalate an alert to an incident",
             ));
@@ -1026,7 +1013,7 @@ impl Store {
         school_id: i64,
         pupil_id: i64,
     ) -> Result<Vec<ChronologyItem>, StoreError> {
-        if !holds(account, school_id, readers(Route::Dsl)) {
+        if !account.holds(school_id, readers(Route::Dsl)) {
             return Err(refused(
                 "chronologies are for the safeguarding team and the headteacher",
             ));

@@ -30,7 +30,7 @@ struct Cast {
 
 const HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA";
 
-async fn account(
+pub(super) async fn account(
     store: &Store,
     school: i64,
     name: &str,
