@@ -45,6 +45,7 @@ pub mod document;
 mod engine;
 mod error;
 mod fast;
+pub mod report;
 pub mod schedule;
 pub mod taxonomy;
 #[cfg(test)]

@@ -294,6 +294,38 @@ fn approved_requests_reach_a_running_engine_and_lapse() {
 }
 
 #[test]
+fn the_policy_document_says_what_is_blocked_for_whom_and_why() {
+    let doc = PolicyDocument::from_toml(DOC).unwrap();
+    let p = CompiledPolicy::compile(&doc, Arc::new(snapshot())).unwrap();
+    let text = report::policy_markdown(
+        &doc,
+        &p,
+        Utc.with_ymd_and_hms(2026, 10, 5, 8, 0, 0).unwrap(),
+    );
+    for expected in [
+        "# Filtering policy: Test Primary",
+        "- **iwf**: 2 entries",
+        "- **ctiru**: 1 entries",
+        "| Gambling | block |",
+        "A device or person the school does not recognise is filtered as **unsigned**.",
+        "- Always blocked: blocked-everywhere.test",
+        "| example-social.test | allow | 5 October 2026 10:00 | 5 October 2026 11:00 | Year 5 lesson on online safety |",
+        "- During **night**: everything block.",
+        "| lunchtime | weekdays | 12:00 | 13:00 | term time only |",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    // Ended exceptions are counted, not listed.
+    let later = report::policy_markdown(
+        &doc,
+        &p,
+        Utc.with_ymd_and_hms(2026, 10, 6, 8, 0, 0).unwrap(),
+    );
+    assert!(!later.contains("Year 5 lesson"));
+    assert!(later.contains("(2 earlier exceptions have ended.)"));
+}
+
+#[test]
 fn step4_schedules_beat_categories() {
     let p = policy();
     // Lunchtime in term: games allowed.

@@ -67,6 +67,9 @@ enum Command {
     /// Safeguarding monitoring: scan events for concerns, evaluate the keyword libraries.
     #[command(subcommand)]
     Monitor(cmd::monitor::MonitorCommand),
+    /// The filtering policy document: what is blocked or allowed for whom, and why.
+    #[command(subcommand)]
+    Policy(cmd::policy::PolicyCommand),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +107,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Monitor(command) => {
             let config = cmd::load_config(&cli.config)?;
             runtime.block_on(cmd::monitor::run(command, &config))
+        }
+        Command::Policy(command) => {
+            let config = cmd::load_config(&cli.config)?;
+            runtime.block_on(cmd::policy::run(command, &config))?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {
             let config = cmd::load_config(&cli.config)?;

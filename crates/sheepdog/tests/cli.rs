@@ -417,6 +417,16 @@ fn lists_update_then_check_explains_decisions() {
     let report = text(&output);
     assert!(report.contains("decision: block"), "{report}");
     assert!(report.contains("illegal:  yes"), "{report}");
+
+    // The policy document says the same, from the same policy.
+    let file = deployment.dir.path().join("policy.md");
+    let output = deployment.run(&["policy", "export", "--output", file.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", text(&output));
+    let document = std::fs::read_to_string(&file).unwrap();
+    assert!(document.starts_with("# Filtering policy: "), "{document}");
+    assert!(document.contains("## Illegal content, blocked for everyone"));
+    assert!(document.contains("### ks2"), "{document}");
+    assert!(document.contains("| Gambling | block |"), "{document}");
 }
 
 #[test]

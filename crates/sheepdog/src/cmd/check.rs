@@ -30,18 +30,7 @@ pub struct CheckArgs {
 pub fn run(args: CheckArgs, policy_path: &Path, data_dir: &Path) -> anyhow::Result<()> {
     let doc = PolicyDocument::load(policy_path)
         .with_context(|| format!("reading the policy {}", policy_path.display()))?;
-    let snapshot_file = data_dir.join("lists").join("snapshot.sdsnap");
-    let snapshot = if !args.from_sources && snapshot_file.is_file() {
-        Snapshot::open(&snapshot_file)
-            .with_context(|| format!("opening {}", snapshot_file.display()))?
-    } else {
-        let base = policy_path.parent().unwrap_or(Path::new("."));
-        let (snapshot, outcomes) = build_snapshot(&doc, base, None)?;
-        for w in outcomes.iter().filter_map(|o| o.warning.as_ref()) {
-            eprintln!("warning: {w}");
-        }
-        snapshot
-    };
+    let snapshot = snapshot_for(&doc, policy_path, data_dir, args.from_sources)?;
     let policy =
         CompiledPolicy::compile(&doc, Arc::new(snapshot)).context("compiling the policy")?;
     let at = match &args.at {
@@ -78,7 +67,28 @@ pub fn run(args: CheckArgs, policy_path: &Path, data_dir: &Path) -> anyhow::Resu
     Ok(())
 }
 
-fn parse_time(text: &str, policy: &CompiledPolicy) -> anyhow::Result<DateTime<Utc>> {
+/// The compiled snapshot in the data directory, or one built from the
+/// lists' sources when asked (or when none has been compiled yet).
+pub fn snapshot_for(
+    doc: &PolicyDocument,
+    policy_path: &Path,
+    data_dir: &Path,
+    from_sources: bool,
+) -> anyhow::Result<Snapshot> {
+    let snapshot_file = data_dir.join("lists").join("snapshot.sdsnap");
+    if !from_sources && snapshot_file.is_file() {
+        return Snapshot::open(&snapshot_file)
+            .with_context(|| format!("opening {}", snapshot_file.display()));
+    }
+    let base = policy_path.parent().unwrap_or(Path::new("."));
+    let (snapshot, outcomes) = build_snapshot(doc, base, None)?;
+    for w in outcomes.iter().filter_map(|o| o.warning.as_ref()) {
+        eprintln!("warning: {w}");
+    }
+    Ok(snapshot)
+}
+
+pub fn parse_time(text: &str, policy: &CompiledPolicy) -> anyhow::Result<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&Utc));
     }

@@ -16,6 +16,7 @@ pub mod import;
 pub mod init;
 pub mod lists;
 pub mod monitor;
+pub mod policy;
 pub mod requests;
 pub mod serve;
 

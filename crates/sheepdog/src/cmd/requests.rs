@@ -47,23 +47,31 @@ pub fn spawn_exception_refresh(
     })
 }
 
+/// Approved requests as the policy's exceptions, with the group each is for.
+pub fn as_exceptions(approved: &[ApprovedException]) -> Vec<(String, ExceptionDef)> {
+    approved
+        .iter()
+        .map(|a| {
+            (
+                a.policy_group.clone(),
+                ExceptionDef {
+                    target: a.target.clone(),
+                    action: Action::Allow,
+                    start: a.starts_at,
+                    end: a.ends_at,
+                    reason: format!("{}: {}", a.reference, a.reason),
+                    requested_by: Some(a.requested_by.clone()),
+                    approved_by: Some(a.approved_by.clone()),
+                },
+            )
+        })
+        .collect()
+}
+
 /// Recompiles the policy with `approved` as exceptions; false when it
 /// could not (the policy in force stays, and the next tick tries again).
 fn apply(engine: &Engine, doc: &PolicyDocument, approved: &[ApprovedException]) -> bool {
-    let extra = approved.iter().map(|a| {
-        (
-            a.policy_group.clone(),
-            ExceptionDef {
-                target: a.target.clone(),
-                action: Action::Allow,
-                start: a.starts_at,
-                end: a.ends_at,
-                reason: format!("{}: {}", a.reference, a.reason),
-                requested_by: Some(a.requested_by.clone()),
-                approved_by: Some(a.approved_by.clone()),
-            },
-        )
-    });
+    let extra = as_exceptions(approved);
     let (with, unplaced) = doc.with_exceptions(extra);
     for (group, exception) in &unplaced {
         tracing::warn!(%group, target = %exception.target, "an approved request names a group the policy does not have; it is not applied");
