@@ -169,12 +169,19 @@ impl Store {
         entity: &str,
         entity_id: &str,
     ) -> Result<(), StoreError> {
+        self.audit_only(actor, Change::new("view", entity, entity_id))
+            .await
+    }
+
+    /// Writes an audit entry that goes with no change to a record: a
+    /// view, a refusal, an opening of evidence.
+    pub(crate) async fn audit_only(
+        &self,
+        actor: &Actor,
+        change: Change<'_>,
+    ) -> Result<(), StoreError> {
         let mut write = self.begin_write().await?;
-        let result = async {
-            append(&mut write.tx, actor, Change::new("view", entity, entity_id)).await?;
-            Ok(())
-        }
-        .await;
+        let result = append(&mut write.tx, actor, change).await.map(drop);
         write.finish(result).await
     }
 

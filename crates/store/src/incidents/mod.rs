@@ -35,7 +35,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::audit::{append, Change};
-use crate::{format_time, Account, Actor, AuditEntry, StaffRole, Store, StoreError, Write};
+use crate::{format_time, Account, Actor, StaffRole, Store, StoreError, Write};
 
 pub use evidence::EvidenceKey;
 pub use types::*;
@@ -367,15 +367,10 @@ impl Store {
                     .await
             }
             Err(e) => {
-                let mut write = self.begin_write().await?;
                 let reason = e.to_string();
-                let result = async {
-                    let mut change = Change::new("refuse", entity, entity_id);
-                    change.reason = Some(&reason);
-                    append(&mut write.tx, &actor, change).await
-                }
-                .await;
-                write.finish(result).await?;
+                let mut change = Change::new("refuse", entity, entity_id);
+                change.reason = Some(&reason);
+                self.audit_only(&actor, change).await?;
                 Err(e)
             }
         }
@@ -419,13 +414,7 @@ impl Store {
         .iter()
         .map(|r| r.try_get("id"))
         .collect::<Result<_, _>>()?;
-        let mut visible = Vec::new();
-        for id in ids {
-            let incident = self.incident_unaudited(id).await?;
-            if may_open(account, &incident).is_ok() {
-                visible.push(incident);
-            }
-        }
+        let visible = self.visible(account, ids).await?;
         self.audit_view(&actor_of(account), "incidents", &school_id.to_string())
             .await?;
         Ok(visible)
@@ -1102,6 +1091,11 @@ impl Store {
         .iter()
         .map(|r| r.try_get("id"))
         .collect::<Result<_, _>>()?;
+        self.visible(account, ids).await
+    }
+
+    /// The incidents among `ids` that `account` may open.
+    async fn visible(&self, account: &Account, ids: Vec<i64>) -> Result<Vec<Incident>, StoreError> {
         let mut out = Vec::new();
         for id in ids {
             let incident = self.incident_unaudited(id).await?;
@@ -1110,215 +1104,6 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// Attaches evidence, sealed at rest. Refused for any image on an
-    /// incident of suspected child sexual abuse imagery (recognised by the
-    /// file's content, not its name), and outside the size and type
-    /// limits.
-    pub async fn add_evidence(
-        &self,
-        account: &Account,
-        id: i64,
-        upload: &EvidenceUpload,
-        key: &EvidenceKey,
-        limits: &EvidenceLimits,
-    ) -> Result<EvidenceInfo, StoreError> {
-        let file_name = required("file name", &upload.file_name)?.to_owned();
-        let incident = self.incident_unaudited(id).await?;
-        if incident.path.forbids_images() {
-            let declared_image =
-                upload.media_type.starts_with("image/") || upload.media_type.starts_with("video/");
-            if declared_image || evidence::sniff_image(&upload.bytes).is_some() {
-                let actor = actor_of(account);
-                let mut write = self.begin_write().await?;
-                let result = async {
-                    let mut change = Change::new("refuse_upload", "incident", id);
-                    change.reason =
-                        Some("image upload on a suspected child sexual abuse imagery incident");
-                    append(&mut write.tx, &actor, change).await
-                }
-                .await;
-                write.finish(result).await?;
-                return Err(refused(
-                    "no images may be uploaded to an incident of suspected child sexual abuse imagery: \
-                     holding or copying such images is an offence. Leave the device isolated and record \
-                     only the police reference and a written description.",
-                ));
-            }
-        }
-        if upload.bytes.is_empty() {
-            return Err(StoreError::invalid("file", "the file is empty"));
-        }
-        if upload.bytes.len() > limits.max_bytes {
-            return Err(StoreError::invalid(
-                "file",
-                format!(
-                    "{} bytes is over the {} byte limit; attach a smaller file or a written description",
-                    upload.bytes.len(),
-                    limits.max_bytes
-                ),
-            ));
-        }
-        if !limits.media_types.contains(&upload.media_type) {
-            return Err(StoreError::invalid(
-                "file type",
-                format!(
-                    "`{}` is not accepted; accepted: {}",
-                    upload.media_type,
-                    limits.media_types.join(", ")
-                ),
-            ));
-        }
-        let sha256 = evidence::digest(&upload.bytes);
-        let (nonce, sealed) = evidence::seal(key, id, &sha256, &upload.bytes)?;
-        let size = i64::try_from(upload.bytes.len()).unwrap_or(i64::MAX);
-        let media_type = upload.media_type.clone();
-        let description = optional(&upload.description).map(str::to_owned);
-        self.change_incident(account, id, "add_evidence", None, move |write, _before, actor| {
-            Box::pin(async move {
-                let now = crate::now();
-                let row = sqlx::query(
-                    "INSERT INTO incident_evidence (incident_id, file_name, media_type, size, sha256, \
-                     nonce, sealed, description, uploaded_by, uploaded_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-                )
-                .bind(id)
-                .bind(&file_name)
-                .bind(&media_type)
-                .bind(size)
-                .bind(&sha256)
-                .bind(&nonce)
-                .bind(sealed)
-                .bind(&description)
-                .bind(actor.as_str())
-                .bind(&now)
-                .fetch_one(&mut *write.tx)
-                .await?;
-                let evidence_id: i64 = row.try_get("id")?;
-                let info = EvidenceInfo {
-                    id: evidence_id,
-                    incident_id: id,
-                    file_name,
-                    media_type,
-                    size,
-                    sha256,
-                    description,
-                    uploaded_by: actor.as_str().to_owned(),
-                    uploaded_at: now,
-                };
-                append(
-                    &mut write.tx,
-                    &actor,
-                    Change::new("upload", "evidence", evidence_id).after(&info),
-                )
-                .await?;
-                Ok(info)
-            })
-        })
-        .await
-    }
-
-    /// The evidence attached to an incident, without content.
-    pub async fn evidence_list(
-        &self,
-        account: &Account,
-        id: i64,
-    ) -> Result<Vec<EvidenceInfo>, StoreError> {
-        let incident = self.incident_unaudited(id).await?;
-        self.audit_opening(account, &incident, "incident", id)
-            .await?;
-        let rows = sqlx::query(
-            "SELECT id, incident_id, file_name, media_type, size, sha256, description, uploaded_by, \
-             uploaded_at FROM incident_evidence WHERE incident_id = $1 ORDER BY id",
-        )
-        .bind(id)
-        .fetch_all(self.pool())
-        .await?;
-        rows.iter().map(evidence_from_row).collect()
-    }
-
-    /// Opens a piece of evidence: checks who asks, unseals it, checks its
-    /// SHA-256, and records the opening in the chain of custody.
-    pub async fn open_evidence(
-        &self,
-        account: &Account,
-        evidence_id: i64,
-        key: &EvidenceKey,
-        purpose: EvidencePurpose,
-    ) -> Result<(EvidenceInfo, Vec<u8>), StoreError> {
-        let row = sqlx::query("SELECT * FROM incident_evidence WHERE id = $1")
-            .bind(evidence_id)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                entity: "evidence",
-                key: evidence_id.to_string(),
-            })?;
-        let info = evidence_from_row(&row)?;
-        let incident = self.incident_unaudited(info.incident_id).await?;
-        let actor = actor_of(account);
-        if let Err(e) = may_open(account, &incident) {
-            self.audit_opening(account, &incident, "evidence", evidence_id)
-                .await?;
-            return Err(e);
-        }
-        let nonce: String = row.try_get("nonce")?;
-        let sealed: Vec<u8> = row.try_get("sealed")?;
-        let plain = evidence::open(
-            key,
-            evidence_id,
-            info.incident_id,
-            &info.sha256,
-            &nonce,
-            &sealed,
-        )?;
-        let action = match purpose {
-            EvidencePurpose::View => "view",
-            EvidencePurpose::Download => "download",
-            EvidencePurpose::Export => "export",
-        };
-        let mut write = self.begin_write().await?;
-        let result = async {
-            append(
-                &mut write.tx,
-                &actor,
-                Change::new(action, "evidence", evidence_id),
-            )
-            .await
-        }
-        .await;
-        write.finish(result).await?;
-        Ok((info, plain))
-    }
-
-    /// The chain of custody of a piece of evidence: its upload and every
-    /// opening, oldest first, from the audit log.
-    pub async fn evidence_custody(
-        &self,
-        account: &Account,
-        evidence_id: i64,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        let row = sqlx::query("SELECT incident_id FROM incident_evidence WHERE id = $1")
-            .bind(evidence_id)
-            .fetch_optional(self.pool())
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                entity: "evidence",
-                key: evidence_id.to_string(),
-            })?;
-        let incident = self.incident_unaudited(row.try_get("incident_id")?).await?;
-        may_open(account, &incident)?;
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE entity = 'evidence' AND entity_id = $1 ORDER BY seq",
-        )
-        .bind(evidence_id.to_string())
-        .fetch_all(self.pool())
-        .await?;
-        Ok(rows
-            .iter()
-            .map(AuditEntry::from_row)
-            .collect::<Result<_, _>>()?)
     }
 }
 
@@ -1399,20 +1184,6 @@ fn entry_from_row(row: &AnyRow, now: &str) -> Result<IncidentEntry, StoreError> 
         done_at,
         done_by: row.try_get("done_by")?,
         created_by: row.try_get("created_by")?,
-    })
-}
-
-fn evidence_from_row(row: &AnyRow) -> Result<EvidenceInfo, StoreError> {
-    Ok(EvidenceInfo {
-        id: row.try_get("id")?,
-        incident_id: row.try_get("incident_id")?,
-        file_name: row.try_get("file_name")?,
-        media_type: row.try_get("media_type")?,
-        size: row.try_get("size")?,
-        sha256: row.try_get("sha256")?,
-        description: row.try_get("description")?,
-        uploaded_by: row.try_get("uploaded_by")?,
-        uploaded_at: row.try_get("uploaded_at")?,
     })
 }
 
