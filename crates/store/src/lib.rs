@@ -35,6 +35,7 @@ mod events;
 mod groups;
 mod monitoring;
 mod people;
+mod reports;
 mod schools;
 
 pub use audit::{Actor, AuditEntry, AuditVerification};
@@ -48,6 +49,7 @@ pub use monitoring::{
 };
 pub use people::{ImportBatch, ImportOutcome, ImportedGuardian};
 pub use records::*;
+pub use reports::{BlockReport, NewBlockReport};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

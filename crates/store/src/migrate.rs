@@ -32,6 +32,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "console sign-in",
         sql: include_str!("../migrations/0004_console.sql"),
     },
+    Migration {
+        version: 7,
+        name: "proxy block reports",
+        sql: include_str!("../migrations/0007_proxy.sql"),
+    },
 ];
 
 pub(crate) async fn run(store: &Store) -> Result<(), StoreError> {
