@@ -16,6 +16,7 @@ pub mod import;
 pub mod init;
 pub mod lists;
 pub mod monitor;
+pub mod proxy;
 pub mod serve;
 
 /// Reads the configuration named on the command line.
