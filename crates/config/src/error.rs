@@ -150,6 +150,11 @@ fn fix_for(key: &str, message: &str) -> String {
         "block_page_ipv6" => "use an IPv6 address such as \"fd00::53\", or \"\" for ::",
         "default_group" => "name a group from the policy file, for example \"guest\"",
         "spool_dir" => "use a directory path, or \"\" for DATA_DIR/spool",
+        "client_networks" => "use a list of CIDR networks such as [\"10.0.0.0/16\", \"127.0.0.0/8\", \"::1/128\"]",
+        "block_page_url" | "console_url" => "use an http:// or https:// URL such as \"http://10.0.0.5:3128\", or \"\" for the default",
+        "max_request_line" | "max_header_bytes" | "max_headers" => "use a whole number without quotes, for example 8192",
+        "header_timeout_ms" | "connect_timeout_ms" | "client_hello_timeout_ms" => "use a whole number of milliseconds without quotes, for example 10000",
+        "young_groups" | "staff_groups" => "use a list of policy group names such as [\"ks1\", \"ks2\"]",
         _ => "see dist/sheepdog.example.toml for this key's default and accepted values",
     };
     hint.to_string()

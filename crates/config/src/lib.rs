@@ -36,6 +36,7 @@ pub struct Config {
     pub school: SchoolConfig,
     pub filtering: FilteringConfig,
     pub dns: DnsConfig,
+    pub proxy: ProxyConfig,
     pub events: EventsConfig,
 }
 
@@ -152,6 +153,46 @@ pub struct DnsConfig {
     pub default_group: String,
     /// How often the device registry is re-read into the identity map.
     pub identity_refresh_secs: u32,
+}
+
+/// The filtering web proxy (explicit HTTP/1.1 with CONNECT).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    pub enabled: bool,
+    /// Addresses to accept proxy connections on.
+    pub listen: Vec<SocketAddr>,
+    /// Client networks served (CIDR); every other client gets 403, so the
+    /// proxy is never open to the world.
+    pub client_networks: Vec<String>,
+    /// Where block pages' forms and links point, such as
+    /// `http://10.0.0.5:3128`; empty: the proxy address the client reached.
+    pub block_page_url: String,
+    /// The console's address for staff's "request access" links, such as
+    /// `https://sheepdog.school.example`; empty: no link.
+    pub console_url: String,
+    /// The longest request line (method, target, version) accepted; longer
+    /// gets 414.
+    pub max_request_line: u32,
+    /// The most bytes of request headers (with the request line); more
+    /// gets 431.
+    pub max_header_bytes: u32,
+    /// The most request header fields; more gets 431.
+    pub max_headers: u32,
+    /// A client that has not sent a whole request head this long after it
+    /// started is sent 408 and closed; an idle keep-alive connection is
+    /// closed.
+    pub header_timeout_ms: u32,
+    /// The longest a connection to an origin server may take.
+    pub connect_timeout_ms: u32,
+    /// How long a tunnel waits for the client's TLS ClientHello before it
+    /// decides on the CONNECT host alone.
+    pub client_hello_timeout_ms: u32,
+    /// Policy groups whose block page is worded for young pupils.
+    pub young_groups: Vec<String>,
+    /// Policy groups whose block page is worded for staff (and offers
+    /// "request access").
+    pub staff_groups: Vec<String>,
 }
 
 /// An upstream resolver: `IP:PORT` (UDP) or `tcp://IP:PORT`.
@@ -304,6 +345,7 @@ impl Config {
             ));
         }
         self.check_dns(origin, text)?;
+        self.check_proxy(origin, text)?;
         self.check_console(origin, text)?;
         if self.events.channel_capacity == 0 || self.events.batch_size == 0 {
             let key = if self.events.channel_capacity == 0 {
@@ -412,6 +454,71 @@ impl Config {
     }
 }
 
+impl Config {
+    fn check_proxy(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
+        let proxy = &self.proxy;
+        let fail = |key: &str, message: &str, fix: &str| {
+            Err(ConfigError::at_key(origin, text, key, message, fix))
+        };
+        if proxy.enabled && proxy.listen.is_empty() {
+            return fail(
+                "proxy.listen",
+                "the proxy is enabled but has no address to listen on",
+                "add an address such as \"127.0.0.1:3128\", or set enabled = false",
+            );
+        }
+        if let Some(bad) = proxy
+            .client_networks
+            .iter()
+            .find(|n| n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err())
+        {
+            return fail(
+                "proxy.client_networks",
+                &format!("`{bad}` is not an IP address or network"),
+                "use CIDR networks such as [\"10.0.0.0/16\", \"127.0.0.0/8\", \"::1/128\"]",
+            );
+        }
+        for (key, value) in [
+            ("proxy.block_page_url", &proxy.block_page_url),
+            ("proxy.console_url", &proxy.console_url),
+        ] {
+            let ok = value.is_empty()
+                || ((value.starts_with("http://") || value.starts_with("https://"))
+                    && !value.contains(char::is_whitespace));
+            if !ok {
+                return fail(
+                    key,
+                    &format!("`{value}` is not an http:// or https:// URL"),
+                    "use a URL such as \"http://10.0.0.5:3128\", or \"\" for the default",
+                );
+            }
+        }
+        for (key, value, least) in [
+            ("proxy.max_request_line", proxy.max_request_line, 256),
+            ("proxy.max_header_bytes", proxy.max_header_bytes, 1024),
+            ("proxy.max_headers", proxy.max_headers, 8),
+            ("proxy.header_timeout_ms", proxy.header_timeout_ms, 100),
+            ("proxy.connect_timeout_ms", proxy.connect_timeout_ms, 100),
+            (
+                "proxy.client_hello_timeout_ms",
+                proxy.client_hello_timeout_ms,
+                100,
+            ),
+        ] {
+            if value < least {
+                return fail(
+                    key,
+                    &format!("{value} is too small for real browsers"),
+                    &format!(
+                        "use at least {least}; see dist/sheepdog.example.toml for the default"
+                    ),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 impl DatabaseUrl {
     pub fn as_str(&self) -> &str {
         &self.0
@@ -429,6 +536,7 @@ impl Default for Config {
             school: SchoolConfig::default(),
             filtering: FilteringConfig::default(),
             dns: DnsConfig::default(),
+            proxy: ProxyConfig::default(),
             events: EventsConfig::default(),
         }
     }
@@ -452,6 +560,30 @@ impl Default for DnsConfig {
             block_ttl: 60,
             default_group: "guest".to_string(),
             identity_refresh_secs: 60,
+        }
+    }
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 3128))],
+            client_networks: vec!["127.0.0.0/8".to_string(), "::1/128".to_string()],
+            block_page_url: String::new(),
+            console_url: String::new(),
+            max_request_line: 8192,
+            max_header_bytes: 32_768,
+            max_headers: 100,
+            header_timeout_ms: 10_000,
+            connect_timeout_ms: 5000,
+            client_hello_timeout_ms: 5000,
+            young_groups: vec![
+                "early_years".to_string(),
+                "ks1".to_string(),
+                "ks2".to_string(),
+            ],
+            staff_groups: vec!["staff".to_string()],
         }
     }
 }

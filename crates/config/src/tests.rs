@@ -165,3 +165,33 @@ fn spool_defaults_to_the_data_directory() {
     let config = Config::parse("data_dir = \"/srv/sd\"\n", Path::new("x.toml")).unwrap();
     assert_eq!(config.spool_dir(), Path::new("/srv/sd/spool"));
 }
+
+#[test]
+fn proxy_values_are_checked_with_fixes() {
+    let (line, key, message, fix) = invalid("[proxy]\nclient_networks = [\"10.0.0.0/33\"]\n");
+    assert_eq!((line, key.as_str()), (2, "proxy.client_networks"));
+    assert!(message.contains("10.0.0.0/33"), "{message}");
+    assert!(fix.contains("CIDR"), "{fix}");
+
+    let (_, key, _, fix) = invalid("[proxy]\nblock_page_url = \"10.0.0.5:3128\"\n");
+    assert_eq!(key, "proxy.block_page_url");
+    assert!(fix.contains("http://"), "{fix}");
+
+    let (_, key, _, fix) = invalid("[proxy]\nmax_headers = 2\n");
+    assert_eq!(key, "proxy.max_headers");
+    assert!(fix.contains("at least 8"), "{fix}");
+
+    let (_, key, _, fix) = invalid("[proxy]\nheader_timeout_ms = \"ten\"\n");
+    assert_eq!(key, "proxy.header_timeout_ms");
+    assert!(fix.contains("milliseconds"), "{fix}");
+
+    let (_, key, _, _) = invalid("[proxy]\nenabled = true\nlisten = []\n");
+    assert_eq!(key, "proxy.listen");
+
+    let parsed = Config::parse(
+        "[proxy]\nenabled = true\nclient_networks = [\"10.0.0.0/16\", \"192.0.2.7\"]\n",
+        Path::new("x.toml"),
+    )
+    .unwrap();
+    assert!(parsed.proxy.enabled);
+}

@@ -38,6 +38,7 @@ pub mod incidents;
 mod monitoring;
 mod people;
 pub mod requests;
+mod reports;
 mod schools;
 
 pub use audit::{Actor, AuditEntry, AuditVerification};
@@ -51,6 +52,7 @@ pub use monitoring::{
 };
 pub use people::{ImportBatch, ImportOutcome, ImportedGuardian};
 pub use records::*;
+pub use reports::{BlockReport, NewBlockReport};
 
 /// Which database a [`Store`] talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

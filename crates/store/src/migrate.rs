@@ -34,6 +34,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_console.sql"),
     },
     Migration {
+        version: 7,
+        name: "proxy block reports",
+        sql: include_str!("../migrations/0007_proxy.sql"),
+    },
+    Migration {
         version: 8,
         name: "safeguarding incidents",
         sql: include_str!("../migrations/0008_incidents.sql"),

@@ -96,7 +96,34 @@ on_both!(
     console_sessions_two_factor_and_tokens,
     alerts_merge_throttle_and_owe_notifications,
     alert_triage_needs_reasons_and_is_audited,
+    block_reports_are_bounded_and_audited,
 );
+
+async fn block_reports_are_bounded_and_audited(store: Store) {
+    let report = NewBlockReport {
+        at: chrono::Utc::now(),
+        reference: "SD-20261123-153212-ABCD".to_string(),
+        client: "10.0.5.11".to_string(),
+        person_id: Some(42),
+        group: Some("ks2".to_string()),
+        site: "http://blocked.test/page".to_string(),
+        category: Some("gambling".to_string()),
+        comment: "x".repeat(2000),
+    };
+    let stored = store
+        .record_block_report(&Actor::system("proxy"), &report)
+        .await
+        .unwrap();
+    assert_eq!(stored.status, "open");
+    assert_eq!(stored.comment.chars().count(), reports::MAX_COMMENT_CHARS);
+    let listed = store.block_reports(10).await.unwrap();
+    assert_eq!(listed, vec![stored.clone()]);
+    let audit = store.audit_entries(Some("block_report"), 10).await.unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].entity_id, Some(stored.id.to_string()));
+    assert_eq!(audit[0].actor, "system:proxy");
+    assert!(store.verify_audit().await.unwrap().is_intact());
+}
 
 fn admin() -> Actor {
     Actor::command_line("test")

@@ -27,6 +27,9 @@ pub struct DemoArgs {
     /// free one is used.
     #[arg(long, default_value = "127.0.0.1:5353")]
     dns: SocketAddr,
+    /// The web proxy's address; if the port is taken a free one is used.
+    #[arg(long, default_value = "127.0.0.1:13128")]
+    proxy: SocketAddr,
     /// An upstream resolver for names the policy allows (IP:PORT). Without
     /// one the demo sends nothing off the machine and answers SERVFAIL for
     /// allowed names it cannot resolve.
@@ -62,7 +65,7 @@ const DEMO_ACCOUNTS: &[(&str, &str, StaffRole)] = &[
 ];
 
 pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::Result<ExitCode> {
-    for address in [args.console, args.metrics, args.dns] {
+    for address in [args.console, args.metrics, args.dns, args.proxy] {
         if !address.ip().is_loopback() {
             bail!("the demo listens on loopback only; {address} is not a loopback address");
         }
@@ -103,6 +106,9 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
         store.clone(),
         super::requests::REFRESH,
     );
+    config.proxy.enabled = true;
+    config.proxy.listen = vec![web::bind(args.proxy, true).await?.local_addr()?];
+    let proxy = serve::start_proxy(&config, &store, Some(&engine), dns.as_ref()).await?;
     let console = web::bind(args.console, true).await?;
     let metrics = web::bind(args.metrics, true).await?;
     config.console.listen = console.local_addr()?;
@@ -134,6 +140,12 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
             } else {
                 format!("{}", config.dns.upstreams.len())
             }
+        );
+    }
+    if let Some(proxy) = &proxy {
+        println!(
+            "  proxy     http://{0} (PAC file http://{0}/proxy.pac)",
+            proxy.addr()
         );
     }
     println!(
@@ -176,6 +188,12 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
             dns.udp_addr().port()
         );
     }
+    if let Some(proxy) = &proxy {
+        println!(
+            "            curl -x http://{} http://www.example-casino.test/",
+            proxy.addr()
+        );
+    }
     println!("Press Ctrl-C to stop.");
 
     let label = serve::school_label(&store).await?;
@@ -183,6 +201,7 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
         &config,
         store,
         dns,
+        proxy,
         console,
         Some(metrics),
         label,

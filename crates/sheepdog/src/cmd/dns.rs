@@ -19,6 +19,7 @@ pub struct DnsRuntime {
     server: DnsServer,
     writer: EventWriter,
     sink: EventSink,
+    identities: Arc<IdentityResolver>,
     refresher: JoinHandle<()>,
     udp: SocketAddr,
     tcp: SocketAddr,
@@ -35,6 +36,16 @@ impl DnsRuntime {
         self.tcp
     }
 
+    /// The event queue, for the proxy to share.
+    pub fn events(&self) -> EventSink {
+        self.sink.clone()
+    }
+
+    /// The identity map, for the proxy to share.
+    pub fn identities(&self) -> Arc<IdentityResolver> {
+        self.identities.clone()
+    }
+
     /// Stops answering, then writes every queued event (to the database, or
     /// to the spool if it is unavailable).
     pub async fn shutdown(self) -> anyhow::Result<()> {
@@ -47,13 +58,9 @@ impl DnsRuntime {
     }
 }
 
-/// Starts the DNS server on `[dns] listen` with the events writer from
-/// `[events]`. Call it only when `config.dns.enabled`.
-pub async fn start(
-    config: &Config,
-    store: Store,
-    engine: Arc<Engine>,
-) -> anyhow::Result<DnsRuntime> {
+/// Starts the event writer from `[events]`, which the DNS server and the
+/// proxy share.
+pub fn start_events(config: &Config, store: &Store) -> anyhow::Result<(EventWriter, EventSink)> {
     let events = &config.events;
     let options = WriterOptions {
         capacity: events.channel_capacity as usize,
@@ -63,13 +70,20 @@ pub async fn start(
         retention_days: events.retention_days,
         ..WriterOptions::default()
     };
-    let (writer, sink) = EventWriter::start(store.clone(), options).with_context(|| {
+    EventWriter::start(store.clone(), options).with_context(|| {
         format!(
             "cannot start the event writer (spool {})",
             config.spool_dir().display()
         )
-    })?;
+    })
+}
 
+/// Loads the identity map from the device registry and keeps it fresh;
+/// the DNS server and the proxy share it.
+pub async fn start_identities(
+    config: &Config,
+    store: Store,
+) -> (Arc<IdentityResolver>, JoinHandle<()>) {
     let default_group = config.dns.default_group.clone();
     let map = match IdentityMap::load(&store, &default_group).await {
         Ok(map) => map,
@@ -93,10 +107,22 @@ pub async fn start(
             }
         })
     };
+    (identities, refresher)
+}
+
+/// Starts the DNS server on `[dns] listen` with the events writer from
+/// `[events]`. Call it only when `config.dns.enabled`.
+pub async fn start(
+    config: &Config,
+    store: Store,
+    engine: Arc<Engine>,
+) -> anyhow::Result<DnsRuntime> {
+    let (writer, sink) = start_events(config, &store)?;
+    let (identities, refresher) = start_identities(config, store).await;
 
     let resolver = Arc::new(Resolver::new(
         engine,
-        identities,
+        identities.clone(),
         Some(sink.clone()),
         ResolverSettings::from_config(&config.dns),
     ));
@@ -121,6 +147,7 @@ pub async fn start(
         server,
         writer,
         sink,
+        identities,
         refresher,
         udp,
         tcp,

@@ -18,6 +18,7 @@ pub mod lists;
 pub mod monitor;
 pub mod policy;
 pub mod requests;
+pub mod proxy;
 pub mod serve;
 
 /// Reads the configuration named on the command line.

@@ -55,10 +55,12 @@ pub async fn run(
         )),
         None => None,
     };
+    let proxy = start_proxy(&config, &store, engine.as_ref(), dns.as_ref()).await?;
     run_servers(
         &config,
         store,
         dns,
+        proxy,
         console,
         metrics,
         label,
@@ -84,6 +86,27 @@ pub async fn start_dns(
             tracing::warn!(
                 "the DNS resolver is not started: it has no filtering policy to enforce"
             );
+            Ok(None)
+        }
+        (false, _) => Ok(None),
+    }
+}
+
+/// Starts the web proxy when `[proxy]` is enabled and a policy is loaded.
+pub async fn start_proxy(
+    config: &Config,
+    store: &Store,
+    engine: Option<&Arc<Engine>>,
+    dns: Option<&super::dns::DnsRuntime>,
+) -> anyhow::Result<Option<super::proxy::ProxyRuntime>> {
+    match (config.proxy.enabled, engine) {
+        (true, Some(engine)) => {
+            let proxy = super::proxy::start(config, store.clone(), engine.clone(), dns).await?;
+            tracing::info!(address = %proxy.addr(), "web proxy serving");
+            Ok(Some(proxy))
+        }
+        (true, None) => {
+            tracing::warn!("the web proxy is not started: it has no filtering policy to enforce");
             Ok(None)
         }
         (false, _) => Ok(None),
@@ -122,10 +145,13 @@ pub async fn school_label(store: &Store) -> anyhow::Result<String> {
 
 /// Runs every listener until `shutdown` completes, then stops them all and
 /// closes the store.
+// One parameter per listener: clearer at the two call sites than a struct.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_servers(
     config: &Config,
     store: Store,
     dns: Option<super::dns::DnsRuntime>,
+    proxy: Option<super::proxy::ProxyRuntime>,
     console: TcpListener,
     metrics: Option<TcpListener>,
     label: String,
@@ -164,7 +190,11 @@ pub async fn run_servers(
     while let Some(result) = tasks.join_next().await {
         result??;
     }
-    // DNS stops before the store closes, so its queued events are written.
+    // The proxy and DNS stop before the store closes, so their queued
+    // events are written; the proxy first, as it may share DNS's writer.
+    if let Some(proxy) = proxy {
+        proxy.shutdown().await;
+    }
     if let Some(dns) = dns {
         dns.shutdown().await?;
     }

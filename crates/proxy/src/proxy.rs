@@ -1,0 +1,833 @@
+//! The request handler: one hyper service per connection, deciding every
+//! request through the filtering engine.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use ipnet::IpNet;
+use sheepdog_config::ProxyConfig;
+use sheepdog_events::{DecisionEvent, EventSink, EventSource, Identity, IdentityResolver};
+use sheepdog_policy::{Action, CompiledPolicy, Decision, Engine, Target};
+use sheepdog_store::{Actor, NewBlockReport, Store};
+use tokio::net::TcpStream;
+
+use crate::page::{self, Audience, BlockPage};
+use crate::request::{parse_authority, Authority};
+use crate::search::search_term;
+use crate::sni::{self, Hello};
+
+/// The body of every response the proxy sends.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// The path the block page's report form posts to.
+pub const REPORT_PATH: &str = "/sheepdog/report";
+/// The largest report form accepted.
+const MAX_REPORT_BYTES: usize = 16 * 1024;
+
+/// Handling settings, from the `[proxy]` section.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub client_networks: Vec<IpNet>,
+    pub block_page_url: Option<String>,
+    pub console_url: Option<String>,
+    pub max_request_line: usize,
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
+    pub header_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub client_hello_timeout: Duration,
+    pub young_groups: Vec<String>,
+    pub staff_groups: Vec<String>,
+}
+
+impl ProxySettings {
+    /// The settings of a checked configuration (entries that do not parse
+    /// were refused when it was loaded, and are skipped here).
+    pub fn from_config(proxy: &ProxyConfig) -> Self {
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.trim_end_matches('/').to_string());
+        Self {
+            client_networks: proxy
+                .client_networks
+                .iter()
+                .filter_map(|n| {
+                    IpNet::from_str(n)
+                        .ok()
+                        .or_else(|| IpAddr::from_str(n).ok().map(IpNet::from))
+                })
+                .collect(),
+            block_page_url: nonempty(&proxy.block_page_url),
+            console_url: nonempty(&proxy.console_url),
+            max_request_line: proxy.max_request_line as usize,
+            max_header_bytes: proxy.max_header_bytes as usize,
+            max_headers: proxy.max_headers as usize,
+            header_timeout: Duration::from_millis(u64::from(proxy.header_timeout_ms)),
+            connect_timeout: Duration::from_millis(u64::from(proxy.connect_timeout_ms)),
+            client_hello_timeout: Duration::from_millis(u64::from(proxy.client_hello_timeout_ms)),
+            young_groups: proxy.young_groups.clone(),
+            staff_groups: proxy.staff_groups.clone(),
+        }
+    }
+
+    /// Whether a client address may use the proxy. IPv4 clients reaching an
+    /// IPv6 socket as `::ffff:a.b.c.d` are checked as IPv4.
+    pub fn serves(&self, client: IpAddr) -> bool {
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        self.client_networks.iter().any(|n| n.contains(&client))
+    }
+}
+
+/// The filtering proxy shared by every connection.
+#[derive(Debug)]
+pub struct Proxy {
+    engine: Arc<Engine>,
+    identities: Arc<IdentityResolver>,
+    sink: Option<EventSink>,
+    store: Option<Store>,
+    settings: ProxySettings,
+    client: Client<HttpConnector, Incoming>,
+}
+
+/// The event fields a decision fills in.
+#[derive(Default)]
+struct Outcome {
+    action: &'static str,
+    illegal: bool,
+    category: Option<String>,
+    list: Option<String>,
+    rule: Option<String>,
+    group: Option<String>,
+    reason: String,
+}
+
+impl Outcome {
+    fn from_decision(d: &Decision) -> Self {
+        Self {
+            action: d.action.as_str(),
+            illegal: d.illegal,
+            category: d.category.as_deref().map(str::to_string),
+            list: d.list.as_deref().map(str::to_string),
+            rule: d.rule.clone(),
+            group: d.group.as_deref().map(str::to_string),
+            reason: d.reason.clone(),
+        }
+    }
+
+    fn blocked(&self) -> bool {
+        matches!(self.action, "block" | "warn")
+    }
+}
+
+/// Headers that belong to one connection, not to the message (RFC 9110
+/// section 7.6.1), plus the proxy's own.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+impl Proxy {
+    pub fn new(
+        engine: Arc<Engine>,
+        identities: Arc<IdentityResolver>,
+        sink: Option<EventSink>,
+        store: Option<Store>,
+        settings: ProxySettings,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Self {
+            engine,
+            identities,
+            sink,
+            store,
+            settings,
+            client,
+        }
+    }
+
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    /// Answers one request from `peer`, which reached the proxy at `local`.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Response<Body>, hyper::Error> {
+        let line = request.method().as_str().len()
+            + request.uri().to_string().len()
+            + " HTTP/1.1".len()
+            + 1;
+        if line > self.settings.max_request_line {
+            metrics::counter!("sheepdog_proxy_refused_total", "reason" => "request_line")
+                .increment(1);
+            return Ok(closing(text(
+                StatusCode::URI_TOO_LONG,
+                &format!(
+                    "The request line is {line} bytes; this proxy accepts at most {}.\n",
+                    self.settings.max_request_line
+                ),
+            )));
+        }
+        if request.method() == Method::CONNECT {
+            metrics::counter!("sheepdog_proxy_requests_total", "kind" => "connect").increment(1);
+            return Ok(self.connect(request, peer).await);
+        }
+        if self.is_local(&request, local) {
+            metrics::counter!("sheepdog_proxy_requests_total", "kind" => "local").increment(1);
+            return Ok(self.local(request, peer, local).await);
+        }
+        metrics::counter!("sheepdog_proxy_requests_total", "kind" => "http").increment(1);
+        self.forward(request, peer, local).await
+    }
+
+    /// Requests for the proxy itself: origin-form requests (a browser
+    /// fetching the PAC file directly), and absolute ones naming the
+    /// address the client reached or the block-page URL's host.
+    fn is_local(&self, request: &Request<Incoming>, local: SocketAddr) -> bool {
+        let Some(authority) = request.uri().authority() else {
+            return true;
+        };
+        let Ok(target) = parse_authority(authority.as_str(), Some(80)) else {
+            return false;
+        };
+        let reached = Authority {
+            host: local.ip().to_string(),
+            port: local.port(),
+        };
+        if target == reached {
+            return true;
+        }
+        self.settings
+            .block_page_url
+            .as_deref()
+            .and_then(|url| url.split_once("://"))
+            .map(|(scheme, rest)| {
+                let host = rest.split('/').next().unwrap_or(rest);
+                let default = if scheme == "https" { 443 } else { 80 };
+                parse_authority(host, Some(default)).is_ok_and(|a| a == target)
+            })
+            .unwrap_or(false)
+    }
+
+    /// Where block pages' forms post.
+    fn base_url(&self, local: SocketAddr) -> String {
+        self.settings
+            .block_page_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"))
+    }
+
+    async fn local(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Response<Body> {
+        let path = request.uri().path().to_string();
+        match (request.method().clone(), path.as_str()) {
+            (Method::GET | Method::HEAD, "/proxy.pac" | "/wpad.dat") => {
+                let proxy = self
+                    .settings
+                    .block_page_url
+                    .as_deref()
+                    .and_then(|u| u.split_once("://"))
+                    .map(|(_, rest)| rest.split('/').next().unwrap_or(rest).to_string())
+                    .unwrap_or_else(|| local.to_string());
+                let mut response = Response::new(full(page::pac_file(&proxy)));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/x-ns-proxy-autoconfig"),
+                );
+                response
+            }
+            (Method::POST, REPORT_PATH) => self.report(request, peer).await,
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "This is the sheepdog web filter. Set it as your proxy; see /proxy.pac.\n",
+            ),
+        }
+    }
+
+    /// Stores a "report wrongly blocked" from the block page's form.
+    async fn report(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let body = match Limited::new(request.into_body(), MAX_REPORT_BYTES)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return closing(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The report is too long.\n",
+                ))
+            }
+        };
+        let field = |name: &str| {
+            form_urlencoded::parse(&body)
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let (reference, site) = (field("reference"), field("site"));
+        if reference.is_empty() || site.is_empty() {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "A report needs the block's reference and site; send it from the block page.\n",
+            );
+        }
+        let identity = self.identities.lookup(peer.ip());
+        let category = Some(field("category")).filter(|c| !c.is_empty());
+        let report = NewBlockReport {
+            at: Utc::now(),
+            reference: reference.clone(),
+            client: peer.ip().to_string(),
+            person_id: identity.person_id,
+            group: Some(identity.group.to_string()),
+            site,
+            category,
+            comment: field("comment"),
+        };
+        let stored = match &self.store {
+            Some(store) => match store
+                .record_block_report(&Actor::system("proxy"), &report)
+                .await
+            {
+                Ok(_) => true,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot store a block report");
+                    false
+                }
+            },
+            None => false,
+        };
+        metrics::counter!("sheepdog_proxy_reports_total").increment(1);
+        html(
+            if stored {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            },
+            page::report_received(&reference, stored),
+        )
+    }
+
+    /// Decides one target for one client.
+    fn decide(
+        &self,
+        policy: &CompiledPolicy,
+        identity: &Identity,
+        target: Target<'_>,
+        at: DateTime<Utc>,
+    ) -> Outcome {
+        let q = sheepdog_policy::Query {
+            group: &identity.group,
+            target,
+            at,
+        };
+        let verdict = policy.verdict(&q);
+        if verdict.hit.is_some() || verdict.action != Action::Allow {
+            Outcome::from_decision(&policy.explain(&q, &verdict))
+        } else {
+            Outcome {
+                action: verdict.action.as_str(),
+                group: verdict
+                    .group
+                    .and_then(|i| policy.groups().get(i))
+                    .map(|g| g.name.to_string()),
+                ..Outcome::default()
+            }
+        }
+    }
+
+    /// A plain-HTTP request in absolute form: decide on the full URL, then
+    /// forward it or answer with the block page.
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Result<Response<Body>, hyper::Error> {
+        if request.uri().scheme_str() != Some("http") {
+            return Ok(text(
+                StatusCode::BAD_REQUEST,
+                "This proxy forwards http:// URLs; for https:// use CONNECT (browsers do).\n",
+            ));
+        }
+        let authority = match request
+            .uri()
+            .authority()
+            .map(|a| parse_authority(a.as_str(), Some(80)))
+        {
+            Some(Ok(authority)) => authority,
+            Some(Err(error)) => {
+                return Ok(closing(text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{error}\n"),
+                )))
+            }
+            None => {
+                return Ok(text(
+                    StatusCode::BAD_REQUEST,
+                    "The request names no host.\n",
+                ))
+            }
+        };
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let url = format!("http://{}{path}", authority.url_host(80));
+        let at = Utc::now();
+        let identity = self.identities.lookup(peer.ip());
+        let policy = self.engine.current();
+        let outcome = self.decide(&policy, &identity, Target::Url(&url), at);
+        let search = search_term(&url).map(|s| s.term);
+        if outcome.blocked() {
+            let reason = outcome.reason.clone();
+            let event = self.event(peer, &identity, url.clone(), outcome, None, search, at);
+            count_block(&event, "url");
+            let response = self.block_page(&policy, &event, &reason, local);
+            self.send(event);
+            return Ok(response);
+        }
+
+        strip_hop_by_hop(request.headers_mut());
+        let started = Instant::now();
+        let result = self.client.request(request).await;
+        let elapsed = started.elapsed();
+        metrics::histogram!("sheepdog_proxy_upstream_seconds", "kind" => "http")
+            .record(elapsed.as_secs_f64());
+        let upstream_ms = u32::try_from(elapsed.as_millis()).ok();
+        let response = match result {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, body.boxed())
+            }
+            Err(error) => {
+                metrics::counter!("sheepdog_proxy_upstream_errors_total").increment(1);
+                tracing::debug!(%error, %url, "origin request failed");
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("sheepdog could not reach {}: {error}\n", authority.dial()),
+                )
+            }
+        };
+        let event = self.event(peer, &identity, url, outcome, upstream_ms, search, at);
+        self.send(event);
+        Ok(response)
+    }
+
+    /// CONNECT: decide on the host; dial; then, once the client's first
+    /// bytes show a TLS ClientHello, decide on its server name too.
+    async fn connect(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Body> {
+        let target = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or_default();
+        let authority = match parse_authority(&target, None) {
+            Ok(authority) => authority,
+            Err(error) => return closing(text(StatusCode::BAD_REQUEST, &format!("{error}\n"))),
+        };
+        let at = Utc::now();
+        let identity = self.identities.lookup(peer.ip());
+        let policy = self.engine.current();
+        let outcome = self.decide(&policy, &identity, Target::Name(&authority.host), at);
+        if outcome.blocked() {
+            let message = blocked_text(&authority.host, &outcome);
+            let event = self.event(
+                peer,
+                &identity,
+                authority.host.clone(),
+                outcome,
+                None,
+                None,
+                at,
+            );
+            count_block(&event, "connect");
+            let message = format!("{message}Reference: {}\n", page::reference(&event));
+            self.send(event);
+            return closing(text(StatusCode::FORBIDDEN, &message));
+        }
+        let started = Instant::now();
+        let dialled = tokio::time::timeout(
+            self.settings.connect_timeout,
+            TcpStream::connect(authority.dial()),
+        )
+        .await;
+        let elapsed = started.elapsed();
+        metrics::histogram!("sheepdog_proxy_upstream_seconds", "kind" => "connect")
+            .record(elapsed.as_secs_f64());
+        let upstream = match dialled {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                metrics::counter!("sheepdog_proxy_upstream_errors_total").increment(1);
+                let event = self.event(
+                    peer,
+                    &identity,
+                    authority.host.clone(),
+                    outcome,
+                    None,
+                    None,
+                    at,
+                );
+                self.send(event);
+                return closing(text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("sheepdog could not connect to {authority}: {error}\n"),
+                ));
+            }
+            Err(_) => {
+                metrics::counter!("sheepdog_proxy_upstream_errors_total").increment(1);
+                let event = self.event(
+                    peer,
+                    &identity,
+                    authority.host.clone(),
+                    outcome,
+                    None,
+                    None,
+                    at,
+                );
+                self.send(event);
+                return closing(text(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("sheepdog could not connect to {authority} in time\n"),
+                ));
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        let upstream_ms = u32::try_from(elapsed.as_millis()).ok();
+        let proxy = self.clone();
+        tokio::spawn(async move {
+            match hyper::upgrade::on(request).await {
+                Ok(upgraded) => {
+                    proxy
+                        .tunnel(
+                            TokioIo::new(upgraded),
+                            upstream,
+                            peer,
+                            identity,
+                            authority,
+                            outcome,
+                            upstream_ms,
+                            at,
+                        )
+                        .await;
+                }
+                Err(error) => tracing::debug!(%error, %peer, "CONNECT upgrade failed"),
+            }
+        });
+        Response::new(empty())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn tunnel(
+        &self,
+        mut client: TokioIo<hyper::upgrade::Upgraded>,
+        mut upstream: TcpStream,
+        peer: SocketAddr,
+        identity: Arc<Identity>,
+        authority: Authority,
+        outcome: Outcome,
+        upstream_ms: Option<u32>,
+        at: DateTime<Utc>,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let (first, hello) =
+            match sni::read_hello(&mut client, self.settings.client_hello_timeout).await {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::debug!(%error, %peer, "tunnel closed before its first bytes");
+                    return;
+                }
+            };
+        let kind = match &hello {
+            Hello::ServerName(_) => "tls_sni",
+            Hello::NoServerName => "tls_no_sni",
+            // Not TLS, or a hello rustls refuses: decided on the host alone.
+            Hello::NotTls => "other",
+        };
+        metrics::counter!("sheepdog_proxy_tunnels_total", "hello" => kind).increment(1);
+        let mut target = authority.host.clone();
+        let mut outcome = outcome;
+        if let Hello::ServerName(name) = &hello {
+            if *name != authority.host {
+                let policy = self.engine.current();
+                let by_name = self.decide(&policy, &identity, Target::Name(name), at);
+                target = name.clone();
+                if by_name.blocked() {
+                    let mut by_name = by_name;
+                    by_name.rule = Some(format!(
+                        "{} (TLS server name {name} in a CONNECT to {})",
+                        by_name.rule.as_deref().unwrap_or(name),
+                        authority.host
+                    ));
+                    let event = self.event(peer, &identity, target, by_name, upstream_ms, None, at);
+                    count_block(&event, "sni");
+                    self.send(event);
+                    // The tunnel is already open, so the only clear answer
+                    // left is to end it before a byte reaches the origin.
+                    let _ = client.shutdown().await;
+                    return;
+                }
+                if by_name.action != "allow" || outcome.action == "allow" {
+                    outcome = by_name;
+                }
+            }
+        }
+        let event = self.event(peer, &identity, target, outcome, upstream_ms, None, at);
+        self.send(event);
+        if upstream.write_all(&first).await.is_err() {
+            return;
+        }
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok((up, down)) => {
+                metrics::counter!("sheepdog_proxy_tunnel_bytes_total", "direction" => "up")
+                    .increment(up + first.len() as u64);
+                metrics::counter!("sheepdog_proxy_tunnel_bytes_total", "direction" => "down")
+                    .increment(down);
+            }
+            Err(error) => tracing::debug!(%error, %peer, "tunnel ended"),
+        }
+    }
+
+    /// The block page for a blocked plain-HTTP request.
+    fn block_page(
+        &self,
+        policy: &CompiledPolicy,
+        event: &DecisionEvent,
+        reason: &str,
+        local: SocketAddr,
+    ) -> Response<Body> {
+        let group = event.group.clone().unwrap_or_default();
+        let audience = Audience::of_group(
+            &group,
+            &self.settings.young_groups,
+            &self.settings.staff_groups,
+        );
+        let reference = page::reference(event);
+        let local_time = event
+            .at
+            .with_timezone(&policy.time_zone())
+            .format("%-d %B %Y, %H:%M:%S")
+            .to_string();
+        let host = parse_authority(
+            event
+                .target
+                .strip_prefix("http://")
+                .and_then(|r| r.split('/').next())
+                .unwrap_or(""),
+            Some(80),
+        )
+        .map(|a| a.host)
+        .unwrap_or_default();
+        let request_access = self.settings.console_url.as_ref().map(|console| {
+            let site: String = form_urlencoded::byte_serialize(host.as_bytes()).collect();
+            format!("{console}/requests/new?site={site}")
+        });
+        let report_action = format!("{}{REPORT_PATH}", self.base_url(local));
+        let reason = if reason.is_empty() {
+            "The school's filtering policy does not allow this site."
+        } else {
+            reason
+        };
+        let body = BlockPage {
+            audience,
+            site: &event.target,
+            category: event.category.as_deref(),
+            reason,
+            local_time,
+            reference: &reference,
+            group: &group,
+            report_action: &report_action,
+            request_access,
+        }
+        .render();
+        let mut response = html(StatusCode::FORBIDDEN, body);
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        client: SocketAddr,
+        identity: &Identity,
+        target: String,
+        outcome: Outcome,
+        upstream_ms: Option<u32>,
+        search_term: Option<String>,
+        at: DateTime<Utc>,
+    ) -> DecisionEvent {
+        DecisionEvent {
+            at,
+            source: EventSource::Proxy,
+            client: client.ip().to_string(),
+            device_id: identity.device_id,
+            device_name: identity.device_name.as_deref().map(str::to_string),
+            person_id: identity.person_id,
+            group: outcome.group.or_else(|| Some(identity.group.to_string())),
+            target,
+            query_type: None,
+            action: outcome.action.to_string(),
+            illegal: outcome.illegal,
+            category: outcome.category,
+            list: outcome.list,
+            rule: outcome.rule,
+            upstream_ms,
+            search_term,
+        }
+    }
+
+    fn send(&self, event: DecisionEvent) {
+        if let Some(sink) = &self.sink {
+            sink.try_send(event);
+        }
+    }
+}
+
+fn count_block(event: &DecisionEvent, stage: &'static str) {
+    let category = event
+        .category
+        .clone()
+        .unwrap_or_else(|| "uncategorised".to_string());
+    metrics::counter!("sheepdog_proxy_blocked_total", "category" => category, "stage" => stage)
+        .increment(1);
+}
+
+fn blocked_text(host: &str, outcome: &Outcome) -> String {
+    format!(
+        "sheepdog blocked {host}{}.\n{}\n",
+        outcome
+            .category
+            .as_deref()
+            .map(|c| format!(" (category: {c})"))
+            .unwrap_or_default(),
+        if outcome.reason.is_empty() {
+            "The school's filtering policy does not allow this site."
+        } else {
+            outcome.reason.as_str()
+        }
+    )
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers the Connection header names are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_str(name.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+pub(crate) fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn empty() -> Body {
+    full(Bytes::new())
+}
+
+pub(crate) fn text(status: StatusCode, message: &str) -> Response<Body> {
+    let mut response = Response::new(full(message.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn html(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    response
+}
+
+/// Marks a response as the last on its connection: hyper closes it after.
+fn closing(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        headers.insert("accept", HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("accept"));
+    }
+
+    #[test]
+    fn client_networks_include_mapped_ipv4() {
+        let config = ProxyConfig {
+            client_networks: vec!["127.0.0.1/32".into(), "::1".into()],
+            ..ProxyConfig::default()
+        };
+        let settings = ProxySettings::from_config(&config);
+        assert!(settings.serves("127.0.0.1".parse().unwrap()));
+        assert!(settings.serves("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(settings.serves("::1".parse().unwrap()));
+        assert!(!settings.serves("127.0.0.2".parse().unwrap()));
+        assert!(!settings.serves("10.0.0.1".parse().unwrap()));
+    }
+}

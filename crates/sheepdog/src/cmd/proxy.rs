@@ -1,0 +1,87 @@
+//! Starts the filtering web proxy for `serve` and `demo`, sharing the DNS
+//! server's event writer and identity map when it runs.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use sheepdog_config::Config;
+use sheepdog_events::{EventSink, EventWriter};
+use sheepdog_policy::Engine;
+use sheepdog_proxy::{Proxy, ProxyServer, ProxySettings};
+use sheepdog_store::Store;
+use tokio::task::JoinHandle;
+
+use super::dns::DnsRuntime;
+
+/// The running proxy, and the event writer and identity refresher it
+/// started when there was no DNS server to share them with.
+#[derive(Debug)]
+pub struct ProxyRuntime {
+    server: ProxyServer,
+    sink: EventSink,
+    own: Option<(EventWriter, JoinHandle<()>)>,
+    addr: SocketAddr,
+}
+
+impl ProxyRuntime {
+    /// The first address listened on (the real port when 0 was asked).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, then (when it has its own) writes every queued event.
+    pub async fn shutdown(self) {
+        self.server.stop().await;
+        drop(self.sink);
+        if let Some((writer, refresher)) = self.own {
+            refresher.abort();
+            let _ = refresher.await;
+            writer.shutdown().await;
+        }
+    }
+}
+
+/// Starts the proxy on `[proxy] listen`. Call it only when
+/// `config.proxy.enabled`.
+pub async fn start(
+    config: &Config,
+    store: Store,
+    engine: Arc<Engine>,
+    dns: Option<&DnsRuntime>,
+) -> anyhow::Result<ProxyRuntime> {
+    let (sink, identities, own) = match dns {
+        Some(dns) => (dns.events(), dns.identities(), None),
+        None => {
+            let (writer, sink) = super::dns::start_events(config, &store)?;
+            let (identities, refresher) = super::dns::start_identities(config, store.clone()).await;
+            (sink, identities, Some((writer, refresher)))
+        }
+    };
+    let proxy = Arc::new(Proxy::new(
+        engine,
+        identities,
+        Some(sink.clone()),
+        Some(store),
+        ProxySettings::from_config(&config.proxy),
+    ));
+    let server = match ProxyServer::start(proxy, &config.proxy.listen).await {
+        Ok(server) => server,
+        Err(error) => {
+            if let Some((writer, refresher)) = own {
+                refresher.abort();
+                writer.shutdown().await;
+            }
+            return Err(error).context("cannot start the web proxy ([proxy] listen)");
+        }
+    };
+    let Some(addr) = server.addrs().first().copied() else {
+        anyhow::bail!("[proxy] listen has no address; add one such as \"127.0.0.1:3128\"");
+    };
+    Ok(ProxyRuntime {
+        server,
+        sink,
+        own,
+        addr,
+    })
+}
