@@ -42,7 +42,10 @@ pub use console::{
     ApiToken, AuditFilter, ConsoleSession, NewSession, SessionStage, SignInFailures, TwoFactor,
 };
 pub use error::StoreError;
-pub use events::{DecisionEvent, EventFilter, EventSource};
+pub use events::{
+    host_key, DecisionEvent, EventCursor, EventFilter, EventSearch, EventSource, FoundEvent,
+    TargetMatch,
+};
 pub use monitoring::{
     Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, NewAlert, PendingNotification,
 };

@@ -93,6 +93,7 @@ on_both!(
     foreign_keys_are_enforced,
     accounts_keep_hashes_out_of_the_audit_log,
     events_round_trip_filter_and_prune,
+    event_search_filters_domains_terms_and_pages,
     console_sessions_two_factor_and_tokens,
     alerts_merge_throttle_and_owe_notifications,
     alert_triage_needs_reasons_and_is_audited,
@@ -179,7 +180,7 @@ async fn migrations_are_idempotent_and_versioned(store: Store) {
         .fetch_all(store.pool())
         .await
         .unwrap();
-    assert_eq!(versions, vec![(1,), (2,), (3,), (4,)]);
+    assert_eq!(versions, vec![(1,), (2,), (3,), (4,), (6,)]);
     if store.dialect() == Dialect::Sqlite {
         assert_eq!(
             store
@@ -591,6 +592,160 @@ async fn events_round_trip_filter_and_prune(store: Store) {
         .await
         .unwrap();
     assert_eq!(left.len(), 350);
+}
+
+async fn event_search_filters_domains_terms_and_pages(store: Store) {
+    let targets = [
+        "example.com",
+        "www.example.com",
+        "badexample.com",
+        "https://video.example.com/watch?v=1",
+        "https://video.example.com/shorts/2",
+        "https://example.org/search?q=a",
+    ];
+    let mut batch = Vec::new();
+    for i in 0..60 {
+        let mut e = event(
+            &format!("2026-02-01T09:{:02}:00Z", i),
+            if i % 3 == 0 { "10.0.4.17" } else { "10.0.4.18" },
+            targets[i % targets.len()],
+            if i % 4 == 0 { "block" } else { "allow" },
+        );
+        e.device_id = Some(i64::try_from(i % 5).unwrap());
+        e.group = Some(if i % 2 == 0 { "Year 7" } else { "Staff" }.to_string());
+        e.category = Some(if i % 10 == 0 { "gambling" } else { "news" }.to_string());
+        if i % 6 == 5 {
+            e.search_term = Some(format!("Cheap 100% Offers {i}"));
+        }
+        batch.push(e);
+    }
+    store.insert_events(&batch).await.unwrap();
+    let all = EventSearch {
+        limit: 1000,
+        ..EventSearch::default()
+    };
+    let count = |search: EventSearch| {
+        let store = store.clone();
+        async move { store.search_events(&search).await.unwrap() }
+    };
+    // Each filter alone finds exactly the events the batch says it should.
+    let expect = |keep: &dyn Fn(&DecisionEvent) -> bool| batch.iter().filter(|e| keep(e)).count();
+    let domain = count(EventSearch {
+        target: Some(TargetMatch::Domain("Example.COM.".to_string())),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(
+        domain.len(),
+        40,
+        "example.com and its subdomains, not badexample.com"
+    );
+    assert!(domain
+        .iter()
+        .all(|f| !f.event.target.contains("badexample")));
+    let prefix = count(EventSearch {
+        target: Some(TargetMatch::Prefix(
+            "https://video.example.com/sh".to_string(),
+        )),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(prefix.len(), 10);
+    assert!(prefix.iter().all(|f| f.event.target.ends_with("/shorts/2")));
+    let partial_host = count(EventSearch {
+        target: Some(TargetMatch::Prefix("https://video.ex".to_string())),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(partial_host.len(), 20);
+    let term = count(EventSearch {
+        search_term: Some("100% OFF".to_string()),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(term.len(), expect(&|e| e.search_term.is_some()));
+    let literal = count(EventSearch {
+        search_term: Some("1_0".to_string()),
+        ..all.clone()
+    })
+    .await;
+    assert!(
+        literal.is_empty(),
+        "`_` is a letter in a search, not a wildcard"
+    );
+    let mixed = count(EventSearch {
+        client: Some("10.0.4.17".to_string()),
+        action: Some("block".to_string()),
+        group: Some("Year 7".to_string()),
+        category: Some("news".to_string()),
+        device_id: Some(2),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(
+        mixed.len(),
+        expect(&|e| e.client == "10.0.4.17"
+            && e.action == "block"
+            && e.group.as_deref() == Some("Year 7")
+            && e.category.as_deref() == Some("news")
+            && e.device_id == Some(2))
+    );
+    assert!(!mixed.is_empty());
+    let window = count(EventSearch {
+        since: Some(batch[10].at),
+        until: Some(batch[20].at),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(window.len(), 10);
+
+    // Pages of 7 walk the whole log once, newest first, with no repeats,
+    // including events that share a time.
+    let mut twin = batch[30].clone();
+    twin.target = "twin.example.net".to_string();
+    store.insert_events(&[twin]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = count(EventSearch {
+            before: before.clone(),
+            limit: 7,
+            ..EventSearch::default()
+        })
+        .await;
+        let Some(last) = page.last() else { break };
+        before = Some(EventCursor::decode(&last.cursor().encode()).unwrap());
+        seen.extend(page.iter().map(|f| f.id));
+    }
+    assert_eq!(seen.len(), 61);
+    let mut unique = seen.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 61);
+    assert!(store
+        .search_events(&EventSearch {
+            target: Some(TargetMatch::Domain(" ".to_string())),
+            ..all
+        })
+        .await
+        .is_err());
+}
+
+#[test]
+fn host_keys_reverse_labels_of_names_and_urls() {
+    assert_eq!(
+        host_key("www.Example.com.").as_deref(),
+        Some("com.example.www.")
+    );
+    assert_eq!(
+        host_key("https://user@video.example.com:8443/x?y").as_deref(),
+        Some("com.example.video.")
+    );
+    assert_eq!(
+        host_key("http://[2001:db8::1]:80/").as_deref(),
+        Some("2001:db8::1.")
+    );
+    assert_eq!(host_key("https:///path"), None);
 }
 
 async fn console_sessions_two_factor_and_tokens(store: Store) {
