@@ -513,3 +513,92 @@ impl Store {
             .collect()
     }
 }
+
+/// How finely the dashboard counts events over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    /// Characters of the stored time that name the bucket: `at` is
+    /// fixed-width UTC text, so `2026-02-01T09` is an hour and
+    /// `2026-02-01` a day.
+    fn width(self) -> i64 {
+        match self {
+            Self::Hour => 13,
+            Self::Day => 10,
+        }
+    }
+}
+
+/// Counts for the dashboard over one time range.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EventSummary {
+    /// (bucket, action, events), in time order: `2026-02-01T09` for hours,
+    /// `2026-02-01` for days.
+    pub over_time: Vec<(String, String, i64)>,
+    /// (category, blocked events), most first.
+    pub top_blocked_categories: Vec<(String, i64)>,
+    /// (name or URL, blocked events), most first.
+    pub top_blocked_sites: Vec<(String, i64)>,
+}
+
+impl Store {
+    /// What the dashboard shows for `[since, until)`; `top` limits the
+    /// two rankings.
+    pub async fn event_summary(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        bucket: Bucket,
+        top: i64,
+    ) -> Result<EventSummary, StoreError> {
+        let since = crate::format_time(since);
+        let until = crate::format_time(until);
+        let over_time = sqlx::query(
+            "SELECT substr(at, 1, CAST($1 AS INTEGER)) AS bucket, action, COUNT(*) AS n \
+             FROM decision_events WHERE at >= $2 AND at < $3 \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .bind(bucket.width())
+        .bind(&since)
+        .bind(&until)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("bucket")?,
+                row.try_get("action")?,
+                row.try_get("n")?,
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+        let ranking = |column: &'static str| {
+            let since = since.clone();
+            let until = until.clone();
+            async move {
+                sqlx::query(&format!(
+                    "SELECT {column} AS name, COUNT(*) AS n FROM decision_events \
+                     WHERE action = 'block' AND at >= $1 AND at < $2 AND {column} IS NOT NULL \
+                     GROUP BY {column} ORDER BY n DESC, name LIMIT $3"
+                ))
+                .bind(since)
+                .bind(until)
+                .bind(top)
+                .fetch_all(self.pool())
+                .await?
+                .iter()
+                .map(|row| Ok((row.try_get("name")?, row.try_get("n")?)))
+                .collect::<Result<Vec<(String, i64)>, StoreError>>()
+            }
+        };
+        Ok(EventSummary {
+            over_time,
+            top_blocked_categories: ranking("category").await?,
+            top_blocked_sites: ranking("target").await?,
+        })
+    }
+}

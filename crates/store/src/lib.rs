@@ -43,8 +43,8 @@ pub use console::{
 };
 pub use error::StoreError;
 pub use events::{
-    host_key, DecisionEvent, EventCursor, EventFilter, EventSearch, EventSource, FoundEvent,
-    TargetMatch,
+    host_key, Bucket, DecisionEvent, EventCursor, EventFilter, EventSearch, EventSource,
+    EventSummary, FoundEvent, TargetMatch,
 };
 pub use monitoring::{
     Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, NewAlert, PendingNotification,

@@ -94,6 +94,7 @@ on_both!(
     accounts_keep_hashes_out_of_the_audit_log,
     events_round_trip_filter_and_prune,
     event_search_filters_domains_terms_and_pages,
+    event_summary_counts_by_time_category_and_site,
     console_sessions_two_factor_and_tokens,
     alerts_merge_throttle_and_owe_notifications,
     alert_triage_needs_reasons_and_is_audited,
@@ -731,6 +732,81 @@ async fn event_search_filters_domains_terms_and_pages(store: Store) {
         .is_err());
 }
 
+async fn event_summary_counts_by_time_category_and_site(store: Store) {
+    let mut batch = Vec::new();
+    for (i, (hour, target, action, category)) in [
+        (9, "bet.example", "block", "gambling"),
+        (9, "bet.example", "block", "gambling"),
+        (9, "news.example", "allow", "news"),
+        (10, "chat.example", "block", "chat"),
+        (10, "bet.example", "block", "gambling"),
+        (11, "news.example", "allow", "news"),
+        (12, "outside.example", "block", "gambling"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = event(
+            &format!("2026-03-02T{hour:02}:{i:02}:00Z"),
+            "10.0.0.1",
+            target,
+            action,
+        );
+        e.category = Some(category.to_string());
+        batch.push(e);
+    }
+    store.insert_events(&batch).await.unwrap();
+    let at = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let summary = store
+        .event_summary(
+            at("2026-03-02T09:00:00Z"),
+            at("2026-03-02T12:00:00Z"),
+            Bucket::Hour,
+            10,
+        )
+        .await
+        .unwrap();
+    let row = |b: &str, a: &str, n: i64| (b.to_string(), a.to_string(), n);
+    assert_eq!(
+        summary.over_time,
+        vec![
+            row("2026-03-02T09", "allow", 1),
+            row("2026-03-02T09", "block", 2),
+            row("2026-03-02T10", "block", 2),
+            row("2026-03-02T11", "allow", 1),
+        ]
+    );
+    assert_eq!(
+        summary.top_blocked_categories,
+        vec![("gambling".to_string(), 3), ("chat".to_string(), 1)]
+    );
+    assert_eq!(
+        summary.top_blocked_sites,
+        vec![
+            ("bet.example".to_string(), 3),
+            ("chat.example".to_string(), 1)
+        ]
+    );
+    let days = store
+        .event_summary(
+            at("2026-03-01T00:00:00Z"),
+            at("2026-03-03T00:00:00Z"),
+            Bucket::Day,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        days.over_time,
+        vec![row("2026-03-02", "allow", 2), row("2026-03-02", "block", 5)]
+    );
+    assert_eq!(days.top_blocked_sites.len(), 1);
+}
+
 #[test]
 fn host_keys_reverse_labels_of_names_and_urls() {
     assert_eq!(
@@ -1043,6 +1119,19 @@ async fn alerts_merge_throttle_and_owe_notifications(store: Store) {
         .await
         .unwrap();
     assert_eq!(serious.len(), 3);
+    let by_grade = store
+        .alert_counts_by_grade(
+            school.id,
+            "2026-11-23T10:00:00Z".parse().unwrap(),
+            "2026-11-23T11:00:00Z".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_grade,
+        vec![(5, 2), (4, 1)],
+        "the late alert is outside the range"
+    );
 
     // Three notices owed; a failure keeps one owed, a delivery settles it.
     let now: chrono::DateTime<chrono::Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
