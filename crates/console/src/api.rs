@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::Viewer;
+use crate::logs::{self, LogQuery};
 use crate::pages::{self, AuditQuery, DeviceForm};
 use crate::roles::Permission;
 use crate::{ConsoleError, ConsoleState};
@@ -30,6 +31,8 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/api/v1/groups", get(groups))
         .route("/api/v1/devices", get(devices).post(save_device))
         .route("/api/v1/audit", get(audit))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/dashboard", get(dashboard))
         .route("/api/v1/roster", axum::routing::post(roster))
 }
 
@@ -296,4 +299,56 @@ async fn roster(
         StatusCode::UNPROCESSABLE_ENTITY
     };
     Ok((status, Json(report)).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct EventsApiQuery {
+    #[serde(flatten)]
+    filter: LogQuery,
+    limit: Option<u32>,
+}
+
+/// One page of the filtering log; `next` continues it as `before`.
+async fn events(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Query(query): Query<EventsApiQuery>,
+) -> ApiResult {
+    pages::require_everywhere(&state, &viewer, Permission::SearchLogs).await?;
+    let limit = query.limit.unwrap_or(logs::PAGE_ROWS).clamp(1, 10_000);
+    let search = match query.filter.search(limit) {
+        Ok(search) => search,
+        Err(errors) => {
+            let fields: serde_json::Map<String, serde_json::Value> = errors
+                .0
+                .into_iter()
+                .map(|(field, message)| (field.to_string(), json!(message)))
+                .collect();
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "error": "the search has problems", "fields": fields })),
+            )
+                .into_response());
+        }
+    };
+    let found = logs::run_search(&state, &viewer, &query.filter, &search, "api search").await?;
+    let next = (found.len() >= limit as usize)
+        .then(|| found.last().map(|last| last.cursor().encode()))
+        .flatten();
+    Ok(Json(json!({ "events": found, "next": next })).into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct DashboardApiQuery {
+    range: Option<String>,
+}
+
+async fn dashboard(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Query(query): Query<DashboardApiQuery>,
+) -> ApiResult {
+    let range = query.range.as_deref().unwrap_or("24h");
+    let dashboard = crate::dashboard::gather(&state, &viewer, range, chrono::Utc::now()).await?;
+    Ok(Json(dashboard).into_response())
 }

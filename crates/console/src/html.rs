@@ -5,6 +5,7 @@
 use axum::response::Html;
 
 use crate::auth::Viewer;
+use crate::pages::FieldErrors;
 use crate::roles::Permission;
 
 /// Escapes text for HTML content and attribute values.
@@ -61,6 +62,8 @@ form.inline{display:inline}";
 pub fn page(viewer: &Viewer, title: &str, body: &str) -> Html<String> {
     let mut links = vec![("/", "Start")];
     for (permission, href, label) in [
+        (Permission::SeeDashboard, "/dashboard", "Dashboard"),
+        (Permission::SearchLogs, "/logs", "Filtering log"),
         (Permission::SeePeople, "/people", "People"),
         (Permission::SeeGroups, "/groups", "Groups"),
         (Permission::SeeDevices, "/devices", "Devices"),
@@ -179,5 +182,20 @@ pub fn select(name: &str, label: &str, options: &[(String, String)], chosen: &st
     format!(
         "<label for=\"{name}\">{}</label><select id=\"{name}\" name=\"{name}\">{options}</select>",
         escape(label)
+    )
+}
+
+/// The box at the top of a refused form: one link per problem, to its field.
+pub fn error_summary(errors: &FieldErrors) -> String {
+    if errors.0.is_empty() {
+        return String::new();
+    }
+    let items: String = errors
+        .0
+        .iter()
+        .map(|(field, message)| format!("<li><a href=\"#{field}\">{}</a></li>", escape(message)))
+        .collect();
+    format!(
+        "<div class=\"summary\" role=\"alert\" tabindex=\"-1\"><h2>There is a problem</h2><ul>{items}</ul></div>"
     )
 }

@@ -26,8 +26,10 @@ use tokio::net::TcpListener;
 
 mod api;
 pub mod auth;
+mod dashboard;
 mod error;
 mod html;
+mod logs;
 mod pages;
 pub mod password;
 pub mod roles;

@@ -33,6 +33,9 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/devices/{id}/edit", get(edit_device))
         .route("/audit", get(audit))
         .route("/audit.csv", get(audit_csv))
+        .route("/logs", get(crate::logs::page))
+        .route("/logs.csv", get(crate::logs::csv_export))
+        .route("/dashboard", get(crate::dashboard::page))
         .merge(auth::routes())
 }
 
@@ -427,7 +430,7 @@ pub struct DeviceForm {
 pub struct FieldErrors(pub Vec<(&'static str, String)>);
 
 impl FieldErrors {
-    fn get(&self, field: &str) -> Option<&str> {
+    pub(crate) fn get(&self, field: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(name, _)| *name == field)
@@ -541,20 +544,7 @@ fn device_page(
     errors: &FieldErrors,
     editing: bool,
 ) -> Response {
-    let summary = if errors.0.is_empty() {
-        String::new()
-    } else {
-        let items: String = errors
-            .0
-            .iter()
-            .map(|(field, message)| {
-                format!("<li><a href=\"#{field}\">{}</a></li>", escape(message))
-            })
-            .collect();
-        format!(
-            "<div class=\"summary\" role=\"alert\" tabindex=\"-1\"><h2>There is a problem</h2><ul>{items}</ul></div>"
-        )
-    };
+    let summary = html::error_summary(errors);
     let ownerships = vec![
         ("school".to_string(), "School-owned".to_string()),
         (
@@ -734,15 +724,22 @@ impl AuditQuery {
 /// every school the account holds roles in: a trust-wide role, or a role in
 /// a single-school deployment.
 pub async fn require_audit(state: &ConsoleState, viewer: &Viewer) -> Result<(), ConsoleError> {
+    require_everywhere(state, viewer, Permission::SeeAudit).await
+}
+
+/// For records that belong to the whole deployment rather than one school
+/// (the audit log, decision events): the permission must hold in every
+/// school.
+pub async fn require_everywhere(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    permission: Permission,
+) -> Result<(), ConsoleError> {
     let schools = state.store().schools().await?;
-    if !schools.is_empty()
-        && schools
-            .iter()
-            .all(|s| viewer.can(Permission::SeeAudit, s.id))
-    {
+    if !schools.is_empty() && schools.iter().all(|s| viewer.can(permission, s.id)) {
         Ok(())
     } else {
-        viewer.require(Permission::SeeAudit, -1)
+        viewer.require(permission, -1)
     }
 }
 

@@ -5,7 +5,10 @@
 //! parents and carers) are for the safeguarding team, the headteacher and
 //! the office that keeps them; the filtering manager sees people only as
 //! names in lists, to place devices and groups; governors see no individual
-//! pupil at all. A role held in one school gives nothing in another; a role
+//! pupil at all. The filtering log says who visited what, so searching it
+//! is for the safeguarding team, the headteacher and the filtering manager
+//! (who needs it to explain a block); governors see the dashboard's counts,
+//! which name nobody. A role held in one school gives nothing in another; a role
 //! held without a school (a trust's) holds in every school.
 
 use serde::Serialize;
@@ -30,6 +33,11 @@ pub enum Permission {
     ManageDevices,
     /// The audit log and its export.
     SeeAudit,
+    /// Counts of filtering decisions and alerts: no individual is named.
+    SeeDashboard,
+    /// Search and export the decision log, which says who visited what.
+    /// Every search is audited.
+    SearchLogs,
 }
 
 impl Permission {
@@ -41,6 +49,8 @@ impl Permission {
         Self::SeeDevices,
         Self::ManageDevices,
         Self::SeeAudit,
+        Self::SeeDashboard,
+        Self::SearchLogs,
     ];
 
     /// How the permission reads in the matrix.
@@ -53,6 +63,8 @@ impl Permission {
             Self::SeeDevices => "see the device registry",
             Self::ManageDevices => "register and edit devices",
             Self::SeeAudit => "read and export the audit log",
+            Self::SeeDashboard => "see the dashboard of filtering and alert counts",
+            Self::SearchLogs => "search and export the filtering log (audited)",
         }
     }
 }
@@ -95,6 +107,20 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
         ),
         ManageDevices => matches!(role, Technician | TrustAdministrator),
         SeeAudit => matches!(role, Headteacher | Dsl | TrustAdministrator),
+        SeeDashboard => matches!(
+            role,
+            Headteacher
+                | Dsl
+                | DeputyDsl
+                | Technician
+                | Governor
+                | SafeguardingGovernor
+                | TrustAdministrator
+        ),
+        SearchLogs => matches!(
+            role,
+            Headteacher | Dsl | DeputyDsl | Technician | TrustAdministrator
+        ),
     }
 }
 

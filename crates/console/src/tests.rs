@@ -23,6 +23,12 @@ struct Fixture {
 const PASSWORD: &str = "violet tractor sandwich pebble";
 
 async fn fixture(settings: ConsoleSettings) -> Fixture {
+    fixture_with(settings, true).await
+}
+
+/// With `trust` false, the second school is left out: a single-school
+/// deployment, where a school's own roles hold for deployment-wide records.
+async fn fixture_with(settings: ConsoleSettings, trust: bool) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("console.sqlite").display());
     let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
@@ -31,10 +37,15 @@ async fn fixture(settings: ConsoleSettings) -> Fixture {
         .create_school(&admin, "Wrenmoor Primary", None, "Europe/London")
         .await
         .unwrap();
-    let other = store
-        .create_school(&admin, "Tallow Brook Academy", None, "Europe/London")
-        .await
-        .unwrap();
+    let other = if trust {
+        store
+            .create_school(&admin, "Tallow Brook Academy", None, "Europe/London")
+            .await
+            .unwrap()
+            .id
+    } else {
+        -1
+    };
     let pupil = PersonDetails {
         kind: PersonKind::Pupil,
         external_id: None,
@@ -83,7 +94,7 @@ async fn fixture(settings: ConsoleSettings) -> Fixture {
     Fixture {
         state: ConsoleState::new(store, settings),
         school: school.id,
-        other_school: other.id,
+        other_school: other,
         pupil,
         _dir: dir,
     }
@@ -456,42 +467,60 @@ async fn idle_sessions_time_out() {
 /// derived, so that the code, the document and this table must agree:
 /// people list, person record, roster import, groups, devices, device
 /// form, audit log, audit export.
-const MATRIX: &[(StaffRole, [bool; 8])] = &[
+const MATRIX: &[(StaffRole, [bool; 11])] = &[
     (
         StaffRole::Headteacher,
-        [true, true, true, true, true, false, true, true],
+        [
+            true, true, true, true, true, false, true, true, true, true, true,
+        ],
     ),
     (
         StaffRole::Dsl,
-        [true, true, false, true, true, false, true, true],
+        [
+            true, true, false, true, true, false, true, true, true, true, true,
+        ],
     ),
     (
         StaffRole::DeputyDsl,
-        [true, true, false, true, true, false, false, false],
+        [
+            true, true, false, true, true, false, false, false, true, true, true,
+        ],
     ),
     (
         StaffRole::Technician,
-        [true, false, false, true, true, true, false, false],
+        [
+            true, false, false, true, true, true, false, false, true, true, true,
+        ],
     ),
     (
         StaffRole::Teacher,
-        [true, false, false, false, false, false, false, false],
+        [
+            true, false, false, false, false, false, false, false, false, false, false,
+        ],
     ),
     (
         StaffRole::TeachingAssistant,
-        [true, false, false, false, false, false, false, false],
+        [
+            true, false, false, false, false, false, false, false, false, false, false,
+        ],
     ),
     (
         StaffRole::Office,
-        [true, true, true, false, false, false, false, false],
+        [
+            true, true, true, false, false, false, false, false, false, false, false,
+        ],
     ),
     (
         StaffRole::Governor,
-        [false, false, false, true, false, false, false, false],
+        [
+            false, false, false, true, false, false, false, false, true, false, false,
+        ],
     ),
     (
         StaffRole::SafeguardingGovernor,
-        [false, false, false, true, false, false, false, false],
+        [
+            false, false, false, true, false, false, false, false, true, false, false,
+        ],
     ),
     (
         StaffRole::ChairOfGovernors,
@@ -499,9 +528,39 @@ const MATRIX: &[(StaffRole, [bool; 8])] = &[
     ),
     (
         StaffRole::TrustAdministrator,
-        [true, true, true, true, true, true, true, true],
+        [
+            true, true, true, true, true, true, true, true, true, true, true,
+        ],
     ),
 ];
+
+/// Routes for records that belong to no one school.
+const DEPLOYMENT_WIDE: &[&str] = &["/audit", "/dashboard", "/logs"];
+
+#[tokio::test]
+async fn in_one_school_its_roles_hold_for_deployment_wide_routes() {
+    let f = fixture_with(ConsoleSettings::default(), false).await;
+    let routes = ["/audit", "/audit.csv", "/dashboard", "/logs", "/logs.csv"];
+    for (role, allowed) in MATRIX {
+        let id = account(
+            &f,
+            &format!("{role}@wrenmoor.invalid"),
+            *role,
+            Some(f.school),
+        )
+        .await;
+        let (cookie, _) = session(&f, id).await;
+        for (route, allow) in routes.iter().zip(&allowed[6..]) {
+            let reply = get(&f, route, &cookie).await;
+            let expected = if *allow {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(reply.status, expected, "{role} {route}: {}", reply.body);
+        }
+    }
+}
 
 #[tokio::test]
 async fn every_role_gets_exactly_its_routes() {
@@ -515,6 +574,9 @@ async fn every_role_gets_exactly_its_routes() {
         format!("/devices/new?school={}", f.school),
         "/audit".to_string(),
         "/audit.csv".to_string(),
+        "/dashboard".to_string(),
+        "/logs".to_string(),
+        "/logs.csv".to_string(),
     ];
     assert_eq!(MATRIX.len(), StaffRole::ALL.len());
     for (role, allowed) in MATRIX {
@@ -523,9 +585,10 @@ async fn every_role_gets_exactly_its_routes() {
         let (cookie, _) = session(&f, id).await;
         for (route, allow) in routes.iter().zip(allowed) {
             let reply = get(&f, route, &cookie).await;
-            // The audit log is deployment-wide: in a trust (this fixture
-            // has two schools) only trust-wide roles read it.
-            let allow = if route.starts_with("/audit") {
+            // The audit log, the dashboard and the filtering log are
+            // deployment-wide: in a trust (this fixture has two schools)
+            // only trust-wide roles read them.
+            let allow = if DEPLOYMENT_WIDE.iter().any(|p| route.starts_with(p)) {
                 *allow && school.is_none()
             } else {
                 *allow
@@ -732,5 +795,237 @@ async fn api_tokens_act_with_the_accounts_roles() {
     assert_eq!(
         send(&f, api("/api/v1/people")).await.status,
         StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Decision events for the last hour: `blocked` of them for a gambling
+/// site, the rest allowed news, one with a search term.
+async fn seed_events(f: &Fixture, blocked: usize, allowed: usize) {
+    let now = chrono::Utc::now();
+    let events: Vec<sheepdog_store::DecisionEvent> = (0..blocked + allowed)
+        .map(|i| {
+            let block = i < blocked;
+            sheepdog_store::DecisionEvent {
+                at: now - chrono::Duration::seconds(i64::try_from(i).unwrap() + 60),
+                source: sheepdog_store::EventSource::Dns,
+                client: "10.0.4.17".to_string(),
+                device_id: Some(1),
+                device_name: Some("HALL-PC-01".to_string()),
+                person_id: Some(f.pupil),
+                group: Some("Year 4".to_string()),
+                target: if block {
+                    format!("www{i}.bet.example")
+                } else {
+                    "https://news.example/search?q=frogs".to_string()
+                },
+                query_type: Some("A".to_string()),
+                action: if block { "block" } else { "allow" }.to_string(),
+                illegal: false,
+                category: Some(if block { "gambling" } else { "news" }.to_string()),
+                list: Some("ut1".to_string()),
+                rule: None,
+                upstream_ms: None,
+                search_term: (i == blocked).then(|| "Frogs, \"quoted\"".to_string()),
+            }
+        })
+        .collect();
+    f.state.store().insert_events(&events).await.unwrap();
+}
+
+#[tokio::test]
+async fn log_search_finds_pages_exports_and_is_audited() {
+    let f = fixture_with(ConsoleSettings::default(), false).await;
+    seed_events(&f, 60, 5).await;
+    let id = account(&f, "dsl@wrenmoor.invalid", StaffRole::Dsl, Some(f.school)).await;
+    let (cookie, _) = session(&f, id).await;
+
+    let page = get(&f, "/logs?domain=bet.example&action=block", &cookie).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(
+        page.body.matches("bet.example</td>").count(),
+        50,
+        "one page"
+    );
+    assert!(!page.body.contains("news.example</td>"));
+    let start = page.body.find("before=").unwrap() + 7;
+    let cursor: String = page.body[start..]
+        .chars()
+        .take_while(|c| *c != '"')
+        .collect();
+    let next = get(
+        &f,
+        &format!("/logs?domain=bet.example&action=block&before={cursor}"),
+        &cookie,
+    )
+    .await;
+    assert_eq!(next.body.matches("bet.example</td>").count(), 10);
+    assert!(!next.body.contains("Older results"));
+
+    let csv = get(&f, "/logs.csv?term=FROGS", &cookie).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    let mut reader = csv::Reader::from_reader(csv.body.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
+    assert_eq!(rows.len(), 1, "{}", csv.body);
+    let term = headers.iter().position(|h| h == "search_term").unwrap();
+    assert_eq!(&rows[0][term], "Frogs, \"quoted\"");
+
+    // Every search and export is a view in the audit log, with its filters.
+    let views = f
+        .state
+        .store()
+        .audit_entries(Some("decision_events"), 10)
+        .await
+        .unwrap();
+    assert_eq!(views.len(), 3);
+    assert!(views.iter().all(|e| e.action == "view"));
+    assert!(views
+        .iter()
+        .any(|e| e.entity_id.as_deref() == Some("csv export: term=FROGS")));
+}
+
+#[tokio::test]
+async fn log_search_reports_each_bad_field_and_keeps_what_was_typed() {
+    let f = fixture_with(ConsoleSettings::default(), false).await;
+    let id = account(
+        &f,
+        "tech@wrenmoor.invalid",
+        StaffRole::Technician,
+        Some(f.school),
+    )
+    .await;
+    let (cookie, _) = session(&f, id).await;
+    let reply = get(
+        &f,
+        "/logs?person=Pella&address=10.0.999.1&from=yesterday&domain=bet.example&url=https%3A%2F%2Fx%2F&category=%3Cb%3E",
+        &cookie,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::UNPROCESSABLE_ENTITY);
+    for field in ["person", "address", "from", "url"] {
+        assert!(
+            reply.body.contains(&format!("id=\"{field}-error\"")),
+            "{field}: {}",
+            reply.body
+        );
+    }
+    assert!(reply.body.contains("value=\"Pella\""));
+    assert!(reply.body.contains("value=\"10.0.999.1\""));
+    assert!(reply.body.contains("value=\"yesterday\""));
+    assert!(
+        reply.body.contains("value=\"&lt;b&gt;\""),
+        "typed text is escaped"
+    );
+    assert!(
+        !reply.body.contains("<table>"),
+        "no results for a refused search"
+    );
+    let views = f
+        .state
+        .store()
+        .audit_entries(Some("decision_events"), 10)
+        .await
+        .unwrap();
+    assert!(views.is_empty(), "a refused search reads nothing");
+}
+
+#[tokio::test]
+async fn events_api_pages_with_next_and_names_bad_fields() {
+    let f = fixture_with(ConsoleSettings::default(), false).await;
+    seed_events(&f, 3, 2).await;
+    let id = account(
+        &f,
+        "head@wrenmoor.invalid",
+        StaffRole::Headteacher,
+        Some(f.school),
+    )
+    .await;
+    let token = secrets::random_hex(32).unwrap();
+    let token = format!("sdk_{token}");
+    f.state
+        .store()
+        .create_api_token(
+            &Actor::system("test"),
+            id,
+            "test",
+            &secrets::token_hash(&token),
+        )
+        .await
+        .unwrap();
+    let api = |path: String| {
+        Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let first = send(&f, api("/api/v1/events?limit=2".to_string())).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let first: serde_json::Value = serde_json::from_str(&first.body).unwrap();
+    assert_eq!(first["events"].as_array().unwrap().len(), 2);
+    let next = first["next"].as_str().unwrap();
+    let mut seen = 2;
+    let mut before = next.to_string();
+    loop {
+        let page = send(&f, api(format!("/api/v1/events?limit=2&before={before}"))).await;
+        let page: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+        seen += page["events"].as_array().unwrap().len();
+        match page["next"].as_str() {
+            Some(n) => before = n.to_string(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 5);
+    let bad = send(&f, api("/api/v1/events?device=HALL".to_string())).await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("\"device\""), "{}", bad.body);
+    let dashboard = send(&f, api("/api/v1/dashboard?range=7d".to_string())).await;
+    assert_eq!(dashboard.status, StatusCode::OK, "{}", dashboard.body);
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard.body).unwrap();
+    assert_eq!(dashboard["events"]["top_blocked_categories"][0][1], 3);
+    let wrong = send(&f, api("/api/v1/dashboard?range=1y".to_string())).await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn dashboard_draws_accessible_charts_with_tables() {
+    let f = fixture_with(ConsoleSettings::default(), false).await;
+    seed_events(&f, 7, 4).await;
+    let id = account(
+        &f,
+        "gov@wrenmoor.invalid",
+        StaffRole::Governor,
+        Some(f.school),
+    )
+    .await;
+    let (cookie, _) = session(&f, id).await;
+    for range in ["", "?range=24h", "?range=7d", "?range=30d"] {
+        let reply = get(&f, &format!("/dashboard{range}"), &cookie).await;
+        assert_eq!(reply.status, StatusCode::OK, "{range}: {}", reply.body);
+        assert_eq!(reply.body.matches("<svg role=\"img\"").count(), 4);
+        assert_eq!(
+            reply.body.matches("<title id=").count(),
+            reply.body.matches("<desc id=").count()
+        );
+        assert!(reply.body.contains("7 blocked and 4 allowed decisions"));
+        assert!(reply
+            .body
+            .contains("<th scope=\"row\">gambling</th><td>7</td>"));
+        assert!(reply.body.contains("Pending requests"));
+        assert!(reply.body.contains("Not yet available"));
+        assert!(
+            !reply.body.contains("Varrowby"),
+            "the dashboard names nobody"
+        );
+    }
+    let chosen = get(&f, "/dashboard?range=7d", &cookie).await;
+    assert!(chosen.body.contains("<option value=\"7d\" selected>"));
+    assert_eq!(
+        get(&f, "/dashboard?range=forever", &cookie).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    // A governor sees counts but may not search who visited what.
+    assert_eq!(
+        get(&f, "/logs", &cookie).await.status,
+        StatusCode::FORBIDDEN
     );
 }

@@ -97,8 +97,12 @@ pub struct EventFilter {
 const COLUMNS: &str = "at, source, client, device_id, device_name, person_id, group_name, \
                        target, query_type, action, illegal, category, list_name, rule, \
                        upstream_ms, search_term";
-const COLUMN_COUNT: usize = 16;
-/// Rows per INSERT: 16 columns × 200 rows stays far below the bind-parameter
+/// The columns written: the event's, and the host key derived from it.
+const INSERT_COLUMNS: &str = "at, source, client, device_id, device_name, person_id, group_name, \
+                              target, query_type, action, illegal, category, list_name, rule, \
+                              upstream_ms, search_term, host_key";
+const COLUMN_COUNT: usize = 17;
+/// Rows per INSERT: 17 columns × 200 rows stays far below the bind-parameter
 /// limits of both SQLite (32 766) and PostgreSQL (65 535).
 const ROWS_PER_STATEMENT: usize = 200;
 
@@ -145,7 +149,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let mut written = 0;
         for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = format!("INSERT INTO decision_events ({COLUMNS}) VALUES ");
+            let mut sql = format!("INSERT INTO decision_events ({INSERT_COLUMNS}) VALUES ");
             for row in 0..chunk.len() {
                 if row > 0 {
                     sql.push_str(", ");
@@ -177,7 +181,8 @@ impl Store {
                     .bind(&event.list)
                     .bind(&event.rule)
                     .bind(event.upstream_ms.map(i64::from))
-                    .bind(&event.search_term);
+                    .bind(&event.search_term)
+                    .bind(host_key(&event.target));
             }
             written += query.execute(&mut *tx).await?.rows_affected();
         }
@@ -228,5 +233,372 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// The host a target names (a DNS name, or the host of a proxy URL), with
+/// its labels reversed and a closing dot: `www.example.com` becomes
+/// `com.example.www.`. A domain and everything under it is then one prefix
+/// of this key, which an index can serve. None when the target names no
+/// host.
+pub fn host_key(target: &str) -> Option<String> {
+    let target = target.trim();
+    let rest = target.split_once("://").map_or(target, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let authority = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = if authority.starts_with('[') {
+        // An IPv6 literal: kept whole, it has no labels to reverse.
+        authority
+            .split_once(']')
+            .map_or(authority, |(inside, _)| inside)
+            .trim_start_matches('[')
+    } else {
+        authority.split(':').next().unwrap_or("")
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    if host.is_empty() {
+        return None;
+    }
+    if host.contains(':') {
+        return Some(format!("{host}."));
+    }
+    let mut key: String = host.rsplit('.').fold(String::new(), |mut key, label| {
+        key.push_str(label);
+        key.push('.');
+        key
+    });
+    key.shrink_to_fit();
+    Some(key)
+}
+
+/// How a search matches the name or URL of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetMatch {
+    /// This domain and every name under it (`example.com` finds
+    /// `www.example.com`), for DNS names and proxy URLs alike.
+    Domain(String),
+    /// URLs (or names) that begin with this text, such as
+    /// `https://example.com/videos/`.
+    Prefix(String),
+}
+
+/// A log search (F6, F13): every field set narrows it. Results come newest
+/// first, a page at a time; `before` continues after the last row of the
+/// previous page (keyset pagination, so a page costs the same however deep).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventSearch {
+    /// Events at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Events before this time.
+    pub until: Option<DateTime<Utc>>,
+    pub person_id: Option<i64>,
+    pub device_id: Option<i64>,
+    /// The client address.
+    pub client: Option<String>,
+    /// The policy group's name.
+    pub group: Option<String>,
+    pub target: Option<TargetMatch>,
+    /// Text within the search term (any case).
+    pub search_term: Option<String>,
+    pub category: Option<String>,
+    pub action: Option<String>,
+    /// Continue after this event: the cursor of the previous page's last row.
+    pub before: Option<EventCursor>,
+    /// Rows per page, at most [`EventSearch::MAX_PAGE`].
+    pub limit: u32,
+}
+
+impl EventSearch {
+    pub const MAX_PAGE: u32 = 100_000;
+}
+
+/// Where a page of results ends: the time and row number of its last event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventCursor {
+    pub at: DateTime<Utc>,
+    pub id: i64,
+}
+
+impl EventCursor {
+    /// The cursor as one token for a URL: `id` and microseconds since 1970.
+    pub fn encode(&self) -> String {
+        format!("{}-{}", self.at.timestamp_micros(), self.id)
+    }
+
+    /// Reads a token made by [`EventCursor::encode`].
+    pub fn decode(token: &str) -> Option<Self> {
+        let (micros, id) = token.split_once('-')?;
+        Some(Self {
+            at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: id.parse().ok()?,
+        })
+    }
+}
+
+/// One event found by a search, with the row number that pages on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FoundEvent {
+    pub id: i64,
+    #[serde(flatten)]
+    pub event: DecisionEvent,
+}
+
+impl FoundEvent {
+    pub fn cursor(&self) -> EventCursor {
+        EventCursor {
+            at: self.event.at,
+            id: self.id,
+        }
+    }
+}
+
+/// Escapes `%`, `_` and the escape character itself for a LIKE pattern.
+fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The first text after every text that starts with `prefix`, in byte
+/// order: the prefix with its last character moved on by one.
+fn prefix_end(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        if let Some(next) = char::from_u32(u32::from(last) + 1) {
+            chars.push(next);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+/// A bound value of a search query.
+enum Bind {
+    Text(String),
+    Number(i64),
+}
+
+/// A WHERE clause being written, with its values in placeholder order.
+#[derive(Default)]
+struct Conditions {
+    sql: String,
+    binds: Vec<Bind>,
+}
+
+impl Conditions {
+    /// The placeholder for `value`, which is bound in order.
+    fn bind(&mut self, value: Bind) -> String {
+        self.binds.push(value);
+        format!("${}", self.binds.len())
+    }
+
+    fn and(&mut self, column_test: &str, value: Bind) {
+        let placeholder = self.bind(value);
+        self.sql
+            .push_str(&format!(" AND {column_test} {placeholder}"));
+    }
+}
+
+/// Whether a URL prefix names its host in full (a `/` follows the host),
+/// so that only events for that very host can match it.
+fn names_whole_host(prefix: &str) -> bool {
+    let rest = prefix.split_once("://").map_or(prefix, |(_, rest)| rest);
+    rest.contains(['/', '?', '#'])
+}
+
+impl Store {
+    /// One page of events matching `search`, newest first.
+    pub async fn search_events(&self, search: &EventSearch) -> Result<Vec<FoundEvent>, StoreError> {
+        let mut c = Conditions::default();
+        if let Some(since) = search.since {
+            c.and("at >=", Bind::Text(crate::format_time(since)));
+        }
+        if let Some(until) = search.until {
+            c.and("at <", Bind::Text(crate::format_time(until)));
+        }
+        if let Some(person) = search.person_id {
+            c.and("person_id =", Bind::Number(person));
+        }
+        if let Some(device) = search.device_id {
+            c.and("device_id =", Bind::Number(device));
+        }
+        if let Some(client) = &search.client {
+            c.and("client =", Bind::Text(client.clone()));
+        }
+        if let Some(group) = &search.group {
+            c.and("group_name =", Bind::Text(group.clone()));
+        }
+        if let Some(category) = &search.category {
+            c.and("category =", Bind::Text(category.clone()));
+        }
+        if let Some(action) = &search.action {
+            c.and("action =", Bind::Text(action.clone()));
+        }
+        match &search.target {
+            Some(TargetMatch::Domain(domain)) => {
+                let key = host_key(domain).ok_or_else(|| {
+                    StoreError::invalid(
+                        "log search",
+                        "the domain is empty; give a name such as example.com",
+                    )
+                })?;
+                let end = prefix_end(&key).unwrap_or_default();
+                c.and("host_key >=", Bind::Text(key));
+                c.and("host_key <", Bind::Text(end));
+            }
+            Some(TargetMatch::Prefix(prefix)) => {
+                // When the prefix names its whole host, that host's index
+                // range holds every match; the rest of the prefix is then
+                // compared on those rows alone.
+                if names_whole_host(prefix) {
+                    if let Some(key) = host_key(prefix) {
+                        c.and("host_key =", Bind::Text(key));
+                    }
+                }
+                let length = c.bind(Bind::Number(
+                    i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX),
+                ));
+                c.and(
+                    &format!("substr(target, 1, CAST({length} AS INTEGER)) ="),
+                    Bind::Text(prefix.clone()),
+                );
+            }
+            None => {}
+        }
+        if let Some(term) = &search.search_term {
+            let pattern = c.bind(Bind::Text(format!(
+                "%{}%",
+                like_literal(&term.to_lowercase())
+            )));
+            c.sql.push_str(&format!(
+                " AND search_term IS NOT NULL AND lower(search_term) LIKE {pattern} ESCAPE '\\'"
+            ));
+        }
+        if let Some(cursor) = &search.before {
+            let at = c.bind(Bind::Text(crate::format_time(cursor.at)));
+            let id = c.bind(Bind::Number(cursor.id));
+            c.sql
+                .push_str(&format!(" AND at <= {at} AND (at < {at} OR id < {id})"));
+        }
+        let limit = c.bind(Bind::Number(i64::from(
+            search.limit.clamp(1, EventSearch::MAX_PAGE),
+        )));
+        let sql = format!(
+            "SELECT id, {COLUMNS} FROM decision_events WHERE 1 = 1{} \
+             ORDER BY at DESC, id DESC LIMIT {limit}",
+            c.sql
+        );
+        let mut query = sqlx::query(&sql);
+        for bind in c.binds {
+            query = match bind {
+                Bind::Text(text) => query.bind(text),
+                Bind::Number(n) => query.bind(n),
+            };
+        }
+        let rows = query.fetch_all(self.pool()).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(FoundEvent {
+                    id: row.try_get("id")?,
+                    event: event_from_row(row)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// How finely the dashboard counts events over time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Hour,
+    Day,
+}
+
+impl Bucket {
+    /// Characters of the stored time that name the bucket: `at` is
+    /// fixed-width UTC text, so `2026-02-01T09` is an hour and
+    /// `2026-02-01` a day.
+    fn width(self) -> i64 {
+        match self {
+            Self::Hour => 13,
+            Self::Day => 10,
+        }
+    }
+}
+
+/// Counts for the dashboard over one time range.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EventSummary {
+    /// (bucket, action, events), in time order: `2026-02-01T09` for hours,
+    /// `2026-02-01` for days.
+    pub over_time: Vec<(String, String, i64)>,
+    /// (category, blocked events), most first.
+    pub top_blocked_categories: Vec<(String, i64)>,
+    /// (name or URL, blocked events), most first.
+    pub top_blocked_sites: Vec<(String, i64)>,
+}
+
+impl Store {
+    /// What the dashboard shows for `[since, until)`; `top` limits the
+    /// two rankings.
+    pub async fn event_summary(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        bucket: Bucket,
+        top: i64,
+    ) -> Result<EventSummary, StoreError> {
+        let since = crate::format_time(since);
+        let until = crate::format_time(until);
+        let over_time = sqlx::query(
+            "SELECT substr(at, 1, CAST($1 AS INTEGER)) AS bucket, action, COUNT(*) AS n \
+             FROM decision_events WHERE at >= $2 AND at < $3 \
+             GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .bind(bucket.width())
+        .bind(&since)
+        .bind(&until)
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| {
+            Ok((
+                row.try_get("bucket")?,
+                row.try_get("action")?,
+                row.try_get("n")?,
+            ))
+        })
+        .collect::<Result<_, StoreError>>()?;
+        let ranking = |column: &'static str| {
+            let since = since.clone();
+            let until = until.clone();
+            async move {
+                sqlx::query(&format!(
+                    "SELECT {column} AS name, COUNT(*) AS n FROM decision_events \
+                     WHERE action = 'block' AND at >= $1 AND at < $2 AND {column} IS NOT NULL \
+                     GROUP BY {column} ORDER BY n DESC, name LIMIT $3"
+                ))
+                .bind(since)
+                .bind(until)
+                .bind(top)
+                .fetch_all(self.pool())
+                .await?
+                .iter()
+                .map(|row| Ok((row.try_get("name")?, row.try_get("n")?)))
+                .collect::<Result<Vec<(String, i64)>, StoreError>>()
+            }
+        };
+        Ok(EventSummary {
+            over_time,
+            top_blocked_categories: ranking("category").await?,
+            top_blocked_sites: ranking("target").await?,
+        })
     }
 }

@@ -46,7 +46,10 @@ pub use console::{
     ApiToken, AuditFilter, ConsoleSession, NewSession, SessionStage, SignInFailures, TwoFactor,
 };
 pub use error::StoreError;
-pub use events::{DecisionEvent, EventFilter, EventSource};
+pub use events::{
+    host_key, Bucket, DecisionEvent, EventCursor, EventFilter, EventSearch, EventSource,
+    EventSummary, FoundEvent, TargetMatch,
+};
 pub use monitoring::{
     Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, NewAlert, PendingNotification,
 };

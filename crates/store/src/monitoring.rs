@@ -657,3 +657,31 @@ fn capped(ids: &[i64]) -> Vec<i64> {
         .copied()
         .collect()
 }
+
+impl Store {
+    /// How many alerts of each grade a school has had whose latest
+    /// occurrence falls in `[since, until)`, worst grade first.
+    pub async fn alert_counts_by_grade(
+        &self,
+        school_id: i64,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(u8, i64)>, StoreError> {
+        sqlx::query(
+            "SELECT grade, COUNT(*) AS n FROM monitoring_alerts \
+             WHERE school_id = $1 AND last_at >= $2 AND last_at < $3 \
+             GROUP BY grade ORDER BY grade DESC",
+        )
+        .bind(school_id)
+        .bind(crate::format_time(since))
+        .bind(crate::format_time(until))
+        .fetch_all(self.pool())
+        .await?
+        .iter()
+        .map(|row| {
+            let grade: i64 = row.try_get("grade")?;
+            Ok((u8::try_from(grade).unwrap_or(u8::MAX), row.try_get("n")?))
+        })
+        .collect()
+    }
+}

@@ -93,6 +93,8 @@ on_both!(
     foreign_keys_are_enforced,
     accounts_keep_hashes_out_of_the_audit_log,
     events_round_trip_filter_and_prune,
+    event_search_filters_domains_terms_and_pages,
+    event_summary_counts_by_time_category_and_site,
     console_sessions_two_factor_and_tokens,
     alerts_merge_throttle_and_owe_notifications,
     alert_triage_needs_reasons_and_is_audited,
@@ -624,6 +626,235 @@ async fn events_round_trip_filter_and_prune(store: Store) {
     assert_eq!(left.len(), 350);
 }
 
+async fn event_search_filters_domains_terms_and_pages(store: Store) {
+    let targets = [
+        "example.com",
+        "www.example.com",
+        "badexample.com",
+        "https://video.example.com/watch?v=1",
+        "https://video.example.com/shorts/2",
+        "https://example.org/search?q=a",
+    ];
+    let mut batch = Vec::new();
+    for i in 0..60 {
+        let mut e = event(
+            &format!("2026-02-01T09:{:02}:00Z", i),
+            if i % 3 == 0 { "10.0.4.17" } else { "10.0.4.18" },
+            targets[i % targets.len()],
+            if i % 4 == 0 { "block" } else { "allow" },
+        );
+        e.device_id = Some(i64::try_from(i % 5).unwrap());
+        e.group = Some(if i % 2 == 0 { "Year 7" } else { "Staff" }.to_string());
+        e.category = Some(if i % 10 == 0 { "gambling" } else { "news" }.to_string());
+        if i % 6 == 5 {
+            e.search_term = Some(format!("Cheap 100% Offers {i}"));
+        }
+        batch.push(e);
+    }
+    store.insert_events(&batch).await.unwrap();
+    let all = EventSearch {
+        limit: 1000,
+        ..EventSearch::default()
+    };
+    let count = |search: EventSearch| {
+        let store = store.clone();
+        async move { store.search_events(&search).await.unwrap() }
+    };
+    // Each filter alone finds exactly the events the batch says it should.
+    let expect = |keep: &dyn Fn(&DecisionEvent) -> bool| batch.iter().filter(|e| keep(e)).count();
+    let domain = count(EventSearch {
+        target: Some(TargetMatch::Domain("Example.COM.".to_string())),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(
+        domain.len(),
+        40,
+        "example.com and its subdomains, not badexample.com"
+    );
+    assert!(domain
+        .iter()
+        .all(|f| !f.event.target.contains("badexample")));
+    let prefix = count(EventSearch {
+        target: Some(TargetMatch::Prefix(
+            "https://video.example.com/sh".to_string(),
+        )),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(prefix.len(), 10);
+    assert!(prefix.iter().all(|f| f.event.target.ends_with("/shorts/2")));
+    let partial_host = count(EventSearch {
+        target: Some(TargetMatch::Prefix("https://video.ex".to_string())),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(partial_host.len(), 20);
+    let term = count(EventSearch {
+        search_term: Some("100% OFF".to_string()),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(term.len(), expect(&|e| e.search_term.is_some()));
+    let literal = count(EventSearch {
+        search_term: Some("1_0".to_string()),
+        ..all.clone()
+    })
+    .await;
+    assert!(
+        literal.is_empty(),
+        "`_` is a letter in a search, not a wildcard"
+    );
+    let mixed = count(EventSearch {
+        client: Some("10.0.4.17".to_string()),
+        action: Some("block".to_string()),
+        group: Some("Year 7".to_string()),
+        category: Some("news".to_string()),
+        device_id: Some(2),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(
+        mixed.len(),
+        expect(&|e| e.client == "10.0.4.17"
+            && e.action == "block"
+            && e.group.as_deref() == Some("Year 7")
+            && e.category.as_deref() == Some("news")
+            && e.device_id == Some(2))
+    );
+    assert!(!mixed.is_empty());
+    let window = count(EventSearch {
+        since: Some(batch[10].at),
+        until: Some(batch[20].at),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(window.len(), 10);
+
+    // Pages of 7 walk the whole log once, newest first, with no repeats,
+    // including events that share a time.
+    let mut twin = batch[30].clone();
+    twin.target = "twin.example.net".to_string();
+    store.insert_events(&[twin]).await.unwrap();
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = count(EventSearch {
+            before: before.clone(),
+            limit: 7,
+            ..EventSearch::default()
+        })
+        .await;
+        let Some(last) = page.last() else { break };
+        before = Some(EventCursor::decode(&last.cursor().encode()).unwrap());
+        seen.extend(page.iter().map(|f| f.id));
+    }
+    assert_eq!(seen.len(), 61);
+    let mut unique = seen.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), 61);
+    assert!(store
+        .search_events(&EventSearch {
+            target: Some(TargetMatch::Domain(" ".to_string())),
+            ..all
+        })
+        .await
+        .is_err());
+}
+
+async fn event_summary_counts_by_time_category_and_site(store: Store) {
+    let mut batch = Vec::new();
+    for (i, (hour, target, action, category)) in [
+        (9, "bet.example", "block", "gambling"),
+        (9, "bet.example", "block", "gambling"),
+        (9, "news.example", "allow", "news"),
+        (10, "chat.example", "block", "chat"),
+        (10, "bet.example", "block", "gambling"),
+        (11, "news.example", "allow", "news"),
+        (12, "outside.example", "block", "gambling"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut e = event(
+            &format!("2026-03-02T{hour:02}:{i:02}:00Z"),
+            "10.0.0.1",
+            target,
+            action,
+        );
+        e.category = Some(category.to_string());
+        batch.push(e);
+    }
+    store.insert_events(&batch).await.unwrap();
+    let at = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let summary = store
+        .event_summary(
+            at("2026-03-02T09:00:00Z"),
+            at("2026-03-02T12:00:00Z"),
+            Bucket::Hour,
+            10,
+        )
+        .await
+        .unwrap();
+    let row = |b: &str, a: &str, n: i64| (b.to_string(), a.to_string(), n);
+    assert_eq!(
+        summary.over_time,
+        vec![
+            row("2026-03-02T09", "allow", 1),
+            row("2026-03-02T09", "block", 2),
+            row("2026-03-02T10", "block", 2),
+            row("2026-03-02T11", "allow", 1),
+        ]
+    );
+    assert_eq!(
+        summary.top_blocked_categories,
+        vec![("gambling".to_string(), 3), ("chat".to_string(), 1)]
+    );
+    assert_eq!(
+        summary.top_blocked_sites,
+        vec![
+            ("bet.example".to_string(), 3),
+            ("chat.example".to_string(), 1)
+        ]
+    );
+    let days = store
+        .event_summary(
+            at("2026-03-01T00:00:00Z"),
+            at("2026-03-03T00:00:00Z"),
+            Bucket::Day,
+            1,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        days.over_time,
+        vec![row("2026-03-02", "allow", 2), row("2026-03-02", "block", 5)]
+    );
+    assert_eq!(days.top_blocked_sites.len(), 1);
+}
+
+#[test]
+fn host_keys_reverse_labels_of_names_and_urls() {
+    assert_eq!(
+        host_key("www.Example.com.").as_deref(),
+        Some("com.example.www.")
+    );
+    assert_eq!(
+        host_key("https://user@video.example.com:8443/x?y").as_deref(),
+        Some("com.example.video.")
+    );
+    assert_eq!(
+        host_key("http://[2001:db8::1]:80/").as_deref(),
+        Some("2001:db8::1.")
+    );
+    assert_eq!(host_key("https:///path"), None);
+}
+
 async fn console_sessions_two_factor_and_tokens(store: Store) {
     let account = store
         .create_account(
@@ -919,6 +1150,19 @@ async fn alerts_merge_throttle_and_owe_notifications(store: Store) {
         .await
         .unwrap();
     assert_eq!(serious.len(), 3);
+    let by_grade = store
+        .alert_counts_by_grade(
+            school.id,
+            "2026-11-23T10:00:00Z".parse().unwrap(),
+            "2026-11-23T11:00:00Z".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        by_grade,
+        vec![(5, 2), (4, 1)],
+        "the late alert is outside the range"
+    );
 
     // Three notices owed; a failure keeps one owed, a delivery settles it.
     let now: chrono::DateTime<chrono::Utc> = "2030-01-01T00:00:00Z".parse().unwrap();
