@@ -115,6 +115,7 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
                 | Technician
                 | Governor
                 | SafeguardingGovernor
+                | ChairOfGovernors
                 | TrustAdministrator
         ),
         SearchLogs => matches!(

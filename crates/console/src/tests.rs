@@ -524,7 +524,9 @@ const MATRIX: &[(StaffRole, [bool; 11])] = &[
     ),
     (
         StaffRole::ChairOfGovernors,
-        [false, false, false, true, false, false, false, false],
+        [
+            false, false, false, true, false, false, false, false, true, false, false,
+        ],
     ),
     (
         StaffRole::TrustAdministrator,
