@@ -33,7 +33,7 @@ pub use event::{read_events, AgeGroup, Decision, Event, Field};
 pub use grade::{concerns_of, Concern, FieldHit, GradeFactors, GradingRules, Monitor};
 pub use library::{Category, Library, Position};
 pub use matcher::{Hit, Matcher};
-pub use normalise::{normalise, Normalised};
+pub use normalise::{normalise, normalise_into, Normalised};
 
 /// Why monitoring refused input or could not start.
 #[derive(Debug, thiserror::Error)]
