@@ -15,9 +15,9 @@
 //!    what the filter did, into concerns;
 //! 5. [`eval`]: precision and recall on a labelled corpus.
 //!
-//! Events come in as JSON lines ([`event`]); the DNS resolver and proxy
-//! call [`Monitor::inspect`] on each. Storing alerts and notifying the DSL
-//! happen elsewhere (the store and the notifier).
+//! Events come in as JSON lines ([`event`]) or are followed in the store as
+//! the DNS resolver and proxy write them ([`live`]), which records their
+//! concerns as alerts.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +25,7 @@ pub mod eval;
 pub mod event;
 pub mod grade;
 pub mod library;
+pub mod live;
 pub mod matcher;
 pub mod normalise;
 
@@ -32,6 +33,7 @@ pub use eval::{eval, shipped_corpus, Case, EvalReport, Score};
 pub use event::{read_events, AgeGroup, Decision, Event, Field};
 pub use grade::{concerns_of, Concern, FieldHit, GradeFactors, GradingRules, Monitor};
 pub use library::{Category, Library, Position};
+pub use live::{LiveMonitor, LiveOptions, ScanCounts};
 pub use matcher::{Hit, Matcher};
 pub use normalise::{normalise, normalise_into, Normalised};
 
@@ -42,6 +44,8 @@ pub enum MonitorError {
     Library { origin: String, problem: String },
     #[error("unknown monitoring category `{0}`; the categories are illegal, bullying, cse-grooming, discrimination, drugs, extremism, gambling, pornography, self-harm, suicide, violence")]
     UnknownCategory(String),
+    #[error("monitoring cannot read events or record alerts: {0}")]
+    Store(#[from] sheepdog_store::StoreError),
     #[error("cannot build the keyword automaton: {0}")]
     Build(String),
     #[error("event on line {line}: {problem}")]

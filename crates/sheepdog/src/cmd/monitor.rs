@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sheepdog_config::Config;
-use sheepdog_monitor::{eval, read_events, GradingRules, Library, Matcher, Monitor};
+use sheepdog_monitor::{
+    eval, read_events, GradingRules, Library, LiveMonitor, LiveOptions, Matcher, Monitor,
+};
 use sheepdog_store::{Actor, AlertPolicy, NewAlert};
 
 #[derive(clap::Subcommand, Debug)]
@@ -89,6 +91,26 @@ pub async fn run(cmd: MonitorCommand, config: &Config) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Follows the decision events the servers store and records their
+/// concerns as alerts until `shutdown`; `sheepdog serve` and `demo` run it
+/// beside the listeners. The DNS server never waits for it: it reads the
+/// rows the event writer has already stored.
+pub async fn follow_events(
+    store: sheepdog_store::Store,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let matcher = Matcher::shipped().map_err(std::io::Error::other)?;
+    let live = LiveMonitor::start(store, Arc::new(matcher), LiveOptions::default())
+        .await
+        .map_err(std::io::Error::other)?;
+    tracing::info!(
+        after_event = live.cursor(),
+        "monitoring follows the decision events"
+    );
+    live.run(shutdown).await;
+    Ok(())
 }
 
 fn load_library(path: &PathBuf) -> anyhow::Result<Library> {
