@@ -31,6 +31,10 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/api/v1/devices", get(devices).post(save_device))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/roster", axum::routing::post(roster))
+        .route(
+            "/api/v1/monitoring/ingest",
+            axum::routing::post(crate::ingest::ingest),
+        )
 }
 
 /// An API failure as JSON.

@@ -28,6 +28,7 @@ mod api;
 pub mod auth;
 mod error;
 mod html;
+mod ingest;
 mod pages;
 pub mod password;
 pub mod roles;

@@ -30,6 +30,9 @@ pub enum Permission {
     ManageDevices,
     /// The audit log and its export.
     SeeAudit,
+    /// Send text from other sources (device agents, chat exports) to
+    /// monitoring through the API.
+    SubmitMonitoring,
 }
 
 impl Permission {
@@ -41,6 +44,7 @@ impl Permission {
         Self::SeeDevices,
         Self::ManageDevices,
         Self::SeeAudit,
+        Self::SubmitMonitoring,
     ];
 
     /// How the permission reads in the matrix.
@@ -53,6 +57,7 @@ impl Permission {
             Self::SeeDevices => "see the device registry",
             Self::ManageDevices => "register and edit devices",
             Self::SeeAudit => "read and export the audit log",
+            Self::SubmitMonitoring => "send text from other sources to monitoring",
         }
     }
 }
@@ -94,6 +99,7 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
         ),
         ManageDevices => matches!(role, Technician | TrustAdministrator),
         SeeAudit => matches!(role, Headteacher | Dsl | TrustAdministrator),
+        SubmitMonitoring => matches!(role, Dsl | DeputyDsl | Technician | TrustAdministrator),
     }
 }
 
