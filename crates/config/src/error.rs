@@ -150,6 +150,17 @@ fn fix_for(key: &str, message: &str) -> String {
         "block_page_ipv6" => "use an IPv6 address such as \"fd00::53\", or \"\" for ::",
         "default_group" => "name a group from the policy file, for example \"guest\"",
         "spool_dir" => "use a directory path, or \"\" for DATA_DIR/spool",
+        "console_url" => "use the console's address as staff reach it, for example \"https://sheepdog.school.example\"",
+        "smtp_host" => "use the mail server's name, for example \"smtp.school.example\", or \"\" for no email",
+        "smtp_port" => "use a port number without quotes, for example 587",
+        "smtp_username" => "use the mail account's name, or \"\" for no authentication",
+        "smtp_ca_file" | "smtp_password_file" | "webhook_secret_file" => "use a file path, or \"\" for none",
+        "from" => "use an email address, for example \"sheepdog@school.example\"",
+        "dsl_emails" => "use a list of addresses, for example [\"dsl@school.example\"]",
+        "webhook_url" => "use an http(s) URL, or \"\" for no webhook",
+        "digest_day" => "use a day name such as \"monday\"",
+        "digest_hour" => "use a whole number from 0 to 23",
+        "retry_secs" | "retry_max_secs" => "use a whole number of seconds without quotes",
         _ => "see dist/sheepdog.example.toml for this key's default and accepted values",
     };
     hint.to_string()

@@ -37,6 +37,7 @@ pub struct Config {
     pub filtering: FilteringConfig,
     pub dns: DnsConfig,
     pub events: EventsConfig,
+    pub notify: NotifyConfig,
 }
 
 /// Which database holds the records.
@@ -200,6 +201,55 @@ pub struct EventsConfig {
     pub flush_ms: u32,
 }
 
+/// How the DSL team hears of alerts: an email and a webhook call at once
+/// for grade 4-5, and a weekly digest email. Emails carry no offending
+/// text, only links into the console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// The console's address as the DSL's browser reaches it, for links,
+    /// such as `https://sheepdog.school.example`.
+    pub console_url: String,
+    /// The mail server (submission port with STARTTLS); empty: no email.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// A file holding extra CA certificates (PEM) to trust for the mail
+    /// server, for a school's own CA; empty: the public roots only.
+    pub smtp_ca_file: PathBuf,
+    /// Empty: no authentication.
+    pub smtp_username: String,
+    /// A file holding the password, so that it stays out of this file.
+    pub smtp_password_file: PathBuf,
+    /// The sender, such as `sheepdog@school.example`.
+    pub from: String,
+    /// The DSL team's addresses: every alert email and the digest.
+    pub dsl_emails: Vec<String>,
+    /// A URL that receives a JSON POST per urgent alert; empty: none.
+    pub webhook_url: String,
+    /// A file holding a key to sign webhook bodies with (HMAC-SHA256, in
+    /// `X-Sheepdog-Signature`); empty: unsigned.
+    pub webhook_secret_file: PathBuf,
+    /// The weekly digest's day (`monday` … `sunday`) and hour (0-23, in the
+    /// school's time zone).
+    pub digest_day: String,
+    pub digest_hour: u8,
+    /// The first retry after a failed delivery (seconds); each later one
+    /// waits twice as long, up to `retry_max_secs`.
+    pub retry_secs: u32,
+    pub retry_max_secs: u32,
+}
+
+/// The day names `digest_day` accepts.
+pub const DAY_NAMES: &[&str] = &[
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
 /// Plain text for people, JSON lines for log collectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -276,6 +326,9 @@ impl Config {
             &mut self.data_dir,
             &mut self.filtering.policy,
             &mut self.events.spool_dir,
+            &mut self.notify.smtp_ca_file,
+            &mut self.notify.smtp_password_file,
+            &mut self.notify.webhook_secret_file,
         ] {
             if !path.as_os_str().is_empty() && path.is_relative() {
                 *path = base.join(&*path);
@@ -305,6 +358,7 @@ impl Config {
         }
         self.check_dns(origin, text)?;
         self.check_console(origin, text)?;
+        self.check_notify(origin, text)?;
         if self.events.channel_capacity == 0 || self.events.batch_size == 0 {
             let key = if self.events.channel_capacity == 0 {
                 "events.channel_capacity"
@@ -350,6 +404,68 @@ impl Config {
                 &format!("`{unknown}` is not a role"),
                 &format!("use role names from: {}", ROLE_NAMES.join(", ")),
             ));
+        }
+        Ok(())
+    }
+
+    fn check_notify(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
+        let notify = &self.notify;
+        let fail = |key: &str, message: &str, fix: &str| {
+            Err(ConfigError::at_key(origin, text, key, message, fix))
+        };
+        if !notify.smtp_host.is_empty() {
+            if notify.from.is_empty() || !notify.from.contains('@') {
+                return fail(
+                    "notify.from",
+                    "email needs a sender address",
+                    "set from = \"sheepdog@school.example\"",
+                );
+            }
+            if notify.dsl_emails.is_empty() {
+                return fail(
+                    "notify.dsl_emails",
+                    "email is configured but goes to no one",
+                    "list the DSL team, for example dsl_emails = [\"dsl@school.example\"]",
+                );
+            }
+        }
+        if let Some(bad) = notify.dsl_emails.iter().find(|e| !e.contains('@')) {
+            return fail(
+                "notify.dsl_emails",
+                &format!("`{bad}` is not an email address"),
+                "use addresses such as \"dsl@school.example\"",
+            );
+        }
+        if !notify.webhook_url.is_empty()
+            && !(notify.webhook_url.starts_with("https://")
+                || notify.webhook_url.starts_with("http://"))
+        {
+            return fail(
+                "notify.webhook_url",
+                "not an http(s) URL",
+                "use a URL such as \"https://alerts.school.example/sheepdog\"",
+            );
+        }
+        if !DAY_NAMES.contains(&notify.digest_day.as_str()) {
+            return fail(
+                "notify.digest_day",
+                &format!("`{}` is not a day", notify.digest_day),
+                &format!("use one of: {}", DAY_NAMES.join(", ")),
+            );
+        }
+        if notify.digest_hour > 23 {
+            return fail(
+                "notify.digest_hour",
+                "an hour is 0-23",
+                "use a whole number from 0 to 23, for example 7",
+            );
+        }
+        if notify.retry_secs == 0 || notify.retry_max_secs < notify.retry_secs {
+            return fail(
+                "notify.retry_secs",
+                "retries need a first wait of 1 s or more, and a longest wait no shorter",
+                "use whole numbers of seconds, for example retry_secs = 60 and retry_max_secs = 3600",
+            );
         }
         Ok(())
     }
@@ -430,6 +546,28 @@ impl Default for Config {
             filtering: FilteringConfig::default(),
             dns: DnsConfig::default(),
             events: EventsConfig::default(),
+            notify: NotifyConfig::default(),
+        }
+    }
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            console_url: String::new(),
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_ca_file: PathBuf::new(),
+            smtp_username: String::new(),
+            smtp_password_file: PathBuf::new(),
+            from: String::new(),
+            dsl_emails: Vec::new(),
+            webhook_url: String::new(),
+            webhook_secret_file: PathBuf::new(),
+            digest_day: "monday".to_string(),
+            digest_hour: 7,
+            retry_secs: 60,
+            retry_max_secs: 3600,
         }
     }
 }

@@ -165,3 +165,23 @@ fn spool_defaults_to_the_data_directory() {
     let config = Config::parse("data_dir = \"/srv/sd\"\n", Path::new("x.toml")).unwrap();
     assert_eq!(config.spool_dir(), Path::new("/srv/sd/spool"));
 }
+
+#[test]
+fn notify_settings_are_checked_with_fixes() {
+    let (_, key, _, fix) = invalid("[notify]\nsmtp_host = \"smtp.school.example\"\n");
+    assert_eq!(key, "notify.from");
+    assert!(fix.contains("sheepdog@"), "{fix}");
+    let (_, key, message, _) = invalid(
+        "[notify]\nsmtp_host = \"smtp.school.example\"\nfrom = \"sheepdog@school.example\"\n",
+    );
+    assert_eq!(key, "notify.dsl_emails");
+    assert!(message.contains("no one"), "{message}");
+    let (line, key, _, fix) = invalid("[notify]\ndigest_day = \"funday\"\n");
+    assert_eq!((line, key.as_str()), (2, "notify.digest_day"));
+    assert!(fix.contains("monday"), "{fix}");
+    let (_, key, _, _) = invalid("[notify]\nwebhook_url = \"ftp://x\"\n");
+    assert_eq!(key, "notify.webhook_url");
+    let (_, key, _, fix) = invalid("[notify]\nsmtp_port = \"587\"\n");
+    assert_eq!(key, "notify.smtp_port");
+    assert!(fix.contains("587"), "{fix}");
+}
