@@ -436,10 +436,8 @@ impl Config {
                 "use addresses such as \"dsl@school.example\"",
             );
         }
-        if !notify.webhook_url.is_empty()
-            && !(notify.webhook_url.starts_with("https://")
-                || notify.webhook_url.starts_with("http://"))
-        {
+        let url = &notify.webhook_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
             return fail(
                 "notify.webhook_url",
                 "not an http(s) URL",

@@ -21,6 +21,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod delivery;
 pub mod eval;
 pub mod event;
 pub mod grade;
@@ -29,6 +30,7 @@ pub mod live;
 pub mod matcher;
 pub mod normalise;
 
+pub use delivery::{Delivery, DeliveryCounts};
 pub use eval::{eval, shipped_corpus, Case, EvalReport, Score};
 pub use event::{read_events, AgeGroup, Decision, Event, Field};
 pub use grade::{concerns_of, Concern, FieldHit, GradeFactors, GradingRules, Monitor};
@@ -46,6 +48,8 @@ pub enum MonitorError {
     UnknownCategory(String),
     #[error("monitoring cannot read events or record alerts: {0}")]
     Store(#[from] sheepdog_store::StoreError),
+    #[error("notifying the DSL team: {0}")]
+    Delivery(String),
     #[error("cannot build the keyword automaton: {0}")]
     Build(String),
     #[error("event on line {line}: {problem}")]
