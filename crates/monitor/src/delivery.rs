@@ -18,7 +18,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use hmac::{Hmac, Mac};
 use lettre::message::Mailbox;
 use lettre::transport::smtp::authentication::Credentials;
@@ -45,6 +45,9 @@ pub struct Delivery {
     console_url: String,
     retry: chrono::Duration,
     retry_max: chrono::Duration,
+    /// The weekly digest: days after Monday, and the hour.
+    digest_day: u32,
+    digest_hour: u32,
     actor: Actor,
 }
 
@@ -162,6 +165,12 @@ impl Delivery {
             console_url: config.console_url.trim_end_matches('/').to_string(),
             retry: chrono::Duration::seconds(i64::from(config.retry_secs)),
             retry_max: chrono::Duration::seconds(i64::from(config.retry_max_secs)),
+            digest_day: sheepdog_config::DAY_NAMES
+                .iter()
+                .position(|d| *d == config.digest_day)
+                .and_then(|d| u32::try_from(d).ok())
+                .ok_or_else(|| setting("digest_day", "not a day name"))?,
+            digest_hour: u32::from(config.digest_hour),
             actor: Actor::system("notifier"),
         }))
     }
@@ -201,10 +210,90 @@ impl Delivery {
         Ok(counts)
     }
 
+    /// Sends each school its weekly digest when its time (in the school's
+    /// time zone) has come this week and it has not gone yet. Returns how
+    /// many went; an error leaves the rest for the next pass.
+    pub async fn send_digests(
+        &self,
+        store: &Store,
+        now: DateTime<Utc>,
+    ) -> Result<usize, MonitorError> {
+        let Some(email) = &self.email else {
+            return Ok(0);
+        };
+        let mut sent = 0;
+        for school in store.schools().await? {
+            let zone: chrono_tz::Tz = school.timezone.parse().unwrap_or(chrono_tz::Europe::London);
+            let local = now.with_timezone(&zone);
+            let due = (local.weekday().num_days_from_monday(), local.hour())
+                >= (self.digest_day, self.digest_hour);
+            let week = local.iso_week();
+            let week = format!("{}-W{:02}", week.year(), week.week());
+            if !due || store.digest_sent(school.id, &week).await? {
+                continue;
+            }
+            let tally = store
+                .alert_tally(school.id, now - chrono::Duration::days(7), now)
+                .await?;
+            let total: i64 = tally.iter().map(|t| t.alerts).sum();
+            let mut body = format!(
+                "Monitoring digest for {}, week {week}: {total} alert(s) in the last seven days.\n\n",
+                school.name
+            );
+            if tally.is_empty() {
+                body.push_str("No alerts were raised.\n");
+            } else {
+                body.push_str("grade  category         alerts  not yet read\n");
+                for line in &tally {
+                    body.push_str(&format!(
+                        "{:>5}  {:<15}  {:>6}  {:>12}\n",
+                        line.grade, line.category, line.alerts, line.unread
+                    ));
+                }
+            }
+            body.push_str(&format!(
+                "\nOpen the alerts in sheepdog:\n{}/alerts\n\n\
+                 This email deliberately holds no names and none of the text that was found.\n",
+                self.console_url
+            ));
+            let mut message = Message::builder().from(email.from.clone()).subject(format!(
+                "[sheepdog] weekly monitoring digest {week}: {total} alert(s)"
+            ));
+            for to in &email.to {
+                message = message.to(to.clone());
+            }
+            let message = message
+                .body(body)
+                .map_err(|e| MonitorError::Delivery(format!("digest: {e}")))?;
+            email
+                .transport
+                .send(message)
+                .await
+                .map_err(|e| MonitorError::Delivery(format!("digest email: {e}")))?;
+            store
+                .record_digest(&self.actor, school.id, &week, total)
+                .await?;
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
     /// Delivers every few seconds until `shutdown` completes.
     pub async fn run(self, store: Store, every: Duration, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut next_digest = Utc::now();
+        let mut digest_failures = 0;
         loop {
+            if Utc::now() >= next_digest {
+                match self.send_digests(&store, Utc::now()).await {
+                    Ok(_) => digest_failures = 0,
+                    Err(error) => {
+                        next_digest = Utc::now() + self.backoff(digest_failures);
+                        digest_failures += 1;
+                        tracing::warn!(%error, %next_digest, "could not send the weekly digest; will retry");
+                    }
+                }
+            }
             match self.deliver_due(&store, Utc::now()).await {
                 Ok(counts) if counts.sent + counts.failed > 0 => {
                     tracing::info!(
@@ -329,6 +418,8 @@ mod tests {
             console_url: String::new(),
             retry: chrono::Duration::seconds(60),
             retry_max: chrono::Duration::seconds(3600),
+            digest_day: 0,
+            digest_hour: 7,
             actor: Actor::system("test"),
         };
         let waits: Vec<i64> = (0..8).map(|a| delivery.backoff(a).num_seconds()).collect();

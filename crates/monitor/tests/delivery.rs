@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use chrono::{Duration, Utc};
+use chrono::{Datelike, Duration, Utc};
 use sheepdog_config::NotifyConfig;
 use sheepdog_monitor::delivery::sign;
 use sheepdog_monitor::Delivery;
@@ -221,6 +221,34 @@ async fn alerts_reach_the_dsl_by_email_and_webhook_after_an_outage() {
     assert_eq!(body["grade"], 5);
     assert_eq!(body["link"], link.as_str());
     assert!(!body.to_string().contains("k1ll"));
+
+    // The weekly digest: not before its hour (Monday 07:00 in London; UTC
+    // in winter), then once that week, with counts and a link, no text.
+    let at: chrono::DateTime<Utc> = store
+        .alert(alert_id)
+        .await
+        .unwrap()
+        .first_at
+        .parse()
+        .unwrap();
+    let days = 7 - i64::from(at.weekday().num_days_from_monday());
+    let next_monday = (at + Duration::days(days)).date_naive();
+    let early = next_monday.and_hms_opt(6, 59, 0).unwrap().and_utc();
+    assert_eq!(delivery.send_digests(&store, early).await.unwrap(), 0);
+    let due = next_monday.and_hms_opt(9, 0, 0).unwrap().and_utc();
+    assert_eq!(delivery.send_digests(&store, due).await.unwrap(), 1);
+    assert_eq!(delivery.send_digests(&store, due).await.unwrap(), 0);
+    let digest = std::fs::read_to_string(outdir.join("1.eml")).unwrap();
+    assert!(digest.contains("weekly monitoring digest"), "{digest}");
+    assert!(digest.contains("1 alert(s)"), "{digest}");
+    assert!(
+        digest.contains("https://sheepdog.larkmoor.invalid/alerts"),
+        "{digest}"
+    );
+    assert!(
+        !digest.contains("k1ll") && !digest.contains("CHROMEBOOK"),
+        "{digest}"
+    );
 
     // The audit log says what happened to the notification.
     let actions: Vec<String> = store

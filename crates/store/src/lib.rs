@@ -44,7 +44,8 @@ pub use console::{
 pub use error::StoreError;
 pub use events::{DecisionEvent, EventFilter, EventSource};
 pub use monitoring::{
-    Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, NewAlert, PendingNotification,
+    Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, AlertTally, NewAlert,
+    PendingNotification,
 };
 pub use people::{ImportBatch, ImportOutcome, ImportedGuardian};
 pub use records::*;

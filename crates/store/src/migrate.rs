@@ -32,6 +32,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "console sign-in",
         sql: include_str!("../migrations/0004_console.sql"),
     },
+    Migration {
+        version: 5,
+        name: "monitoring delivery",
+        sql: include_str!("../migrations/0005_monitoring_delivery.sql"),
+    },
 ];
 
 pub(crate) async fn run(store: &Store) -> Result<(), StoreError> {

@@ -96,6 +96,7 @@ on_both!(
     console_sessions_two_factor_and_tokens,
     alerts_merge_throttle_and_owe_notifications,
     alert_triage_needs_reasons_and_is_audited,
+    digest_tallies_and_is_recorded_once,
 );
 
 fn admin() -> Actor {
@@ -179,7 +180,7 @@ async fn migrations_are_idempotent_and_versioned(store: Store) {
         .fetch_all(store.pool())
         .await
         .unwrap();
-    assert_eq!(versions, vec![(1,), (2,), (3,), (4,)]);
+    assert_eq!(versions, vec![(1,), (2,), (3,), (4,), (5,)]);
     if store.dialect() == Dialect::Sqlite {
         assert_eq!(
             store
@@ -1059,5 +1060,52 @@ async fn alert_triage_needs_reasons_and_is_audited(store: Store) {
         entries[2].reason.as_deref(),
         Some("searching for a PSHE lesson")
     );
+    assert!(store.verify_audit().await.unwrap().is_intact());
+}
+
+async fn digest_tallies_and_is_recorded_once(store: Store) {
+    let school = school(&store).await;
+    let policy = AlertPolicy::default();
+    for (subject, category, grade, minute) in [
+        ("person:1", "suicide", 5, 1),
+        ("person:2", "suicide", 5, 2),
+        ("person:3", "drugs", 2, 3),
+    ] {
+        store
+            .record_alert(
+                &admin(),
+                school.id,
+                &concern(subject, category, grade, minute, &[i64::from(minute)]),
+                &policy,
+            )
+            .await
+            .unwrap();
+    }
+    let since = "2026-11-23T00:00:00Z".parse().unwrap();
+    let until = "2026-11-24T00:00:00Z".parse().unwrap();
+    let tally = store.alert_tally(school.id, since, until).await.unwrap();
+    let lines: Vec<(&str, u8, i64, i64)> = tally
+        .iter()
+        .map(|t| (t.category.as_str(), t.grade, t.alerts, t.unread))
+        .collect();
+    assert_eq!(lines, vec![("suicide", 5, 2, 2), ("drugs", 2, 1, 1)]);
+    let later = "2026-12-01T00:00:00Z".parse().unwrap();
+    assert!(store
+        .alert_tally(school.id, until, later)
+        .await
+        .unwrap()
+        .is_empty());
+
+    assert!(!store.digest_sent(school.id, "2026-W48").await.unwrap());
+    store
+        .record_digest(&admin(), school.id, "2026-W48", 3)
+        .await
+        .unwrap();
+    assert!(store.digest_sent(school.id, "2026-W48").await.unwrap());
+    assert!(!store.digest_sent(school.id, "2026-W49").await.unwrap());
+    assert!(store
+        .record_digest(&admin(), school.id, "2026-W48", 3)
+        .await
+        .is_err());
     assert!(store.verify_audit().await.unwrap().is_intact());
 }

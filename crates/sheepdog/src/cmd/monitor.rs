@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use sheepdog_config::Config;
 use sheepdog_monitor::{
-    eval, read_events, GradingRules, Library, LiveMonitor, LiveOptions, Matcher, Monitor,
+    eval, read_events, Delivery, GradingRules, Library, LiveMonitor, LiveOptions, Matcher, Monitor,
 };
 use sheepdog_store::{Actor, AlertPolicy, NewAlert};
 
@@ -94,22 +94,38 @@ pub async fn run(cmd: MonitorCommand, config: &Config) -> anyhow::Result<ExitCod
 }
 
 /// Follows the decision events the servers store and records their
-/// concerns as alerts until `shutdown`; `sheepdog serve` and `demo` run it
-/// beside the listeners. The DNS server never waits for it: it reads the
-/// rows the event writer has already stored.
+/// concerns as alerts, and delivers the DSL notifications `[notify]`
+/// configures, until `shutdown`; `sheepdog serve` and `demo` run it beside
+/// the listeners. The DNS server never waits for it: it reads the rows the
+/// event writer has already stored.
 pub async fn follow_events(
+    notify: sheepdog_config::NotifyConfig,
     store: sheepdog_store::Store,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let delivery = Delivery::from_config(&notify).map_err(std::io::Error::other)?;
     let matcher = Matcher::shipped().map_err(std::io::Error::other)?;
-    let live = LiveMonitor::start(store, Arc::new(matcher), LiveOptions::default())
+    let live = LiveMonitor::start(store.clone(), Arc::new(matcher), LiveOptions::default())
         .await
         .map_err(std::io::Error::other)?;
     tracing::info!(
         after_event = live.cursor(),
+        notify = delivery.is_some(),
         "monitoring follows the decision events"
     );
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let delivering = delivery.map(|delivery| {
+        tokio::spawn(
+            delivery.run(store, std::time::Duration::from_secs(5), async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }),
+        )
+    });
     live.run(shutdown).await;
+    let _ = stop.send(true);
+    if let Some(task) = delivering {
+        task.await.map_err(std::io::Error::other)?;
+    }
     Ok(())
 }
 

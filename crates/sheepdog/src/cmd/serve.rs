@@ -136,6 +136,7 @@ pub async fn run_servers(
         until_stopped(stopped.clone()),
     ));
     tasks.spawn(super::monitor::follow_events(
+        config.notify.clone(),
         store.clone(),
         until_stopped(stopped.clone()),
     ));
