@@ -161,6 +161,10 @@ fn fix_for(key: &str, message: &str) -> String {
         "digest_day" => "use a day name such as \"monday\"",
         "digest_hour" => "use a whole number from 0 to 23",
         "retry_secs" | "retry_max_secs" => "use a whole number of seconds without quotes",
+        "libraries" => "use a list of keyword library files, for example [\"libraries/school.toml\"]",
+        "min_grade" => "use a whole number from 1 to 5 without quotes",
+        "groups" => "use [[monitoring.groups]] tables with name, libraries and min_grade",
+        "name" => "use the group's name from the policy file, for example \"staff\"",
         _ => "see dist/sheepdog.example.toml for this key's default and accepted values",
     };
     hint.to_string()

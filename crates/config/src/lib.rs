@@ -38,6 +38,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub events: EventsConfig,
     pub notify: NotifyConfig,
+    pub monitoring: MonitoringConfig,
 }
 
 /// Which database holds the records.
@@ -201,6 +202,32 @@ pub struct EventsConfig {
     pub flush_ms: u32,
 }
 
+/// What live monitoring reads with, for every group and per group (M6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// The school's own keyword libraries, added to the shipped ones.
+    pub libraries: Vec<PathBuf>,
+    /// Concerns below this grade (1-5) are not recorded as alerts.
+    pub min_grade: u8,
+    /// Groups that read with more libraries or another threshold.
+    pub groups: Vec<GroupMonitoringConfig>,
+}
+
+/// One group's monitoring: libraries on top of the school's, and its own
+/// recording threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMonitoringConfig {
+    /// The group's name as the policy file spells it.
+    pub name: String,
+    #[serde(default)]
+    pub libraries: Vec<PathBuf>,
+    /// Empty: the `[monitoring]` threshold.
+    #[serde(default)]
+    pub min_grade: Option<u8>,
+}
+
 /// How the DSL team hears of alerts: an email and a webhook call at once
 /// for grade 4-5, and a weekly digest email. Emails carry no offending
 /// text, only links into the console.
@@ -334,6 +361,17 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
+        let libraries = self.monitoring.libraries.iter_mut().chain(
+            self.monitoring
+                .groups
+                .iter_mut()
+                .flat_map(|g| g.libraries.iter_mut()),
+        );
+        for path in libraries {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
     }
 
     /// Checks that concern more than one key.
@@ -359,6 +397,7 @@ impl Config {
         self.check_dns(origin, text)?;
         self.check_console(origin, text)?;
         self.check_notify(origin, text)?;
+        self.check_monitoring(origin, text)?;
         if self.events.channel_capacity == 0 || self.events.batch_size == 0 {
             let key = if self.events.channel_capacity == 0 {
                 "events.channel_capacity"
@@ -404,6 +443,40 @@ impl Config {
                 &format!("`{unknown}` is not a role"),
                 &format!("use role names from: {}", ROLE_NAMES.join(", ")),
             ));
+        }
+        Ok(())
+    }
+
+    fn check_monitoring(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
+        let monitoring = &self.monitoring;
+        let grades = std::iter::once(("monitoring.min_grade", Some(monitoring.min_grade))).chain(
+            monitoring
+                .groups
+                .iter()
+                .map(|g| ("monitoring.groups.min_grade", g.min_grade)),
+        );
+        for (key, grade) in grades {
+            if grade.is_some_and(|g| !(1..=5).contains(&g)) {
+                return Err(ConfigError::at_key(
+                    origin,
+                    text,
+                    key,
+                    "grades run from 1 to 5",
+                    "use a whole number from 1 to 5 (the default is 2)",
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for group in &monitoring.groups {
+            if group.name.trim().is_empty() || !seen.insert(group.name.as_str()) {
+                return Err(ConfigError::at_key(
+                    origin,
+                    text,
+                    "monitoring.groups.name",
+                    &format!("group `{}` is empty or listed twice", group.name),
+                    "give each [[monitoring.groups]] the name of one policy group, once",
+                ));
+            }
         }
         Ok(())
     }
@@ -545,6 +618,17 @@ impl Default for Config {
             dns: DnsConfig::default(),
             events: EventsConfig::default(),
             notify: NotifyConfig::default(),
+            monitoring: MonitoringConfig::default(),
+        }
+    }
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        Self {
+            libraries: Vec::new(),
+            min_grade: 2,
+            groups: Vec::new(),
         }
     }
 }

@@ -185,3 +185,27 @@ fn notify_settings_are_checked_with_fixes() {
     assert_eq!(key, "notify.smtp_port");
     assert!(fix.contains("587"), "{fix}");
 }
+
+#[test]
+fn monitoring_groups_are_checked_and_paths_resolved() {
+    let text = "[monitoring]\nlibraries = [\"school.toml\"]\n\n[[monitoring.groups]]\nname = \"staff\"\nlibraries = [\"staff.toml\"]\nmin_grade = 3\n";
+    let mut config = Config::parse(text, Path::new("site.toml")).unwrap();
+    config.resolve_relative_to(Path::new("/etc/sheepdog"));
+    assert_eq!(
+        config.monitoring.libraries,
+        vec![PathBuf::from("/etc/sheepdog/school.toml")]
+    );
+    assert_eq!(config.monitoring.groups[0].min_grade, Some(3));
+    assert_eq!(
+        config.monitoring.groups[0].libraries,
+        vec![PathBuf::from("/etc/sheepdog/staff.toml")]
+    );
+    let (_, key, _, fix) = invalid("[monitoring]\nmin_grade = 9\n");
+    assert_eq!(key, "monitoring.min_grade");
+    assert!(fix.contains("1 to 5"), "{fix}");
+    let (_, key, message, _) = invalid(
+        "[[monitoring.groups]]\nname = \"staff\"\n\n[[monitoring.groups]]\nname = \"staff\"\n",
+    );
+    assert_eq!(key, "monitoring.groups.name");
+    assert!(message.contains("twice"), "{message}");
+}

@@ -51,6 +51,17 @@ pub struct LiveOptions {
     pub surrounding_limit: u32,
     /// The same target from the same subject is read once in this time.
     pub repeat_quiet: Duration,
+    /// Groups that read with their own libraries or threshold (M6).
+    pub groups: Vec<GroupMonitoring>,
+}
+
+/// One group's monitoring: its own matcher (the shipped libraries, the
+/// school's and the group's) and recording threshold.
+#[derive(Debug, Clone)]
+pub struct GroupMonitoring {
+    pub group: String,
+    pub matcher: Arc<Matcher>,
+    pub min_grade: u8,
 }
 
 impl Default for LiveOptions {
@@ -65,6 +76,7 @@ impl Default for LiveOptions {
             surrounding: Duration::minutes(10),
             surrounding_limit: 20,
             repeat_quiet: Duration::minutes(1),
+            groups: Vec::new(),
         }
     }
 }
@@ -110,6 +122,8 @@ struct PersonFacts {
 pub struct LiveMonitor {
     store: Store,
     monitor: Monitor,
+    /// Per group with its own rules: its monitor (and memory) and threshold.
+    groups: HashMap<String, (Monitor, u8)>,
     options: LiveOptions,
     cursor: i64,
     actor: Actor,
@@ -142,8 +156,22 @@ impl LiveMonitor {
         let cursor = store
             .last_event_id_before(Utc::now() - options.lookback)
             .await?;
+        let groups = options
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.group.clone(),
+                    (
+                        Monitor::new(g.matcher.clone(), options.grading.clone()),
+                        g.min_grade,
+                    ),
+                )
+            })
+            .collect();
         Ok(Self {
             monitor: Monitor::new(matcher, options.grading.clone()),
+            groups,
             store,
             options,
             cursor,
@@ -240,9 +268,14 @@ impl LiveMonitor {
             return Ok(counts);
         }
         self.remember(key, stored.at);
-        let concerns = self.monitor.inspect(&event);
+        let (monitor, min_grade) = match stored.group.as_ref().and_then(|g| self.groups.get_mut(g))
+        {
+            Some((monitor, min_grade)) => (monitor, *min_grade),
+            None => (&mut self.monitor, self.options.min_grade),
+        };
+        let concerns = monitor.inspect(&event);
         for concern in concerns {
-            if concern.grade < self.options.min_grade {
+            if concern.grade < min_grade {
                 continue;
             }
             counts.concerns += 1;

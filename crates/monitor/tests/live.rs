@@ -218,3 +218,106 @@ async fn the_loop_stops_when_told() {
     let total = running.await.unwrap();
     assert_eq!(total.created, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_read_with_their_own_libraries_and_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, school, pupil) = setup(dir.path()).await;
+    let shipped = sheepdog_monitor::Library::shipped().unwrap();
+    let mut with_extra = shipped.clone();
+    with_extra.push(
+        sheepdog_monitor::Library::parse(
+            r#"
+            [library]
+            name = "year-4 extra"
+            language = "en"
+
+            [[terms]]
+            category = "bullying"
+            severity = 3
+            phrases = ["glimmerwort"]
+            "#,
+            "year-4.toml",
+        )
+        .unwrap(),
+    );
+    let options = LiveOptions {
+        groups: vec![sheepdog_monitor::GroupMonitoring {
+            group: "year-4".to_string(),
+            matcher: Arc::new(Matcher::new(&with_extra).unwrap()),
+            min_grade: 5,
+        }],
+        ..LiveOptions::default()
+    };
+    let mut live = LiveMonitor::start(
+        store.clone(),
+        Arc::new(Matcher::new(&shipped).unwrap()),
+        options,
+    )
+    .await
+    .unwrap();
+    let mut other = event(
+        2,
+        None,
+        "search.example/?q=glimmerwort",
+        Some("glimmerwort"),
+    );
+    other.group = Some("year-9".to_string());
+    other.client = "10.0.9.1".to_string();
+    let mut online_casino = event(
+        1,
+        None,
+        "search.example/?q=online+casino",
+        Some("online casino"),
+    );
+    online_casino.client = "10.0.4.18".to_string();
+    store
+        .insert_events(&[
+            // The group's own term, for a primary pupil: grade 4, but the
+            // group records only grade 5.
+            event(
+                3,
+                Some(pupil),
+                "search.example/?q=glimmerwort+glimmerwort",
+                Some("glimmerwort"),
+            ),
+            // The same term in a group without that library: nothing.
+            other,
+            // A shipped term below the group's threshold: not recorded.
+            online_casino,
+            // Grade 5 in the group: recorded.
+            event(
+                0,
+                Some(pupil),
+                "search.example/?q=how+to+kill+myself",
+                Some("how to kill myself"),
+            ),
+        ])
+        .await
+        .unwrap();
+    let counts = live.scan_new().await.unwrap();
+    assert_eq!(counts.created, 1, "{counts:?}");
+    let alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (alerts[0].category.as_str(), alerts[0].grade),
+        ("suicide", 5)
+    );
+
+    // Without the group's rules the same term is read at the default
+    // threshold: the extra library is what found it.
+    let mut plain = LiveMonitor::start(
+        store.clone(),
+        Arc::new(Matcher::new(&with_extra).unwrap()),
+        LiveOptions::default(),
+    )
+    .await
+    .unwrap();
+    let counts = plain.scan_new().await.unwrap();
+    assert!(counts.created >= 1, "{counts:?}");
+    let alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
+    assert!(
+        alerts.iter().any(|a| a.category == "bullying"),
+        "{alerts:?}"
+    );
+}

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use sheepdog_config::Config;
 use sheepdog_monitor::{
-    eval, read_events, Delivery, GradingRules, Library, LiveMonitor, LiveOptions, Matcher, Monitor,
+    eval, read_events, Delivery, GradingRules, GroupMonitoring, Library, LiveMonitor, LiveOptions,
+    Matcher, Monitor,
 };
 use sheepdog_store::{Actor, AlertPolicy, NewAlert};
 
@@ -100,12 +101,33 @@ pub async fn run(cmd: MonitorCommand, config: &Config) -> anyhow::Result<ExitCod
 /// event writer has already stored.
 pub async fn follow_events(
     notify: sheepdog_config::NotifyConfig,
+    monitoring: sheepdog_config::MonitoringConfig,
     store: sheepdog_store::Store,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let failed = |e: anyhow::Error| std::io::Error::other(format!("monitoring: {e:#}"));
     let delivery = Delivery::from_config(&notify).map_err(std::io::Error::other)?;
-    let matcher = Matcher::shipped().map_err(std::io::Error::other)?;
-    let live = LiveMonitor::start(store.clone(), Arc::new(matcher), LiveOptions::default())
+    let school_matcher = matcher(&monitoring.libraries).map_err(failed)?;
+    let mut groups = Vec::new();
+    for group in &monitoring.groups {
+        let libraries: Vec<PathBuf> = monitoring
+            .libraries
+            .iter()
+            .chain(&group.libraries)
+            .cloned()
+            .collect();
+        groups.push(GroupMonitoring {
+            group: group.name.clone(),
+            matcher: Arc::new(matcher(&libraries).map_err(failed)?),
+            min_grade: group.min_grade.unwrap_or(monitoring.min_grade),
+        });
+    }
+    let options = LiveOptions {
+        min_grade: monitoring.min_grade,
+        groups,
+        ..LiveOptions::default()
+    };
+    let live = LiveMonitor::start(store.clone(), Arc::new(school_matcher), options)
         .await
         .map_err(std::io::Error::other)?;
     tracing::info!(

@@ -137,6 +137,7 @@ pub async fn run_servers(
     ));
     tasks.spawn(super::monitor::follow_events(
         config.notify.clone(),
+        config.monitoring.clone(),
         store.clone(),
         until_stopped(stopped.clone()),
     ));
