@@ -38,6 +38,8 @@ pub struct Config {
     pub dns: DnsConfig,
     pub proxy: ProxyConfig,
     pub events: EventsConfig,
+    pub notify: NotifyConfig,
+    pub monitoring: MonitoringConfig,
 }
 
 /// Which database holds the records.
@@ -241,6 +243,81 @@ pub struct EventsConfig {
     pub flush_ms: u32,
 }
 
+/// What live monitoring reads with, for every group and per group (M6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MonitoringConfig {
+    /// The school's own keyword libraries, added to the shipped ones.
+    pub libraries: Vec<PathBuf>,
+    /// Concerns below this grade (1-5) are not recorded as alerts.
+    pub min_grade: u8,
+    /// Groups that read with more libraries or another threshold.
+    pub groups: Vec<GroupMonitoringConfig>,
+}
+
+/// One group's monitoring: libraries on top of the school's, and its own
+/// recording threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMonitoringConfig {
+    /// The group's name as the policy file spells it.
+    pub name: String,
+    #[serde(default)]
+    pub libraries: Vec<PathBuf>,
+    /// Empty: the `[monitoring]` threshold.
+    #[serde(default)]
+    pub min_grade: Option<u8>,
+}
+
+/// How the DSL team hears of alerts: an email and a webhook call at once
+/// for grade 4-5, and a weekly digest email. Emails carry no offending
+/// text, only links into the console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// The console's address as the DSL's browser reaches it, for links,
+    /// such as `https://sheepdog.school.example`.
+    pub console_url: String,
+    /// The mail server (submission port with STARTTLS); empty: no email.
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    /// A file holding extra CA certificates (PEM) to trust for the mail
+    /// server, for a school's own CA; empty: the public roots only.
+    pub smtp_ca_file: PathBuf,
+    /// Empty: no authentication.
+    pub smtp_username: String,
+    /// A file holding the password, so that it stays out of this file.
+    pub smtp_password_file: PathBuf,
+    /// The sender, such as `sheepdog@school.example`.
+    pub from: String,
+    /// The DSL team's addresses: every alert email and the digest.
+    pub dsl_emails: Vec<String>,
+    /// A URL that receives a JSON POST per urgent alert; empty: none.
+    pub webhook_url: String,
+    /// A file holding a key to sign webhook bodies with (HMAC-SHA256, in
+    /// `X-Sheepdog-Signature`); empty: unsigned.
+    pub webhook_secret_file: PathBuf,
+    /// The weekly digest's day (`monday` … `sunday`) and hour (0-23, in the
+    /// school's time zone).
+    pub digest_day: String,
+    pub digest_hour: u8,
+    /// The first retry after a failed delivery (seconds); each later one
+    /// waits twice as long, up to `retry_max_secs`.
+    pub retry_secs: u32,
+    pub retry_max_secs: u32,
+}
+
+/// The day names `digest_day` accepts.
+pub const DAY_NAMES: &[&str] = &[
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
+    "sunday",
+];
+
 /// Plain text for people, JSON lines for log collectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -317,8 +394,22 @@ impl Config {
             &mut self.data_dir,
             &mut self.filtering.policy,
             &mut self.events.spool_dir,
+            &mut self.notify.smtp_ca_file,
+            &mut self.notify.smtp_password_file,
+            &mut self.notify.webhook_secret_file,
         ] {
             if !path.as_os_str().is_empty() && path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        let libraries = self.monitoring.libraries.iter_mut().chain(
+            self.monitoring
+                .groups
+                .iter_mut()
+                .flat_map(|g| g.libraries.iter_mut()),
+        );
+        for path in libraries {
+            if path.is_relative() {
                 *path = base.join(&*path);
             }
         }
@@ -347,6 +438,8 @@ impl Config {
         self.check_dns(origin, text)?;
         self.check_proxy(origin, text)?;
         self.check_console(origin, text)?;
+        self.check_notify(origin, text)?;
+        self.check_monitoring(origin, text)?;
         if self.events.channel_capacity == 0 || self.events.batch_size == 0 {
             let key = if self.events.channel_capacity == 0 {
                 "events.channel_capacity"
@@ -392,6 +485,100 @@ impl Config {
                 &format!("`{unknown}` is not a role"),
                 &format!("use role names from: {}", ROLE_NAMES.join(", ")),
             ));
+        }
+        Ok(())
+    }
+
+    fn check_monitoring(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
+        let monitoring = &self.monitoring;
+        let grades = std::iter::once(("monitoring.min_grade", Some(monitoring.min_grade))).chain(
+            monitoring
+                .groups
+                .iter()
+                .map(|g| ("monitoring.groups.min_grade", g.min_grade)),
+        );
+        for (key, grade) in grades {
+            if grade.is_some_and(|g| !(1..=5).contains(&g)) {
+                return Err(ConfigError::at_key(
+                    origin,
+                    text,
+                    key,
+                    "grades run from 1 to 5",
+                    "use a whole number from 1 to 5 (the default is 2)",
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for group in &monitoring.groups {
+            if group.name.trim().is_empty() || !seen.insert(group.name.as_str()) {
+                return Err(ConfigError::at_key(
+                    origin,
+                    text,
+                    "monitoring.groups.name",
+                    &format!("group `{}` is empty or listed twice", group.name),
+                    "give each [[monitoring.groups]] the name of one policy group, once",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_notify(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
+        let notify = &self.notify;
+        let fail = |key: &str, message: &str, fix: &str| {
+            Err(ConfigError::at_key(origin, text, key, message, fix))
+        };
+        if !notify.smtp_host.is_empty() {
+            if notify.from.is_empty() || !notify.from.contains('@') {
+                return fail(
+                    "notify.from",
+                    "email needs a sender address",
+                    "set from = \"sheepdog@school.example\"",
+                );
+            }
+            if notify.dsl_emails.is_empty() {
+                return fail(
+                    "notify.dsl_emails",
+                    "email is configured but goes to no one",
+                    "list the DSL team, for example dsl_emails = [\"dsl@school.example\"]",
+                );
+            }
+        }
+        if let Some(bad) = notify.dsl_emails.iter().find(|e| !e.contains('@')) {
+            return fail(
+                "notify.dsl_emails",
+                &format!("`{bad}` is not an email address"),
+                "use addresses such as \"dsl@school.example\"",
+            );
+        }
+        let url = &notify.webhook_url;
+        if !(url.is_empty() || url.starts_with("https://") || url.starts_with("http://")) {
+            return fail(
+                "notify.webhook_url",
+                "not an http(s) URL",
+                "use a URL such as \"https://alerts.school.example/sheepdog\"",
+            );
+        }
+        if !DAY_NAMES.contains(&notify.digest_day.as_str()) {
+            return fail(
+                "notify.digest_day",
+                &format!("`{}` is not a day", notify.digest_day),
+                &format!("use one of: {}", DAY_NAMES.join(", ")),
+            );
+        }
+        if notify.digest_hour > 23 {
+            return fail(
+                "notify.digest_hour",
+                "an hour is 0-23",
+                "use a whole number from 0 to 23, for example 7",
+            );
+        }
+        if notify.retry_secs == 0 || notify.retry_max_secs < notify.retry_secs {
+            return fail(
+                "notify.retry_secs",
+                "retries need a first wait of 1 s or more, and a longest wait no shorter",
+                "use whole numbers of seconds, for example retry_secs = 60 and retry_max_secs = 3600",
+            );
         }
         Ok(())
     }
@@ -538,6 +725,39 @@ impl Default for Config {
             dns: DnsConfig::default(),
             proxy: ProxyConfig::default(),
             events: EventsConfig::default(),
+            notify: NotifyConfig::default(),
+            monitoring: MonitoringConfig::default(),
+        }
+    }
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        Self {
+            libraries: Vec::new(),
+            min_grade: 2,
+            groups: Vec::new(),
+        }
+    }
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            console_url: String::new(),
+            smtp_host: String::new(),
+            smtp_port: 587,
+            smtp_ca_file: PathBuf::new(),
+            smtp_username: String::new(),
+            smtp_password_file: PathBuf::new(),
+            from: String::new(),
+            dsl_emails: Vec::new(),
+            webhook_url: String::new(),
+            webhook_secret_file: PathBuf::new(),
+            digest_day: "monday".to_string(),
+            digest_hour: 7,
+            retry_secs: 60,
+            retry_max_secs: 3600,
         }
     }
 }

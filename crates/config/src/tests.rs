@@ -195,3 +195,47 @@ fn proxy_values_are_checked_with_fixes() {
     .unwrap();
     assert!(parsed.proxy.enabled);
 }
+
+#[test]
+fn notify_settings_are_checked_with_fixes() {
+    let (_, key, _, fix) = invalid("[notify]\nsmtp_host = \"smtp.school.example\"\n");
+    assert_eq!(key, "notify.from");
+    assert!(fix.contains("sheepdog@"), "{fix}");
+    let (_, key, message, _) = invalid(
+        "[notify]\nsmtp_host = \"smtp.school.example\"\nfrom = \"sheepdog@school.example\"\n",
+    );
+    assert_eq!(key, "notify.dsl_emails");
+    assert!(message.contains("no one"), "{message}");
+    let (line, key, _, fix) = invalid("[notify]\ndigest_day = \"funday\"\n");
+    assert_eq!((line, key.as_str()), (2, "notify.digest_day"));
+    assert!(fix.contains("monday"), "{fix}");
+    let (_, key, _, _) = invalid("[notify]\nwebhook_url = \"ftp://x\"\n");
+    assert_eq!(key, "notify.webhook_url");
+    let (_, key, _, fix) = invalid("[notify]\nsmtp_port = \"587\"\n");
+    assert_eq!(key, "notify.smtp_port");
+    assert!(fix.contains("587"), "{fix}");
+}
+
+#[test]
+fn monitoring_groups_are_checked_and_paths_resolved() {
+    let text = "[monitoring]\nlibraries = [\"school.toml\"]\n\n[[monitoring.groups]]\nname = \"staff\"\nlibraries = [\"staff.toml\"]\nmin_grade = 3\n";
+    let mut config = Config::parse(text, Path::new("site.toml")).unwrap();
+    config.resolve_relative_to(Path::new("/etc/sheepdog"));
+    assert_eq!(
+        config.monitoring.libraries,
+        vec![PathBuf::from("/etc/sheepdog/school.toml")]
+    );
+    assert_eq!(config.monitoring.groups[0].min_grade, Some(3));
+    assert_eq!(
+        config.monitoring.groups[0].libraries,
+        vec![PathBuf::from("/etc/sheepdog/staff.toml")]
+    );
+    let (_, key, _, fix) = invalid("[monitoring]\nmin_grade = 9\n");
+    assert_eq!(key, "monitoring.min_grade");
+    assert!(fix.contains("1 to 5"), "{fix}");
+    let (_, key, message, _) = invalid(
+        "[[monitoring.groups]]\nname = \"staff\"\n\n[[monitoring.groups]]\nname = \"staff\"\n",
+    );
+    assert_eq!(key, "monitoring.groups.name");
+    assert!(message.contains("twice"), "{message}");
+}

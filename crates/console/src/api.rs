@@ -34,6 +34,10 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/api/v1/events", get(events))
         .route("/api/v1/dashboard", get(dashboard))
         .route("/api/v1/roster", axum::routing::post(roster))
+        .route(
+            "/api/v1/monitoring/ingest",
+            axum::routing::post(crate::ingest::ingest),
+        )
 }
 
 /// An API failure as JSON.

@@ -30,6 +30,7 @@ mod dashboard;
 mod error;
 mod html;
 mod logs;
+mod ingest;
 mod pages;
 pub mod password;
 pub mod roles;

@@ -38,6 +38,9 @@ pub enum Permission {
     /// Search and export the decision log, which says who visited what.
     /// Every search is audited.
     SearchLogs,
+    /// Send text from other sources (device agents, chat exports) to
+    /// monitoring through the API.
+    SubmitMonitoring,
 }
 
 impl Permission {
@@ -51,6 +54,7 @@ impl Permission {
         Self::SeeAudit,
         Self::SeeDashboard,
         Self::SearchLogs,
+        Self::SubmitMonitoring,
     ];
 
     /// How the permission reads in the matrix.
@@ -65,6 +69,7 @@ impl Permission {
             Self::SeeAudit => "read and export the audit log",
             Self::SeeDashboard => "see the dashboard of filtering and alert counts",
             Self::SearchLogs => "search and export the filtering log (audited)",
+            Self::SubmitMonitoring => "send text from other sources to monitoring",
         }
     }
 }
@@ -122,6 +127,7 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
             role,
             Headteacher | Dsl | DeputyDsl | Technician | TrustAdministrator
         ),
+        SubmitMonitoring => matches!(role, Dsl | DeputyDsl | Technician | TrustAdministrator),
     }
 }
 

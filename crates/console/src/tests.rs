@@ -466,72 +466,73 @@ async fn idle_sessions_time_out() {
 /// The permission matrix of docs/console.md, written out rather than
 /// derived, so that the code, the document and this table must agree:
 /// people list, person record, roster import, groups, devices, device
-/// form, audit log, audit export.
-const MATRIX: &[(StaffRole, [bool; 11])] = &[
+/// form, audit log, audit export, dashboard, log search, log export,
+/// monitoring ingestion (by API token).
+const MATRIX: &[(StaffRole, [bool; 12])] = &[
     (
         StaffRole::Headteacher,
         [
-            true, true, true, true, true, false, true, true, true, true, true,
+            true, true, true, true, true, false, true, true, true, true, true, false,
         ],
     ),
     (
         StaffRole::Dsl,
         [
-            true, true, false, true, true, false, true, true, true, true, true,
+            true, true, false, true, true, false, true, true, true, true, true, true,
         ],
     ),
     (
         StaffRole::DeputyDsl,
         [
-            true, true, false, true, true, false, false, false, true, true, true,
+            true, true, false, true, true, false, false, false, true, true, true, true,
         ],
     ),
     (
         StaffRole::Technician,
         [
-            true, false, false, true, true, true, false, false, true, true, true,
+            true, false, false, true, true, true, false, false, true, true, true, true,
         ],
     ),
     (
         StaffRole::Teacher,
         [
-            true, false, false, false, false, false, false, false, false, false, false,
+            true, false, false, false, false, false, false, false, false, false, false, false,
         ],
     ),
     (
         StaffRole::TeachingAssistant,
         [
-            true, false, false, false, false, false, false, false, false, false, false,
+            true, false, false, false, false, false, false, false, false, false, false, false,
         ],
     ),
     (
         StaffRole::Office,
         [
-            true, true, true, false, false, false, false, false, false, false, false,
+            true, true, true, false, false, false, false, false, false, false, false, false,
         ],
     ),
     (
         StaffRole::Governor,
         [
-            false, false, false, true, false, false, false, false, true, false, false,
+            false, false, false, true, false, false, false, false, true, false, false, false,
         ],
     ),
     (
         StaffRole::SafeguardingGovernor,
         [
-            false, false, false, true, false, false, false, false, true, false, false,
+            false, false, false, true, false, false, false, false, true, false, false, false,
         ],
     ),
     (
         StaffRole::ChairOfGovernors,
         [
-            false, false, false, true, false, false, false, false, true, false, false,
+            false, false, false, true, false, false, false, false, true, false, false, false,
         ],
     ),
     (
         StaffRole::TrustAdministrator,
         [
-            true, true, true, true, true, true, true, true, true, true, true,
+            true, true, true, true, true, true, true, true, true, true, true, true,
         ],
     ),
 ];
@@ -602,6 +603,17 @@ async fn every_role_gets_exactly_its_routes() {
             };
             assert_eq!(reply.status, expected, "{role} {route}: {}", reply.body);
         }
+        let ingested = ingest(&f, &api_token(&f, id).await, INNOCENT).await;
+        let expected = if allowed[11] {
+            StatusCode::OK
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(
+            ingested.status, expected,
+            "{role} ingest: {}",
+            ingested.body
+        );
         // The same role held in another school gives nothing here.
         let elsewhere = account(
             &f,
@@ -1029,5 +1041,148 @@ async fn dashboard_draws_accessible_charts_with_tables() {
     assert_eq!(
         get(&f, "/logs", &cookie).await.status,
         StatusCode::FORBIDDEN
+    );
+}
+
+/// A token made straight in the store, as the account page would make it.
+async fn api_token(f: &Fixture, account_id: i64) -> String {
+    let token = format!("sdk_{}", crate::secrets::random_hex(32).unwrap());
+    f.state
+        .store()
+        .create_api_token(
+            &Actor::system("test"),
+            account_id,
+            "agent",
+            &crate::secrets::token_hash(&token),
+        )
+        .await
+        .unwrap();
+    token
+}
+
+const INNOCENT: &str = r#"{"items": [{"source": "agent", "address": "10.0.4.17",
+    "time": "2026-11-23T10:15:00Z", "text": "homework: causes of the Holocaust"}]}"#;
+
+async fn ingest(f: &Fixture, token: &str, body: &str) -> Reply {
+    send(
+        f,
+        Request::post(format!("/api/v1/monitoring/ingest?school={}", f.school))
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn ingested_text_becomes_alerts_and_bad_items_are_named() {
+    let f = fixture(ConsoleSettings::default()).await;
+    let id = account(
+        &f,
+        "agent@wrenmoor.invalid",
+        StaffRole::Technician,
+        Some(f.school),
+    )
+    .await;
+    let token = api_token(&f, id).await;
+
+    let body = format!(
+        r#"{{"items": [
+            {{"source": "chat-export", "person": {}, "device": "LIB-CHROMEBOOK-07",
+              "time": "2026-11-23T10:15:00Z", "text": "i want to k1ll mys3lf tonight"}},
+            {{"source": "agent", "address": "10.0.4.17", "time": "2026-11-23T10:16:00Z",
+              "text": "revision notes on photosynthesis"}}
+        ]}}"#,
+        f.pupil
+    );
+    let reply = ingest(&f, &token, &body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(
+        !reply.body.contains("k1ll"),
+        "no text echoed: {}",
+        reply.body
+    );
+    let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(reply["accepted"], 2);
+    let alerts = reply["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{reply}");
+    assert_eq!(alerts[0]["category"], "suicide");
+    assert_eq!(alerts[0]["outcome"], "created");
+    let stored = f
+        .state
+        .store()
+        .alert(alerts[0]["id"].as_i64().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored.person_id, Some(f.pupil));
+    assert_eq!(stored.device_name.as_deref(), Some("LIB-CHROMEBOOK-07"));
+    assert_eq!(stored.source, "chat-export");
+    assert_eq!(stored.matched_text, "k1ll mys3lf");
+    // Year 4 is primary: the grade is raised for age and reaches the DSL.
+    assert!(stored.grade >= 4, "{stored:?}");
+    assert_eq!(alerts[0]["notify"], true);
+
+    // The same again merges into the open alert.
+    let again = ingest(&f, &token, &body).await;
+    assert!(again.body.contains("\"merged\""), "{}", again.body);
+
+    // Every bad item and field is named, and nothing is taken.
+    let bad = r#"{"items": [
+        {"source": "agent", "address": "10.0.4.17", "time": "2026-11-23T10:15:00Z", "text": "fine"},
+        {"source": "no spaces", "person": 999999, "address": "not-an-ip",
+         "time": "yesterday", "text": ""},
+        {"source": "agent", "time": "2026-11-23T10:15:00Z", "text": "who?"}
+    ]}"#;
+    let reply = ingest(&f, &token, bad).await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.body
+    );
+    let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let items = reply["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{reply}");
+    assert_eq!(items[0]["index"], 1);
+    for field in ["source", "person", "address", "time", "text"] {
+        assert!(items[0]["fields"][field].is_string(), "{field}: {reply}");
+    }
+    assert_eq!(items[1]["index"], 2);
+    assert!(items[1]["fields"]["person"]
+        .as_str()
+        .unwrap()
+        .contains("say who"));
+
+    // Shape, count and size are bounded.
+    assert_eq!(
+        ingest(&f, &token, r#"{"things": []}"#).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        ingest(&f, &token, r#"{"items": []}"#).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let item = r#"{"source": "agent", "address": "10.0.4.17", "time": "2026-11-23T10:15:00Z", "text": "x"}"#;
+    let many = format!(
+        r#"{{"items": [{}]}}"#,
+        vec![item; crate::ingest::MAX_ITEMS + 1].join(",")
+    );
+    assert_eq!(
+        ingest(&f, &token, &many).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let huge = format!(
+        r#"{{"items": [{{"source": "agent", "address": "10.0.4.17", "time": "2026-11-23T10:15:00Z", "text": "{}"}}]}}"#,
+        "a".repeat(crate::ingest::MAX_BODY)
+    );
+    assert_eq!(
+        ingest(&f, &token, &huge).await.status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+    // Without a token: refused.
+    assert_eq!(
+        ingest(&f, "sdk_nothing", INNOCENT).await.status,
+        StatusCode::UNAUTHORIZED
     );
 }

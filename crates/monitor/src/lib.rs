@@ -15,25 +15,29 @@
 //!    what the filter did, into concerns;
 //! 5. [`eval`]: precision and recall on a labelled corpus.
 //!
-//! Events come in as JSON lines ([`event`]); the DNS resolver and proxy
-//! call [`Monitor::inspect`] on each. Storing alerts and notifying the DSL
-//! happen elsewhere (the store and the notifier).
+//! Events come in as JSON lines ([`event`]) or are followed in the store as
+//! the DNS resolver and proxy write them ([`live`]), which records their
+//! concerns as alerts.
 
 #![forbid(unsafe_code)]
 
+pub mod delivery;
 pub mod eval;
 pub mod event;
 pub mod grade;
 pub mod library;
+pub mod live;
 pub mod matcher;
 pub mod normalise;
 
+pub use delivery::{Delivery, DeliveryCounts};
 pub use eval::{eval, shipped_corpus, Case, EvalReport, Score};
 pub use event::{read_events, AgeGroup, Decision, Event, Field};
 pub use grade::{concerns_of, Concern, FieldHit, GradeFactors, GradingRules, Monitor};
 pub use library::{Category, Library, Position};
+pub use live::{GroupMonitoring, LiveMonitor, LiveOptions, ScanCounts};
 pub use matcher::{Hit, Matcher};
-pub use normalise::{normalise, Normalised};
+pub use normalise::{normalise, normalise_into, Normalised};
 
 /// Why monitoring refused input or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,10 @@ pub enum MonitorError {
     Library { origin: String, problem: String },
     #[error("unknown monitoring category `{0}`; the categories are illegal, bullying, cse-grooming, discrimination, drugs, extremism, gambling, pornography, self-harm, suicide, violence")]
     UnknownCategory(String),
+    #[error("monitoring cannot read events or record alerts: {0}")]
+    Store(#[from] sheepdog_store::StoreError),
+    #[error("notifying the DSL team: {0}")]
+    Delivery(String),
     #[error("cannot build the keyword automaton: {0}")]
     Build(String),
     #[error("event on line {line}: {problem}")]

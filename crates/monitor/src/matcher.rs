@@ -21,7 +21,9 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde::Serialize;
 
 use crate::library::{Category, Library, Position};
-use crate::normalise::{key_of, normalise, squeeze_key, truncate_to_char_boundary, Normalised};
+use crate::normalise::{
+    key_of, normalise, normalise_into, squeeze_key, truncate_to_char_boundary, Normalised,
+};
 use crate::MonitorError;
 
 /// Text beyond this many bytes of one input is not examined, which bounds
@@ -201,11 +203,36 @@ impl Matcher {
     /// severity 0, so that the reason for silence can be shown.
     pub fn scan(&self, text: &str) -> Vec<Hit> {
         let text = truncate_to_char_boundary(text, MAX_SCAN_BYTES);
-        let base = normalise(text);
+        // One normalisation buffer per thread, reused: most inputs are
+        // short, and allocating it per input cost more than matching.
+        thread_local! {
+            static BASE: std::cell::RefCell<Normalised> = std::cell::RefCell::default();
+        }
+        BASE.with(|base| match base.try_borrow_mut() {
+            Ok(mut base) => {
+                normalise_into(text, &mut base);
+                self.scan_normalised(&base)
+            }
+            // Only reachable if scanning re-entered itself; still correct.
+            Err(_) => self.scan_normalised(&normalise(text)),
+        })
+    }
+
+    fn scan_normalised(&self, base: &Normalised) -> Vec<Hit> {
         let mut hits = Vec::new();
-        self.scan_view(&base, &self.main, None, &mut hits);
+        self.scan_view(base, &self.main, None, &mut hits);
         if base.is_spelled_out() {
-            self.scan_view(&base.joined(), &self.main, None, &mut hits);
+            // Any exclusion or context word that bears on a hit in a run
+            // lies within this margin of it. Hits outside the runs are the
+            // base view's to report, with their full context.
+            let margin = 2 * self.main.longest + CONTEXT_WINDOW;
+            let (view, runs) = base.joined_near(margin);
+            let mut joined = Vec::new();
+            self.scan_view(&view, &self.main, None, &mut joined);
+            hits.extend(joined.into_iter().filter(|hit| {
+                runs.iter()
+                    .any(|run| hit.span.start < run.end && run.start < hit.span.end)
+            }));
         }
         if base.is_stretched() {
             let (view, long_runs) = base.squeezed();

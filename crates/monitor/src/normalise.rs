@@ -50,6 +50,9 @@ pub struct Normalised {
     /// Positions of spaces that stand for punctuation alone (`s.u.i`), as
     /// opposed to whitespace (`s u i`), in increasing order.
     soft_spaces: Vec<u32>,
+    /// The runs of three or more one-character words, from the first
+    /// word's start to the last word's end, in increasing order.
+    spelled_runs: Vec<(u32, u32)>,
 }
 
 /// The largest input normalised in one piece; spans are 32-bit.
@@ -96,9 +99,22 @@ impl Normalised {
             stretched: false,
             spelled_out: false,
             soft_spaces: Vec::new(),
+            spelled_runs: Vec::new(),
         }
     }
 
+    /// Empties the text for reuse, keeping its allocations.
+    fn clear(&mut self) {
+        self.text.clear();
+        self.starts.clear();
+        self.ends.clear();
+        self.stretched = false;
+        self.spelled_out = false;
+        self.soft_spaces.clear();
+        self.spelled_runs.clear();
+    }
+
+    #[inline]
     fn push(&mut self, byte: u8, start: u32, end: u32) {
         self.text.push(byte);
         self.starts.push(start);
@@ -135,33 +151,75 @@ impl Normalised {
 
     /// The joined view: runs of three or more one-character words are
     /// closed up into one word.
+    #[cfg(test)]
     pub(crate) fn joined(&self) -> Normalised {
-        let mut view = Self::with_capacity(self.text.len());
-        // Word boundaries: (start, end) of each token in self.text.
+        self.joined_near(usize::MAX).0
+    }
+
+    /// The joined view of only the text within `margin` bytes of a run of
+    /// one-character words, each stretch of it starting with a space,
+    /// together with the original spans of the runs themselves. A page
+    /// with one `a b c` in it costs a few hundred bytes, not a second
+    /// pass over the page.
+    pub(crate) fn joined_near(&self, margin: usize) -> (Normalised, Vec<Range<usize>>) {
+        let mut view = Self::with_capacity(self.text.len().min(4096));
+        let mut runs = Vec::with_capacity(self.spelled_runs.len());
+        view.push(b' ', 0, 0);
+        let len = self.text.len();
+        let mut leading = true;
+        let mut w = 0;
+        while w < self.spelled_runs.len() {
+            let (first, _) = self.spelled_runs[w];
+            let mut from = (first as usize).saturating_sub(margin);
+            let mut to = (self.spelled_runs[w].1 as usize)
+                .saturating_add(margin)
+                .min(len);
+            runs.push(self.original_span(first as usize..self.spelled_runs[w].1 as usize));
+            w += 1;
+            // Windows that touch are one window.
+            while w < self.spelled_runs.len() && (self.spelled_runs[w].0 as usize) <= to {
+                let (start, end) = self.spelled_runs[w];
+                runs.push(self.original_span(start as usize..end as usize));
+                to = (end as usize).saturating_add(margin).min(len);
+                w += 1;
+            }
+            // Whole words only.
+            while from > 0 && self.text[from - 1] != b' ' {
+                from -= 1;
+            }
+            while to < len && self.text[to] != b' ' {
+                to += 1;
+            }
+            self.join_words(from.max(1), to, &mut view, &mut leading);
+        }
+        let end = self.ends.last().copied().unwrap_or(0);
+        if view.text.last() != Some(&b' ') || view.text.len() == 1 {
+            view.push(b' ', end, end);
+        }
+        (view, runs)
+    }
+
+    /// Appends the words of `self.text[from..to]` to `view`, closing up
+    /// runs of three or more one-character words.
+    fn join_words(&self, from: usize, to: usize, view: &mut Normalised, leading: &mut bool) {
         let mut tokens: Vec<Range<usize>> = Vec::new();
-        let mut i = 0;
-        while i < self.text.len() {
+        let mut i = from;
+        while i < to {
             if self.text[i] == b' ' {
                 i += 1;
                 continue;
             }
             let start = i;
-            while i < self.text.len() && self.text[i] != b' ' {
+            while i < to && self.text[i] != b' ' {
                 i += 1;
             }
             tokens.push(start..i);
         }
-        let single = |r: &Range<usize>| {
-            std::str::from_utf8(&self.text[r.clone()])
-                .map(|s| s.chars().count() == 1)
-                .unwrap_or(false)
-        };
+        let single = |r: &Range<usize>| one_char(&self.text[r.clone()]);
         let soft = |space: usize| {
             u32::try_from(space).is_ok_and(|space| self.soft_spaces.binary_search(&space).is_ok())
         };
-        let mut leading = true;
         let mut t = 0;
-        view.push(b' ', 0, 0);
         while t < tokens.len() {
             let mut run_end = t;
             while run_end < tokens.len() && single(&tokens[run_end]) {
@@ -174,21 +232,26 @@ impl Normalised {
             for (k, token) in tokens.iter().enumerate().take(group).skip(t) {
                 let space = token.start - 1;
                 let first = k == t;
-                if (first && !leading) || (!first && punctuated && !soft(space)) {
+                if (first && !*leading) || (!first && punctuated && !soft(space)) {
                     view.push(b' ', self.starts[space], self.ends[space]);
                 }
                 for b in token.clone() {
                     view.push(self.text[b], self.starts[b], self.ends[b]);
                 }
             }
-            leading = false;
+            *leading = false;
             t = group;
         }
-        let end = self.ends.last().copied().unwrap_or(0);
-        if view.text.last() != Some(&b' ') || view.text.len() == 1 {
-            view.push(b' ', end, end);
-        }
-        view
+    }
+}
+
+/// Whether `token` (whole UTF-8 characters) is one character.
+fn one_char(token: &[u8]) -> bool {
+    match token.len() {
+        0 => false,
+        1 => true,
+        2..=4 => std::str::from_utf8(token).is_ok_and(|s| s.chars().nth(1).is_none()),
+        _ => false,
     }
 }
 
@@ -296,23 +359,56 @@ struct Builder {
     token_mixed: bool,
     /// One-character words seen in a row.
     singles: u32,
+    /// Where the first of those words starts.
+    singles_start: u32,
     /// How many times the last ASCII letter has repeated.
     run: u32,
 }
 
 impl Builder {
-    fn new(capacity: usize) -> Self {
-        let mut out = Normalised::with_capacity(capacity + 2);
+    fn new(mut out: Normalised, capacity: usize) -> Self {
+        out.clear();
+        out.text.reserve(capacity + 2);
+        out.starts.reserve(capacity + 2);
+        out.ends.reserve(capacity + 2);
         out.push(b' ', 0, 0);
         Self {
             out,
             token_start: 1,
             token_mixed: false,
             singles: 0,
+            singles_start: 0,
             run: 0,
         }
     }
 
+    /// A run of ASCII letters, the common case, pushed in one go: the same
+    /// as [`Builder::ascii`] on each letter.
+    fn letters(&mut self, letters: &[u8], start: u32) {
+        let out = &mut self.out;
+        let mut prev = out.text.last().copied();
+        let mut run = self.run;
+        out.text.reserve(letters.len());
+        for &byte in letters {
+            let lower = byte | 0x20;
+            if prev == Some(lower) {
+                run += 1;
+                if run >= 3 {
+                    out.stretched = true;
+                }
+            } else {
+                run = 1;
+            }
+            prev = Some(lower);
+            out.text.push(lower);
+        }
+        self.run = run;
+        let end = start + letters.len() as u32;
+        out.starts.extend(start..end);
+        out.ends.extend(start + 1..=end);
+    }
+
+    #[inline]
     fn ascii(&mut self, byte: u8, start: u32, end: u32) {
         match CLASSES[usize::from(byte & 0x7f)] {
             Class::Letter => {
@@ -339,6 +435,7 @@ impl Builder {
 
     /// A character that separates words; `soft` when it is punctuation
     /// rather than whitespace.
+    #[inline]
     fn separator(&mut self, soft: bool, start: u32, end: u32) {
         self.run = 0;
         self.end_token();
@@ -418,6 +515,7 @@ impl Builder {
     /// Finishes a word: leetspeak in a word with letters becomes letters;
     /// symbols at the edges of a word, or in a word of digits, were
     /// punctuation after all and are removed.
+    #[inline]
     fn end_token(&mut self) {
         let start = self.token_start.min(self.out.text.len());
         let len = self.out.text.len() - start;
@@ -429,13 +527,19 @@ impl Builder {
         if len == 0 {
             return;
         }
-        let one_char = std::str::from_utf8(&self.out.text[start..])
-            .map(|s| s.chars().nth(1).is_none())
-            .unwrap_or(false);
-        if one_char {
+        if one_char(&self.out.text[start..]) {
             self.singles += 1;
-            if self.singles >= 3 {
+            if self.singles == 1 {
+                self.singles_start = start as u32;
+            }
+            let end = self.out.text.len() as u32;
+            if self.singles == 3 {
                 self.out.spelled_out = true;
+                self.out.spelled_runs.push((self.singles_start, end));
+            } else if self.singles > 3 {
+                if let Some(run) = self.out.spelled_runs.last_mut() {
+                    run.1 = end;
+                }
             }
         } else {
             self.singles = 0;
@@ -520,9 +624,58 @@ fn hex(byte: u8) -> Option<u8> {
 /// Normalises `input` (at most [`MAX_NORMALISED_INPUT`] bytes of it; the
 /// rest is ignored).
 pub fn normalise(input: &str) -> Normalised {
+    let mut out = Normalised::default();
+    normalise_into(input, &mut out);
+    out
+}
+
+/// Normalises `input` into `out`, reusing its allocations.
+pub fn normalise_into(input: &str, out: &mut Normalised) {
     let input = truncate_to_char_boundary(input, MAX_NORMALISED_INPUT);
     let bytes = input.as_bytes();
-    let mut builder = Builder::new(bytes.len());
+    let mut builder = Builder::new(std::mem::take(out), bytes.len());
+    let mut decoded = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte.is_ascii_alphabetic() {
+            let run = bytes[i..]
+                .iter()
+                .position(|b| !b.is_ascii_alphabetic())
+                .unwrap_or(bytes.len() - i);
+            builder.letters(&bytes[i..i + run], i as u32);
+            i += run;
+            continue;
+        }
+        if byte == b'%' {
+            let consumed = percent_run(bytes, i, &mut decoded);
+            if consumed > 0 {
+                decode_run(&mut builder, &decoded, i);
+                i += consumed;
+                continue;
+            }
+        }
+        if byte < 0x80 {
+            builder.ascii(byte, i as u32, i as u32 + 1);
+            i += 1;
+        } else {
+            let Some(c) = input.get(i..).and_then(|rest| rest.chars().next()) else {
+                break;
+            };
+            let len = c.len_utf8();
+            builder.unicode(c, i as u32, (i + len) as u32);
+            i += len;
+        }
+    }
+    *out = builder.finish(bytes.len() as u32);
+}
+
+/// The normaliser without its fast path for runs of letters: one byte at a
+/// time, as the reference the fast path is tested against.
+#[cfg(test)]
+pub(crate) fn normalise_bytewise(input: &str) -> Normalised {
+    let bytes = input.as_bytes();
+    let mut builder = Builder::new(Normalised::default(), bytes.len());
     let mut decoded = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
@@ -548,6 +701,22 @@ pub fn normalise(input: &str) -> Normalised {
         }
     }
     builder.finish(bytes.len() as u32)
+}
+
+#[cfg(test)]
+impl Normalised {
+    /// Everything but the allocations, for comparing two normalisations.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn parts(&self) -> (&[u8], &[u32], &[u32], bool, bool, &[u32]) {
+        (
+            &self.text,
+            &self.starts,
+            &self.ends,
+            self.stretched,
+            self.spelled_out,
+            &self.soft_spaces,
+        )
+    }
 }
 
 /// Reads a run of `%XX` triplets starting at `at` into `out`; returns the

@@ -101,3 +101,57 @@ fn huge_inputs_are_bounded() {
     matcher().scan(&spelled);
     assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
 }
+
+/// The fast path for runs of letters gives exactly what the byte-at-a-time
+/// normaliser gives.
+fn check_fast_path(text: &str) {
+    let fast = normalise(text);
+    let reference = crate::normalise::normalise_bytewise(text);
+    assert_eq!(fast.parts(), reference.parts(), "{text:?}");
+}
+
+/// Windowed joining finds, inside the runs, what joining all of it finds.
+fn check_joined_windows(text: &str) {
+    let n = normalise(text);
+    let whole = n.joined();
+    let (near, runs) = n.joined_near(8);
+    for run in &runs {
+        let inside = |view: &crate::Normalised| -> Vec<String> {
+            let s = view.as_str();
+            s.split(' ')
+                .scan(0usize, |at, word| {
+                    let start = *at;
+                    *at += word.len() + 1;
+                    Some((start, word))
+                })
+                .filter(|(start, word)| {
+                    !word.is_empty() && {
+                        let span = view.original_span(*start..start + word.len());
+                        span.start < run.end && run.start < span.end
+                    }
+                })
+                .map(|(_, word)| word.to_string())
+                .collect()
+        };
+        assert_eq!(inside(&near), inside(&whole), "{text:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn fast_path_agrees_with_bytewise(text in tricky()) {
+        check_fast_path(&text);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_bytewise_on_anything(text in any::<String>()) {
+        check_fast_path(&text);
+    }
+
+    #[test]
+    fn joined_windows_agree_with_joining_everything(text in tricky()) {
+        check_joined_windows(&text);
+    }
+}

@@ -224,6 +224,37 @@ impl Store {
         rows.iter().map(event_from_row).collect()
     }
 
+    /// Up to `limit` events stored after event `after_id`, oldest first,
+    /// each with its id: how monitoring follows the events as they are
+    /// written without the DNS server ever waiting for it.
+    pub async fn events_after(
+        &self,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, DecisionEvent)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, {COLUMNS} FROM decision_events WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after_id)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("id")?, event_from_row(row)?)))
+            .collect()
+    }
+
+    /// The id of the last event stored before `at` (0 when there is none):
+    /// where following the events starts after a restart.
+    pub async fn last_event_id_before(&self, at: DateTime<Utc>) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT MAX(id) AS id FROM decision_events WHERE at < $1")
+            .bind(crate::format_time(at))
+            .fetch_one(self.pool())
+            .await?;
+        let id: Option<i64> = row.try_get("id")?;
+        Ok(id.unwrap_or(0))
+    }
+
     /// Deletes events older than `before` (the retention period the school
     /// set, M5) and returns how many went.
     pub async fn prune_events(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {

@@ -51,7 +51,8 @@ pub use events::{
     EventSummary, FoundEvent, TargetMatch,
 };
 pub use monitoring::{
-    Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, NewAlert, PendingNotification,
+    Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, AlertTally, NewAlert,
+    PendingNotification,
 };
 pub use people::{ImportBatch, ImportOutcome, ImportedGuardian};
 pub use records::*;

@@ -35,6 +35,11 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0004_console.sql"),
     },
     Migration {
+        version: 5,
+        name: "monitoring delivery",
+        sql: include_str!("../migrations/0005_monitoring_delivery.sql"),
+    },
+    Migration {
         version: 6,
         name: "console log search",
         sql: include_str!("../migrations/0006_console_search.sql"),

@@ -618,6 +618,97 @@ impl Store {
     }
 }
 
+/// One line of the weekly digest: how many alerts of a category and grade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AlertTally {
+    pub category: String,
+    pub grade: u8,
+    pub alerts: i64,
+    /// Of those, still new (nobody has looked).
+    pub unread: i64,
+}
+
+impl Store {
+    /// Alerts of a school active in `[since, until)`, counted by category
+    /// and grade, worst grade first: the weekly digest's table.
+    pub async fn alert_tally(
+        &self,
+        school_id: i64,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<AlertTally>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT category, grade, COUNT(*) AS alerts, \
+             SUM(CASE WHEN status = 'new' THEN 1 ELSE 0 END) AS unread \
+             FROM monitoring_alerts WHERE school_id = $1 AND last_at >= $2 AND first_at < $3 \
+             GROUP BY category, grade ORDER BY grade DESC, category",
+        )
+        .bind(school_id)
+        .bind(format_time(since))
+        .bind(format_time(until))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let grade: i64 = row.try_get("grade")?;
+                Ok(AlertTally {
+                    category: row.try_get("category")?,
+                    grade: u8::try_from(grade).unwrap_or(5),
+                    alerts: row.try_get("alerts")?,
+                    unread: row.try_get::<Option<i64>, _>("unread")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Whether the digest for `week` (`2026-W48`) has gone to the school.
+    pub async fn digest_sent(&self, school_id: i64, week: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM monitoring_digests WHERE school_id = $1 AND week = $2",
+        )
+        .bind(school_id)
+        .bind(week)
+        .fetch_one(self.pool())
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        Ok(n > 0)
+    }
+
+    /// Records that the digest for `week` went out, covering `alerts`.
+    pub async fn record_digest(
+        &self,
+        actor: &Actor,
+        school_id: i64,
+        week: &str,
+        alerts: i64,
+    ) -> Result<(), StoreError> {
+        let mut write = self.begin_write().await?;
+        let result = async {
+            let row = sqlx::query(
+                "INSERT INTO monitoring_digests (school_id, week, alerts, sent_at) \
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(school_id)
+            .bind(week)
+            .bind(alerts)
+            .bind(crate::now())
+            .fetch_one(&mut *write.tx)
+            .await?;
+            let id: i64 = row.try_get("id")?;
+            let mut change = Change::new("delivered", "digest", id);
+            change.after = Some(json(&serde_json::json!({
+                "school_id": school_id,
+                "week": week,
+                "alerts": alerts,
+            })));
+            append(&mut write.tx, actor, change).await?;
+            Ok(())
+        }
+        .await;
+        write.finish(result).await
+    }
+}
+
 async fn owe_notification(
     write: &mut crate::Write,
     actor: &Actor,

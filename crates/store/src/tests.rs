@@ -615,6 +615,22 @@ async fn events_round_trip_filter_and_prune(store: Store) {
         .unwrap();
     assert_eq!(since.len(), 350);
 
+    // Following the events as they are written: by id, oldest first.
+    let start = store.last_event_id_before(batch[10].at).await.unwrap();
+    let first = store.events_after(start, 5).await.unwrap();
+    assert_eq!(first.len(), 5);
+    assert_eq!(first[0].1, batch[10]);
+    assert!(first.windows(2).all(|w| w[0].0 < w[1].0));
+    let next = store.events_after(first[4].0, 1000).await.unwrap();
+    assert_eq!(next.len(), 450 - 15);
+    assert_eq!(next[0].1, batch[15]);
+    assert!(store
+        .events_after(next[next.len() - 1].0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(store.last_event_id_before(batch[0].at).await.unwrap(), 0);
+
     assert_eq!(store.prune_events(cutoff).await.unwrap(), 100);
     let left = store
         .events(&EventFilter {

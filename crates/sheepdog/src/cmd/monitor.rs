@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sheepdog_config::Config;
-use sheepdog_monitor::{eval, read_events, GradingRules, Library, Matcher, Monitor};
+use sheepdog_monitor::{
+    eval, read_events, Delivery, GradingRules, GroupMonitoring, Library, LiveMonitor, LiveOptions,
+    Matcher, Monitor,
+};
 use sheepdog_store::{Actor, AlertPolicy, NewAlert};
 
 #[derive(clap::Subcommand, Debug)]
@@ -89,6 +92,63 @@ pub async fn run(cmd: MonitorCommand, config: &Config) -> anyhow::Result<ExitCod
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Follows the decision events the servers store and records their
+/// concerns as alerts, and delivers the DSL notifications `[notify]`
+/// configures, until `shutdown`; `sheepdog serve` and `demo` run it beside
+/// the listeners. The DNS server never waits for it: it reads the rows the
+/// event writer has already stored.
+pub async fn follow_events(
+    notify: sheepdog_config::NotifyConfig,
+    monitoring: sheepdog_config::MonitoringConfig,
+    store: sheepdog_store::Store,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let failed = |e: anyhow::Error| std::io::Error::other(format!("monitoring: {e:#}"));
+    let delivery = Delivery::from_config(&notify).map_err(std::io::Error::other)?;
+    let school_matcher = matcher(&monitoring.libraries).map_err(failed)?;
+    let mut groups = Vec::new();
+    for group in &monitoring.groups {
+        let libraries: Vec<PathBuf> = monitoring
+            .libraries
+            .iter()
+            .chain(&group.libraries)
+            .cloned()
+            .collect();
+        groups.push(GroupMonitoring {
+            group: group.name.clone(),
+            matcher: Arc::new(matcher(&libraries).map_err(failed)?),
+            min_grade: group.min_grade.unwrap_or(monitoring.min_grade),
+        });
+    }
+    let options = LiveOptions {
+        min_grade: monitoring.min_grade,
+        groups,
+        ..LiveOptions::default()
+    };
+    let live = LiveMonitor::start(store.clone(), Arc::new(school_matcher), options)
+        .await
+        .map_err(std::io::Error::other)?;
+    tracing::info!(
+        after_event = live.cursor(),
+        notify = delivery.is_some(),
+        "monitoring follows the decision events"
+    );
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let delivering = delivery.map(|delivery| {
+        tokio::spawn(
+            delivery.run(store, std::time::Duration::from_secs(5), async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }),
+        )
+    });
+    live.run(shutdown).await;
+    let _ = stop.send(true);
+    if let Some(task) = delivering {
+        task.await.map_err(std::io::Error::other)?;
+    }
+    Ok(())
 }
 
 fn load_library(path: &PathBuf) -> anyhow::Result<Library> {

@@ -170,6 +170,12 @@ pub async fn run_servers(
         settings,
         until_stopped(stopped.clone()),
     ));
+    tasks.spawn(super::monitor::follow_events(
+        config.notify.clone(),
+        config.monitoring.clone(),
+        store.clone(),
+        until_stopped(stopped.clone()),
+    ));
     if let Some(listener) = metrics {
         let handle = telemetry::init_metrics()?;
         tasks.spawn(web::serve_metrics(

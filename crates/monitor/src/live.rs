@@ -1,0 +1,520 @@
+//! Live monitoring: decision events read as the event writer stores them,
+//! and their concerns recorded as alerts.
+//!
+//! The DNS server and the proxy hand their events to the event writer's
+//! bounded channel and never wait; the writer stores them in batches. This
+//! module follows the stored rows by id, a poll a second, so monitoring can
+//! be slow, restart or fall behind without the filter noticing. After a
+//! restart it starts from the events of the last hour (the alert throttle
+//! window): events it has already read merge into their alerts as
+//! duplicates rather than raising new ones.
+//!
+//! Each event is read with who made it (the person's school and age
+//! group, the device, the address, the filtering group). One look-up of a
+//! name produces several DNS events (`A`, `AAAA`, `HTTPS`) within a
+//! second, so the same target from the same subject is read once a
+//! minute, or it would count as repetition. A concern at or above the
+//! recording grade becomes an alert, with the events around it copied in.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use sheepdog_store::{
+    Actor, AlertOutcome, AlertPolicy, DecisionEvent, EventFilter, NewAlert, PersonKind, Store,
+};
+
+use crate::event::{AgeGroup, Decision, Event};
+use crate::grade::{Concern, GradingRules, Monitor};
+use crate::matcher::Matcher;
+use crate::MonitorError;
+
+/// How live monitoring reads events and records alerts.
+#[derive(Debug, Clone)]
+pub struct LiveOptions {
+    /// How long to wait when there are no new events.
+    pub poll: std::time::Duration,
+    /// Events read per query.
+    pub batch: u32,
+    /// How far back to start after a restart.
+    pub lookback: Duration,
+    /// Concerns below this grade are not recorded as alerts.
+    pub min_grade: u8,
+    pub alerts: AlertPolicy,
+    pub grading: GradingRules,
+    /// Events of the same subject this long before a concern are copied
+    /// into its alert.
+    pub surrounding: Duration,
+    /// At most this many of them.
+    pub surrounding_limit: u32,
+    /// The same target from the same subject is read once in this time.
+    pub repeat_quiet: Duration,
+    /// Groups that read with their own libraries or threshold (M6).
+    pub groups: Vec<GroupMonitoring>,
+}
+
+/// One group's monitoring: its own matcher (the shipped libraries, the
+/// school's and the group's) and recording threshold.
+#[derive(Debug, Clone)]
+pub struct GroupMonitoring {
+    pub group: String,
+    pub matcher: Arc<Matcher>,
+    pub min_grade: u8,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        Self {
+            poll: std::time::Duration::from_secs(1),
+            batch: 500,
+            lookback: Duration::hours(1),
+            min_grade: 2,
+            alerts: AlertPolicy::default(),
+            grading: GradingRules::default(),
+            surrounding: Duration::minutes(10),
+            surrounding_limit: 20,
+            repeat_quiet: Duration::minutes(1),
+            groups: Vec::new(),
+        }
+    }
+}
+
+/// What one or more scans did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanCounts {
+    pub events: usize,
+    /// Events skipped as repeats of one look-up.
+    pub repeats: usize,
+    /// Concerns at or above the recording grade.
+    pub concerns: usize,
+    pub created: usize,
+    pub merged: usize,
+    pub duplicates: usize,
+    /// Alerts owed to the DSL team at once.
+    pub notify: usize,
+    /// Concerns that could not be given to a school (no person, no known
+    /// device, and more than one school).
+    pub unattributed: usize,
+}
+
+impl ScanCounts {
+    fn add(&mut self, other: Self) {
+        self.events += other.events;
+        self.repeats += other.repeats;
+        self.concerns += other.concerns;
+        self.created += other.created;
+        self.merged += other.merged;
+        self.duplicates += other.duplicates;
+        self.notify += other.notify;
+        self.unattributed += other.unattributed;
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PersonFacts {
+    school_id: i64,
+    age_group: Option<AgeGroup>,
+}
+
+/// Follows the stored decision events and records their concerns.
+pub struct LiveMonitor {
+    store: Store,
+    monitor: Monitor,
+    /// Per group with its own rules: its monitor (and memory) and threshold.
+    groups: HashMap<String, (Monitor, u8)>,
+    options: LiveOptions,
+    cursor: i64,
+    actor: Actor,
+    people: HashMap<i64, Option<PersonFacts>>,
+    devices: HashMap<i64, i64>,
+    only_school: Option<i64>,
+    /// When each (subject, target) was last read.
+    recent: HashMap<(String, String), DateTime<Utc>>,
+}
+
+impl std::fmt::Debug for LiveMonitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveMonitor")
+            .field("cursor", &self.cursor)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Remembered look-ups at most, to bound memory.
+const MAX_RECENT: usize = 100_000;
+
+impl LiveMonitor {
+    /// Starts following events from `options.lookback` ago.
+    pub async fn start(
+        store: Store,
+        matcher: Arc<Matcher>,
+        options: LiveOptions,
+    ) -> Result<Self, MonitorError> {
+        let cursor = store
+            .last_event_id_before(Utc::now() - options.lookback)
+            .await?;
+        let groups = options
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.group.clone(),
+                    (
+                        Monitor::new(g.matcher.clone(), options.grading.clone()),
+                        g.min_grade,
+                    ),
+                )
+            })
+            .collect();
+        Ok(Self {
+            monitor: Monitor::new(matcher, options.grading.clone()),
+            groups,
+            store,
+            options,
+            cursor,
+            actor: Actor::system("monitor"),
+            people: HashMap::new(),
+            devices: HashMap::new(),
+            only_school: None,
+            recent: HashMap::new(),
+        })
+    }
+
+    /// The id of the last event read.
+    pub fn cursor(&self) -> i64 {
+        self.cursor
+    }
+
+    /// Reads every event stored since the last scan. On a store error the
+    /// events not yet recorded are read again by the next scan.
+    pub async fn scan_new(&mut self) -> Result<ScanCounts, MonitorError> {
+        let mut total = ScanCounts::default();
+        loop {
+            let batch = self
+                .store
+                .events_after(self.cursor, self.options.batch)
+                .await?;
+            let full = batch.len() == self.options.batch as usize;
+            for (id, event) in batch {
+                total.add(self.read(id, &event).await?);
+                self.cursor = id;
+            }
+            if !full {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Scans until `shutdown` completes; store errors are logged and the
+    /// scan retried after a pause. Returns what it did in all.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> ScanCounts {
+        let mut total = ScanCounts::default();
+        tokio::pin!(shutdown);
+        loop {
+            let pause = match self.scan_new().await {
+                Ok(counts) => {
+                    if counts.created + counts.merged > 0 {
+                        tracing::info!(
+                            events = counts.events,
+                            created = counts.created,
+                            merged = counts.merged,
+                            notify = counts.notify,
+                            "monitoring recorded alerts"
+                        );
+                    }
+                    total.add(counts);
+                    self.options.poll
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "monitoring could not read or record events; retrying");
+                    self.options.poll * 5
+                }
+            };
+            tokio::select! {
+                () = &mut shutdown => return total,
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn read(&mut self, id: i64, stored: &DecisionEvent) -> Result<ScanCounts, MonitorError> {
+        let mut counts = ScanCounts {
+            events: 1,
+            ..ScanCounts::default()
+        };
+        let person = match stored.person_id {
+            Some(person_id) => self.person(person_id).await?,
+            None => None,
+        };
+        let event = event_of(id, stored, person.and_then(|p| p.age_group));
+        let subject = event.subject().unwrap_or_default().to_string();
+        let key = (
+            subject.clone(),
+            format!(
+                "{}\u{0}{}",
+                stored.target,
+                stored.search_term.as_deref().unwrap_or("")
+            ),
+        );
+        if self
+            .recent
+            .get(&key)
+            .is_some_and(|&at| at <= stored.at && stored.at - at < self.options.repeat_quiet)
+        {
+            counts.repeats = 1;
+            return Ok(counts);
+        }
+        self.remember(key, stored.at);
+        let (monitor, min_grade) = match stored.group.as_ref().and_then(|g| self.groups.get_mut(g))
+        {
+            Some((monitor, min_grade)) => (monitor, *min_grade),
+            None => (&mut self.monitor, self.options.min_grade),
+        };
+        let concerns = monitor.inspect(&event);
+        for concern in concerns {
+            if concern.grade < min_grade {
+                continue;
+            }
+            counts.concerns += 1;
+            let Some(school_id) = self.school_of(person, stored).await? else {
+                counts.unattributed += 1;
+                continue;
+            };
+            let alert = self
+                .alert_of(id, stored, &event, &subject, &concern)
+                .await?;
+            let outcome = self
+                .store
+                .record_alert(&self.actor, school_id, &alert, &self.options.alerts)
+                .await?;
+            if outcome.notify() {
+                counts.notify += 1;
+            }
+            match outcome {
+                AlertOutcome::Created { .. } => counts.created += 1,
+                AlertOutcome::Merged { .. } => counts.merged += 1,
+                AlertOutcome::Duplicate { .. } => counts.duplicates += 1,
+            }
+        }
+        Ok(counts)
+    }
+
+    fn remember(&mut self, key: (String, String), at: DateTime<Utc>) {
+        if self.recent.len() >= MAX_RECENT {
+            let quiet = self.options.repeat_quiet;
+            self.recent.retain(|_, &mut seen| at - seen < quiet);
+            if self.recent.len() >= MAX_RECENT {
+                self.recent.clear();
+            }
+        }
+        self.recent.insert(key, at);
+    }
+
+    async fn person(&mut self, person_id: i64) -> Result<Option<PersonFacts>, MonitorError> {
+        if let Some(facts) = self.people.get(&person_id) {
+            return Ok(*facts);
+        }
+        let facts = self.store.person(person_id).await?.map(|person| {
+            let details = &person.details;
+            PersonFacts {
+                school_id: person.school_id,
+                age_group: age_group(details.kind, details.year_group.as_deref()),
+            }
+        });
+        self.people.insert(person_id, facts);
+        Ok(facts)
+    }
+
+    /// The school an event belongs to: the person's, else the device's,
+    /// else the only school there is.
+    async fn school_of(
+        &mut self,
+        person: Option<PersonFacts>,
+        event: &DecisionEvent,
+    ) -> Result<Option<i64>, MonitorError> {
+        if let Some(person) = person {
+            return Ok(Some(person.school_id));
+        }
+        if let Some(device_id) = event.device_id {
+            if !self.devices.contains_key(&device_id) {
+                for school in self.store.schools().await? {
+                    for device in self.store.devices(school.id).await? {
+                        self.devices.insert(device.id, school.id);
+                    }
+                }
+            }
+            if let Some(school) = self.devices.get(&device_id) {
+                return Ok(Some(*school));
+            }
+        }
+        if self.only_school.is_none() {
+            if let [only] = self.store.schools().await?.as_slice() {
+                self.only_school = Some(only.id);
+            }
+        }
+        Ok(self.only_school)
+    }
+
+    async fn alert_of(
+        &self,
+        id: i64,
+        stored: &DecisionEvent,
+        event: &Event,
+        subject: &str,
+        concern: &Concern,
+    ) -> Result<NewAlert, MonitorError> {
+        let filter = EventFilter {
+            since: Some(stored.at - self.options.surrounding),
+            client: stored.person_id.is_none().then(|| stored.client.clone()),
+            person_id: stored.person_id,
+            limit: Some(self.options.surrounding_limit),
+        };
+        let surrounding: Vec<_> = self
+            .store
+            .events(&filter)
+            .await?
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "at": e.at,
+                    "source": e.source,
+                    "target": e.target,
+                    "search_term": e.search_term,
+                    "action": e.action,
+                    "category": e.category,
+                })
+            })
+            .collect();
+        let hits: Vec<_> = concern
+            .hits
+            .iter()
+            .map(|h| {
+                json!({
+                    "field": h.field,
+                    "term": h.hit.term,
+                    "language": h.hit.language,
+                    "severity": h.hit.severity,
+                    "matched": h.matched,
+                })
+            })
+            .collect();
+        Ok(NewAlert {
+            person_id: stored.person_id,
+            subject: subject.to_string(),
+            device_id: stored.device_id,
+            device_name: stored.device_name.clone(),
+            address: Some(stored.client.clone()),
+            category: concern.category.as_str().to_string(),
+            grade: concern.grade,
+            matched_text: concern
+                .hits
+                .first()
+                .map(|h| h.matched.clone())
+                .unwrap_or_else(|| stored.target.clone()),
+            source: stored.source.as_str().to_string(),
+            at: stored.at,
+            event_ids: vec![id],
+            context: json!({
+                "group": stored.group,
+                "age_group": event.age_group,
+                "factors": concern.factors,
+                "hits": hits,
+                "event": {
+                    "target": stored.target,
+                    "search_term": stored.search_term,
+                    "action": stored.action,
+                    "category": stored.category,
+                    "illegal": stored.illegal,
+                },
+                "surrounding": surrounding,
+            }),
+        })
+    }
+}
+
+/// A stored decision event as monitoring reads it.
+pub fn event_of(id: i64, stored: &DecisionEvent, age_group: Option<AgeGroup>) -> Event {
+    Event {
+        id: Some(id),
+        time: stored.at,
+        source: Some(stored.source.as_str().to_string()),
+        person: stored.person_id.map(|p| format!("person:{p}")),
+        device: stored
+            .device_name
+            .clone()
+            .or_else(|| stored.device_id.map(|d| format!("device:{d}"))),
+        address: Some(stored.client.clone()),
+        group: stored.group.clone(),
+        age_group,
+        search: stored.search_term.clone(),
+        url: Some(stored.target.clone()),
+        title: None,
+        text: None,
+        decision: Some(if stored.action == "block" {
+            Decision::Blocked
+        } else {
+            Decision::Allowed
+        }),
+        filter_category: if stored.illegal {
+            Some("illegal".to_string())
+        } else {
+            stored.category.clone()
+        },
+    }
+}
+
+/// A person's stage of education from their record.
+pub fn age_group(kind: PersonKind, year_group: Option<&str>) -> Option<AgeGroup> {
+    match kind {
+        PersonKind::Staff => Some(AgeGroup::Staff),
+        PersonKind::Parent | PersonKind::Governor | PersonKind::Visitor => Some(AgeGroup::Adult),
+        PersonKind::Pupil => {
+            let year = year_group?.trim();
+            Some(match year {
+                "N" | "R" | "n" | "r" => AgeGroup::Eyfs,
+                _ => match year.parse::<u8>().ok()? {
+                    0 => AgeGroup::Eyfs,
+                    1..=2 => AgeGroup::Ks1,
+                    3..=6 => AgeGroup::Ks2,
+                    7..=9 => AgeGroup::Ks3,
+                    10..=11 => AgeGroup::Ks4,
+                    _ => AgeGroup::Ks5,
+                },
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn year_groups_give_key_stages() {
+        assert_eq!(
+            age_group(PersonKind::Pupil, Some("R")),
+            Some(AgeGroup::Eyfs)
+        );
+        assert_eq!(age_group(PersonKind::Pupil, Some("2")), Some(AgeGroup::Ks1));
+        assert_eq!(age_group(PersonKind::Pupil, Some("6")), Some(AgeGroup::Ks2));
+        assert_eq!(
+            age_group(PersonKind::Pupil, Some(" 9")),
+            Some(AgeGroup::Ks3)
+        );
+        assert_eq!(
+            age_group(PersonKind::Pupil, Some("11")),
+            Some(AgeGroup::Ks4)
+        );
+        assert_eq!(
+            age_group(PersonKind::Pupil, Some("13")),
+            Some(AgeGroup::Ks5)
+        );
+        assert_eq!(age_group(PersonKind::Pupil, Some("Y7")), None);
+        assert_eq!(age_group(PersonKind::Pupil, None), None);
+        assert_eq!(age_group(PersonKind::Staff, None), Some(AgeGroup::Staff));
+        assert_eq!(age_group(PersonKind::Parent, None), Some(AgeGroup::Adult));
+    }
+}

@@ -1,0 +1,323 @@
+//! Live monitoring against a real SQLite store: events written as the
+//! event writer writes them become alerts linked to the person, device and
+//! address, with the surrounding events; repeats merge, restarts do not
+//! raise alerts twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use sheepdog_monitor::{LiveMonitor, LiveOptions, Matcher};
+use sheepdog_store::{
+    Actor, AlertFilter, DecisionEvent, EventSource, ImportBatch, PersonDetails, PersonKind, Store,
+    StoreOptions,
+};
+
+fn event(
+    minutes_ago: i64,
+    person: Option<i64>,
+    target: &str,
+    search: Option<&str>,
+) -> DecisionEvent {
+    DecisionEvent {
+        at: Utc::now() - Duration::minutes(minutes_ago),
+        source: if search.is_some() {
+            EventSource::Proxy
+        } else {
+            EventSource::Dns
+        },
+        client: "10.0.4.17".to_string(),
+        device_id: None,
+        device_name: Some("LIB-CHROMEBOOK-07".to_string()),
+        person_id: person,
+        group: Some("year-4".to_string()),
+        target: target.to_string(),
+        query_type: search.is_none().then(|| "A".to_string()),
+        action: "allow".to_string(),
+        illegal: false,
+        category: None,
+        list: None,
+        rule: None,
+        upstream_ms: Some(3),
+        search_term: search.map(str::to_string),
+    }
+}
+
+async fn setup(dir: &std::path::Path) -> (Store, i64, i64) {
+    let url = format!("sqlite://{}", dir.join("live.sqlite").display());
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    let actor = Actor::system("test");
+    let school = store
+        .create_school(&actor, "Larkmoor Primary", None, "Europe/London")
+        .await
+        .unwrap();
+    let batch = ImportBatch {
+        people: vec![PersonDetails {
+            kind: PersonKind::Pupil,
+            external_id: None,
+            upn: Some("A123456789012".to_string()),
+            given_name: "Brisa".to_string(),
+            family_name: "Quorbin".to_string(),
+            date_of_birth: Some("2017-03-04".to_string()),
+            year_group: Some("4".to_string()),
+            class_name: Some("4K".to_string()),
+            email: None,
+            roles: vec![],
+            active: true,
+        }],
+        guardians: vec![],
+    };
+    store
+        .import_people(&actor, school.id, &batch, false)
+        .await
+        .unwrap();
+    let pupil = store.people(school.id, None).await.unwrap()[0].id;
+    (store, school.id, pupil)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_events_become_linked_deduplicated_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, school, pupil) = setup(dir.path()).await;
+    let matcher = Arc::new(Matcher::shipped().unwrap());
+    // Already there when monitoring starts, and within the look-back.
+    store
+        .insert_events(&[
+            event(5, Some(pupil), "www.bbc.co.uk", None),
+            event(
+                4,
+                Some(pupil),
+                "www.google.com/search?q=weather",
+                Some("weather tomorrow"),
+            ),
+        ])
+        .await
+        .unwrap();
+    let mut live = LiveMonitor::start(store.clone(), matcher.clone(), LiveOptions::default())
+        .await
+        .unwrap();
+    store
+        .insert_events(&[
+            event(
+                3,
+                Some(pupil),
+                "www.google.com/search?q=how+to+kill+myself",
+                Some("how to kill myself"),
+            ),
+            // One look-up, three DNS events: read once.
+            event(2, None, "buy-weed-online.example", None),
+            event(2, None, "buy-weed-online.example", None),
+            event(2, None, "buy-weed-online.example", None),
+        ])
+        .await
+        .unwrap();
+    let counts = live.scan_new().await.unwrap();
+    assert_eq!(counts.events, 6);
+    assert_eq!(counts.repeats, 2);
+    assert_eq!(counts.created, 2, "{counts:?}");
+
+    let alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
+    let suicide = alerts.iter().find(|a| a.category == "suicide").unwrap();
+    assert_eq!(suicide.person_id, Some(pupil));
+    assert_eq!(suicide.subject, format!("person:{pupil}"));
+    assert_eq!(suicide.device_name.as_deref(), Some("LIB-CHROMEBOOK-07"));
+    assert_eq!(suicide.address.as_deref(), Some("10.0.4.17"));
+    assert_eq!(suicide.source, "proxy");
+    // A primary-age pupil: one grade above the term's severity.
+    assert_eq!(suicide.context["age_group"], "ks2");
+    assert!(suicide.grade >= 4, "{suicide:?}");
+    assert_eq!(suicide.context["group"], "year-4");
+    let surrounding = suicide.context["surrounding"].as_array().unwrap();
+    assert!(
+        surrounding.iter().any(|e| e["target"] == "www.bbc.co.uk"),
+        "{surrounding:?}"
+    );
+    let drugs = alerts.iter().find(|a| a.category == "drugs").unwrap();
+    assert_eq!(drugs.person_id, None);
+    assert_eq!(drugs.subject, "LIB-CHROMEBOOK-07");
+    assert_eq!(drugs.source, "dns");
+
+    // Nothing new: nothing happens.
+    assert_eq!(live.scan_new().await.unwrap().events, 0);
+
+    // The same person again in the same category: merged, not a new alert.
+    store
+        .insert_events(&[event(
+            1,
+            Some(pupil),
+            "search.example/?q=suicide+methods",
+            Some("suicide methods"),
+        )])
+        .await
+        .unwrap();
+    let counts = live.scan_new().await.unwrap();
+    assert_eq!((counts.created, counts.merged), (0, 1), "{counts:?}");
+    let merged = store.alert(suicide.id).await.unwrap();
+    assert_eq!(merged.occurrences, 2);
+
+    // A restart reads the last hour again, and raises nothing twice.
+    let before = store.alerts(school, &AlertFilter::default()).await.unwrap();
+    let mut restarted = LiveMonitor::start(store.clone(), matcher, LiveOptions::default())
+        .await
+        .unwrap();
+    let counts = restarted.scan_new().await.unwrap();
+    assert_eq!(counts.created, 0, "{counts:?}");
+    assert!(counts.duplicates > 0, "{counts:?}");
+    let after = store.alerts(school, &AlertFilter::default()).await.unwrap();
+    assert_eq!(
+        before
+            .iter()
+            .map(|a| (a.id, a.occurrences))
+            .collect::<Vec<_>>(),
+        after
+            .iter()
+            .map(|a| (a.id, a.occurrences))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_stops_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, school, pupil) = setup(dir.path()).await;
+    let live = LiveMonitor::start(
+        store.clone(),
+        Arc::new(Matcher::shipped().unwrap()),
+        LiveOptions {
+            poll: std::time::Duration::from_millis(20),
+            ..LiveOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(live.run(async {
+        let _ = stopped.await;
+    }));
+    store
+        .insert_events(&[event(
+            0,
+            Some(pupil),
+            "search.example/?q=kill+myself",
+            Some("kill myself"),
+        )])
+        .await
+        .unwrap();
+    // Wait for the alert to appear, as the console would see it.
+    let mut alerts = Vec::new();
+    for _ in 0..500 {
+        alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(alerts.len(), 1);
+    stop.send(()).unwrap();
+    let total = running.await.unwrap();
+    assert_eq!(total.created, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_read_with_their_own_libraries_and_thresholds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, school, pupil) = setup(dir.path()).await;
+    let shipped = sheepdog_monitor::Library::shipped().unwrap();
+    let mut with_extra = shipped.clone();
+    with_extra.push(
+        sheepdog_monitor::Library::parse(
+            r#"
+            [library]
+            name = "year-4 extra"
+            language = "en"
+
+            [[terms]]
+            category = "bullying"
+            severity = 3
+            phrases = ["glimmerwort"]
+            "#,
+            "year-4.toml",
+        )
+        .unwrap(),
+    );
+    let options = LiveOptions {
+        groups: vec![sheepdog_monitor::GroupMonitoring {
+            group: "year-4".to_string(),
+            matcher: Arc::new(Matcher::new(&with_extra).unwrap()),
+            min_grade: 5,
+        }],
+        ..LiveOptions::default()
+    };
+    let mut live = LiveMonitor::start(
+        store.clone(),
+        Arc::new(Matcher::new(&shipped).unwrap()),
+        options,
+    )
+    .await
+    .unwrap();
+    let mut other = event(
+        2,
+        None,
+        "search.example/?q=glimmerwort",
+        Some("glimmerwort"),
+    );
+    other.group = Some("year-9".to_string());
+    other.client = "10.0.9.1".to_string();
+    let mut online_casino = event(
+        1,
+        None,
+        "search.example/?q=online+casino",
+        Some("online casino"),
+    );
+    online_casino.client = "10.0.4.18".to_string();
+    store
+        .insert_events(&[
+            // The group's own term, for a primary pupil: grade 4, but the
+            // group records only grade 5.
+            event(
+                3,
+                Some(pupil),
+                "search.example/?q=glimmerwort+glimmerwort",
+                Some("glimmerwort"),
+            ),
+            // The same term in a group without that library: nothing.
+            other,
+            // A shipped term below the group's threshold: not recorded.
+            online_casino,
+            // Grade 5 in the group: recorded.
+            event(
+                0,
+                Some(pupil),
+                "search.example/?q=how+to+kill+myself",
+                Some("how to kill myself"),
+            ),
+        ])
+        .await
+        .unwrap();
+    let counts = live.scan_new().await.unwrap();
+    assert_eq!(counts.created, 1, "{counts:?}");
+    let alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(
+        (alerts[0].category.as_str(), alerts[0].grade),
+        ("suicide", 5)
+    );
+
+    // Without the group's rules the same term is read at the default
+    // threshold: the extra library is what found it.
+    let mut plain = LiveMonitor::start(
+        store.clone(),
+        Arc::new(Matcher::new(&with_extra).unwrap()),
+        LiveOptions::default(),
+    )
+    .await
+    .unwrap();
+    let counts = plain.scan_new().await.unwrap();
+    assert!(counts.created >= 1, "{counts:?}");
+    let alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
+    assert!(
+        alerts.iter().any(|a| a.category == "bullying"),
+        "{alerts:?}"
+    );
+}
