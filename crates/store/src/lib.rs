@@ -37,8 +37,8 @@ mod groups;
 pub mod incidents;
 mod monitoring;
 mod people;
-pub mod requests;
 mod reports;
+pub mod requests;
 mod schools;
 
 pub use audit::{Actor, AuditEntry, AuditVerification};

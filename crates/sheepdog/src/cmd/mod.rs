@@ -17,8 +17,8 @@ pub mod init;
 pub mod lists;
 pub mod monitor;
 pub mod policy;
-pub mod requests;
 pub mod proxy;
+pub mod requests;
 pub mod serve;
 
 /// Reads the configuration named on the command line.
