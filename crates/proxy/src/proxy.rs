@@ -33,6 +33,8 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// The path the block page's report form posts to.
 pub const REPORT_PATH: &str = "/sheepdog/report";
+/// Each direction's copy buffer in a CONNECT tunnel.
+const TUNNEL_BUFFER: usize = 64 * 1024;
 /// The largest report form accepted.
 const MAX_REPORT_BYTES: usize = 16 * 1024;
 
@@ -607,7 +609,16 @@ impl Proxy {
         if upstream.write_all(&first).await.is_err() {
             return;
         }
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        // Larger buffers than tokio's 8 KiB default: a bulk download moves
+        // in fewer, larger reads and writes.
+        match tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            TUNNEL_BUFFER,
+            TUNNEL_BUFFER,
+        )
+        .await
+        {
             Ok((up, down)) => {
                 metrics::counter!("sheepdog_proxy_tunnel_bytes_total", "direction" => "up")
                     .increment(up + first.len() as u64);
