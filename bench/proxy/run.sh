@@ -178,7 +178,7 @@ dest blocked {
 acl {
   default {
     pass !blocked all
-    redirect http://127.0.0.1:$origin/blocked.html
+    redirect 302:http://127.0.0.1:$origin/blocked.html
   }
 }
 SG
