@@ -150,6 +150,8 @@ fn fix_for(key: &str, message: &str) -> String {
         "block_page_ipv6" => "use an IPv6 address such as \"fd00::53\", or \"\" for ::",
         "default_group" => "name a group from the policy file, for example \"guest\"",
         "spool_dir" => "use a directory path, or \"\" for DATA_DIR/spool",
+        "tls" => "use true (HTTPS) or false (plain HTTP behind a TLS-terminating proxy), without quotes",
+        "tls_certificate" | "tls_key" => "use the path of a PEM file, or \"\" for both to have a self-signed certificate made in DATA_DIR",
         _ => "see dist/sheepdog.example.toml for this key's default and accepted values",
     };
     hint.to_string()

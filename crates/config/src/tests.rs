@@ -165,3 +165,15 @@ fn spool_defaults_to_the_data_directory() {
     let config = Config::parse("data_dir = \"/srv/sd\"\n", Path::new("x.toml")).unwrap();
     assert_eq!(config.spool_dir(), Path::new("/srv/sd/spool"));
 }
+
+#[test]
+fn a_tls_certificate_needs_its_key() {
+    let (line, key, message, fix) =
+        invalid("[console]\ntls_certificate = \"/etc/sheepdog/console.crt\"\n");
+    // The missing key is placed at its section's heading.
+    assert_eq!((line, key.as_str()), (1, "console.tls_key"));
+    assert!(message.contains("needs its key"), "{message}");
+    assert!(fix.contains("tls_certificate and tls_key"), "{fix}");
+    let (_, _, _, fix) = invalid("[console]\ntls = \"yes\"\n");
+    assert!(fix.contains("true"), "{fix}");
+}
