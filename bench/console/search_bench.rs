@@ -21,9 +21,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use sheepdog_store::{
-    DecisionEvent, EventSearch, EventSource, Store, StoreOptions, TargetMatch,
-};
+use sheepdog_store::{DecisionEvent, EventSearch, EventSource, Store, StoreOptions, TargetMatch};
 
 const PEOPLE: u64 = 1_500;
 const DEVICES: u64 = 600;
@@ -31,12 +29,32 @@ const GROUPS: u64 = 40;
 const DOMAINS: u64 = 5_000;
 const DAYS: i64 = 30;
 const CATEGORIES: &[&str] = &[
-    "education", "news", "search", "video", "social", "games", "shopping", "chat", "gambling",
-    "adult", "proxy", "weapons", "drugs", "sport", "music",
+    "education",
+    "news",
+    "search",
+    "video",
+    "social",
+    "games",
+    "shopping",
+    "chat",
+    "gambling",
+    "adult",
+    "proxy",
+    "weapons",
+    "drugs",
+    "sport",
+    "music",
 ];
 const TERMS: &[&str] = &[
-    "fractions worksheet", "volcano facts", "minecraft seeds", "how to draw a cat",
-    "football results", "cheap trainers", "roblox codes", "photosynthesis", "tudors",
+    "fractions worksheet",
+    "volcano facts",
+    "minecraft seeds",
+    "how to draw a cat",
+    "football results",
+    "cheap trainers",
+    "roblox codes",
+    "photosynthesis",
+    "tudors",
     "times tables game",
 ];
 
@@ -73,13 +91,25 @@ fn event(noise: &mut Noise, at: DateTime<Utc>) -> DecisionEvent {
     let sub = ["www.", "", "cdn.", "api."][noise.below(4) as usize];
     let proxy = noise.below(5) == 0;
     let category = CATEGORIES[(d % CATEGORIES.len() as u64) as usize];
-    let blocked = matches!(category, "gambling" | "adult" | "proxy" | "weapons" | "drugs")
-        || noise.below(40) == 0;
-    let term = (noise.below(50) == 0).then(|| TERMS[noise.below(TERMS.len() as u64) as usize].to_string());
+    let blocked = matches!(
+        category,
+        "gambling" | "adult" | "proxy" | "weapons" | "drugs"
+    ) || noise.below(40) == 0;
+    let term =
+        (noise.below(50) == 0).then(|| TERMS[noise.below(TERMS.len() as u64) as usize].to_string());
     DecisionEvent {
         at,
-        source: if proxy { EventSource::Proxy } else { EventSource::Dns },
-        client: format!("10.{}.{}.{}", 1 + device / 250 / 250, (device / 250) % 250, 1 + device % 250),
+        source: if proxy {
+            EventSource::Proxy
+        } else {
+            EventSource::Dns
+        },
+        client: format!(
+            "10.{}.{}.{}",
+            1 + device / 250 / 250,
+            (device / 250) % 250,
+            1 + device % 250
+        ),
         device_id: Some(device as i64 + 1),
         device_name: Some(format!("DEVICE-{:04}", device + 1)),
         person_id: Some(person as i64 + 1),
@@ -103,7 +133,7 @@ fn event(noise: &mut Noise, at: DateTime<Utc>) -> DecisionEvent {
 /// Events written through the store, as the event writer does; slow (a
 /// few thousand a second here), so kept for checking `seed-sql` against.
 async fn seed(store: &Store, count: u64) {
-    let mut noise = Noise(0x5eed_0f_5eed);
+    let mut noise = Noise(0x005e_ed0f_5eed);
     let end = Utc::now();
     let start = end - chrono::Duration::days(DAYS);
     let span = (end - start).num_microseconds().unwrap();
@@ -142,11 +172,18 @@ async fn seed_sql(url: &str, count: u64) {
     .iter()
     .map(|row| (row.get("name"), row.get("sql")))
     .collect();
-    for pragma in ["PRAGMA cache_size = -1000000", "PRAGMA synchronous = OFF", "PRAGMA temp_store = MEMORY"] {
+    for pragma in [
+        "PRAGMA cache_size = -1000000",
+        "PRAGMA synchronous = OFF",
+        "PRAGMA temp_store = MEMORY",
+    ] {
         sqlx::query(pragma).execute(&mut connection).await.unwrap();
     }
     for (name, _) in &indexes {
-        sqlx::query(&format!("DROP INDEX {name}")).execute(&mut connection).await.unwrap();
+        sqlx::query(&format!("DROP INDEX {name}"))
+            .execute(&mut connection)
+            .await
+            .unwrap();
     }
     let end = Utc::now().timestamp();
     let start = end - DAYS * 86_400;
@@ -211,9 +248,15 @@ async fn seed_sql(url: &str, count: u64) {
     }
     for (name, sql) in &indexes {
         sqlx::query(sql).execute(&mut connection).await.unwrap();
-        eprintln!("built {name} after {:.0} s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "built {name} after {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
     }
-    sqlx::query("ANALYZE").execute(&mut connection).await.unwrap();
+    sqlx::query("ANALYZE")
+        .execute(&mut connection)
+        .await
+        .unwrap();
     eprintln!("analysed after {:.0} s", started.elapsed().as_secs_f64());
 }
 
@@ -229,20 +272,157 @@ async fn query(store: &Store, rounds: usize) {
     // Each search is a function of the round, so rounds vary the person,
     // device, domain and time asked about.
     type Make = Box<dyn Fn(&mut Noise) -> EventSearch>;
-    let page = EventSearch { limit: 50, ..EventSearch::default() };
+    let page = EventSearch {
+        limit: 50,
+        ..EventSearch::default()
+    };
     let searches: Vec<(&str, Make)> = vec![
-        ("newest, no filter", Box::new({ let p = page.clone(); move |_| p.clone() })),
-        ("person, last 7 days", Box::new({ let p = page.clone(); move |n| EventSearch { person_id: Some(1 + n.below(PEOPLE) as i64), since: Some(now - day * 7), ..p.clone() } })),
-        ("device, all time", Box::new({ let p = page.clone(); move |n| EventSearch { device_id: Some(1 + n.below(DEVICES) as i64), ..p.clone() } })),
-        ("address, one day a week ago", Box::new({ let p = page.clone(); move |n| { let d = n.below(DEVICES); EventSearch { client: Some(format!("10.{}.{}.{}", 1 + d / 250 / 250, (d / 250) % 250, 1 + d % 250)), since: Some(now - day * 8), until: Some(now - day * 7), ..p.clone() } } })),
-        ("group + blocked, last 24 h", Box::new({ let p = page.clone(); move |n| EventSearch { group: Some(format!("Group {}", n.below(GROUPS))), action: Some("block".into()), since: Some(now - day), ..p.clone() } })),
-        ("popular domain (top 5)", Box::new({ let p = page.clone(); move |n| EventSearch { target: Some(TargetMatch::Domain(domain(n.below(5)))), ..p.clone() } })),
-        ("rare domain", Box::new({ let p = page.clone(); move |n| EventSearch { target: Some(TargetMatch::Domain(domain(3_000 + n.below(2_000)))), ..p.clone() } })),
-        ("URL prefix", Box::new({ let p = page.clone(); move |n| EventSearch { target: Some(TargetMatch::Prefix(format!("https://www.{}/page/1", domain(n.below(200))))), ..p.clone() } })),
-        ("search term, last 30 days", Box::new({ let p = page.clone(); move |n| EventSearch { search_term: Some(TERMS[n.below(TERMS.len() as u64) as usize].split(' ').next().unwrap().to_string()), since: Some(now - day * 30), ..p.clone() } })),
-        ("category + blocked", Box::new({ let p = page.clone(); move |_| EventSearch { category: Some("gambling".into()), action: Some("block".into()), ..p.clone() } })),
-        ("one hour, 2 weeks ago", Box::new({ let p = page.clone(); move |n| { let start = now - day * 14 + chrono::Duration::minutes(n.below(600) as i64); EventSearch { since: Some(start), until: Some(start + chrono::Duration::hours(1)), ..p.clone() } } })),
-        ("person + domain", Box::new({ let p = page.clone(); move |n| EventSearch { person_id: Some(1 + n.below(PEOPLE) as i64), target: Some(TargetMatch::Domain(domain(n.below(50)))), ..p.clone() } })),
+        (
+            "newest, no filter",
+            Box::new({
+                let p = page.clone();
+                move |_| p.clone()
+            }),
+        ),
+        (
+            "person, last 7 days",
+            Box::new({
+                let p = page.clone();
+                move |n| EventSearch {
+                    person_id: Some(1 + n.below(PEOPLE) as i64),
+                    since: Some(now - day * 7),
+                    ..p.clone()
+                }
+            }),
+        ),
+        (
+            "device, all time",
+            Box::new({
+                let p = page.clone();
+                move |n| EventSearch {
+                    device_id: Some(1 + n.below(DEVICES) as i64),
+                    ..p.clone()
+                }
+            }),
+        ),
+        (
+            "address, one day a week ago",
+            Box::new({
+                let p = page.clone();
+                move |n| {
+                    let d = n.below(DEVICES);
+                    EventSearch {
+                        client: Some(format!(
+                            "10.{}.{}.{}",
+                            1 + d / 250 / 250,
+                            (d / 250) % 250,
+                            1 + d % 250
+                        )),
+                        since: Some(now - day * 8),
+                        until: Some(now - day * 7),
+                        ..p.clone()
+                    }
+                }
+            }),
+        ),
+        (
+            "group + blocked, last 24 h",
+            Box::new({
+                let p = page.clone();
+                move |n| EventSearch {
+                    group: Some(format!("Group {}", n.below(GROUPS))),
+                    action: Some("block".into()),
+                    since: Some(now - day),
+                    ..p.clone()
+                }
+            }),
+        ),
+        (
+            "popular domain (top 5)",
+            Box::new({
+                let p = page.clone();
+                move |n| EventSearch {
+                    target: Some(TargetMatch::Domain(domain(n.below(5)))),
+                    ..p.clone()
+                }
+            }),
+        ),
+        (
+            "rare domain",
+            Box::new({
+                let p = page.clone();
+                move |n| EventSearch {
+                    target: Some(TargetMatch::Domain(domain(3_000 + n.below(2_000)))),
+                    ..p.clone()
+                }
+            }),
+        ),
+        (
+            "URL prefix",
+            Box::new({
+                let p = page.clone();
+                move |n| EventSearch {
+                    target: Some(TargetMatch::Prefix(format!(
+                        "https://www.{}/page/1",
+                        domain(n.below(200))
+                    ))),
+                    ..p.clone()
+                }
+            }),
+        ),
+        (
+            "search term, last 30 days",
+            Box::new({
+                let p = page.clone();
+                move |n| EventSearch {
+                    search_term: Some(
+                        TERMS[n.below(TERMS.len() as u64) as usize]
+                            .split(' ')
+                            .next()
+                            .unwrap()
+                            .to_string(),
+                    ),
+                    since: Some(now - day * 30),
+                    ..p.clone()
+                }
+            }),
+        ),
+        (
+            "category + blocked",
+            Box::new({
+                let p = page.clone();
+                move |_| EventSearch {
+                    category: Some("gambling".into()),
+                    action: Some("block".into()),
+                    ..p.clone()
+                }
+            }),
+        ),
+        (
+            "one hour, 2 weeks ago",
+            Box::new({
+                let p = page.clone();
+                move |n| {
+                    let start = now - day * 14 + chrono::Duration::minutes(n.below(600) as i64);
+                    EventSearch {
+                        since: Some(start),
+                        until: Some(start + chrono::Duration::hours(1)),
+                        ..p.clone()
+                    }
+                }
+            }),
+        ),
+        (
+            "person + domain",
+            Box::new({
+                let p = page.clone();
+                move |n| EventSearch {
+                    person_id: Some(1 + n.below(PEOPLE) as i64),
+                    target: Some(TargetMatch::Domain(domain(n.below(50)))),
+                    ..p.clone()
+                }
+            }),
+        ),
     ];
     let mut all = Vec::new();
     println!("| search | p50 ms | p95 ms | max ms | rows (last) |");
@@ -269,7 +449,11 @@ async fn query(store: &Store, rounds: usize) {
     // Deep pages: follow the cursor ten pages into one person's history.
     let mut times = Vec::new();
     for _ in 0..rounds {
-        let mut search = EventSearch { person_id: Some(1 + noise.below(PEOPLE) as i64), limit: 50, ..EventSearch::default() };
+        let mut search = EventSearch {
+            person_id: Some(1 + noise.below(PEOPLE) as i64),
+            limit: 50,
+            ..EventSearch::default()
+        };
         for _ in 0..10 {
             let started = Instant::now();
             let found = store.search_events(&search).await.unwrap();
