@@ -170,6 +170,8 @@ fn fix_for(key: &str, message: &str) -> String {
         "min_grade" => "use a whole number from 1 to 5 without quotes",
         "groups" => "use [[monitoring.groups]] tables with name, libraries and min_grade",
         "name" => "use the group's name from the policy file, for example \"staff\"",
+        "tls" => "use true (HTTPS) or false (plain HTTP behind a TLS-terminating proxy), without quotes",
+        "tls_certificate" | "tls_key" => "use the path of a PEM file, or \"\" for both to have a self-signed certificate made in DATA_DIR",
         _ => "see dist/sheepdog.example.toml for this key's default and accepted values",
     };
     hint.to_string()

@@ -76,6 +76,15 @@ pub struct ConsoleConfig {
     /// Roles that must use two-factor authentication: every role that can
     /// see safeguarding data or change filtering, by default.
     pub require_two_factor_roles: Vec<String>,
+    /// Serve the console over TLS (HTTPS). Off only behind a TLS-terminating
+    /// proxy, or on loopback for a demonstration.
+    pub tls: bool,
+    /// PEM certificate chain; with `tls_key`. Empty: a self-signed
+    /// certificate is made on first start and kept in `data_dir`, and every
+    /// page warns about it.
+    pub tls_certificate: String,
+    /// PEM private key for `tls_certificate`.
+    pub tls_key: String,
 }
 
 /// The role names `require_two_factor_roles` accepts (the store's roles).
@@ -484,6 +493,17 @@ impl Config {
                 "console.require_two_factor_roles",
                 &format!("`{unknown}` is not a role"),
                 &format!("use role names from: {}", ROLE_NAMES.join(", ")),
+            ));
+        }
+        let certificate = console.tls_certificate.trim().is_empty();
+        let key = console.tls_key.trim().is_empty();
+        if certificate != key {
+            return Err(ConfigError::at_key(
+                origin,
+                text,
+                if certificate { "console.tls_certificate" } else { "console.tls_key" },
+                "a TLS certificate needs its key, and a key its certificate",
+                "set both tls_certificate and tls_key to PEM files, or neither for a self-signed certificate",
             ));
         }
         Ok(())
@@ -900,6 +920,9 @@ impl Default for ConsoleConfig {
             .iter()
             .map(|role| role.to_string())
             .collect(),
+            tls: true,
+            tls_certificate: String::new(),
+            tls_key: String::new(),
         }
     }
 }

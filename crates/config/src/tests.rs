@@ -239,3 +239,15 @@ fn monitoring_groups_are_checked_and_paths_resolved() {
     assert_eq!(key, "monitoring.groups.name");
     assert!(message.contains("twice"), "{message}");
 }
+
+#[test]
+fn a_tls_certificate_needs_its_key() {
+    let (line, key, message, fix) =
+        invalid("[console]\ntls_certificate = \"/etc/sheepdog/console.crt\"\n");
+    // The missing key is placed at its section's heading.
+    assert_eq!((line, key.as_str()), (1, "console.tls_key"));
+    assert!(message.contains("needs its key"), "{message}");
+    assert!(fix.contains("tls_certificate and tls_key"), "{fix}");
+    let (_, _, _, fix) = invalid("[console]\ntls = \"yes\"\n");
+    assert!(fix.contains("true"), "{fix}");
+}

@@ -35,6 +35,7 @@ mod pages;
 pub mod password;
 pub mod roles;
 mod secrets;
+pub mod tls;
 
 pub use error::ConsoleError;
 
@@ -51,6 +52,9 @@ pub struct ConsoleSettings {
     /// Whether cookies carry `Secure`: true when the console is reached over
     /// TLS, which browsers require for such cookies.
     pub secure_cookies: bool,
+    /// Whether the console serves a certificate it made itself: every page
+    /// then says so.
+    pub self_signed_certificate: bool,
 }
 
 /// What every request handler shares: the store and the settings.
@@ -83,6 +87,7 @@ impl ConsoleSettings {
             )),
             two_factor_roles,
             secure_cookies: false,
+            self_signed_certificate: false,
         })
     }
 }
@@ -96,6 +101,7 @@ impl Default for ConsoleSettings {
             session_lifetime: chrono::Duration::hours(12),
             two_factor_roles: Vec::new(),
             secure_cookies: false,
+            self_signed_certificate: false,
         })
     }
 }
@@ -125,7 +131,46 @@ pub fn router(state: ConsoleState) -> axum::Router {
             state.clone(),
             auth::authenticate,
         ))
+        .layer(axum::middleware::map_response_with_state(
+            state.clone(),
+            self_signed_warning,
+        ))
         .with_state(state)
+}
+
+/// The banner a page carries while the certificate is self-signed.
+pub const SELF_SIGNED_WARNING: &str =
+    "<div class=\"warning\" role=\"alert\" id=\"tls-warning\"><p>\
+    <strong>This console uses a self-signed certificate.</strong> Your browser cannot tell it from \
+    an impostor's. Ask your technician to configure the school's certificate \
+    (<code>[console] tls_certificate</code> and <code>tls_key</code>).</p></div>";
+
+/// Puts [`SELF_SIGNED_WARNING`] at the top of every HTML page when the
+/// certificate is self-signed.
+async fn self_signed_warning(
+    axum::extract::State(state): axum::extract::State<ConsoleState>,
+    response: axum::response::Response,
+) -> axum::response::Response {
+    let is_html = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if !state.settings().self_signed_certificate || !is_html {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 * 1024 * 1024).await else {
+        return axum::response::Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let page = String::from_utf8_lossy(&bytes);
+    let page = page.replacen(
+        "<main id=\"content\">",
+        &format!("<main id=\"content\">{SELF_SIGNED_WARNING}"),
+        1,
+    );
+    parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+    axum::response::Response::from_parts(parts, axum::body::Body::from(page))
 }
 
 /// Serves the console on `listener` until `shutdown` completes.
@@ -135,6 +180,28 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state.clone());
+    let pruner = tokio::spawn(prune_sessions(state));
+    let served = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
+    pruner.abort();
+    served
+}
+
+/// Serves the console over TLS on `listener` until `shutdown` completes.
+pub async fn serve_tls(
+    listener: TcpListener,
+    certificate: Arc<tokio_rustls::rustls::ServerConfig>,
+    state: ConsoleState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let app = router(state.clone());
+    // `tap_io` makes axum hand the peer's address to handlers as for TCP.
+    let listener = tls::TlsListener::new(listener, certificate)?.tap_io(|_| {});
     let pruner = tokio::spawn(prune_sessions(state));
     let served = axum::serve(
         listener,

@@ -1185,4 +1185,87 @@ async fn ingested_text_becomes_alerts_and_bad_items_are_named() {
         ingest(&f, "sdk_nothing", INNOCENT).await.status,
         StatusCode::UNAUTHORIZED
     );
+#[tokio::test]
+async fn tls_serves_a_kept_self_signed_certificate_with_a_warning_and_secure_cookies() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let f = fixture_with(ConsoleSettings::default(), false).await;
+    let data = tempfile::tempdir().unwrap();
+    let names = vec!["localhost".to_string()];
+    let made = tls::load_or_generate(None, data.path(), &names).unwrap();
+    assert!(made.self_signed);
+    let pem = std::fs::read(&made.certificate_path).unwrap();
+    // A second start keeps the same certificate, so browsers do not warn anew.
+    let again = tls::load_or_generate(None, data.path(), &names).unwrap();
+    assert_eq!(std::fs::read(&again.certificate_path).unwrap(), pem);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(data.path().join(tls::SELF_SIGNED_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the key is private");
+    }
+    // A configured pair that does not exist is refused, naming the file.
+    let missing = data.path().join("school.crt");
+    let error = tls::load_or_generate(Some((&missing, &missing)), data.path(), &names).unwrap_err();
+    assert!(error.to_string().contains("school.crt"), "{error}");
+
+    let settings = ConsoleSettings {
+        secure_cookies: true,
+        self_signed_certificate: true,
+        ..ConsoleSettings::default()
+    };
+    let state = ConsoleState::new(f.state.store().clone(), settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(serve_tls(listener, made.config, state, async {
+        let _ = stopped.await;
+    }));
+
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in
+        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(&pem)
+    {
+        roots.add(certificate.unwrap()).unwrap();
+    }
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut stream = connector
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /sign-in HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("id=\"tls-warning\""), "{reply}");
+    let cookie = reply
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    // Plain HTTP to the TLS port gets no page.
+    let mut plain = tokio::net::TcpStream::connect(address).await.unwrap();
+    plain
+        .write_all(b"GET /sign-in HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer).await;
+    assert!(!String::from_utf8_lossy(&answer).contains("Sign in"));
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
 }

@@ -3,6 +3,7 @@
 //! counts, never a record about a person.
 
 use std::net::SocketAddr;
+use std::path::Path;
 
 use axum::extract::State;
 use axum::http::header;
@@ -10,22 +11,72 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use sheepdog_config::Config;
+use sheepdog_console::tls::ConsoleCertificate;
 use sheepdog_console::{ConsoleSettings, ConsoleState};
 use sheepdog_store::Store;
 use tokio::net::TcpListener;
 
-/// Serves the console with its default settings until `shutdown`
-/// completes; `sheepdog_console::serve` with settings from `[console]` is
-/// the configurable form. The school label is now worked out by the
-/// console itself from the store.
+/// Serves the console until `shutdown` completes: over TLS when `tls`
+/// holds a certificate (see [`console_tls`]), else plain HTTP.
 pub async fn serve_console(
     listener: TcpListener,
     store: Store,
     settings: ConsoleSettings,
+    tls: Option<ConsoleCertificate>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = ConsoleState::new(store, settings);
-    sheepdog_console::serve(listener, state, shutdown).await
+    match tls {
+        Some(certificate) => {
+            let settings = ConsoleSettings {
+                secure_cookies: true,
+                self_signed_certificate: certificate.self_signed,
+                ..settings
+            };
+            let state = ConsoleState::new(store, settings);
+            sheepdog_console::serve_tls(listener, certificate.config, state, shutdown).await
+        }
+        None => {
+            let state = ConsoleState::new(store, settings);
+            sheepdog_console::serve(listener, state, shutdown).await
+        }
+    }
+}
+
+/// The console's certificate as `[console]` asks: none when `tls` is off,
+/// the configured PEM pair, or the self-signed one kept in the data
+/// directory (made now on first start).
+pub fn console_tls(config: &Config) -> anyhow::Result<Option<ConsoleCertificate>> {
+    let console = &config.console;
+    if !console.tls {
+        return Ok(None);
+    }
+    let configured = (!console.tls_certificate.trim().is_empty()).then(|| {
+        (
+            Path::new(console.tls_certificate.trim()),
+            Path::new(console.tls_key.trim()),
+        )
+    });
+    let mut names = vec!["localhost".to_string()];
+    let ip = console.listen.ip();
+    if !ip.is_unspecified() {
+        names.push(ip.to_string());
+    }
+    if let Ok(host) = std::fs::read_to_string("/etc/hostname") {
+        let host = host.trim();
+        if !host.is_empty() {
+            names.push(host.to_string());
+        }
+    }
+    let certificate =
+        sheepdog_console::tls::load_or_generate(configured, &config.data_dir, &names)?;
+    if certificate.self_signed {
+        tracing::warn!(
+            certificate = %certificate.certificate_path.display(),
+            "the console's certificate is self-signed; set [console] tls_certificate and tls_key"
+        );
+    }
+    Ok(Some(certificate))
 }
 
 /// Serves `/metrics` until `shutdown` completes.

@@ -440,10 +440,13 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
             .port()
     };
     let (console, metrics, dns) = (port(()), port(()), port(()));
+    // Plain HTTP: this test's client speaks no TLS (the console's TLS is
+    // tested over loopback in crates/console).
     let config = deployment.dir.path().join("sheepdog.toml");
     let mut text_config = std::fs::read_to_string(&config).unwrap();
     text_config.push_str(&format!(
-        "[console]\nlisten = \"127.0.0.1:{console}\"\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+        "[console]\nlisten = \"127.0.0.1:{console}\"\ntls = false\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
          [dns]\nlisten = [\"127.0.0.1:{dns}\"]\n"
     ));
     std::fs::write(&config, text_config).unwrap();

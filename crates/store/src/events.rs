@@ -410,6 +410,10 @@ fn prefix_end(prefix: &str) -> Option<String> {
     None
 }
 
+/// Events under one domain beyond which a search walks the time index
+/// rather than the host index.
+const POPULAR_DOMAIN: i64 = 5_000;
+
 /// A bound value of a search query.
 enum Bind {
     Text(String),
@@ -481,8 +485,28 @@ impl Store {
                     )
                 })?;
                 let end = prefix_end(&key).unwrap_or_default();
-                c.and("host_key >=", Bind::Text(key));
-                c.and("host_key <", Bind::Text(end));
+                // A popular domain matches too many rows to sort by time;
+                // walking the time index newest first finds a page of them
+                // sooner. Counting a bounded slice of the host index tells
+                // which case this is, at the cost of one short index read.
+                let popular: i64 = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM (SELECT 1 FROM decision_events \
+                     WHERE host_key >= $1 AND host_key < $2 LIMIT $3) AS sample",
+                )
+                .bind(&key)
+                .bind(&end)
+                .bind(POPULAR_DOMAIN)
+                .fetch_one(self.pool())
+                .await?
+                .try_get("n")?;
+                // `host_key || ''` keeps the planner off the host index.
+                let column = if popular >= POPULAR_DOMAIN {
+                    "host_key || ''"
+                } else {
+                    "host_key"
+                };
+                c.and(&format!("{column} >="), Bind::Text(key));
+                c.and(&format!("{column} <"), Bind::Text(end));
             }
             Some(TargetMatch::Prefix(prefix)) => {
                 // When the prefix names its whole host, that host's index

@@ -112,6 +112,9 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
     let console = web::bind(args.console, true).await?;
     let metrics = web::bind(args.metrics, true).await?;
     config.console.listen = console.local_addr()?;
+    // The demo listens on loopback only, over plain HTTP, so that the
+    // address it prints opens without a certificate warning.
+    config.console.tls = false;
     config.metrics.listen = metrics.local_addr()?;
     let config_path = data.path().join("sheepdog.toml");
     std::fs::write(

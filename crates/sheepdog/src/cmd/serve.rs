@@ -162,12 +162,14 @@ pub async fn run_servers(
         let _ = receiver.wait_for(|stop| *stop).await;
     };
     let settings = sheepdog_console::ConsoleSettings::from_config(&config.console)?;
-    tracing::info!(school = %label, "console starting");
+    let tls = web::console_tls(config)?;
+    tracing::info!(school = %label, tls = tls.is_some(), "console starting");
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(web::serve_console(
         console,
         store.clone(),
         settings,
+        tls,
         until_stopped(stopped.clone()),
     ));
     tasks.spawn(super::monitor::follow_events(
