@@ -1185,6 +1185,8 @@ async fn ingested_text_becomes_alerts_and_bad_items_are_named() {
         ingest(&f, "sdk_nothing", INNOCENT).await.status,
         StatusCode::UNAUTHORIZED
     );
+}
+
 #[tokio::test]
 async fn tls_serves_a_kept_self_signed_certificate_with_a_warning_and_secure_cookies() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
