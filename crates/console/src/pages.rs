@@ -356,10 +356,9 @@ async fn devices(
 ) -> Result<Response, ConsoleError> {
     let school = school_for(&state, &viewer, query.school, Permission::SeeDevices).await?;
     let can_edit = viewer.can(Permission::ManageDevices, school.id);
-    let rows: String = state
-        .store()
-        .devices(school.id)
-        .await?
+    let registered = state.store().devices(school.id).await?;
+    let now = network_now(&state, &viewer, school.id, &registered).await?;
+    let rows: String = registered
         .iter()
         .map(|d| {
             let edit = if can_edit {
@@ -401,8 +400,76 @@ async fn devices(
         } else {
             ""
         }
-    );
+    ) + &now;
     Ok(html::page(&viewer, "Devices", &body).into_response())
+}
+
+/// How far back "on the network now" looks.
+const NOW_WINDOW_MINUTES: i64 = 15;
+
+/// "Who is on which address now": the addresses that made requests in the
+/// last few minutes, with the device, person and group the identity map put
+/// behind them, for this school's devices and people. Who was online is
+/// personal data, so the section is audited as a view.
+async fn network_now(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    school_id: i64,
+    registered: &[Device],
+) -> Result<String, ConsoleError> {
+    let since = chrono::Utc::now() - chrono::Duration::minutes(NOW_WINDOW_MINUTES);
+    let seen = state.store().addresses_seen(since, 500).await?;
+    let mut rows = String::new();
+    let mut unmatched = 0;
+    for a in &seen {
+        let device = a
+            .device_id
+            .and_then(|id| registered.iter().find(|d| d.id == id));
+        let person = match a.person_id {
+            Some(id) => state
+                .store()
+                .person(id)
+                .await?
+                .filter(|p| p.school_id == school_id),
+            None => None,
+        };
+        if device.is_none() && person.is_none() {
+            if a.device_id.is_none() && a.person_id.is_none() {
+                unmatched += 1;
+            }
+            continue;
+        }
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&a.client),
+            escape(device.map_or(a.device_name.as_deref().unwrap_or(""), |d| {
+                d.details.name.as_str()
+            })),
+            escape(&person.map(|p| p.details.full_name()).unwrap_or_default()),
+            escape(a.group.as_deref().unwrap_or("")),
+            escape(&a.last_at),
+            a.requests,
+        ));
+    }
+    state
+        .store()
+        .audit_view(&viewer.actor(), "network_now", &school_id.to_string())
+        .await?;
+    let table = if rows.is_empty() {
+        "<p>No device or person of this school has used the network in that time.</p>".to_owned()
+    } else {
+        format!(
+            "<table><thead><tr><th scope=\"col\">Address</th><th scope=\"col\">Device</th>\
+             <th scope=\"col\">Person</th><th scope=\"col\">Filtering group</th>\
+             <th scope=\"col\">Last request (UTC)</th><th scope=\"col\">Requests</th></tr></thead>\
+             <tbody>{rows}</tbody></table>"
+        )
+    };
+    Ok(format!(
+        "<h2 id=\"now\">On the network now</h2><p>Addresses that made requests in the last \
+         {NOW_WINDOW_MINUTES} minutes, and who the filter put behind them. {unmatched} other \
+         addresses matched no device or person and were filtered as the default group.</p>{table}"
+    ))
 }
 
 /// The device form as typed: every field is text so that what the person

@@ -1271,3 +1271,48 @@ async fn tls_serves_a_kept_self_signed_certificate_with_a_warning_and_secure_coo
     let _ = stop.send(());
     server.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn devices_page_shows_who_is_on_which_address_now_and_audits_it() {
+    let f = fixture(ConsoleSettings::default()).await;
+    seed_events(&f, 3, 2).await;
+    let id = account(
+        &f,
+        "tech@wrenmoor.invalid",
+        StaffRole::Technician,
+        Some(f.school),
+    )
+    .await;
+    let (cookie, _) = session(&f, id).await;
+    let page = get(&f, &format!("/devices?school={}", f.school), &cookie).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let pupil = f.state.store().person(f.pupil).await.unwrap().unwrap();
+    let now = &page.body[page.body.find("On the network now").unwrap()..];
+    assert!(now.contains("<td>10.0.4.17</td>"), "{now}");
+    assert!(
+        now.contains(&crate::html::escape(&pupil.details.full_name())),
+        "{now}"
+    );
+    assert!(now.contains("<td>Year 4</td>"), "{now}");
+    assert!(now.contains("<td>5</td>"), "five requests: {now}");
+    let views = f
+        .state
+        .store()
+        .audit_entries(Some("network_now"), 5)
+        .await
+        .unwrap();
+    assert_eq!(views.len(), 1);
+    assert!(views[0].actor.contains("tech@wrenmoor.invalid"));
+    // The same role in the other school sees nobody of this one.
+    let other = account(
+        &f,
+        "tech@tallow.invalid",
+        StaffRole::Technician,
+        Some(f.other_school),
+    )
+    .await;
+    let (cookie, _) = session(&f, other).await;
+    let page = get(&f, &format!("/devices?school={}", f.other_school), &cookie).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(!page.body.contains("10.0.4.17"), "{}", page.body);
+}

@@ -657,3 +657,51 @@ impl Store {
         })
     }
 }
+
+/// A client address seen recently, with who the identity map put behind
+/// it: "who is on which address now".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AddressSeen {
+    pub client: String,
+    pub device_id: Option<i64>,
+    pub device_name: Option<String>,
+    pub person_id: Option<i64>,
+    pub group: Option<String>,
+    pub last_at: String,
+    pub requests: i64,
+}
+
+impl Store {
+    /// The client addresses that made decisions at or after `since`, most
+    /// recent first, each with the device, person and group its latest
+    /// events carried.
+    pub async fn addresses_seen(
+        &self,
+        since: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<AddressSeen>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT client, MAX(at) AS last_at, COUNT(*) AS requests, MAX(device_id) AS device_id, \
+             MAX(device_name) AS device_name, MAX(person_id) AS person_id, \
+             MAX(group_name) AS group_name FROM decision_events WHERE at >= $1 \
+             GROUP BY client ORDER BY last_at DESC, client LIMIT $2",
+        )
+        .bind(crate::format_time(since))
+        .bind(limit.max(0))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(AddressSeen {
+                    client: row.try_get("client")?,
+                    device_id: row.try_get("device_id")?,
+                    device_name: row.try_get("device_name")?,
+                    person_id: row.try_get("person_id")?,
+                    group: row.try_get("group_name")?,
+                    last_at: row.try_get("last_at")?,
+                    requests: row.try_get("requests")?,
+                })
+            })
+            .collect()
+    }
+}

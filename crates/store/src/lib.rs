@@ -47,8 +47,8 @@ pub use console::{
 };
 pub use error::StoreError;
 pub use events::{
-    host_key, Bucket, DecisionEvent, EventCursor, EventFilter, EventSearch, EventSource,
-    EventSummary, FoundEvent, TargetMatch,
+    host_key, AddressSeen, Bucket, DecisionEvent, EventCursor, EventFilter, EventSearch,
+    EventSource, EventSummary, FoundEvent, TargetMatch,
 };
 pub use monitoring::{
     Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, AlertTally, NewAlert,
