@@ -167,19 +167,7 @@ pub(crate) async fn ingest(
                 continue;
             }
             concerns_total += 1;
-            let hits: Vec<Value> = concern
-                .hits
-                .iter()
-                .map(|h| {
-                    json!({
-                        "field": h.field,
-                        "term": h.hit.term,
-                        "language": h.hit.language,
-                        "severity": h.hit.severity,
-                        "matched": h.matched,
-                    })
-                })
-                .collect();
+            let hits = concern.hits_record();
             let alert = NewAlert {
                 person_id: item.person.map(|(id, _)| id),
                 subject: subject.clone(),

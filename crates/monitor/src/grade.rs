@@ -105,6 +105,25 @@ pub struct Concern {
     pub hits: Vec<FieldHit>,
 }
 
+impl Concern {
+    /// The hits as an alert keeps them: where, which term of which
+    /// language and severity, and the text that matched.
+    pub fn hits_record(&self) -> Vec<serde_json::Value> {
+        self.hits
+            .iter()
+            .map(|h| {
+                serde_json::json!({
+                    "field": h.field,
+                    "term": h.hit.term,
+                    "language": h.hit.language,
+                    "severity": h.hit.severity,
+                    "matched": h.matched,
+                })
+            })
+            .collect()
+    }
+}
+
 /// Monitoring as the pipeline runs it: a shared matcher and the memory of
 /// who did what recently.
 #[derive(Debug, Clone)]

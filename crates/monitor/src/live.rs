@@ -388,19 +388,7 @@ impl LiveMonitor {
                 })
             })
             .collect();
-        let hits: Vec<_> = concern
-            .hits
-            .iter()
-            .map(|h| {
-                json!({
-                    "field": h.field,
-                    "term": h.hit.term,
-                    "language": h.hit.language,
-                    "severity": h.hit.severity,
-                    "matched": h.matched,
-                })
-            })
-            .collect();
+        let hits = concern.hits_record();
         Ok(NewAlert {
             person_id: stored.person_id,
             subject: subject.to_string(),
