@@ -42,6 +42,8 @@ pub struct Dashboard {
     pub events: EventSummary,
     /// (grade, alerts), worst first, over the schools the viewer may see.
     pub alerts_by_grade: Vec<(u8, i64)>,
+    /// Unblock requests waiting for a decision.
+    pub pending_requests: i64,
 }
 
 /// Gathers the dashboard for `range` (one of [`RANGES`]), or refuses.
@@ -82,11 +84,13 @@ pub async fn gather(
         .rev()
         .map(|grade| (grade, by_grade[usize::from(grade)]))
         .collect();
+    let pending_requests = state.store().pending_request_count().await?;
     Ok(Dashboard {
         since,
         until,
         events,
         alerts_by_grade,
+        pending_requests,
     })
 }
 
@@ -137,7 +141,12 @@ pub async fn page(
          <section aria-labelledby=\"alerts\"><h2 id=\"alerts\">Alerts by grade</h2>\
          {grade_chart}{grade_table}</section>\
          <section aria-labelledby=\"requests\"><h2 id=\"requests\">Pending requests</h2>\
-         <p>Not yet available: unblock requests are not recorded in this version, so none are pending.</p></section>",
+         <p>{pending}</p></section>",
+        pending = match dashboard.pending_requests {
+            0 => "No unblock request is waiting for a decision.".to_owned(),
+            1 => "1 unblock request is waiting for a decision.".to_owned(),
+            n => format!("{n} unblock requests are waiting for a decision."),
+        },
         picker = html::select("range", "Time range", &options, range),
         since = dashboard.since.format("%Y-%m-%d %H:%M"),
         until = dashboard.until.format("%Y-%m-%d %H:%M"),

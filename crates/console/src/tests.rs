@@ -1004,6 +1004,35 @@ async fn events_api_pages_with_next_and_names_bad_fields() {
 async fn dashboard_draws_accessible_charts_with_tables() {
     let f = fixture_with(ConsoleSettings::default(), false).await;
     seed_events(&f, 7, 4).await;
+    // One unblock request waiting for a decision.
+    let teacher = account(
+        &f,
+        "teacher@wrenmoor.invalid",
+        StaffRole::Teacher,
+        Some(f.school),
+    )
+    .await;
+    let teacher = f.state.store().account(teacher).await.unwrap().unwrap();
+    let start = chrono::Utc::now();
+    f.state
+        .store()
+        .request_unblock(
+            &teacher,
+            f.school,
+            &sheepdog_store::requests::NewRequest {
+                target: "maps.example.org".to_string(),
+                policy_group: "ks2".to_string(),
+                class_name: None,
+                reason: "Map work".to_string(),
+                purpose: "Geography".to_string(),
+                starts_at: start,
+                ends_at: start + chrono::Duration::hours(1),
+            },
+            &sheepdog_store::requests::RequestCheck::default(),
+            chrono::Duration::hours(8),
+        )
+        .await
+        .unwrap();
     let id = account(
         &f,
         "gov@wrenmoor.invalid",
@@ -1025,7 +1054,13 @@ async fn dashboard_draws_accessible_charts_with_tables() {
             .body
             .contains("<th scope=\"row\">gambling</th><td>7</td>"));
         assert!(reply.body.contains("Pending requests"));
-        assert!(reply.body.contains("Not yet available"));
+        assert!(
+            reply
+                .body
+                .contains("1 unblock request is waiting for a decision."),
+            "{}",
+            reply.body
+        );
         assert!(
             !reply.body.contains("Varrowby"),
             "the dashboard names nobody"

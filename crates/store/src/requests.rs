@@ -426,6 +426,17 @@ impl Store {
         rows.iter().map(request_from_row).collect()
     }
 
+    /// How many requests wait for a decision, in every school: a count
+    /// that names nobody, for the dashboard.
+    pub async fn pending_request_count(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM unblock_requests WHERE status = 'pending'")
+                .fetch_one(self.pool())
+                .await?
+                .try_get("n")?,
+        )
+    }
+
     /// Approved requests whose end is still ahead: the exceptions the
     /// running policy must hold. Ended ones are left out (and would be
     /// ignored by the policy anyway).
