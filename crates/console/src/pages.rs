@@ -28,6 +28,7 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/people/{id}", get(person))
         .route("/people/import", get(import_form).post(import))
         .route("/groups", get(groups))
+        .route("/groups/{id}", get(group_members).post(change_group_member))
         .route("/devices", get(devices).post(save_device))
         .route("/devices/new", get(new_device))
         .route("/devices/{id}/edit", get(edit_device))
@@ -319,6 +320,188 @@ async fn person(
     Ok(html::page(&viewer, &d.full_name(), &body).into_response())
 }
 
+/// A group's members, and (for the filtering manager) forms to add and
+/// remove them. Names of members are people data: the page needs both
+/// `see_groups` and `see_people`.
+async fn group_members(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    Query(query): Query<SchoolQuery>,
+) -> Result<Response, ConsoleError> {
+    let school = school_for(&state, &viewer, query.school, Permission::SeeGroups).await?;
+    if !viewer.can(Permission::SeePeople, school.id) {
+        return Err(ConsoleError::Forbidden);
+    }
+    Ok(group_page(&state, &viewer, &school, id, None)
+        .await?
+        .into_response())
+}
+
+async fn group_page(
+    state: &ConsoleState,
+    viewer: &Viewer,
+    school: &School,
+    id: i64,
+    error: Option<&str>,
+) -> Result<(StatusCode, axum::response::Html<String>), ConsoleError> {
+    let group = state
+        .store()
+        .groups(school.id)
+        .await?
+        .into_iter()
+        .find(|g| g.id == id)
+        .ok_or(ConsoleError::NotFound("that group"))?;
+    let members = state.store().group_members(group.id).await?;
+    let people = state.store().people(school.id, None).await?;
+    let manage = viewer.can(Permission::ManageGroups, school.id);
+    let csrf = html::csrf_field(viewer.csrf_token());
+    let mut rows = String::new();
+    for person in people.iter().filter(|p| members.contains(&p.id)) {
+        let remove = if manage {
+            format!(
+                "<td><form method=\"post\" action=\"/groups/{}\">{csrf}\
+                 <input type=\"hidden\" name=\"school\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"person\" value=\"{}\">\
+                 <input type=\"hidden\" name=\"change\" value=\"remove\">\
+                 <button>Remove<span class=\"skip\"> {}</span></button></form></td>",
+                group.id,
+                school.id,
+                person.id,
+                escape(&person.details.full_name())
+            )
+        } else {
+            String::new()
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td>{remove}</tr>",
+            escape(&person.details.full_name()),
+            escape(person.details.kind.as_str()),
+            escape(person.details.class_name.as_deref().unwrap_or("")),
+        ));
+    }
+    let add =
+        if manage {
+            let options: Vec<(String, String)> =
+                std::iter::once((String::new(), "Choose a person".to_owned()))
+                    .chain(people.iter().filter(|p| !members.contains(&p.id)).map(|p| {
+                        (
+                            p.id.to_string(),
+                            format!("{} ({})", p.details.full_name(), p.details.kind.as_str()),
+                        )
+                    }))
+                    .collect();
+            let error_text = error.map_or(String::new(), |e| {
+                format!(
+                    "<span class=\"error\" id=\"person-error\">Error: {}</span>",
+                    escape(e)
+                )
+            });
+            format!(
+            "<h2>Add a member</h2><form method=\"post\" action=\"/groups/{}\" novalidate>{csrf}\
+             <input type=\"hidden\" name=\"school\" value=\"{}\">\
+             <input type=\"hidden\" name=\"change\" value=\"add\">\
+             <div class=\"{}\">{}{error_text}</div><div><button>Add</button></div></form>",
+            group.id,
+            school.id,
+            if error.is_some() { "field-error" } else { "field" },
+            html::select("person", "Person", &options, ""),
+        )
+        } else {
+            String::new()
+        };
+    let body = format!(
+        "<h1>{}</h1><p>{} group; filtering profile: {}. Membership decides which filtering \
+         profile applies to a person's devices and sign-ins.</p>\
+         <table><thead><tr><th scope=\"col\">Member</th><th scope=\"col\">Kind</th>\
+         <th scope=\"col\">Class</th>{}</tr></thead><tbody>{rows}</tbody></table>{add}",
+        escape(&group.name),
+        escape(group.kind.as_str()),
+        escape(group.filtering_profile.as_deref().unwrap_or("none")),
+        if manage {
+            "<th scope=\"col\">Change</th>"
+        } else {
+            ""
+        },
+    );
+    let status = if error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, html::page(viewer, &group.name, &body)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MemberForm {
+    #[serde(default)]
+    school: String,
+    #[serde(default)]
+    person: String,
+    #[serde(default)]
+    change: String,
+}
+
+/// Adds a person to a group or takes them out (the filtering manager).
+async fn change_group_member(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    Form(form): Form<MemberForm>,
+) -> Result<Response, ConsoleError> {
+    let requested = form.school.trim().parse::<i64>().ok();
+    let school = school_for(&state, &viewer, requested, Permission::ManageGroups).await?;
+    if !state
+        .store()
+        .groups(school.id)
+        .await?
+        .iter()
+        .any(|g| g.id == id)
+    {
+        return Err(ConsoleError::NotFound("that group"));
+    }
+    let person = form.person.trim().parse::<i64>().ok().filter(|p| *p > 0);
+    let in_school = match person {
+        Some(p) => state
+            .store()
+            .person(p)
+            .await?
+            .filter(|found| found.school_id == school.id),
+        None => None,
+    };
+    let Some(person) = in_school else {
+        let page = group_page(
+            &state,
+            &viewer,
+            &school,
+            id,
+            Some("choose a person of this school from the list"),
+        )
+        .await?;
+        return Ok(page.into_response());
+    };
+    match form.change.as_str() {
+        "add" => {
+            state
+                .store()
+                .add_group_member(&viewer.actor(), id, person.id)
+                .await?
+        }
+        "remove" => {
+            state
+                .store()
+                .remove_group_member(&viewer.actor(), id, person.id)
+                .await?
+        }
+        _ => {
+            return Err(ConsoleError::BadRequest(
+                "change must be add or remove".to_owned(),
+            ))
+        }
+    }
+    Ok(Redirect::to(&format!("/groups/{id}?school={}", school.id)).into_response())
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct SchoolQuery {
     school: Option<i64>,
@@ -333,9 +516,18 @@ async fn groups(
     let mut rows = String::new();
     for group in state.store().groups(school.id).await? {
         let members = state.store().group_members(group.id).await?.len();
+        let name = if viewer.can(Permission::SeePeople, school.id) {
+            format!(
+                "<a href=\"/groups/{}?school={}\">{}</a>",
+                group.id,
+                school.id,
+                escape(&group.name)
+            )
+        } else {
+            escape(&group.name)
+        };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{members}</td></tr>",
-            escape(&group.name),
+            "<tr><td>{name}</td><td>{}</td><td>{}</td><td>{members}</td></tr>",
             escape(group.kind.as_str()),
             escape(group.filtering_profile.as_deref().unwrap_or("")),
         ));

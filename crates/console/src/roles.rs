@@ -33,6 +33,9 @@ pub enum Permission {
     ManageDevices,
     /// The audit log and its export.
     SeeAudit,
+    /// Add people to groups and take them out: membership decides the
+    /// filtering profile, so this is the filtering manager's (F8).
+    ManageGroups,
     /// Counts of filtering decisions and alerts: no individual is named.
     SeeDashboard,
     /// Search and export the decision log, which says who visited what.
@@ -52,6 +55,7 @@ impl Permission {
         Self::SeeDevices,
         Self::ManageDevices,
         Self::SeeAudit,
+        Self::ManageGroups,
         Self::SeeDashboard,
         Self::SearchLogs,
         Self::SubmitMonitoring,
@@ -67,6 +71,7 @@ impl Permission {
             Self::SeeDevices => "see the device registry",
             Self::ManageDevices => "register and edit devices",
             Self::SeeAudit => "read and export the audit log",
+            Self::ManageGroups => "add people to groups and take them out",
             Self::SeeDashboard => "see the dashboard of filtering and alert counts",
             Self::SearchLogs => "search and export the filtering log (audited)",
             Self::SubmitMonitoring => "send text from other sources to monitoring",
@@ -112,6 +117,7 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
         ),
         ManageDevices => matches!(role, Technician | TrustAdministrator),
         SeeAudit => matches!(role, Headteacher | Dsl | TrustAdministrator),
+        ManageGroups => matches!(role, Technician | TrustAdministrator),
         SeeDashboard => matches!(
             role,
             Headteacher

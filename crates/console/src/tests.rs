@@ -466,73 +466,75 @@ async fn idle_sessions_time_out() {
 /// The permission matrix of docs/console.md, written out rather than
 /// derived, so that the code, the document and this table must agree:
 /// people list, person record, roster import, groups, devices, device
-/// form, audit log, audit export, dashboard, log search, log export,
-/// monitoring ingestion (by API token).
-const MATRIX: &[(StaffRole, [bool; 12])] = &[
+/// form, audit log, audit export, dashboard, log search, log export, a
+/// group's members, monitoring ingestion (by API token).
+const MATRIX: &[(StaffRole, [bool; 13])] = &[
     (
         StaffRole::Headteacher,
         [
-            true, true, true, true, true, false, true, true, true, true, true, false,
+            true, true, true, true, true, false, true, true, true, true, true, true, false,
         ],
     ),
     (
         StaffRole::Dsl,
         [
-            true, true, false, true, true, false, true, true, true, true, true, true,
+            true, true, false, true, true, false, true, true, true, true, true, true, true,
         ],
     ),
     (
         StaffRole::DeputyDsl,
         [
-            true, true, false, true, true, false, false, false, true, true, true, true,
+            true, true, false, true, true, false, false, false, true, true, true, true, true,
         ],
     ),
     (
         StaffRole::Technician,
         [
-            true, false, false, true, true, true, false, false, true, true, true, true,
+            true, false, false, true, true, true, false, false, true, true, true, true, true,
         ],
     ),
     (
         StaffRole::Teacher,
         [
             true, false, false, false, false, false, false, false, false, false, false, false,
+            false,
         ],
     ),
     (
         StaffRole::TeachingAssistant,
         [
             true, false, false, false, false, false, false, false, false, false, false, false,
+            false,
         ],
     ),
     (
         StaffRole::Office,
         [
-            true, true, true, false, false, false, false, false, false, false, false, false,
+            true, true, true, false, false, false, false, false, false, false, false, false, false,
         ],
     ),
     (
         StaffRole::Governor,
         [
-            false, false, false, true, false, false, false, false, true, false, false, false,
+            false, false, false, true, false, false, false, false, true, false, false, false, false,
         ],
     ),
     (
         StaffRole::SafeguardingGovernor,
         [
-            false, false, false, true, false, false, false, false, true, false, false, false,
+            false, false, false, true, false, false, false, false, true, false, false, false, false,
         ],
     ),
     (
         StaffRole::ChairOfGovernors,
         [
-            false, false, false, true, false, false, false, false, true, false, false, false,
+            false, false, false, true, false, false, false, false, true, false, false, false, false,
         ],
     ),
     (
         StaffRole::TrustAdministrator,
         [
-            true, true, true, true, true, true, true, true, true, true, true, true,
+            true, true, true, true, true, true, true, true, true, true, true, true, true,
         ],
     ),
 ];
@@ -568,6 +570,18 @@ async fn in_one_school_its_roles_hold_for_deployment_wide_routes() {
 #[tokio::test]
 async fn every_role_gets_exactly_its_routes() {
     let f = fixture(ConsoleSettings::default()).await;
+    let group = f
+        .state
+        .store()
+        .ensure_group(
+            &Actor::system("test"),
+            f.school,
+            "4K",
+            sheepdog_store::GroupKind::Class,
+            Some("ks2"),
+        )
+        .await
+        .unwrap();
     let routes = [
         format!("/people?school={}", f.school),
         format!("/people/{}", f.pupil),
@@ -580,6 +594,7 @@ async fn every_role_gets_exactly_its_routes() {
         "/dashboard".to_string(),
         "/logs".to_string(),
         "/logs.csv".to_string(),
+        format!("/groups/{}?school={}", group.id, f.school),
     ];
     assert_eq!(MATRIX.len(), StaffRole::ALL.len());
     for (role, allowed) in MATRIX {
@@ -604,7 +619,7 @@ async fn every_role_gets_exactly_its_routes() {
             assert_eq!(reply.status, expected, "{role} {route}: {}", reply.body);
         }
         let ingested = ingest(&f, &api_token(&f, id).await, INNOCENT).await;
-        let expected = if allowed[11] {
+        let expected = if allowed[12] {
             StatusCode::OK
         } else {
             StatusCode::FORBIDDEN
@@ -1350,4 +1365,126 @@ async fn devices_page_shows_who_is_on_which_address_now_and_audits_it() {
     let page = get(&f, &format!("/devices?school={}", f.other_school), &cookie).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     assert!(!page.body.contains("10.0.4.17"), "{}", page.body);
+}
+
+#[tokio::test]
+async fn the_filtering_manager_adds_and_removes_group_members() {
+    let f = fixture(ConsoleSettings::default()).await;
+    let store = f.state.store();
+    let group = store
+        .ensure_group(
+            &Actor::system("test"),
+            f.school,
+            "Lunch club",
+            sheepdog_store::GroupKind::Custom,
+            Some("ks2"),
+        )
+        .await
+        .unwrap();
+    let path = format!("/groups/{}", group.id);
+    let school = f.school.to_string();
+    let pupil = f.pupil.to_string();
+    let tech = account(
+        &f,
+        "tech@wrenmoor.invalid",
+        StaffRole::Technician,
+        Some(f.school),
+    )
+    .await;
+    let (cookie, csrf) = session(&f, tech).await;
+
+    let added = post(
+        &f,
+        &path,
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("person", &pupil),
+            ("change", "add"),
+        ],
+    )
+    .await;
+    assert_eq!(added.status, StatusCode::SEE_OTHER, "{}", added.body);
+    assert_eq!(store.group_members(group.id).await.unwrap(), vec![f.pupil]);
+    let page = get(&f, &format!("{path}?school={school}"), &cookie).await;
+    let name = store
+        .person(f.pupil)
+        .await
+        .unwrap()
+        .unwrap()
+        .details
+        .full_name();
+    assert!(
+        page.body.contains(&crate::html::escape(&name)),
+        "{}",
+        page.body
+    );
+
+    // A person of another school, or none, is refused beside the field.
+    let refused = post(
+        &f,
+        &path,
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("person", "999999"),
+            ("change", "add"),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        refused.body.contains("id=\"person-error\""),
+        "{}",
+        refused.body
+    );
+
+    let removed = post(
+        &f,
+        &path,
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("person", &pupil),
+            ("change", "remove"),
+        ],
+    )
+    .await;
+    assert_eq!(removed.status, StatusCode::SEE_OTHER, "{}", removed.body);
+    assert!(store.group_members(group.id).await.unwrap().is_empty());
+    let log: Vec<String> = store
+        .audit_entries(Some("group"), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert!(log.contains(&"add_member".to_string()) && log.contains(&"remove_member".to_string()));
+
+    // A DSL sees the members but cannot change them (F8).
+    let dsl = account(&f, "dsl@wrenmoor.invalid", StaffRole::Dsl, Some(f.school)).await;
+    let (cookie, csrf) = session(&f, dsl).await;
+    assert_eq!(
+        get(&f, &format!("{path}?school={school}"), &cookie)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let denied = post(
+        &f,
+        &path,
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("person", &pupil),
+            ("change", "add"),
+        ],
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::FORBIDDEN);
+    assert!(store.group_members(group.id).await.unwrap().is_empty());
 }

@@ -66,6 +66,37 @@ impl Store {
         write.finish(result).await
     }
 
+    /// Takes a person out of a group; removing a non-member changes
+    /// nothing.
+    pub async fn remove_group_member(
+        &self,
+        actor: &Actor,
+        group_id: i64,
+        person_id: i64,
+    ) -> Result<(), StoreError> {
+        let mut write = self.begin_write().await?;
+        let result = async {
+            let removed =
+                sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND person_id = $2")
+                    .bind(group_id)
+                    .bind(person_id)
+                    .execute(&mut *write.tx)
+                    .await?;
+            if removed.rows_affected() > 0 {
+                let member = serde_json::json!({ "group_id": group_id, "person_id": person_id });
+                append(
+                    &mut write.tx,
+                    actor,
+                    Change::new("remove_member", "group", group_id).before(&member),
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        .await;
+        write.finish(result).await
+    }
+
     /// The ids of a group's members.
     pub async fn group_members(&self, group_id: i64) -> Result<Vec<i64>, StoreError> {
         let rows = sqlx::query(
