@@ -204,6 +204,37 @@ pub struct ProxyConfig {
     /// Policy groups whose block page is worded for staff (and offers
     /// "request access").
     pub staff_groups: Vec<String>,
+    /// Selective TLS inspection (docs/proxy.md): off until the school's
+    /// authority is made with `sheepdog ca init` and installed on devices.
+    pub inspection: bool,
+    /// The inspection authority's certificate; empty:
+    /// `inspection-ca.pem` in `data_dir`.
+    pub inspection_certificate: PathBuf,
+    /// Its private key; empty: `inspection-ca.key` in `data_dir`.
+    pub inspection_key: PathBuf,
+    /// Hosts inspected besides search engines, YouTube and hosts that lists
+    /// name at URL level (each covers its subdomains).
+    pub inspect_hosts: Vec<String>,
+    /// Hosts never inspected, such as apps that pin their certificates;
+    /// this wins over everything else.
+    pub never_inspect: Vec<String>,
+    /// Extra certificate authorities (PEM) trusted for origins behind
+    /// inspected tunnels, besides the public web's roots.
+    pub upstream_roots: PathBuf,
+    /// Proxy authentication: "none" (identity from the address) or
+    /// "basic" (sheepdog accounts, over Proxy-Authorization).
+    pub authentication: ProxyAuthentication,
+}
+
+/// How the proxy learns who is browsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyAuthentication {
+    /// From the client's address, through the identity map.
+    #[default]
+    None,
+    /// HTTP Basic proxy authentication against sheepdog accounts.
+    Basic,
 }
 
 /// An upstream resolver: `IP:PORT` (UDP) or `tcp://IP:PORT`.
@@ -398,8 +429,26 @@ impl Config {
         }
     }
 
+    /// The inspection authority's certificate and key files in force.
+    pub fn inspection_files(&self) -> (PathBuf, PathBuf) {
+        let or = |path: &PathBuf, name: &str| {
+            if path.as_os_str().is_empty() {
+                self.data_dir.join(name)
+            } else {
+                path.clone()
+            }
+        };
+        (
+            or(&self.proxy.inspection_certificate, "inspection-ca.pem"),
+            or(&self.proxy.inspection_key, "inspection-ca.key"),
+        )
+    }
+
     fn resolve_relative_to(&mut self, base: &Path) {
         for path in [
+            &mut self.proxy.inspection_certificate,
+            &mut self.proxy.inspection_key,
+            &mut self.proxy.upstream_roots,
             &mut self.data_dir,
             &mut self.filtering.policy,
             &mut self.events.spool_dir,
@@ -824,6 +873,13 @@ impl Default for ProxyConfig {
                 "ks2".to_string(),
             ],
             staff_groups: vec!["staff".to_string()],
+            inspection: false,
+            inspection_certificate: PathBuf::new(),
+            inspection_key: PathBuf::new(),
+            inspect_hosts: Vec::new(),
+            never_inspect: Vec::new(),
+            upstream_roots: PathBuf::new(),
+            authentication: ProxyAuthentication::None,
         }
     }
 }

@@ -26,6 +26,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod ca;
+pub mod inspect;
 pub mod page;
 pub mod proxy;
 pub mod request;
@@ -33,6 +35,8 @@ pub mod search;
 pub mod server;
 pub mod sni;
 
+pub use ca::CertificateAuthority;
+pub use inspect::Inspection;
 pub use proxy::{Proxy, ProxySettings};
 pub use server::ProxyServer;
 
@@ -44,4 +48,40 @@ pub enum ProxyError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// Why TLS inspection cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(
+        "{0} already exists: devices trust it, so it is kept; \
+         run `sheepdog ca init --replace` only to make a new one and reinstall it everywhere"
+    )]
+    Exists(std::path::PathBuf),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    Parse {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error(
+        "{path} may be read by other users (mode {mode:o}); whoever reads it can read \
+         inspected traffic: run `chmod 600 {path}`"
+    )]
+    KeyPermissions { path: std::path::PathBuf, mode: u32 },
+    #[error("cannot make a certificate: {0}")]
+    Mint(rcgen::Error),
+    #[error("cannot use a minted key: {0}")]
+    Key(String),
+    #[error("TLS settings: {0}")]
+    Tls(String),
 }

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -23,9 +24,10 @@ use sheepdog_policy::{Action, CompiledPolicy, Decision, Engine, Target};
 use sheepdog_store::{Actor, NewBlockReport, Store};
 use tokio::net::TcpStream;
 
+use crate::inspect::{Inspection, Replay};
 use crate::page::{self, Audience, BlockPage};
 use crate::request::{parse_authority, Authority};
-use crate::search::search_term;
+use crate::search::{self, search_term};
 use crate::sni::{self, Hello};
 
 /// The body of every response the proxy sends.
@@ -102,6 +104,7 @@ pub struct Proxy {
     store: Option<Store>,
     settings: ProxySettings,
     client: Client<HttpConnector, Incoming>,
+    inspection: Option<Arc<Inspection>>,
 }
 
 /// The event fields a decision fills in.
@@ -169,7 +172,15 @@ impl Proxy {
             store,
             settings,
             client,
+            inspection: None,
         }
+    }
+
+    /// Inspects the TLS of the hosts `inspection` wants (see
+    /// [`crate::inspect`]).
+    pub fn with_inspection(mut self, inspection: Arc<Inspection>) -> Self {
+        self.inspection = Some(inspection);
+        self
     }
 
     pub fn settings(&self) -> &ProxySettings {
@@ -197,7 +208,7 @@ impl Proxy {
         }
         if request.method() == Method::CONNECT {
             metrics::counter!("sheepdog_proxy_requests_total", "kind" => "connect").increment(1);
-            return Ok(self.connect(request, peer).await);
+            return Ok(self.connect(request, peer, local).await);
         }
         if self.is_local(&request, local) {
             metrics::counter!("sheepdog_proxy_requests_total", "kind" => "local").increment(1);
@@ -448,6 +459,7 @@ impl Proxy {
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,
+        local: SocketAddr,
     ) -> Response<Body> {
         let target = request
             .uri()
@@ -534,9 +546,12 @@ impl Proxy {
                         .tunnel(
                             TokioIo::new(upgraded),
                             upstream,
-                            peer,
-                            identity,
-                            authority,
+                            Link {
+                                peer,
+                                local,
+                                identity,
+                                authority,
+                            },
                             outcome,
                             upstream_ms,
                             at,
@@ -551,17 +566,22 @@ impl Proxy {
 
     #[allow(clippy::too_many_arguments)]
     async fn tunnel(
-        &self,
+        self: Arc<Self>,
         mut client: TokioIo<hyper::upgrade::Upgraded>,
         mut upstream: TcpStream,
-        peer: SocketAddr,
-        identity: Arc<Identity>,
-        authority: Authority,
+        link: Link,
         outcome: Outcome,
         upstream_ms: Option<u32>,
         at: DateTime<Utc>,
     ) {
         use tokio::io::AsyncWriteExt;
+        let Link {
+            peer,
+            identity,
+            authority,
+            ..
+        } = &link;
+        let (peer, identity) = (*peer, identity.clone());
         let (first, hello) =
             match sni::read_hello(&mut client, self.settings.client_hello_timeout).await {
                 Ok(read) => read,
@@ -604,6 +624,17 @@ impl Proxy {
                 }
             }
         }
+        if let (Some(inspection), Hello::ServerName(name)) = (&self.inspection, &hello) {
+            if inspection.wants(name, &self.engine.current()) {
+                metrics::counter!("sheepdog_proxy_inspected_total").increment(1);
+                let inspection = inspection.clone();
+                let name = name.clone();
+                // Each request inside gets its own event, on its full URL.
+                self.inspect(inspection, client, first, upstream, name, link)
+                    .await;
+                return;
+            }
+        }
         let event = self.event(peer, &identity, target, outcome, upstream_ms, None, at);
         self.send(event);
         if upstream.write_all(&first).await.is_err() {
@@ -627,6 +658,138 @@ impl Proxy {
             }
             Err(error) => tracing::debug!(%error, %peer, "tunnel ended"),
         }
+    }
+
+    /// Serves an inspected tunnel: TLS with the client under a minted
+    /// certificate, TLS with the origin under its verified one, and every
+    /// request between decided on its full URL.
+    async fn inspect(
+        self: Arc<Self>,
+        inspection: Arc<Inspection>,
+        client: TokioIo<hyper::upgrade::Upgraded>,
+        first: Vec<u8>,
+        upstream: TcpStream,
+        host: String,
+        link: Link,
+    ) {
+        let peer = link.peer;
+        let accepted = tokio::time::timeout(
+            self.settings.client_hello_timeout,
+            inspection.acceptor.accept(Replay::new(first, client)),
+        )
+        .await;
+        let tls = match accepted {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(error)) => {
+                // Typically a device without the school's certificate.
+                metrics::counter!("sheepdog_proxy_inspection_failures_total", "side" => "client")
+                    .increment(1);
+                tracing::debug!(%error, %peer, %host, "client refused the inspection certificate");
+                return;
+            }
+            Err(_) => return,
+        };
+        let origin = Arc::new(tokio::sync::Mutex::new(
+            Origin::open(&inspection, &host, &link.authority, Some(upstream)).await,
+        ));
+        let link = Arc::new(link);
+        let settings = self.settings.clone();
+        let service = hyper::service::service_fn(move |request| {
+            let proxy = self.clone();
+            let (inspection, origin, link, host) = (
+                inspection.clone(),
+                origin.clone(),
+                link.clone(),
+                host.clone(),
+            );
+            async move {
+                Ok::<_, hyper::Error>(
+                    proxy
+                        .inspected(request, &inspection, &origin, &link, &host)
+                        .await,
+                )
+            }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(settings.header_timeout)
+            .max_headers(settings.max_headers)
+            .max_header_size(settings.max_header_bytes)
+            .keep_alive(true);
+        if let Err(error) = builder.serve_connection(TokioIo::new(tls), service).await {
+            tracing::debug!(%error, %peer, "inspected connection ended");
+        }
+    }
+
+    /// One request inside an inspected tunnel to `host`.
+    async fn inspected(
+        &self,
+        mut request: Request<Incoming>,
+        inspection: &Inspection,
+        origin: &tokio::sync::Mutex<Origin>,
+        link: &Link,
+        host: &str,
+    ) -> Response<Body> {
+        // The Host header names the site the browser means; the server
+        // name only chose the certificate.
+        let site = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| parse_authority(h, Some(443)).ok())
+            .unwrap_or_else(|| Authority {
+                host: host.to_string(),
+                port: link.authority.port,
+            });
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let url = format!("https://{}{path}", site.url_host(443));
+        let at = Utc::now();
+        let identity = &link.identity;
+        let policy = self.engine.current();
+        let outcome = self.decide(&policy, identity, Target::Url(&url), at);
+        let search = search_term(&url).map(|s| s.term);
+        if outcome.blocked() {
+            let reason = outcome.reason.clone();
+            let event = self.event(link.peer, identity, url, outcome, None, search, at);
+            count_block(&event, "inspected");
+            let response = self.block_page(&policy, &event, &reason, link.local);
+            self.send(event);
+            return response;
+        }
+        let group = outcome.group.as_deref().unwrap_or(&identity.group);
+        if let (Some(engine), Some(group)) = (search::engine_of(&site.host), policy.group(group)) {
+            enforce_safe_search(&mut request, engine, &group.safe_search);
+        }
+        strip_hop_by_hop(request.headers_mut());
+        let started = Instant::now();
+        let result = origin
+            .lock()
+            .await
+            .send(inspection, host, &link.authority, request)
+            .await;
+        let elapsed = started.elapsed();
+        metrics::histogram!("sheepdog_proxy_upstream_seconds", "kind" => "inspected")
+            .record(elapsed.as_secs_f64());
+        let response = match result {
+            Ok(response) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, body.boxed())
+            }
+            Err(error) => {
+                metrics::counter!("sheepdog_proxy_inspection_failures_total", "side" => "origin")
+                    .increment(1);
+                text(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("sheepdog could not reach {host} safely: {error}\n"),
+                )
+            }
+        };
+        let upstream_ms = u32::try_from(elapsed.as_millis()).ok();
+        let event = self.event(link.peer, identity, url, outcome, upstream_ms, search, at);
+        self.send(event);
+        response
     }
 
     /// The block page for a blocked plain-HTTP request.
@@ -653,6 +816,7 @@ impl Proxy {
             event
                 .target
                 .strip_prefix("http://")
+                .or_else(|| event.target.strip_prefix("https://"))
                 .and_then(|r| r.split('/').next())
                 .unwrap_or(""),
             Some(80),
@@ -723,6 +887,102 @@ impl Proxy {
         if let Some(sink) = &self.sink {
             sink.try_send(event);
         }
+    }
+}
+
+/// Who a tunnel serves and where it goes.
+struct Link {
+    peer: SocketAddr,
+    local: SocketAddr,
+    identity: Arc<Identity>,
+    authority: Authority,
+}
+
+/// The proxy's own connection to an inspected origin, opened again when
+/// the origin closes it between requests.
+struct Origin {
+    sender: Result<SendRequest<Incoming>, String>,
+}
+
+impl Origin {
+    /// Connects (over `stream` when already dialled) and verifies the
+    /// origin's certificate for `host`.
+    async fn open(
+        inspection: &Inspection,
+        host: &str,
+        authority: &Authority,
+        stream: Option<TcpStream>,
+    ) -> Self {
+        let sender = async {
+            let stream = match stream {
+                Some(stream) => stream,
+                None => TcpStream::connect(authority.dial())
+                    .await
+                    .map_err(|e| format!("cannot connect to {authority}: {e}"))?,
+            };
+            let name = Inspection::server_name(host).map_err(|e| e.to_string())?;
+            let tls = inspection
+                .connector
+                .connect(name, stream)
+                .await
+                .map_err(|e| format!("its certificate is not trusted ({e})"))?;
+            let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok(sender)
+        }
+        .await;
+        Self { sender }
+    }
+
+    async fn send(
+        &mut self,
+        inspection: &Inspection,
+        host: &str,
+        authority: &Authority,
+        request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, String> {
+        let closed = match &mut self.sender {
+            Ok(sender) => sender.ready().await.is_err(),
+            Err(_) => false,
+        };
+        if closed {
+            *self = Self::open(inspection, host, authority, None).await;
+        }
+        match &mut self.sender {
+            Ok(sender) => sender
+                .send_request(request)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.clone()),
+        }
+    }
+}
+
+/// Makes a search on `engine` safe for the group: a rewritten query for
+/// Google, Bing and DuckDuckGo, the `YouTube-Restrict` header for YouTube.
+fn enforce_safe_search(
+    request: &mut Request<Incoming>,
+    engine: &str,
+    safe: &sheepdog_policy::SafeSearch,
+) {
+    if engine == "youtube" {
+        if let Some(mode) = search::youtube_restriction(safe) {
+            request
+                .headers_mut()
+                .insert("youtube-restrict", HeaderValue::from_static(mode));
+        }
+        return;
+    }
+    let Some(query) = search::safe_query(engine, request.uri().query(), safe) else {
+        return;
+    };
+    let target = format!("{}?{query}", request.uri().path());
+    if let Ok(uri) = target.parse() {
+        *request.uri_mut() = uri;
     }
 }
 

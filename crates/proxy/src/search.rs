@@ -189,6 +189,57 @@ pub fn search_term(url: &str) -> Option<Search> {
     })
 }
 
+/// The engine in the table that `host` belongs to, if any: these hosts are
+/// inspected, so their search terms can be read.
+pub fn engine_of(host: &str) -> Option<&'static str> {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    ENGINES
+        .iter()
+        .find(|e| host_matches(e.host, &host))
+        .map(|e| e.name)
+}
+
+/// The query string a search must carry for the group's safe search
+/// (F6): Google's `safe=active`, Bing's `adlt=strict`, DuckDuckGo's
+/// `kp=1`, each replacing whatever the client sent. `None` when nothing
+/// needs changing. YouTube is restricted by header instead
+/// ([`youtube_restriction`]).
+pub fn safe_query(
+    engine: &str,
+    query: Option<&str>,
+    safe: &sheepdog_policy::SafeSearch,
+) -> Option<String> {
+    let (key, value) = match engine {
+        "google" if safe.google => ("safe", "active"),
+        "bing" if safe.bing => ("adlt", "strict"),
+        "duckduckgo" if safe.duckduckgo => ("kp", "1"),
+        _ => return None,
+    };
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if pairs.iter().filter(|(k, _)| k == key).count() == 1
+        && pairs.iter().any(|(k, v)| k == key && v == value)
+    {
+        return None;
+    }
+    let mut out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs.iter().filter(|(k, _)| k != key) {
+        out.append_pair(k, v);
+    }
+    out.append_pair(key, value);
+    Some(out.finish())
+}
+
+/// The `YouTube-Restrict` header value for the group, if restricted.
+pub fn youtube_restriction(safe: &sheepdog_policy::SafeSearch) -> Option<&'static str> {
+    match safe.youtube {
+        sheepdog_policy::YoutubeMode::Off => None,
+        sheepdog_policy::YoutubeMode::Moderate => Some("Moderate"),
+        sheepdog_policy::YoutubeMode::Strict => Some("Strict"),
+    }
+}
+
 fn host_matches(rule: HostRule, host: &str) -> bool {
     match rule {
         HostRule::Domain(domain) => {
@@ -222,6 +273,36 @@ mod tests {
 
     fn is(url: &str, engine: &'static str, term: &str) {
         assert_eq!(found(url), Some((engine, term.to_string())), "{url}");
+    }
+
+    #[test]
+    fn safe_search_replaces_what_the_client_sent() {
+        let on = sheepdog_policy::SafeSearch::default();
+        assert_eq!(
+            safe_query("google", Some("q=cats&safe=off&safe=images"), &on).as_deref(),
+            Some("q=cats&safe=active")
+        );
+        assert_eq!(safe_query("google", Some("q=cats&safe=active"), &on), None);
+        assert_eq!(
+            safe_query("bing", Some("q=cats"), &on).as_deref(),
+            Some("q=cats&adlt=strict")
+        );
+        assert_eq!(safe_query("duckduckgo", None, &on).as_deref(), Some("kp=1"));
+        assert_eq!(safe_query("wikipedia", Some("search=x"), &on), None);
+        let off = sheepdog_policy::SafeSearch {
+            google: false,
+            ..on
+        };
+        assert_eq!(safe_query("google", Some("q=cats&safe=off"), &off), None);
+        assert_eq!(youtube_restriction(&on), Some("Strict"));
+    }
+
+    #[test]
+    fn engines_are_known_by_host() {
+        assert_eq!(engine_of("www.google.co.uk"), Some("google"));
+        assert_eq!(engine_of("m.youtube.com."), Some("youtube"));
+        assert_eq!(engine_of("en.wikipedia.org"), Some("wikipedia"));
+        assert_eq!(engine_of("googleusercontent.example"), None);
     }
 
     #[test]

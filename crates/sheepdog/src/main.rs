@@ -70,6 +70,9 @@ enum Command {
     /// The filtering policy document: what is blocked or allowed for whom, and why.
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
+    /// The school's certificate authority for selective TLS inspection.
+    #[command(subcommand)]
+    Ca(cmd::ca::CaCommand),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +110,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Monitor(command) => {
             let config = cmd::load_config(&cli.config)?;
             runtime.block_on(cmd::monitor::run(command, &config))
+        }
+        Command::Ca(command) => {
+            let config = cmd::load_config(&cli.config)?;
+            cmd::ca::run(command, &config)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Policy(command) => {
             let config = cmd::load_config(&cli.config)?;

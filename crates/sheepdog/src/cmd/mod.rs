@@ -9,6 +9,7 @@ use sheepdog_config::Config;
 use sheepdog_store::{Actor, Store, StoreOptions};
 
 pub mod audit;
+pub mod ca;
 pub mod check;
 pub mod demo;
 pub mod dns;

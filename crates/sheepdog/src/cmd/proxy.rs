@@ -8,7 +8,7 @@ use anyhow::Context;
 use sheepdog_config::Config;
 use sheepdog_events::{EventSink, EventWriter};
 use sheepdog_policy::Engine;
-use sheepdog_proxy::{Proxy, ProxyServer, ProxySettings};
+use sheepdog_proxy::{CertificateAuthority, Inspection, Proxy, ProxyServer, ProxySettings};
 use sheepdog_store::Store;
 use tokio::task::JoinHandle;
 
@@ -42,6 +42,27 @@ impl ProxyRuntime {
     }
 }
 
+/// Selective TLS inspection as `[proxy]` configures it.
+fn inspection(config: &Config) -> anyhow::Result<Inspection> {
+    let (certificate, key) = config.inspection_files();
+    let authority = CertificateAuthority::load(&certificate, &key).with_context(|| {
+        format!(
+            "[proxy] inspection is on but the authority cannot be loaded from {}; \
+             make it with `sheepdog ca init`",
+            certificate.display()
+        )
+    })?;
+    let roots = &config.proxy.upstream_roots;
+    let roots = Inspection::trusted_roots((!roots.as_os_str().is_empty()).then_some(roots))
+        .context("[proxy] upstream_roots")?;
+    Ok(Inspection::new(
+        Arc::new(authority),
+        roots,
+        &config.proxy.inspect_hosts,
+        &config.proxy.never_inspect,
+    )?)
+}
+
 /// Starts the proxy on `[proxy] listen`. Call it only when
 /// `config.proxy.enabled`.
 pub async fn start(
@@ -58,13 +79,17 @@ pub async fn start(
             (sink, identities, Some((writer, refresher)))
         }
     };
-    let proxy = Arc::new(Proxy::new(
+    let mut proxy = Proxy::new(
         engine,
         identities,
         Some(sink.clone()),
         Some(store),
         ProxySettings::from_config(&config.proxy),
-    ));
+    );
+    if config.proxy.inspection {
+        proxy = proxy.with_inspection(Arc::new(inspection(config)?));
+    }
+    let proxy = Arc::new(proxy);
     let server = match ProxyServer::start(proxy, &config.proxy.listen).await {
         Ok(server) => server,
         Err(error) => {
