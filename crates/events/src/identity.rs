@@ -40,6 +40,9 @@ pub struct IdentityMap {
     /// Ranges, longest prefix first, so the first match is the best.
     ranges: Vec<(IpNet, Arc<Identity>)>,
     default: Arc<Identity>,
+    /// Each person's filtering group, for identities that come from a
+    /// sign-in (proxy authentication) rather than an address.
+    people: HashMap<i64, Arc<str>>,
 }
 
 impl IdentityMap {
@@ -54,6 +57,29 @@ impl IdentityMap {
                 person_id: None,
                 group: Arc::from(default_group),
             }),
+            people: HashMap::new(),
+        }
+    }
+
+    /// Records a person's filtering group (from their group membership).
+    pub fn insert_person(&mut self, person_id: i64, group: Arc<str>) {
+        self.people.insert(person_id, group);
+    }
+
+    /// The identity of `person_id` signed in from `client`: the device the
+    /// address belongs to, if any, with the person and their group (the
+    /// default group when they are in none with a filtering profile).
+    pub fn signed_in(&self, client: IpAddr, person_id: i64) -> Identity {
+        let device = self.lookup(client);
+        Identity {
+            device_id: device.device_id,
+            device_name: device.device_name.clone(),
+            person_id: Some(person_id),
+            group: self
+                .people
+                .get(&person_id)
+                .cloned()
+                .unwrap_or_else(|| self.default.group.clone()),
         }
     }
 
@@ -117,6 +143,9 @@ impl IdentityMap {
                         .or_insert_with(|| profile.clone());
                 }
             }
+            for (person, profile) in &profile_of_person {
+                map.insert_person(*person, profile.clone());
+            }
             for device in store.devices(school.id).await? {
                 let details = &device.details;
                 let Some(address) = details.address.as_deref() else {
@@ -168,6 +197,12 @@ impl IdentityResolver {
         }
     }
 
+    /// The identity of a person signed in from a client (see
+    /// [`IdentityMap::signed_in`]).
+    pub fn signed_in(&self, client: IpAddr, person_id: i64) -> Identity {
+        self.map.load().signed_in(client, person_id)
+    }
+
     /// The identity of a client, without a lock or a query.
     pub fn lookup(&self, client: IpAddr) -> Arc<Identity> {
         self.map.load().lookup(client).clone()
@@ -192,6 +227,23 @@ impl IdentityResolver {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_signed_in_person_brings_their_group_to_the_device() {
+        let mut map = IdentityMap::new("guest");
+        map.insert(
+            parse_net("10.0.4.17").unwrap_or_else(|| panic!()),
+            who("SHARED-PC-3", "ks2"),
+        );
+        map.insert_person(43, Arc::from("staff"));
+        let at_shared_pc = map.signed_in("10.0.4.17".parse().unwrap_or_else(|_| panic!()), 43);
+        assert_eq!(&*at_shared_pc.group, "staff");
+        assert_eq!(at_shared_pc.person_id, Some(43));
+        assert_eq!(at_shared_pc.device_name.as_deref(), Some("SHARED-PC-3"));
+        // Someone in no filtering group gets the default, not the device's.
+        let nobody = map.signed_in("10.0.4.17".parse().unwrap_or_else(|_| panic!()), 99);
+        assert_eq!(&*nobody.group, "guest");
+    }
 
     fn who(name: &str, group: &str) -> Identity {
         Identity {

@@ -26,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod ca;
 pub mod inspect;
 pub mod page;
@@ -35,6 +36,7 @@ pub mod search;
 pub mod server;
 pub mod sni;
 
+pub use auth::{Authenticator, ProxyUser, Verification};
 pub use ca::CertificateAuthority;
 pub use inspect::Inspection;
 pub use proxy::{Proxy, ProxySettings};

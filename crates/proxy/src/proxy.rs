@@ -24,6 +24,7 @@ use sheepdog_policy::{Action, CompiledPolicy, Decision, Engine, Target};
 use sheepdog_store::{Actor, NewBlockReport, Store};
 use tokio::net::TcpStream;
 
+use crate::auth::{Authentication, Authenticator, Refusal};
 use crate::inspect::{Inspection, Replay};
 use crate::page::{self, Audience, BlockPage};
 use crate::request::{parse_authority, Authority};
@@ -105,6 +106,7 @@ pub struct Proxy {
     settings: ProxySettings,
     client: Client<HttpConnector, Incoming>,
     inspection: Option<Arc<Inspection>>,
+    authentication: Option<Authentication>,
 }
 
 /// The event fields a decision fills in.
@@ -173,7 +175,15 @@ impl Proxy {
             settings,
             client,
             inspection: None,
+            authentication: None,
         }
+    }
+
+    /// Asks every client to sign in (Basic proxy authentication) and
+    /// applies the signed-in person's group instead of the address's.
+    pub fn with_authentication(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authentication = Some(Authentication::new(authenticator));
+        self
     }
 
     /// Inspects the TLS of the hosts `inspection` wants (see
@@ -206,16 +216,76 @@ impl Proxy {
                 ),
             )));
         }
-        if request.method() == Method::CONNECT {
-            metrics::counter!("sheepdog_proxy_requests_total", "kind" => "connect").increment(1);
-            return Ok(self.connect(request, peer, local).await);
-        }
-        if self.is_local(&request, local) {
+        let connect = request.method() == Method::CONNECT;
+        // The proxy's own pages (the PAC file above all) are fetched before
+        // a browser knows it must sign in.
+        if !connect && self.is_local(&request, local) {
             metrics::counter!("sheepdog_proxy_requests_total", "kind" => "local").increment(1);
             return Ok(self.local(request, peer, local).await);
         }
+        let identity = match self.identify(&request, peer).await {
+            Ok(identity) => identity,
+            Err(refusal) => return Ok(refusal),
+        };
+        if connect {
+            metrics::counter!("sheepdog_proxy_requests_total", "kind" => "connect").increment(1);
+            return Ok(self.connect(request, peer, local, identity).await);
+        }
         metrics::counter!("sheepdog_proxy_requests_total", "kind" => "http").increment(1);
-        self.forward(request, peer, local).await
+        self.forward(request, peer, local, identity).await
+    }
+
+    /// Who is browsing: the signed-in person when the proxy asks for
+    /// credentials, otherwise whoever the address belongs to.
+    async fn identify(
+        &self,
+        request: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Arc<Identity>, Response<Body>> {
+        let Some(authentication) = &self.authentication else {
+            return Ok(self.identities.lookup(peer.ip()));
+        };
+        let header = request
+            .headers()
+            .get(header::PROXY_AUTHORIZATION)
+            .and_then(|h| h.to_str().ok());
+        match authentication.user(header).await {
+            Ok(user) => Ok(match user.person_id {
+                Some(person) => Arc::new(self.identities.signed_in(peer.ip(), person)),
+                // An account that is nobody's (a shared or service account)
+                // browses as its device.
+                None => self.identities.lookup(peer.ip()),
+            }),
+            Err(refusal) => {
+                let reason = match refusal {
+                    Refusal::Missing => "missing",
+                    Refusal::Wrong => "wrong",
+                    Refusal::Unavailable(_) => "unavailable",
+                };
+                metrics::counter!("sheepdog_proxy_auth_refused_total", "reason" => reason)
+                    .increment(1);
+                let mut response = match refusal {
+                    Refusal::Unavailable(error) => {
+                        tracing::warn!(%error, "cannot check proxy credentials");
+                        text(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "The web filter cannot check passwords just now; try again in a minute.\n",
+                        )
+                    }
+                    _ => text(
+                        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+                        "Sign in to the school's web filter with your school account.\n",
+                    ),
+                };
+                response.headers_mut().insert(
+                    header::PROXY_AUTHENTICATE,
+                    HeaderValue::from_static(
+                        "Basic realm=\"School web filter\", charset=\"UTF-8\"",
+                    ),
+                );
+                Err(response)
+            }
+        }
     }
 
     /// Requests for the proxy itself: origin-form requests (a browser
@@ -384,6 +454,7 @@ impl Proxy {
         mut request: Request<Incoming>,
         peer: SocketAddr,
         local: SocketAddr,
+        identity: Arc<Identity>,
     ) -> Result<Response<Body>, hyper::Error> {
         if request.uri().scheme_str() != Some("http") {
             return Ok(text(
@@ -413,7 +484,6 @@ impl Proxy {
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let url = format!("http://{}{path}", authority.url_host(80));
         let at = Utc::now();
-        let identity = self.identities.lookup(peer.ip());
         let policy = self.engine.current();
         let outcome = self.decide(&policy, &identity, Target::Url(&url), at);
         let search = search_term(&url).map(|s| s.term);
@@ -460,6 +530,7 @@ impl Proxy {
         request: Request<Incoming>,
         peer: SocketAddr,
         local: SocketAddr,
+        identity: Arc<Identity>,
     ) -> Response<Body> {
         let target = request
             .uri()
@@ -471,7 +542,6 @@ impl Proxy {
             Err(error) => return closing(text(StatusCode::BAD_REQUEST, &format!("{error}\n"))),
         };
         let at = Utc::now();
-        let identity = self.identities.lookup(peer.ip());
         let policy = self.engine.current();
         let outcome = self.decide(&policy, &identity, Target::Name(&authority.host), at);
         if outcome.blocked() {

@@ -34,6 +34,8 @@ fn repo() -> PathBuf {
 /// A deployment made by `sheepdog init` in a temporary directory.
 struct Deployment {
     dir: tempfile::TempDir,
+    /// The first administrator's generated password.
+    password: String,
 }
 
 impl Deployment {
@@ -49,7 +51,10 @@ impl Deployment {
             ),
         )
         .unwrap();
-        let deployment = Self { dir };
+        let mut deployment = Self {
+            dir,
+            password: String::new(),
+        };
         let output = deployment.run(&[
             "init",
             "--school",
@@ -59,6 +64,12 @@ impl Deployment {
             "--generate-password",
         ]);
         assert!(output.status.success(), "{}", text(&output));
+        deployment.password = String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("password: "))
+            .and_then(|l| l.split_whitespace().next())
+            .unwrap()
+            .to_string();
         deployment
     }
 
@@ -502,4 +513,141 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
         assert!(parsed.get("level").is_some(), "{line}");
     }
     assert!(logs.contains("sheepdog is serving"), "{logs}");
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An HTTP origin on loopback answering every request with `origin says hello`.
+fn plain_origin() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 18\r\nConnection: close\r\n\r\norigin says hello\n",
+            );
+        }
+    });
+    port
+}
+
+/// curl through a proxy: the status code and body.
+fn curl_via(proxy: u16, user: Option<&str>, url: &str) -> (u16, String) {
+    let mut command = Command::new("curl");
+    command
+        .args([
+            "--silent",
+            "--max-time",
+            "20",
+            "--write-out",
+            "\n%{http_code}",
+        ])
+        .args(["--proxy", &format!("http://127.0.0.1:{proxy}")]);
+    if let Some(user) = user {
+        command.args(["--proxy-user", user]);
+    }
+    let output = command
+        .arg(url)
+        .output()
+        .expect("curl is installed by scripts/test");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn ca_init_then_serve_inspects_and_asks_proxy_users_to_sign_in() {
+    let deployment = Deployment::new();
+    let output = deployment.run(&["ca", "init"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let key = deployment.dir.path().join("data/inspection-ca.key");
+    let certificate = deployment.dir.path().join("data/inspection-ca.pem");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let pem = std::fs::read_to_string(&certificate).unwrap();
+    assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    let again = deployment.run(&["ca", "init"]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already exists"), "{}", text(&again));
+    assert_eq!(std::fs::read_to_string(&certificate).unwrap(), pem);
+
+    let (console, metrics, dns, proxy) = (free_port(), free_port(), free_port(), free_port());
+    let origin = plain_origin();
+    let config = deployment.dir.path().join("sheepdog.toml");
+    // A policy without the sample's after-hours schedule, so the answer
+    // does not depend on when the test runs.
+    let policy = deployment.write(
+        "policy.toml",
+        "fallback_group = \"guest\"\n[school]\nname = \"Brackenfield Academy\"\n\
+         time_zone = \"Europe/London\"\n[[groups]]\nname = \"guest\"\ndefault = \"allow\"\n",
+    );
+    let sample = repo().join("dist/policy.example.toml");
+    let mut text_config = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&sample.display().to_string(), &policy);
+    text_config.push_str(&format!(
+        "[console]\nlisten = \"127.0.0.1:{console}\"\ntls = false\n\
+         [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
+         [dns]\nlisten = [\"127.0.0.1:{dns}\"]\n\
+         [proxy]\nenabled = true\nlisten = [\"127.0.0.1:{proxy}\"]\n\
+         inspection = true\nauthentication = \"basic\"\n"
+    ));
+    std::fs::write(&config, text_config).unwrap();
+    let mut child = sheepdog()
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", proxy)).is_err() {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "serve did not start the proxy: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{origin}/lesson");
+    let (status, _) = curl_via(proxy, None, &url);
+    assert_eq!(status, 407, "no credentials: asked to sign in");
+    let (status, _) = curl_via(
+        proxy,
+        Some("admin@brackenfield.invalid:not-the-password"),
+        &url,
+    );
+    assert_eq!(status, 407, "a wrong password is refused");
+    let user = format!("admin@brackenfield.invalid:{}", deployment.password);
+    let (status, body) = curl_via(proxy, Some(&user), &url);
+    assert_eq!((status, body.as_str()), (200, "origin says hello\n"));
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

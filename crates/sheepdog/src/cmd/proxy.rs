@@ -5,10 +5,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use sheepdog_config::Config;
+use sheepdog_config::{Config, ProxyAuthentication};
+use sheepdog_console::password;
 use sheepdog_events::{EventSink, EventWriter};
 use sheepdog_policy::Engine;
-use sheepdog_proxy::{CertificateAuthority, Inspection, Proxy, ProxyServer, ProxySettings};
+use sheepdog_proxy::{
+    Authenticator, CertificateAuthority, Inspection, Proxy, ProxyServer, ProxySettings, ProxyUser,
+    Verification,
+};
 use sheepdog_store::Store;
 use tokio::task::JoinHandle;
 
@@ -39,6 +43,39 @@ impl ProxyRuntime {
             let _ = refresher.await;
             writer.shutdown().await;
         }
+    }
+}
+
+/// Proxy credentials checked against sheepdog's accounts: the console's
+/// user names and passwords, so staff have one account. Disabled accounts
+/// are refused; an unknown name costs as much time as a known one.
+#[derive(Debug)]
+struct AccountAuthenticator {
+    store: Store,
+}
+
+impl Authenticator for AccountAuthenticator {
+    fn verify(&self, user: &str, password: &str) -> Verification {
+        let (store, user, password) = (self.store.clone(), user.to_string(), password.to_string());
+        Box::pin(async move {
+            let found = store
+                .account_for_sign_in(&user)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::task::spawn_blocking(move || match found {
+                Some((account, hash)) => (password::verify(&password, &hash) && !account.disabled)
+                    .then_some(ProxyUser {
+                        account: account.username,
+                        person_id: account.person_id,
+                    }),
+                None => {
+                    password::verify_decoy(&password);
+                    None
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -83,11 +120,16 @@ pub async fn start(
         engine,
         identities,
         Some(sink.clone()),
-        Some(store),
+        Some(store.clone()),
         ProxySettings::from_config(&config.proxy),
     );
     if config.proxy.inspection {
         proxy = proxy.with_inspection(Arc::new(inspection(config)?));
+    }
+    if config.proxy.authentication == ProxyAuthentication::Basic {
+        proxy = proxy.with_authentication(Arc::new(AccountAuthenticator {
+            store: store.clone(),
+        }));
     }
     let proxy = Arc::new(proxy);
     let server = match ProxyServer::start(proxy, &config.proxy.listen).await {
