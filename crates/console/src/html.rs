@@ -73,6 +73,11 @@ pub fn page(viewer: &Viewer, title: &str, body: &str) -> Html<String> {
             "Import a roster",
         ),
         (Permission::SeeAudit, "/audit", "Audit log"),
+        (
+            Permission::ManageDevices,
+            "/certificate",
+            "Inspection certificate",
+        ),
     ] {
         if viewer.can_somewhere(permission) {
             links.push((href, label));

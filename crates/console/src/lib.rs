@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 
 mod api;
 pub mod auth;
+mod certificate;
 mod dashboard;
 mod error;
 mod html;
@@ -55,6 +56,9 @@ pub struct ConsoleSettings {
     /// Whether the console serves a certificate it made itself: every page
     /// then says so.
     pub self_signed_certificate: bool,
+    /// The proxy's inspection authority certificate (PEM), offered for
+    /// download when HTTPS inspection is set up.
+    pub inspection_certificate: Option<String>,
 }
 
 /// What every request handler shares: the store and the settings.
@@ -88,6 +92,7 @@ impl ConsoleSettings {
             two_factor_roles,
             secure_cookies: false,
             self_signed_certificate: false,
+            inspection_certificate: None,
         })
     }
 }
@@ -102,6 +107,7 @@ impl Default for ConsoleSettings {
             two_factor_roles: Vec::new(),
             secure_cookies: false,
             self_signed_certificate: false,
+            inspection_certificate: None,
         })
     }
 }
@@ -127,6 +133,7 @@ impl ConsoleState {
 pub fn router(state: ConsoleState) -> axum::Router {
     pages::routes()
         .merge(api::routes())
+        .merge(certificate::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -1488,3 +1488,57 @@ async fn the_filtering_manager_adds_and_removes_group_members() {
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
     assert!(store.group_members(group.id).await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_inspection_certificate_downloads_without_sign_in_and_the_page_shows_its_fingerprint() {
+    let not_set_up = fixture(ConsoleSettings::default()).await;
+    let reply = get(&not_set_up, "/certificate/inspection-ca.pem", "").await;
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    assert!(reply.body.contains("sheepdog ca init"), "{}", reply.body);
+
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    let pem = params.self_signed(&key).unwrap().pem();
+    let f = fixture(ConsoleSettings {
+        inspection_certificate: Some(pem.clone()),
+        ..ConsoleSettings::default()
+    })
+    .await;
+    let reply = get(&f, "/certificate/inspection-ca.pem", "").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, pem);
+    let der = router(f.state.clone())
+        .oneshot(
+            Request::get("/certificate/inspection-ca.der")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(der.status(), StatusCode::OK);
+    let bytes = der.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(bytes[0], 0x30, "DER starts with a SEQUENCE");
+
+    // The instructions are for signed-in staff.
+    let reply = get(&f, "/certificate", "").await;
+    assert_eq!(reply.status, StatusCode::SEE_OTHER);
+    let tech = account(
+        &f,
+        "tech@wrenmoor.invalid",
+        StaffRole::Technician,
+        Some(f.school),
+    )
+    .await;
+    let (cookie, _) = session(&f, tech).await;
+    let reply = get(&f, "/certificate", &cookie).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    use sha2::Digest;
+    let fingerprint = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    assert!(reply.body.contains(&fingerprint), "{}", reply.body);
+    assert!(reply.body.contains("Chromebook"));
+}

@@ -161,7 +161,9 @@ pub async fn run_servers(
     let until_stopped = |mut receiver: watch::Receiver<bool>| async move {
         let _ = receiver.wait_for(|stop| *stop).await;
     };
-    let settings = sheepdog_console::ConsoleSettings::from_config(&config.console)?;
+    let mut settings = sheepdog_console::ConsoleSettings::from_config(&config.console)?;
+    // The certificate only: the key never leaves the proxy.
+    settings.inspection_certificate = std::fs::read_to_string(config.inspection_files().0).ok();
     let tls = web::console_tls(config)?;
     tracing::info!(school = %label, tls = tls.is_some(), "console starting");
     let mut tasks = tokio::task::JoinSet::new();
