@@ -173,6 +173,11 @@ pub struct ProxyConfig {
     pub enabled: bool,
     /// Addresses to accept proxy connections on.
     pub listen: Vec<SocketAddr>,
+    /// Transparent mode: addresses that receive port 80 traffic redirected
+    /// by the router (docs/proxy.md has the iptables rules).
+    pub transparent_http: Vec<SocketAddr>,
+    /// Transparent mode: addresses that receive redirected port 443 traffic.
+    pub transparent_https: Vec<SocketAddr>,
     /// Client networks served (CIDR); every other client gets 403, so the
     /// proxy is never open to the world.
     pub client_networks: Vec<String>,
@@ -858,6 +863,8 @@ impl Default for ProxyConfig {
         Self {
             enabled: false,
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 3128))],
+            transparent_http: Vec::new(),
+            transparent_https: Vec::new(),
             client_networks: vec!["127.0.0.0/8".to_string(), "::1/128".to_string()],
             block_page_url: String::new(),
             console_url: String::new(),

@@ -22,6 +22,7 @@ use sheepdog_config::ProxyConfig;
 use sheepdog_events::{DecisionEvent, EventSink, EventSource, Identity, IdentityResolver};
 use sheepdog_policy::{Action, CompiledPolicy, Decision, Engine, Target};
 use sheepdog_store::{Actor, NewBlockReport, Store};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::auth::{Authentication, Authenticator, Refusal};
@@ -232,7 +233,156 @@ impl Proxy {
             return Ok(self.connect(request, peer, local, identity).await);
         }
         metrics::counter!("sheepdog_proxy_requests_total", "kind" => "http").increment(1);
-        self.forward(request, peer, local, identity).await
+        self.forward(request, peer, local, identity, None).await
+    }
+
+    /// A plain-HTTP request redirected to a transparent listener: origin
+    /// form, meant for `original` (see [`crate::transparent`]). Decided on
+    /// the Host header's URL; sent to the original address.
+    pub async fn handle_transparent(
+        self: Arc<Self>,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        original: Option<SocketAddr>,
+    ) -> Result<Response<Body>, hyper::Error> {
+        metrics::counter!("sheepdog_proxy_requests_total", "kind" => "transparent_http")
+            .increment(1);
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok());
+        let authority = match (host, original) {
+            (Some(host), _) => parse_authority(host, Some(original.map_or(80, |o| o.port()))),
+            (None, Some(original)) => Ok(Authority {
+                host: original.ip().to_string(),
+                port: original.port(),
+            }),
+            (None, None) => {
+                return Ok(closing(text(
+                    StatusCode::BAD_REQUEST,
+                    "The request has no Host header.\n",
+                )))
+            }
+        };
+        let authority = match authority {
+            Ok(authority) => authority,
+            Err(error) => {
+                return Ok(closing(text(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{error}\n"),
+                )))
+            }
+        };
+        let own = Authority {
+            host: local.ip().to_string(),
+            port: local.port(),
+        };
+        if original.is_none() && authority == own {
+            return Ok(closing(text(
+                StatusCode::LOOP_DETECTED,
+                "This is the web filter's transparent port; requests reach it by redirection.\n",
+            )));
+        }
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        match format!("http://{}{path}", authority.url_host(80)).parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => {
+                return Ok(closing(text(
+                    StatusCode::BAD_REQUEST,
+                    "The request target is not a URL path.\n",
+                )))
+            }
+        }
+        // Devices that do not know about the proxy cannot answer 407: the
+        // address says who they are.
+        let identity = self.identities.lookup(peer.ip());
+        self.forward(request, peer, local, identity, original).await
+    }
+
+    /// A TLS connection redirected to a transparent listener: decided on
+    /// the ClientHello's server name, then carried (or inspected) to the
+    /// original address. A block closes the connection: a browser shows
+    /// its own connection error, since no page can be shown without the
+    /// device trusting the proxy.
+    pub async fn handle_transparent_tls(
+        self: Arc<Self>,
+        mut client: TcpStream,
+        peer: SocketAddr,
+        local: SocketAddr,
+        original: Option<SocketAddr>,
+    ) {
+        metrics::counter!("sheepdog_proxy_requests_total", "kind" => "transparent_tls")
+            .increment(1);
+        let identity = self.identities.lookup(peer.ip());
+        let (first, hello) =
+            match sni::read_hello(&mut client, self.settings.client_hello_timeout).await {
+                Ok(read) => read,
+                Err(error) => {
+                    tracing::debug!(%error, %peer, "transparent TLS closed before its hello");
+                    return;
+                }
+            };
+        let server_name = match hello {
+            Hello::ServerName(name) => Some(name),
+            _ => None,
+        };
+        let Some(host) = server_name
+            .clone()
+            .or_else(|| original.map(|o| o.ip().to_string()))
+        else {
+            return;
+        };
+        let port = original.map_or(443, |o| o.port());
+        let at = Utc::now();
+        let policy = self.engine.current();
+        let outcome = self.decide(&policy, &identity, Target::Name(&host), at);
+        if outcome.blocked() {
+            let event = self.event(peer, &identity, host, outcome, None, None, at);
+            count_block(&event, "sni");
+            self.send(event);
+            return;
+        }
+        let authority = Authority { host, port };
+        let started = Instant::now();
+        let dialled = match original {
+            Some(original) => {
+                tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(original))
+                    .await
+            }
+            None => {
+                tokio::time::timeout(
+                    self.settings.connect_timeout,
+                    TcpStream::connect(authority.dial()),
+                )
+                .await
+            }
+        };
+        let upstream = match dialled {
+            Ok(Ok(stream)) if stream.peer_addr().ok() != Some(local) => stream,
+            _ => {
+                metrics::counter!("sheepdog_proxy_upstream_errors_total").increment(1);
+                let event = self.event(peer, &identity, authority.host, outcome, None, None, at);
+                self.send(event);
+                return;
+            }
+        };
+        let _ = upstream.set_nodelay(true);
+        let upstream_ms = u32::try_from(started.elapsed().as_millis()).ok();
+        let decided = Decided {
+            target: authority.host.clone(),
+            outcome,
+            upstream_ms,
+            at,
+        };
+        let link = Link {
+            peer,
+            local,
+            identity,
+            authority,
+        };
+        self.carry(client, first, server_name, upstream, link, decided)
+            .await;
     }
 
     /// Who is browsing: the signed-in person when the proxy asks for
@@ -455,6 +605,7 @@ impl Proxy {
         peer: SocketAddr,
         local: SocketAddr,
         identity: Arc<Identity>,
+        dial: Option<SocketAddr>,
     ) -> Result<Response<Body>, hyper::Error> {
         if request.uri().scheme_str() != Some("http") {
             return Ok(text(
@@ -481,7 +632,11 @@ impl Proxy {
                 ))
             }
         };
-        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
         let url = format!("http://{}{path}", authority.url_host(80));
         let at = Utc::now();
         let policy = self.engine.current();
@@ -497,6 +652,13 @@ impl Proxy {
         }
 
         strip_hop_by_hop(request.headers_mut());
+        if let Some(dial) = dial {
+            // Connect where the device meant, whatever its Host header says;
+            // the Host header itself goes along unchanged.
+            if let Ok(uri) = format!("http://{dial}{path}").parse() {
+                *request.uri_mut() = uri;
+            }
+        }
         let started = Instant::now();
         let result = self.client.request(request).await;
         let elapsed = started.elapsed();
@@ -638,7 +800,7 @@ impl Proxy {
     async fn tunnel(
         self: Arc<Self>,
         mut client: TokioIo<hyper::upgrade::Upgraded>,
-        mut upstream: TcpStream,
+        upstream: TcpStream,
         link: Link,
         outcome: Outcome,
         upstream_ms: Option<u32>,
@@ -694,7 +856,35 @@ impl Proxy {
                 }
             }
         }
-        if let (Some(inspection), Hello::ServerName(name)) = (&self.inspection, &hello) {
+        let server_name = match hello {
+            Hello::ServerName(name) => Some(name),
+            _ => None,
+        };
+        let decided = Decided {
+            target,
+            outcome,
+            upstream_ms,
+            at,
+        };
+        self.carry(client, first, server_name, upstream, link, decided)
+            .await;
+    }
+
+    /// The rest of an allowed tunnel: inspected when the server name is
+    /// one to inspect, otherwise carried byte for byte.
+    async fn carry<C>(
+        self: Arc<Self>,
+        mut client: C,
+        first: Vec<u8>,
+        server_name: Option<String>,
+        mut upstream: TcpStream,
+        link: Link,
+        decided: Decided,
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        use tokio::io::AsyncWriteExt;
+        if let (Some(inspection), Some(name)) = (&self.inspection, &server_name) {
             if inspection.wants(name, &self.engine.current()) {
                 metrics::counter!("sheepdog_proxy_inspected_total").increment(1);
                 let inspection = inspection.clone();
@@ -705,7 +895,14 @@ impl Proxy {
                 return;
             }
         }
-        let event = self.event(peer, &identity, target, outcome, upstream_ms, None, at);
+        let peer = link.peer;
+        let Decided {
+            target,
+            outcome,
+            upstream_ms,
+            at,
+        } = decided;
+        let event = self.event(peer, &link.identity, target, outcome, upstream_ms, None, at);
         self.send(event);
         if upstream.write_all(&first).await.is_err() {
             return;
@@ -733,15 +930,17 @@ impl Proxy {
     /// Serves an inspected tunnel: TLS with the client under a minted
     /// certificate, TLS with the origin under its verified one, and every
     /// request between decided on its full URL.
-    async fn inspect(
+    async fn inspect<C>(
         self: Arc<Self>,
         inspection: Arc<Inspection>,
-        client: TokioIo<hyper::upgrade::Upgraded>,
+        client: C,
         first: Vec<u8>,
         upstream: TcpStream,
         host: String,
         link: Link,
-    ) {
+    ) where
+        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let peer = link.peer;
         let accepted = tokio::time::timeout(
             self.settings.client_hello_timeout,
@@ -958,6 +1157,14 @@ impl Proxy {
             sink.try_send(event);
         }
     }
+}
+
+/// A tunnel's decision so far, for its event.
+struct Decided {
+    target: String,
+    outcome: Outcome,
+    upstream_ms: Option<u32>,
+    at: DateTime<Utc>,
 }
 
 /// Who a tunnel serves and where it goes.

@@ -27,15 +27,36 @@ pub struct ProxyServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// What a listener receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Browsers configured to use the proxy (absolute URLs and CONNECT).
+    Explicit,
+    /// Port 80 traffic redirected by the router (origin-form requests).
+    TransparentHttp,
+    /// Port 443 traffic redirected by the router (TLS from its first byte).
+    TransparentTls,
+}
+
 impl ProxyServer {
-    /// Listens on each address. Port 0 picks a free port.
+    /// Listens on each address for explicit proxy clients. Port 0 picks a
+    /// free port.
     pub async fn start(proxy: Arc<Proxy>, listen: &[SocketAddr]) -> Result<Self, ProxyError> {
+        let listeners: Vec<_> = listen.iter().map(|a| (*a, Mode::Explicit)).collect();
+        Self::start_listeners(proxy, &listeners).await
+    }
+
+    /// Listens on each address in its mode.
+    pub async fn start_listeners(
+        proxy: Arc<Proxy>,
+        listen: &[(SocketAddr, Mode)],
+    ) -> Result<Self, ProxyError> {
         let mut server = Self {
             addrs: Vec::new(),
             tasks: Vec::new(),
         };
         let limit = Arc::new(Semaphore::new(CONNECTIONS));
-        for addr in listen {
+        for (addr, mode) in listen {
             let bind = |source| ProxyError::Bind {
                 addr: *addr,
                 source,
@@ -43,10 +64,13 @@ impl ProxyServer {
             let listener = TcpListener::bind(addr).await.map_err(bind)?;
             let bound = listener.local_addr().map_err(bind)?;
             server.addrs.push(bound);
-            server
-                .tasks
-                .push(tokio::spawn(serve(listener, proxy.clone(), limit.clone())));
-            tracing::info!(%bound, "web proxy listening");
+            server.tasks.push(tokio::spawn(serve(
+                listener,
+                proxy.clone(),
+                limit.clone(),
+                *mode,
+            )));
+            tracing::info!(%bound, ?mode, "web proxy listening");
         }
         Ok(server)
     }
@@ -67,7 +91,7 @@ impl ProxyServer {
     }
 }
 
-async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limit: Arc<Semaphore>) {
+async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limit: Arc<Semaphore>, mode: Mode) {
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
@@ -82,10 +106,18 @@ async fn serve(listener: TcpListener, proxy: Arc<Proxy>, limit: Arc<Semaphore>) 
         };
         let proxy = proxy.clone();
         tokio::spawn(async move {
-            if proxy.settings().serves(peer.ip()) {
-                serve_connection(stream, peer, proxy).await;
-            } else {
+            if !proxy.settings().serves(peer.ip()) {
                 refuse(stream, peer).await;
+            } else if mode == Mode::TransparentTls {
+                let original = crate::transparent::original_destination(&stream);
+                if let Ok(local) = stream.local_addr() {
+                    let _ = stream.set_nodelay(true);
+                    proxy
+                        .handle_transparent_tls(stream, peer, local, original)
+                        .await;
+                }
+            } else {
+                serve_connection(stream, peer, proxy, mode).await;
             }
             drop(permit);
         });
@@ -111,13 +143,17 @@ async fn refuse(mut stream: TcpStream, peer: SocketAddr) {
     let _ = stream.shutdown().await;
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>, mode: Mode) {
     let _ = stream.set_nodelay(true);
     let Ok(local) = stream.local_addr() else {
         return;
     };
     // A second handle on the socket, to send 408 after hyper gives up on a
     // slow request head (hyper closes without a response).
+    let original = match mode {
+        Mode::TransparentHttp => crate::transparent::original_destination(&stream),
+        _ => None,
+    };
     let (stream, spare) = match split_handle(stream) {
         Ok(pair) => pair,
         Err(error) => {
@@ -131,7 +167,19 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>
         partial: partial.clone(),
     };
     let settings = proxy.settings().clone();
-    let service = service_fn(move |request| proxy.clone().handle(request, peer, local));
+    let service = service_fn(move |request| {
+        let proxy = proxy.clone();
+        async move {
+            match mode {
+                Mode::TransparentHttp => {
+                    proxy
+                        .handle_transparent(request, peer, local, original)
+                        .await
+                }
+                _ => proxy.handle(request, peer, local).await,
+            }
+        }
+    });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -651,3 +651,248 @@ fn ca_init_then_serve_inspects_and_asks_proxy_users_to_sign_in() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// A command run inside the network namespace `ns`.
+fn in_ns(ns: &str, program: &str) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", ns, program]);
+    command
+}
+
+fn must(command: &mut Command) {
+    let output = command.output().unwrap();
+    assert!(output.status.success(), "{command:?}: {}", text(&output));
+}
+
+/// Two network namespaces joined by a veth pair: a school server at
+/// 10.201.N.1 (the router's redirect rules, sheepdog and the origins) and a
+/// pupil's device at 10.201.N.2. Removed, with everything in them, on drop.
+struct SchoolNetwork {
+    server: String,
+    device: String,
+    subnet: u32,
+    children: Vec<std::process::Child>,
+}
+
+impl SchoolNetwork {
+    fn new() -> Self {
+        let id = std::process::id();
+        let subnet = id % 250 + 1;
+        let network = Self {
+            server: format!("sds{id}"),
+            device: format!("sdd{id}"),
+            subnet,
+            children: Vec::new(),
+        };
+        let (sv, dv) = (format!("vs{id}"), format!("vd{id}"));
+        must(Command::new("ip").args(["netns", "add", &network.server]));
+        must(Command::new("ip").args(["netns", "add", &network.device]));
+        must(Command::new("ip").args(["link", "add", &sv, "type", "veth", "peer", "name", &dv]));
+        must(Command::new("ip").args(["link", "set", &sv, "netns", &network.server]));
+        must(Command::new("ip").args(["link", "set", &dv, "netns", &network.device]));
+        for (ns, dev, host) in [(&network.server, &sv, 1), (&network.device, &dv, 2)] {
+            let address = format!("10.201.{subnet}.{host}/24");
+            must(in_ns(ns, "ip").args(["addr", "add", &address, "dev", dev]));
+            must(in_ns(ns, "ip").args(["link", "set", dev, "up"]));
+            must(in_ns(ns, "ip").args(["link", "set", "lo", "up"]));
+        }
+        network
+    }
+
+    fn server_ip(&self) -> String {
+        format!("10.201.{}.1", self.subnet)
+    }
+
+    fn spawn(&mut self, mut command: Command) {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+    }
+
+    /// curl on the pupil's device: exit code, HTTP status and body.
+    fn curl(&self, args: &[&str]) -> (i32, u16, String) {
+        let output = in_ns(&self.device, "curl")
+            .args([
+                "--silent",
+                "--max-time",
+                "10",
+                "--write-out",
+                "\n%{http_code}",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            output.status.code().unwrap_or(-1),
+            code.trim().parse().unwrap_or(0),
+            body.to_string(),
+        )
+    }
+}
+
+impl Drop for SchoolNetwork {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in [&self.server, &self.device] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+#[test]
+fn transparent_mode_filters_traffic_the_router_redirects() {
+    let deployment = Deployment::new();
+    let mut network = SchoolNetwork::new();
+    let server = network.server_ip();
+    // The router's rules: the pupil network's web traffic goes to sheepdog.
+    for (port, to) in [("80", "3129"), ("443", "3130")] {
+        must(in_ns(&network.server, "iptables").args([
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "-s",
+            &format!("10.201.{}.2", network.subnet),
+            "--dport",
+            port,
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            to,
+        ]));
+    }
+    // The origins the pupil means: a plain web server and a TLS one.
+    let site = deployment.dir.path().join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("lesson.html"), "volcanoes lesson\n").unwrap();
+    let mut origin = in_ns(&network.server, "python3");
+    origin.args(["-m", "http.server", "80", "--bind", &server, "--directory"]);
+    origin.arg(&site);
+    network.spawn(origin);
+    let (key, cert) = (site.join("tls.key"), site.join("tls.crt"));
+    must(Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=museum.test",
+        "-addext",
+        "subjectAltName=DNS:museum.test,DNS:www.casino.test",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]));
+    let mut tls_origin = in_ns(&network.server, "openssl");
+    tls_origin.args(["s_server", "-www", "-accept", &format!("{server}:443")]);
+    tls_origin.args([
+        "-key",
+        key.to_str().unwrap(),
+        "-cert",
+        cert.to_str().unwrap(),
+    ]);
+    network.spawn(tls_origin);
+
+    // sheepdog on the school server, with a policy that blocks gambling.
+    std::fs::write(deployment.dir.path().join("casinos.txt"), "casino.test\n").unwrap();
+    let policy = deployment.write(
+        "policy.toml",
+        "fallback_group = \"guest\"\n[school]\nname = \"Brackenfield Academy\"\n\
+         time_zone = \"Europe/London\"\n[[lists]]\nname = \"casinos\"\nsource = \"casinos.txt\"\n\
+         format = \"domains\"\ncategory = \"gambling\"\n[[groups]]\nname = \"guest\"\n\
+         default = \"allow\"\n[groups.categories]\ngambling = \"block\"\n",
+    );
+    let config = deployment.dir.path().join("sheepdog.toml");
+    let sample = repo().join("dist/policy.example.toml");
+    let mut text_config = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&sample.display().to_string(), &policy);
+    text_config.push_str(&format!(
+        "[console]\nlisten = \"127.0.0.1:8443\"\ntls = false\n\
+         [metrics]\nlisten = \"127.0.0.1:9100\"\n\
+         [dns]\nlisten = [\"127.0.0.1:5353\"]\n\
+         [proxy]\nenabled = true\nlisten = [\"127.0.0.1:3128\"]\n\
+         transparent_http = [\"{server}:3129\"]\ntransparent_https = [\"{server}:3130\"]\n\
+         client_networks = [\"10.201.{}.0/24\", \"127.0.0.0/8\"]\n",
+        network.subnet
+    ));
+    std::fs::write(&config, text_config).unwrap();
+    let lists = deployment.run(&["lists", "update"]);
+    assert!(lists.status.success(), "{}", text(&lists));
+    let mut serve = in_ns(&network.server, env!("CARGO_BIN_EXE_sheepdog"));
+    serve
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .env_remove("SHEEPDOG_CONFIG");
+    network.spawn(serve);
+
+    // The pupil's device has no proxy settings: it asks for the origin.
+    let lesson = format!("http://{server}/lesson.html");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = network.curl(&[&lesson]);
+    while last.1 != 200 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        last = network.curl(&[&lesson]);
+    }
+    assert_eq!(
+        (last.1, last.2.as_str()),
+        (200, "volcanoes lesson\n"),
+        "the redirected request reached the origin it was meant for"
+    );
+    // The same address under a blocked Host gets the block page.
+    let (_, status, body) = network.curl(&["-H", "Host: www.casino.test", &lesson]);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("blocked"), "{body}");
+
+    // TLS: decided on the server name, carried to the original address.
+    let resolve = |name: &str| format!("{name}:443:{server}");
+    let (exit, status, body) = network.curl(&[
+        "--insecure",
+        "--resolve",
+        &resolve("museum.test"),
+        "https://museum.test/",
+    ]);
+    assert_eq!((exit, status), (0, 200), "{body}");
+    let (exit, _, _) = network.curl(&[
+        "--insecure",
+        "--resolve",
+        &resolve("www.casino.test"),
+        "https://www.casino.test/",
+    ]);
+    assert_ne!(exit, 0, "a blocked server name ends the connection");
+
+    // And every decision is in the log with the pupil's address, once
+    // sheepdog has stopped and written what it queued.
+    let serve = network.children.pop().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .unwrap();
+    let output = serve.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let blocked = deployment.sql(&format!(
+        "SELECT COUNT(*) FROM decision_events WHERE action = 'block' AND client = '10.201.{}.2'",
+        network.subnet
+    ));
+    assert!(blocked >= 2, "{blocked} blocked events recorded");
+}

@@ -9,6 +9,7 @@ use sheepdog_config::{Config, ProxyAuthentication};
 use sheepdog_console::password;
 use sheepdog_events::{EventSink, EventWriter};
 use sheepdog_policy::Engine;
+use sheepdog_proxy::server::Mode;
 use sheepdog_proxy::{
     Authenticator, CertificateAuthority, Inspection, Proxy, ProxyServer, ProxySettings, ProxyUser,
     Verification,
@@ -132,7 +133,27 @@ pub async fn start(
         }));
     }
     let proxy = Arc::new(proxy);
-    let server = match ProxyServer::start(proxy, &config.proxy.listen).await {
+    let listeners: Vec<(SocketAddr, Mode)> = config
+        .proxy
+        .listen
+        .iter()
+        .map(|a| (*a, Mode::Explicit))
+        .chain(
+            config
+                .proxy
+                .transparent_http
+                .iter()
+                .map(|a| (*a, Mode::TransparentHttp)),
+        )
+        .chain(
+            config
+                .proxy
+                .transparent_https
+                .iter()
+                .map(|a| (*a, Mode::TransparentTls)),
+        )
+        .collect();
+    let server = match ProxyServer::start_listeners(proxy, &listeners).await {
         Ok(server) => server,
         Err(error) => {
             if let Some((writer, refresher)) = own {
