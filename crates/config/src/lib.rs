@@ -139,6 +139,9 @@ pub struct DnsConfig {
     /// failover: `IP:PORT` (UDP, falling back to TCP for long answers) or
     /// `tcp://IP:PORT`. Empty: every forwarded query gets SERVFAIL.
     pub upstreams: Vec<Upstream>,
+    /// Extra certificate authorities (PEM) trusted for DNS-over-TLS
+    /// upstreams, besides the public web's roots.
+    pub upstream_roots: PathBuf,
     /// The longest a client waits for a forwarded answer before SERVFAIL.
     pub timeout_ms: u32,
     /// The longest one upstream gets before the next is tried.
@@ -242,11 +245,15 @@ pub enum ProxyAuthentication {
     Basic,
 }
 
-/// An upstream resolver: `IP:PORT` (UDP) or `tcp://IP:PORT`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An upstream resolver: `IP:PORT` (UDP), `tcp://IP:PORT`, or
+/// `tls://IP:PORT#NAME` (DNS over TLS, RFC 7858, its certificate verified
+/// for NAME).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub address: SocketAddr,
     pub transport: UpstreamTransport,
+    /// The name a DNS-over-TLS upstream's certificate must carry.
+    pub server_name: Option<String>,
 }
 
 /// How an upstream is reached.
@@ -255,6 +262,8 @@ pub enum UpstreamTransport {
     /// UDP, retried over TCP when the answer is truncated.
     Udp,
     Tcp,
+    /// DNS over TLS.
+    Tls,
 }
 
 /// What a blocked name gets.
@@ -454,6 +463,7 @@ impl Config {
             &mut self.proxy.inspection_certificate,
             &mut self.proxy.inspection_key,
             &mut self.proxy.upstream_roots,
+            &mut self.dns.upstream_roots,
             &mut self.data_dir,
             &mut self.filtering.policy,
             &mut self.events.spool_dir,
@@ -842,6 +852,7 @@ impl Default for DnsConfig {
             enabled: true,
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 53))],
             upstreams: Vec::new(),
+            upstream_roots: PathBuf::new(),
             timeout_ms: 2000,
             attempt_timeout_ms: 700,
             cache_size: 100_000,
@@ -908,6 +919,12 @@ impl fmt::Display for Upstream {
         match self.transport {
             UpstreamTransport::Udp => write!(f, "{}", self.address),
             UpstreamTransport::Tcp => write!(f, "tcp://{}", self.address),
+            UpstreamTransport::Tls => write!(
+                f,
+                "tls://{}#{}",
+                self.address,
+                self.server_name.as_deref().unwrap_or("")
+            ),
         }
     }
 }
@@ -916,13 +933,24 @@ impl std::str::FromStr for Upstream {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let mut server_name = None;
         let (transport, rest) = if let Some(rest) = text.strip_prefix("tcp://") {
             (UpstreamTransport::Tcp, rest)
         } else if let Some(rest) = text.strip_prefix("udp://") {
             (UpstreamTransport::Udp, rest)
-        } else if text.starts_with("tls://") || text.starts_with("https://") {
+        } else if let Some(rest) = text.strip_prefix("tls://") {
+            let Some((address, name)) = rest.split_once('#').filter(|(_, n)| !n.is_empty()) else {
+                return Err(format!(
+                    "`{text}`: a DNS-over-TLS upstream needs the name its certificate carries, \
+                     as in \"tls://1.1.1.1:853#cloudflare-dns.com\""
+                ));
+            };
+            server_name = Some(name.to_ascii_lowercase());
+            (UpstreamTransport::Tls, address)
+        } else if text.starts_with("https://") {
             return Err(format!(
-                "`{text}`: DNS-over-TLS and DNS-over-HTTPS upstreams are not supported yet"
+                "`{text}`: DNS-over-HTTPS upstreams are not supported; use DNS over TLS \
+                 (\"tls://IP:853#NAME\")"
             ));
         } else {
             (UpstreamTransport::Udp, text)
@@ -930,7 +958,11 @@ impl std::str::FromStr for Upstream {
         let address = rest
             .parse::<SocketAddr>()
             .map_err(|_| format!("`{text}` is not an upstream resolver address"))?;
-        Ok(Self { address, transport })
+        Ok(Self {
+            address,
+            transport,
+            server_name,
+        })
     }
 }
 

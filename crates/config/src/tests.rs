@@ -137,6 +137,24 @@ fn dns_upstreams_parse_and_bad_ones_name_the_key() {
     assert_eq!((line, key.as_str()), (2, "dns.upstreams"));
     assert!(message.contains("resolver.example"), "{message}");
     assert!(fix.contains("tcp://"), "{fix}");
+
+    let config = Config::parse(
+        "[dns]\nupstreams = [\"tls://1.1.1.1:853#Cloudflare-DNS.com\"]\n",
+        Path::new("x.toml"),
+    )
+    .unwrap();
+    assert_eq!(config.dns.upstreams[0].transport, UpstreamTransport::Tls);
+    assert_eq!(
+        config.dns.upstreams[0].server_name.as_deref(),
+        Some("cloudflare-dns.com")
+    );
+    assert_eq!(
+        config.dns.upstreams[0].to_string(),
+        "tls://1.1.1.1:853#cloudflare-dns.com"
+    );
+    let (_, key, message, _) = invalid("[dns]\nupstreams = [\"tls://1.1.1.1:853\"]\n");
+    assert_eq!(key, "dns.upstreams");
+    assert!(message.contains("name its certificate carries"), "{message}");
 }
 
 #[test]

@@ -54,6 +54,8 @@ pub struct ResolverSettings {
     pub cache_size: usize,
     pub ttl: TtlPolicy,
     pub upstreams: Vec<sheepdog_config::Upstream>,
+    /// Extra roots (PEM) for DNS-over-TLS upstreams.
+    pub upstream_roots: Option<std::path::PathBuf>,
     pub timeout: Duration,
     pub attempt_timeout: Duration,
 }
@@ -74,6 +76,8 @@ impl ResolverSettings {
                 negative_max: dns.negative_ttl_max,
             },
             upstreams: dns.upstreams.clone(),
+            upstream_roots: (!dns.upstream_roots.as_os_str().is_empty())
+                .then(|| dns.upstream_roots.clone()),
             timeout: Duration::from_millis(u64::from(dns.timeout_ms)),
             attempt_timeout: Duration::from_millis(u64::from(dns.attempt_timeout_ms)),
         }
@@ -156,6 +160,7 @@ impl Resolver {
                 &settings.upstreams,
                 settings.timeout,
                 settings.attempt_timeout,
+                settings.upstream_roots.as_deref(),
             ),
             engine,
             identities,

@@ -5,7 +5,10 @@
 //! the overall deadline passes. An upstream that fails is marked down for a
 //! few seconds, which is the passive health check: the next queries go to
 //! the others first, and it is tried again once the mark lapses. An answer
-//! with the TC bit over UDP is asked again over TCP.
+//! with the TC bit over UDP is asked again over TCP. DNS-over-TLS upstreams
+//! (RFC 7858) have their certificate verified for the configured name
+//! against the public roots and any the school adds; each exchange opens
+//! its own connection.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,8 +17,12 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use sheepdog_config::{Upstream, UpstreamTransport};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
+use tokio_rustls::TlsConnector;
 
 use crate::DnsError;
 
@@ -33,12 +40,24 @@ struct UpstreamState {
 }
 
 /// The upstream resolvers and their health.
-#[derive(Debug)]
 pub struct Upstreams {
     list: Vec<UpstreamState>,
     timeout: Duration,
     attempt_timeout: Duration,
     epoch: Instant,
+    /// For DNS-over-TLS upstreams, when there are any.
+    tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams")
+            .field("list", &self.list)
+            .field("timeout", &self.timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// An upstream's answer.
@@ -53,18 +72,31 @@ pub struct Forwarded {
 pub struct AllUpstreamsFailed;
 
 impl Upstreams {
-    pub fn new(list: &[Upstream], timeout: Duration, attempt_timeout: Duration) -> Self {
+    /// The upstreams in `list`; `roots` is a PEM file of extra authorities
+    /// for DNS-over-TLS upstreams.
+    pub fn new(
+        list: &[Upstream],
+        timeout: Duration,
+        attempt_timeout: Duration,
+        roots: Option<&std::path::Path>,
+    ) -> Self {
+        let tls = list
+            .iter()
+            .any(|u| u.transport == UpstreamTransport::Tls)
+            .then(|| tls_connector(roots))
+            .flatten();
         Self {
             list: list
                 .iter()
                 .map(|u| UpstreamState {
-                    config: *u,
+                    config: u.clone(),
                     down_until: AtomicU64::new(0),
                 })
                 .collect(),
             timeout,
             attempt_timeout,
             epoch: Instant::now(),
+            tls,
         }
     }
 
@@ -90,7 +122,7 @@ impl Upstreams {
             if left.is_zero() {
                 break;
             }
-            let attempt = exchange(upstream.config, name, record_type);
+            let attempt = exchange(&upstream.config, self.tls.as_ref(), name, record_type);
             match tokio::time::timeout(self.attempt_timeout.min(left), attempt).await {
                 Ok(Ok(message))
                     if !matches!(
@@ -146,8 +178,47 @@ fn answers(request: &Message, response: &Message) -> bool {
         && response.queries() == request.queries()
 }
 
+/// TLS settings for DNS-over-TLS upstreams: Mozilla's roots and those in
+/// `extra`. A file that cannot be read is reported and left out, so its
+/// upstreams fail verification (and SERVFAIL) rather than being trusted.
+fn tls_connector(extra: Option<&std::path::Path>) -> Option<TlsConnector> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = extra {
+        match CertificateDer::pem_file_iter(path).map(|i| i.collect::<Result<Vec<_>, _>>()) {
+            Ok(Ok(certificates)) => {
+                for certificate in certificates {
+                    if let Err(error) = roots.add(certificate) {
+                        tracing::error!(%error, path = %path.display(), "[dns] upstream_roots: a certificate is unusable");
+                    }
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, path = %path.display(), "[dns] upstream_roots is not PEM")
+            }
+            Err(error) => {
+                tracing::error!(%error, path = %path.display(), "cannot read [dns] upstream_roots")
+            }
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(builder) => Some(TlsConnector::from(std::sync::Arc::new(
+            builder.with_root_certificates(roots).with_no_client_auth(),
+        ))),
+        Err(error) => {
+            tracing::error!(%error, "no TLS for DNS-over-TLS upstreams");
+            None
+        }
+    }
+}
+
 async fn exchange(
-    upstream: Upstream,
+    upstream: &Upstream,
+    tls: Option<&TlsConnector>,
     name: &Name,
     record_type: RecordType,
 ) -> Result<Message, DnsError> {
@@ -162,6 +233,25 @@ async fn exchange(
             }
         }
         UpstreamTransport::Tcp => exchange_tcp(upstream.address, &request).await,
+        UpstreamTransport::Tls => {
+            let address = upstream.address;
+            let refused = |reason: String| DnsError::Upstream {
+                upstream: address.to_string(),
+                source: std::io::Error::other(reason),
+            };
+            let tls = tls.ok_or_else(|| refused("no TLS settings".to_string()))?;
+            let name = upstream
+                .server_name
+                .clone()
+                .and_then(|n| ServerName::try_from(n).ok())
+                .ok_or_else(|| refused("no valid server name to verify".to_string()))?;
+            let stream = TcpStream::connect(address)
+                .await
+                .map_err(io_error(address))?;
+            let _ = stream.set_nodelay(true);
+            let stream = tls.connect(name, stream).await.map_err(io_error(address))?;
+            framed_exchange(stream, address, &request).await
+        }
     }
 }
 
@@ -203,9 +293,19 @@ async fn exchange_udp(address: SocketAddr, request: &Message) -> Result<Message,
 }
 
 async fn exchange_tcp(address: SocketAddr, request: &Message) -> Result<Message, DnsError> {
-    let mut stream = TcpStream::connect(address)
+    let stream = TcpStream::connect(address)
         .await
         .map_err(io_error(address))?;
+    framed_exchange(stream, address, request).await
+}
+
+/// One question and answer over a stream, each with its two-byte length
+/// (RFC 1035 section 4.2.2), as TCP and TLS carry them.
+async fn framed_exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    address: SocketAddr,
+    request: &Message,
+) -> Result<Message, DnsError> {
     let bytes = request.to_vec()?;
     let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
     let mut framed = Vec::with_capacity(bytes.len() + 2);

@@ -103,6 +103,33 @@ impl UnboundUpstream {
     }
 }
 
+impl UnboundUpstream {
+    /// unbound serving DNS over TLS too, as `dns.test`: the TLS port and
+    /// the file of the authority that issued its certificate.
+    fn start_tls() -> (Self, u16, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(repo_root().join("scripts/dns-upstream"))
+            .args(["start", "unbound"])
+            .arg(dir.path().join("unbound"))
+            .env("DNS_UPSTREAM_TLS", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let tls_port = std::fs::read_to_string(dir.path().join("unbound/tls.port"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let ca = dir.path().join("unbound/tls-ca.pem");
+        (Self { dir, port }, tls_port, ca)
+    }
+}
+
 impl Drop for UnboundUpstream {
     fn drop(&mut self) {
         let _ = Command::new(repo_root().join("scripts/dns-upstream"))
@@ -498,4 +525,36 @@ async fn concurrent_identical_questions_are_all_answered() {
         assert_eq!(reply.answers().len(), 1);
     }
     let _: IpAddr = h.addr.ip();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_over_tls_upstreams_are_verified_before_they_are_used() {
+    let (upstream, tls_port, ca) = UnboundUpstream::start_tls();
+    let over_tls: Upstream = format!("tls://127.0.0.1:{tls_port}#dns.test")
+        .parse()
+        .unwrap();
+    let mut h = harness(vec![over_tls.clone()], |dns| {
+        dns.upstream_roots = ca.clone()
+    })
+    .await;
+    let out = dig_async(h.addr, &["+short", "www.example.test", "A"]).await;
+    assert_eq!(short(&out), ["192.0.2.10"], "{out}");
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "allow");
+    assert!(event.upstream_ms.is_some());
+
+    // Without the resolver's authority among the roots, its certificate is
+    // not trusted: SERVFAIL, not an unverified answer.
+    let h = harness(vec![over_tls.clone()], |_| {}).await;
+    let out = dig_async(h.addr, &["www.example.test", "A"]).await;
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+
+    // Nor when the certificate is for another name.
+    let wrong: Upstream = format!("tls://127.0.0.1:{tls_port}#other.test")
+        .parse()
+        .unwrap();
+    let h = harness(vec![wrong], |dns| dns.upstream_roots = ca.clone()).await;
+    let out = dig_async(h.addr, &["www.example.test", "A"]).await;
+    assert!(out.contains("status: SERVFAIL"), "{out}");
+    drop(upstream);
 }
