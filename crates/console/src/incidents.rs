@@ -920,6 +920,13 @@ fn flowchart(viewer: &Viewer, case: &Case, reviewers: &[(i64, String, String)]) 
                     question = question(true),
                 )
             };
+            // Once a review is recorded, a further one is still possible
+            // (new content found) but no longer the page's main question.
+            let form = if reviews.is_empty() || form.is_empty() {
+                form
+            } else {
+                format!("<details><summary>Record a further review</summary>{form}</details>")
+            };
             format!(
                 "<section id=\"flowchart\"><h2>Internal procedure</h2>{reviews}{form}</section>"
             )
@@ -956,13 +963,23 @@ fn review_html(r: &InternalReview, redacted: bool) -> String {
          <dt>Screenshots (evidence)</dt><dd>{}</dd><dt>Conclusion</dt><dd>{}</dd><dt>Action</dt><dd>{}</dd></dl></div>",
         reviewers.join(" and "),
         escape(&r.computer),
-        r.screenshots
-            .iter()
-            .map(|s| format!("#{s}"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        if r.screenshots.is_empty() {
+            "none".to_string()
+        } else {
+            r.screenshots
+                .iter()
+                .map(|s| format!("evidence #{s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
         escape(&r.conclusion),
-        r.action,
+        match r.action {
+            ReviewAction::NoFurtherAction => "no further action",
+            ReviewAction::InternalResponse => "internal response",
+            ReviewAction::Discipline => "discipline",
+            ReviewAction::LocalAuthority => "involve the local authority",
+            ReviewAction::Police => "involve the police",
+        },
     )
 }
 
