@@ -237,6 +237,7 @@ pub struct ConcernForm {
     pub subject: String,
     pub subject_description: String,
     pub others: String,
+    pub witnesses: String,
     pub category: String,
     pub summary: String,
     pub description: String,
@@ -259,6 +260,7 @@ impl ConcernForm {
             subject: field(pairs, "subject").to_string(),
             subject_description: field(pairs, "subject_description").to_string(),
             others: field(pairs, "others").to_string(),
+            witnesses: field(pairs, "witnesses").to_string(),
             category: field(pairs, "category").to_string(),
             summary: field(pairs, "summary").to_string(),
             description: field(pairs, "description").to_string(),
@@ -315,12 +317,17 @@ impl ConcernForm {
                 role: InvolvedRole::Subject,
             });
         }
-        for line in self.others.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            people.push(Involved {
-                person_id: None,
-                description: Some(line.to_string()),
-                role: InvolvedRole::Involved,
-            });
+        for (text, role) in [
+            (&self.others, InvolvedRole::Involved),
+            (&self.witnesses, InvolvedRole::Witness),
+        ] {
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                people.push(Involved {
+                    person_id: None,
+                    description: Some(line.to_string()),
+                    role,
+                });
+            }
         }
         Ok(NewIncident {
             category: match self.category.trim() {
@@ -444,7 +451,7 @@ async fn concern_page(
          <form method=\"post\" action=\"/incidents/new?school={school}\" class=\"concern\">{csrf}{event}\
          {about}{pupil_field}{subject_field}\
          {subject_description}\
-         {others}{category}{summary}{description}{occurred}{device}{location}{urgency}\
+         {others}{witnesses}{category}{summary}{description}{occurred}{device}{location}{urgency}\
          <div><button>Log the concern</button></div></form>",
         hide = hide_screen(),
         problem = problem_box(problem),
@@ -462,6 +469,12 @@ async fn concern_page(
             "Anyone else involved",
             Some("One per line: name or description, and how they are involved"),
             &form.others
+        ),
+        witnesses = textarea(
+            "witnesses",
+            "Witnesses",
+            Some("One per line: who saw or heard it"),
+            &form.witnesses
         ),
         category = html::select("category", "Category", &categories, &form.category),
         summary = html::text_input(

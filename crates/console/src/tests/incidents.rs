@@ -345,7 +345,11 @@ async fn concerns_are_routed_and_only_those_named_may_open_them() {
             ("csrf", &teacher_csrf),
             ("about", "pupil"),
             ("pupil", &pupil),
-            ("others", "A lunchtime supervisor who saw the screen"),
+            (
+                "others",
+                "An older pupil from another school, name not known",
+            ),
+            ("witnesses", "A lunchtime supervisor who saw the screen"),
             ("category", "contact"),
             ("summary", "Messages from an unknown adult"),
             ("description", "Pupil showed me messages asking to meet."),
@@ -371,7 +375,12 @@ async fn concerns_are_routed_and_only_those_named_may_open_them() {
         .unwrap();
     let pupil_case = incidents[0].id;
     assert!(incidents[0].recorded_late);
-    assert_eq!(incidents[0].people.len(), 2);
+    let roles: Vec<String> = incidents[0]
+        .people
+        .iter()
+        .map(|p| p.role.to_string())
+        .collect();
+    assert_eq!(roles, ["involved", "involved", "witness"]);
 
     // The teacher who logged it is not a reader: refused; the DSL and the
     // deputy read it, and the page shows the backdating.

@@ -981,11 +981,23 @@ impl Store {
         .bind(&now)
         .fetch_all(self.pool())
         .await?;
+        let mut ids: Vec<i64> = Vec::new();
+        for row in &rows {
+            let id: i64 = row.try_get("incident_id")?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let open: HashSet<i64> = self
+            .visible(account, ids)
+            .await?
+            .iter()
+            .map(|i| i.id)
+            .collect();
         let mut out = Vec::new();
         for row in &rows {
             let entry = entry_from_row(row, &now)?;
-            let incident = self.incident_unaudited(entry.incident_id).await?;
-            if may_open(account, &incident).is_ok() {
+            if open.contains(&entry.incident_id) {
                 out.push((row.try_get("reference")?, entry));
             }
         }
@@ -1019,11 +1031,8 @@ impl Store {
         .iter()
         .map(|r| r.try_get("id"))
         .collect::<Result<_, _>>()?;
-        for id in ids {
-            let incident = self.incident_unaudited(id).await?;
-            if may_open(account, &incident).is_err() {
-                continue;
-            }
+        for incident in self.visible(account, ids).await? {
+            let id = incident.id;
             items.push(ChronologyItem {
                 at: incident.occurred_at.clone(),
                 kind: "incident".to_owned(),
