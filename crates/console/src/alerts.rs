@@ -139,7 +139,7 @@ async fn queue(
                 status = a.status,
                 subject = escape(a.device_name.as_deref().unwrap_or(&a.subject)),
                 n = a.occurrences,
-                last = escape(&a.last_at),
+                last = escape(&crate::incidents::when(&a.last_at)),
             )
         })
         .collect();
@@ -282,8 +282,8 @@ fn alert_page(viewer: &Viewer, alert: &Alert, problem: Option<&str>) -> Response
         device = escape(alert.device_name.as_deref().unwrap_or("")),
         address = escape(alert.address.as_deref().unwrap_or("")),
         source = escape(&alert.source),
-        first = escape(&alert.first_at),
-        last = escape(&alert.last_at),
+        first = escape(&crate::incidents::when(&alert.first_at)),
+        last = escape(&crate::incidents::when(&alert.last_at)),
         n = alert.occurrences,
         context = escape(&context),
         school = alert.school_id,

@@ -156,6 +156,12 @@ async fn hidden() -> Response {
 // ---------------------------------------------------------------------
 // Shared wording.
 
+/// A stored time (`2026-11-23T10:15:00.000000Z`) as people read it, to the
+/// minute, in UTC.
+pub fn when(at: &str) -> String {
+    at.get(..16).unwrap_or(at).replace('T', " ")
+}
+
 fn who(actor: &str) -> &str {
     // `account:ID:username`: the username is what people recognise.
     actor.splitn(3, ':').nth(2).unwrap_or(actor)
@@ -630,7 +636,7 @@ fn incident_rows(incidents: &[Incident]) -> String {
                  <td>{retain}</td></tr>",
                 id = i.id,
                 reference = escape(&i.reference),
-                occurred = escape(i.occurred_at.get(..16).unwrap_or(&i.occurred_at)),
+                occurred = escape(&when(&i.occurred_at)),
                 late = if i.recorded_late {
                     " <strong>(recorded late)</strong>"
                 } else {
@@ -677,7 +683,7 @@ async fn list(
                     e.incident_id,
                     escape(reference),
                     escape(&e.data.summary()),
-                    escape(e.due_at.as_deref().unwrap_or(""))
+                    escape(&when(e.due_at.as_deref().unwrap_or("")))
                 )
             })
             .collect();
@@ -817,7 +823,7 @@ fn flowchart(viewer: &Viewer, case: &Case, reviewers: &[(i64, String, String)]) 
                     let status = match (done, entry.map(|e| &e.data)) {
                         (Some(at), Some(EntryData::Step { reference, note, .. })) => format!(
                             "<p class=\"notice\">Done {}{}{}</p>",
-                            escape(at),
+                            escape(&when(at)),
                             reference.as_ref().map_or(String::new(), |r| format!(
                                 ", reference <strong>{}</strong>",
                                 escape(r)
@@ -1062,8 +1068,8 @@ fn facts_html(i: &Incident, staff: &[i64], redacted: bool) -> String {
         route = route_words(i.route),
         category = escape(&i.category),
         urgency = i.urgency,
-        occurred = escape(&i.occurred_at),
-        recorded = escape(&i.recorded_at),
+        occurred = escape(&when(&i.occurred_at)),
+        recorded = escape(&when(&i.recorded_at)),
         by = if redacted {
             String::new()
         } else {
@@ -1099,20 +1105,20 @@ fn entry_line(e: &IncidentEntry, redacted: bool) -> String {
                 EntryData::Action { .. } | EntryData::Referral { .. }
             ) =>
         {
-            format!("done {}", escape(done))
+            format!("done {}", escape(&when(done)))
         }
         (Some(due), None) if e.overdue => {
             format!(
                 "<strong class=\"overdue\">OVERDUE: was due {}</strong>",
-                escape(due)
+                escape(&when(due))
             )
         }
-        (Some(due), None) => format!("due {}", escape(due)),
+        (Some(due), None) => format!("due {}", escape(&when(due))),
         _ => String::new(),
     };
     format!(
         "<td>{}</td><td>{}</td><td>{}{by}</td><td>{state}</td>",
-        escape(&e.at),
+        escape(&when(&e.at)),
         escape(e.data.kind_label()),
         escape(&summary),
     )
@@ -1234,7 +1240,7 @@ async fn detail_page(
                         "{} by {} at {}",
                         escape(&a.action),
                         escape(who(&a.actor)),
-                        escape(&a.at)
+                        escape(&when(&a.at))
                     )
                 })
                 .collect::<Vec<_>>()
@@ -1790,7 +1796,7 @@ async fn print(
                 escape(&ev.media_type),
                 ev.size,
                 escape(&ev.sha256),
-                escape(&ev.uploaded_at),
+                escape(&when(&ev.uploaded_at)),
             )
         })
         .collect();
@@ -1861,7 +1867,7 @@ async fn chronology(
             };
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{link}</td><td>{}</td></tr>",
-                escape(&c.at),
+                escape(&when(&c.at)),
                 escape(&c.kind),
                 escape(&c.summary)
             )
