@@ -1086,3 +1086,29 @@ async fn a_concern_can_start_from_a_blocked_event_in_the_log() {
     assert!(form.body.contains("Filtering log event"), "{}", form.body);
     assert!(form.body.contains("name=\"event\""));
 }
+
+#[tokio::test]
+async fn an_alert_link_followed_while_signed_out_leads_there_after_signing_in() {
+    let f = keyed(ConsoleSettings::default()).await;
+    let s = staff(&f).await;
+    let id = raise(&f, Some(f.pupil), "self-harm", "hopeless", 1).await;
+    let signed_out = get(&f, &format!("/alerts/{id}"), "").await;
+    assert_eq!(signed_out.status, StatusCode::SEE_OTHER);
+    assert_eq!(signed_out.location.as_deref(), Some("/sign-in"));
+    let next = cookie_from(&signed_out, auth::NEXT_COOKIE).unwrap();
+    assert_eq!(next, format!("{}=/alerts/{id}", auth::NEXT_COOKIE));
+    // Signed in (however many steps it took), the start page sends the
+    // DSL to the alert and forgets it.
+    let (session, _) = session(&f, s.dsl).await;
+    let start = get(&f, "/", &format!("{session}; {next}")).await;
+    assert_eq!(start.status, StatusCode::SEE_OTHER);
+    assert_eq!(start.location, Some(format!("/alerts/{id}")));
+    assert!(start
+        .cookies
+        .iter()
+        .any(|c| c.starts_with("sheepdog_next=;")));
+    // Somewhere off the console is never a destination.
+    assert_eq!(auth::safe_next("//evil.example/x"), None);
+    assert_eq!(auth::safe_next("https://evil.example/"), None);
+    assert_eq!(auth::safe_next("/alerts/7"), Some("/alerts/7"));
+}
