@@ -1112,3 +1112,50 @@ async fn an_alert_link_followed_while_signed_out_leads_there_after_signing_in() 
     assert_eq!(auth::safe_next("https://evil.example/"), None);
     assert_eq!(auth::safe_next("/alerts/7"), Some("/alerts/7"));
 }
+
+#[tokio::test]
+async fn the_alert_and_incident_api_is_described_in_openapi() {
+    let f = fixture(ConsoleSettings::default()).await;
+    let spec = get(&f, "/api/v1/openapi.json", "").await;
+    let spec: serde_json::Value = serde_json::from_str(&spec.body).unwrap();
+    for (path, method) in [
+        ("/api/v1/alerts", "get"),
+        ("/api/v1/alerts/{id}", "get"),
+        ("/api/v1/alerts/{id}/status", "post"),
+        ("/api/v1/alerts/bulk", "post"),
+        ("/api/v1/alerts/{id}/escalate", "post"),
+        ("/api/v1/alerts/figures", "get"),
+        ("/api/v1/incidents", "get"),
+        ("/api/v1/incidents", "post"),
+        ("/api/v1/incidents/due-for-review", "get"),
+        ("/api/v1/incidents/{id}", "get"),
+        ("/api/v1/incidents/{id}/path", "post"),
+        ("/api/v1/incidents/{id}/steps", "post"),
+        ("/api/v1/incidents/{id}/review", "post"),
+        ("/api/v1/incidents/{id}/entries", "post"),
+        ("/api/v1/incidents/{id}/entries/{entry}/done", "post"),
+        ("/api/v1/incidents/{id}/close", "post"),
+        ("/api/v1/incidents/{id}/reopen", "post"),
+        ("/api/v1/incidents/{id}/evidence", "post"),
+        ("/api/v1/evidence/{id}", "get"),
+        ("/api/v1/people/{id}/chronology", "get"),
+    ] {
+        assert!(
+            spec["paths"][path][method].is_object(),
+            "{method} {path} is not in openapi.json"
+        );
+        // And the route exists: without a token it asks for one rather
+        // than being unknown.
+        let uri = path.replace("{id}", "1").replace("{entry}", "1");
+        let reply = send(
+            &f,
+            Request::builder()
+                .method(method.to_uppercase().as_str())
+                .uri(&uri)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{method} {uri}");
+    }
+}
