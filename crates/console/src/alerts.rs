@@ -266,7 +266,7 @@ fn alert_page(viewer: &Viewer, alert: &Alert, problem: Option<&str>) -> Response
     }
     let context = serde_json::to_string_pretty(&alert.context).unwrap_or_else(|_| "{}".to_string());
     let body = format!(
-        "<h1>Alert {id}</h1>{problem}<dl>\
+        "{hide}<h1>Alert {id}</h1>{problem}<dl>\
          <dt>Grade</dt><dd>{grade} of 5</dd><dt>Category</dt><dd>{category}</dd>\
          <dt>Status</dt><dd id=\"alert-status\">{status}</dd>\
          <dt>Matched</dt><dd class=\"secret\" id=\"matched\">{matched}</dd>\
@@ -275,6 +275,7 @@ fn alert_page(viewer: &Viewer, alert: &Alert, problem: Option<&str>) -> Response
          <dt>Occurrences</dt><dd>{n}</dd></dl>{actions}\
          <details><summary>Context as recorded at the time</summary><pre class=\"secret\">{context}</pre></details>\
          <p><a href=\"/alerts?school={school}\">Back to the queue</a></p>",
+        hide = crate::incidents::hide_screen(),
         id = alert.id,
         grade = alert.grade,
         category = escape(&alert.category),

@@ -113,7 +113,7 @@ pub fn routes() -> Router<ConsoleState> {
 
 /// What the page turns into when the hide-screen button is pressed: a
 /// plain timetable, nothing about safeguarding. With JavaScript the page
-/// hides its content in place (what was typed is kept, "Back to the form"
+/// hides its content in place (what was typed is kept, the faint "Back" link
 /// brings it back); without, the button is a link to `/hide`, and the
 /// browser's Back button returns to the form.
 const NEUTRAL: &str = "<h1>Timetable: week A</h1><table><thead><tr><th scope=\"col\">Period</th>\
@@ -124,14 +124,14 @@ const NEUTRAL: &str = "<h1>Timetable: week A</h1><table><thead><tr><th scope=\"c
 
 /// The button, the neutral content it reveals, and the script that swaps
 /// them. Put at the top of every page a concern is written or read on.
-fn hide_screen() -> String {
+pub fn hide_screen() -> String {
     format!(
         "<style>#neutral{{display:none}}body.screen-hidden header,body.screen-hidden main>*:not(#neutral)\
          {{display:none!important}}body.screen-hidden #neutral{{display:block}}\
          a.hide-screen{{float:right;background:#0b0c0c;color:#fff;padding:.4rem .9rem;font-weight:700;\
          text-decoration:none}}@media print{{a.hide-screen{{display:none}}}}</style>\
          <a href=\"/hide\" id=\"hide-screen\" class=\"hide-screen\" accesskey=\"h\">Hide screen</a>\
-         <div id=\"neutral\">{NEUTRAL}<p><a href=\"#\" id=\"unhide\" style=\"color:#b1b4b6\">Back to the form</a></p></div>\
+         <div id=\"neutral\">{NEUTRAL}<p><a href=\"#\" id=\"unhide\" style=\"color:#b1b4b6\">Back</a></p></div>\
          <script>(function(){{var b=document.body,h=document.getElementById('hide-screen'),\
          u=document.getElementById('unhide'),t=document.title;\
          h.addEventListener('click',function(e){{e.preventDefault();b.classList.add('screen-hidden');\
