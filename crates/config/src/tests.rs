@@ -154,7 +154,10 @@ fn dns_upstreams_parse_and_bad_ones_name_the_key() {
     );
     let (_, key, message, _) = invalid("[dns]\nupstreams = [\"tls://1.1.1.1:853\"]\n");
     assert_eq!(key, "dns.upstreams");
-    assert!(message.contains("name its certificate carries"), "{message}");
+    assert!(
+        message.contains("name its certificate carries"),
+        "{message}"
+    );
 }
 
 #[test]

@@ -42,7 +42,7 @@ pub fn routes() -> Router<ConsoleState> {
 
 /// An API failure as JSON.
 #[derive(Debug)]
-struct ApiError(ConsoleError);
+pub(crate) struct ApiError(pub(crate) ConsoleError);
 
 impl From<ConsoleError> for ApiError {
     fn from(error: ConsoleError) -> Self {
@@ -66,7 +66,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-type ApiResult = Result<Response, ApiError>;
+pub(crate) type ApiResult = Result<Response, ApiError>;
 
 async fn status(State(state): State<ConsoleState>) -> Response {
     match state.store().census().await {

@@ -46,6 +46,20 @@ use crate::{ConsoleError, ConsoleState};
 pub const SESSION_COOKIE: &str = "sheepdog_session";
 /// The cookie that carries the sign-in form's token before any session.
 pub const SIGN_IN_COOKIE: &str = "sheepdog_sign_in";
+/// Where a signed-out visitor was going (the link in an alert e-mail, say),
+/// kept for ten minutes across signing in; the start page sends them on.
+pub const NEXT_COOKIE: &str = "sheepdog_next";
+
+/// `path` if it is a path on this console, safe to send someone back to
+/// and to keep in a cookie as it is.
+pub fn safe_next(path: &str) -> Option<&str> {
+    let plain = path
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"/?=&_.-%".contains(&b));
+    (plain && path.starts_with('/') && !path.starts_with("//") && path != "/" && path.len() <= 512)
+        .then_some(path)
+}
+
 /// Failures against one username before the waits begin.
 pub const USERNAME_THRESHOLD: i64 = 5;
 /// Failures from one address before the waits begin: higher, because a
@@ -134,7 +148,20 @@ impl<S: Send + Sync> FromRequestParts<S> for Viewer {
             Some(current) if current.session.stage == SessionStage::Enrolment => {
                 Redirect::to("/two-factor/enrol").into_response()
             }
-            _ => Redirect::to("/sign-in").into_response(),
+            _ => {
+                let mut response = Redirect::to("/sign-in").into_response();
+                let wanted = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                if parts.method == Method::GET {
+                    if let Some(next) = safe_next(wanted) {
+                        if let Ok(value) = HeaderValue::from_str(&format!(
+                            "{NEXT_COOKIE}={next}; Path=/; HttpOnly; SameSite=Strict; Max-Age=600"
+                        )) {
+                            response.headers_mut().append(header::SET_COOKIE, value);
+                        }
+                    }
+                }
+                response
+            }
         })
     }
 }
@@ -274,7 +301,12 @@ pub async fn authenticate(
         parts.extensions.insert(found);
     }
     let mut response = next.run(Request::from_parts(parts, body)).await;
-    if clear_session_cookie && !response.headers().contains_key(header::SET_COOKIE) {
+    let sets_session = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|v| v.starts_with(SESSION_COOKIE)));
+    if clear_session_cookie && !sets_session {
         response
             .headers_mut()
             .append(header::SET_COOKIE, set_cookie(&state, SESSION_COOKIE, ""));

@@ -78,6 +78,9 @@ pub fn page(viewer: &Viewer, title: &str, body: &str) -> Html<String> {
             "/certificate",
             "Inspection certificate",
         ),
+        (Permission::TriageAlerts, "/alerts", "Alerts"),
+        (Permission::SeeIncidents, "/incidents", "Incidents"),
+        (Permission::LogConcern, "/incidents/new", "Log a concern"),
     ] {
         if viewer.can_somewhere(permission) {
             links.push((href, label));

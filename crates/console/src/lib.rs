@@ -21,15 +21,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use sheepdog_config::ConsoleConfig;
+use sheepdog_store::incidents::EvidenceKey;
 use sheepdog_store::{StaffRole, Store};
 use tokio::net::TcpListener;
 
+mod alerts;
 mod api;
 pub mod auth;
 mod certificate;
 mod dashboard;
 mod error;
 mod html;
+mod incidents;
 mod ingest;
 mod logs;
 mod pages;
@@ -71,6 +74,9 @@ pub struct ConsoleState {
 struct Inner {
     store: Store,
     settings: ConsoleSettings,
+    /// Seals incident evidence at rest; without it evidence cannot be
+    /// uploaded or opened, and the pages say so.
+    evidence_key: Option<EvidenceKey>,
 }
 
 impl ConsoleSettings {
@@ -115,8 +121,27 @@ impl Default for ConsoleSettings {
 impl ConsoleState {
     pub fn new(store: Store, settings: ConsoleSettings) -> Self {
         Self {
-            inner: Arc::new(Inner { store, settings }),
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                evidence_key: None,
+            }),
         }
+    }
+
+    /// The same state with the key incident evidence is sealed with.
+    pub fn with_evidence_key(self, key: EvidenceKey) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store: self.inner.store.clone(),
+                settings: self.inner.settings.clone(),
+                evidence_key: Some(key),
+            }),
+        }
+    }
+
+    pub fn evidence_key(&self) -> Option<&EvidenceKey> {
+        self.inner.evidence_key.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -134,6 +159,8 @@ pub fn router(state: ConsoleState) -> axum::Router {
     pages::routes()
         .merge(api::routes())
         .merge(certificate::routes())
+        .merge(alerts::routes())
+        .merge(incidents::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -381,7 +381,8 @@ fn results(query: &LogQuery, found: &[FoundEvent]) -> String {
             let e = &f.event;
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"secret\">{}</td>\
-                 <td>{}</td><td>{}{}</td><td>{}</td><td>{}</td></tr>",
+                 <td>{}</td><td>{}{}</td><td>{}</td><td>{}</td>\
+                 <td><a href=\"/incidents/new?event={}\">Log a concern</a></td></tr>",
                 escape(&e.at.format("%Y-%m-%d %H:%M:%S").to_string()),
                 escape(&e.client),
                 escape(e.device_name.as_deref().unwrap_or("")),
@@ -393,6 +394,7 @@ fn results(query: &LogQuery, found: &[FoundEvent]) -> String {
                 if e.illegal { " (illegal content)" } else { "" },
                 escape(e.category.as_deref().unwrap_or("")),
                 escape(&[e.list.as_deref(), e.rule.as_deref()].into_iter().flatten().collect::<Vec<_>>().join(": ")),
+                f.id,
             )
         })
         .collect();
@@ -423,7 +425,7 @@ fn results(query: &LogQuery, found: &[FoundEvent]) -> String {
          <th scope=\"col\">When (UTC)</th><th scope=\"col\">Address</th><th scope=\"col\">Device</th>\
          <th scope=\"col\">Person</th><th scope=\"col\">Group</th><th scope=\"col\">Name or URL</th>\
          <th scope=\"col\">Search term</th><th scope=\"col\">Action</th><th scope=\"col\">Category</th>\
-         <th scope=\"col\">List and rule</th></tr></thead><tbody>{rows}</tbody></table>{next}",
+         <th scope=\"col\">List and rule</th><th scope=\"col\">Incident</th></tr></thead><tbody>{rows}</tbody></table>{next}",
         q = escape(&filters),
         max = EventSearch::MAX_PAGE,
         n = found.len(),

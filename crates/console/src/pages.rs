@@ -110,6 +110,13 @@ async fn start(State(state): State<ConsoleState>, parts: axum::http::request::Pa
         }
         return auth::sign_in_page(&state, &parts.headers, "", None, StatusCode::OK).await;
     };
+    // Signed in on the way to somewhere else: go there, once.
+    if let Some(next) = auth::cookie(&parts.headers, auth::NEXT_COOKIE) {
+        if let Some(next) = auth::safe_next(&next) {
+            let clear = axum::http::HeaderValue::from_static("sheepdog_next=; Path=/; Max-Age=0");
+            return ([(header::SET_COOKIE, clear)], Redirect::to(next)).into_response();
+        }
+    }
     let label = school_label(&state).await;
     let mut items = String::new();
     for permission in Permission::ALL {

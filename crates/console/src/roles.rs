@@ -44,6 +44,15 @@ pub enum Permission {
     /// Send text from other sources (device agents, chat exports) to
     /// monitoring through the API.
     SubmitMonitoring,
+    /// The monitoring alert queue: matched text, acknowledging, dismissing
+    /// and escalating. The safeguarding team's alone (M3).
+    TriageAlerts,
+    /// Log a safeguarding concern: every member of staff, and governors,
+    /// may; they get a reference back, not the record.
+    LogConcern,
+    /// The list of incidents; each incident is still shown only to those
+    /// its route names, and never to the person it is about (R4).
+    SeeIncidents,
 }
 
 impl Permission {
@@ -59,6 +68,9 @@ impl Permission {
         Self::SeeDashboard,
         Self::SearchLogs,
         Self::SubmitMonitoring,
+        Self::TriageAlerts,
+        Self::LogConcern,
+        Self::SeeIncidents,
     ];
 
     /// How the permission reads in the matrix.
@@ -75,6 +87,9 @@ impl Permission {
             Self::SeeDashboard => "see the dashboard of filtering and alert counts",
             Self::SearchLogs => "search and export the filtering log (audited)",
             Self::SubmitMonitoring => "send text from other sources to monitoring",
+            Self::TriageAlerts => "triage monitoring alerts (matched text is audited)",
+            Self::LogConcern => "log a safeguarding concern",
+            Self::SeeIncidents => "work on the safeguarding incidents you are allowed to open",
         }
     }
 }
@@ -134,6 +149,10 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
             Headteacher | Dsl | DeputyDsl | Technician | TrustAdministrator
         ),
         SubmitMonitoring => matches!(role, Dsl | DeputyDsl | Technician | TrustAdministrator),
+        TriageAlerts => matches!(role, Dsl | DeputyDsl),
+        LogConcern => true,
+        // The readers of some route: the store decides incident by incident.
+        SeeIncidents => matches!(role, Headteacher | Dsl | DeputyDsl | ChairOfGovernors),
     }
 }
 

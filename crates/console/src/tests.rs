@@ -1542,3 +1542,4 @@ async fn the_inspection_certificate_downloads_without_sign_in_and_the_page_shows
     assert!(reply.body.contains(&fingerprint), "{}", reply.body);
     assert!(reply.body.contains("Chromebook"));
 }
+mod incidents;

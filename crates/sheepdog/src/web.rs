@@ -14,6 +14,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sheepdog_config::Config;
 use sheepdog_console::tls::ConsoleCertificate;
 use sheepdog_console::{ConsoleSettings, ConsoleState};
+use sheepdog_store::incidents::EvidenceKey;
 use sheepdog_store::Store;
 use tokio::net::TcpListener;
 
@@ -24,6 +25,7 @@ pub async fn serve_console(
     store: Store,
     settings: ConsoleSettings,
     tls: Option<ConsoleCertificate>,
+    evidence_key: EvidenceKey,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     match tls {
@@ -33,12 +35,46 @@ pub async fn serve_console(
                 self_signed_certificate: certificate.self_signed,
                 ..settings
             };
-            let state = ConsoleState::new(store, settings);
+            let state = ConsoleState::new(store, settings).with_evidence_key(evidence_key);
             sheepdog_console::serve_tls(listener, certificate.config, state, shutdown).await
         }
         None => {
-            let state = ConsoleState::new(store, settings);
+            let state = ConsoleState::new(store, settings).with_evidence_key(evidence_key);
             sheepdog_console::serve(listener, state, shutdown).await
+        }
+    }
+}
+
+/// The key incident evidence is sealed with: `evidence.key` in the data
+/// directory, made on first start, readable by its owner alone. It is kept
+/// beside the database, not in it, so a copy of the database alone does not
+/// reveal evidence; back both up together.
+pub fn evidence_key(data_dir: &Path) -> anyhow::Result<EvidenceKey> {
+    use anyhow::Context;
+    let path = data_dir.join("evidence.key");
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(EvidenceKey::from_bytes(&bytes)
+            .with_context(|| format!("evidence key {}", path.display()))?),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            crate::cmd::create_private_dir(data_dir)?;
+            let key = EvidenceKey::generate()?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut file = options
+                .open(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            std::io::Write::write_all(&mut file, &key.to_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(key = %path.display(), "made a new evidence key; back it up with the database");
+            Ok(key)
+        }
+        Err(error) => {
+            Err(anyhow::Error::new(error).context(format!("cannot read {}", path.display())))
         }
     }
 }

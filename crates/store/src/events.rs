@@ -244,6 +244,16 @@ impl Store {
             .collect()
     }
 
+    /// One event by its id, as the log search shows it.
+    pub async fn event_by_id(&self, id: i64) -> Result<Option<FoundEvent>, StoreError> {
+        Ok(self
+            .events_after(id - 1, 1)
+            .await?
+            .into_iter()
+            .find(|(found, _)| *found == id)
+            .map(|(id, event)| FoundEvent { id, event }))
+    }
+
     /// The id of the last event stored before `at` (0 when there is none):
     /// where following the events starts after a restart.
     pub async fn last_event_id_before(&self, at: DateTime<Utc>) -> Result<i64, StoreError> {

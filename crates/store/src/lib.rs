@@ -51,8 +51,8 @@ pub use events::{
     EventSource, EventSummary, FoundEvent, TargetMatch,
 };
 pub use monitoring::{
-    Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, AlertTally, NewAlert,
-    PendingNotification,
+    Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, AlertTally, KeywordFigures,
+    NewAlert, PendingNotification,
 };
 pub use people::{ImportBatch, ImportOutcome, ImportedGuardian};
 pub use records::*;

@@ -776,3 +776,54 @@ impl Store {
         .collect()
     }
 }
+
+/// How the DSL team's triage went for one matched term: the false-positive
+/// figures that tell a school which keywords cost it time for nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeywordFigures {
+    pub category: String,
+    /// The matched term, lower-cased so that spellings in other cases count
+    /// together.
+    pub term: String,
+    pub alerts: i64,
+    pub dismissed: i64,
+    pub escalated: i64,
+}
+
+impl KeywordFigures {
+    /// Dismissals per hundred alerts decided (dismissed or escalated);
+    /// `None` before any was decided.
+    pub fn dismissal_percent(&self) -> Option<i64> {
+        let decided = self.dismissed + self.escalated;
+        (decided > 0).then(|| self.dismissed * 100 / decided)
+    }
+}
+
+impl Store {
+    /// Alerts of a school counted per category and matched term, with how
+    /// many were dismissed and escalated: the most dismissed first.
+    pub async fn keyword_figures(&self, school_id: i64) -> Result<Vec<KeywordFigures>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT category, LOWER(matched_text) AS term, COUNT(*) AS alerts, \
+             SUM(CASE WHEN status = 'dismissed' THEN 1 ELSE 0 END) AS dismissed, \
+             SUM(CASE WHEN status = 'escalated' THEN 1 ELSE 0 END) AS escalated \
+             FROM monitoring_alerts WHERE school_id = $1 \
+             GROUP BY category, LOWER(matched_text) \
+             ORDER BY dismissed DESC, alerts DESC, category, term",
+        )
+        .bind(school_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KeywordFigures {
+                    category: row.try_get("category")?,
+                    term: row.try_get("term")?,
+                    alerts: row.try_get("alerts")?,
+                    dismissed: row.try_get::<Option<i64>, _>("dismissed")?.unwrap_or(0),
+                    escalated: row.try_get::<Option<i64>, _>("escalated")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+}

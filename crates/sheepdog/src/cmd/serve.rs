@@ -172,6 +172,7 @@ pub async fn run_servers(
         store.clone(),
         settings,
         tls,
+        web::evidence_key(&config.data_dir)?,
         until_stopped(stopped.clone()),
     ));
     tasks.spawn(super::monitor::follow_events(

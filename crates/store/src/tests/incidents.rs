@@ -14,6 +14,7 @@ on_both!(
     internal_path_needs_two_senior_reviewers,
     evidence_is_sealed_hashed_and_its_custody_kept,
     escalation_chronology_overdue_and_retention,
+    lists_need_to_know_reviewers_and_keyword_figures,
 );
 
 struct Cast {
@@ -732,4 +733,109 @@ async fn escalation_chronology_overdue_and_retention(store: Store) {
             .len(),
         1
     );
+}
+
+/// The batched need-to-know listing gives each reader exactly what
+/// `may_open` allows; the senior reviewers are the headteacher, DSL and
+/// deputies; dismissals are counted per matched term, case folded.
+async fn lists_need_to_know_reviewers_and_keyword_figures(store: Store) {
+    let c = cast(&store).await;
+    let retention = RetentionPolicy::default();
+    let pupil_case = store
+        .log_concern(
+            &c.teacher,
+            c.school,
+            &concern(
+                About::Pupil,
+                vec![involved(c.pupil, InvolvedRole::Involved)],
+            ),
+            &retention,
+        )
+        .await
+        .unwrap()
+        .id;
+    let head_case = store
+        .log_concern(
+            &c.dsl,
+            c.school,
+            &concern(
+                About::Headteacher,
+                vec![involved(c.head_person, InvolvedRole::Subject)],
+            ),
+            &retention,
+        )
+        .await
+        .unwrap()
+        .id;
+    let ids = |list: Vec<Incident>| list.iter().map(|i| i.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.incidents(&c.dsl, c.school, None).await.unwrap()),
+        [pupil_case]
+    );
+    assert_eq!(
+        ids(store.incidents(&c.head, c.school, None).await.unwrap()),
+        [pupil_case]
+    );
+    assert_eq!(
+        ids(store.incidents(&c.chair, c.school, None).await.unwrap()),
+        [head_case]
+    );
+    assert!(store
+        .incidents(&c.teacher, c.school, None)
+        .await
+        .unwrap()
+        .is_empty());
+
+    let reviewers = store.senior_reviewers(c.school).await.unwrap();
+    let mut roles: Vec<StaffRole> = reviewers.iter().map(|r| r.2).collect();
+    roles.sort_by_key(|r| r.as_str());
+    assert_eq!(
+        roles,
+        [StaffRole::DeputyDsl, StaffRole::Dsl, StaffRole::Headteacher]
+    );
+
+    let policy = AlertPolicy::default();
+    let mut alert_ids = Vec::new();
+    for (i, term) in ["Hopeless", "hopeless", "weed"].iter().enumerate() {
+        let new = NewAlert {
+            person_id: None,
+            subject: format!("device-{i}"),
+            device_id: None,
+            device_name: None,
+            address: Some("10.0.4.17".to_owned()),
+            category: if *term == "weed" {
+                "drugs"
+            } else {
+                "self-harm"
+            }
+            .to_owned(),
+            grade: 3,
+            matched_text: (*term).to_owned(),
+            source: "proxy".to_owned(),
+            at: Utc::now(),
+            event_ids: vec![i64::try_from(i).unwrap() + 1],
+            context: serde_json::json!({}),
+        };
+        let outcome = store
+            .record_alert(&admin(), c.school, &new, &policy)
+            .await
+            .unwrap();
+        alert_ids.push(outcome.alert().id);
+    }
+    for id in &alert_ids[..2] {
+        store
+            .set_alert_status(&admin(), *id, AlertStatus::Dismissed, Some("song lyrics"))
+            .await
+            .unwrap();
+    }
+    let figures = store.keyword_figures(c.school).await.unwrap();
+    assert_eq!(figures.len(), 2);
+    assert_eq!(figures[0].term, "hopeless");
+    assert_eq!((figures[0].alerts, figures[0].dismissed), (2, 2));
+    assert_eq!(figures[0].dismissal_percent(), Some(100));
+    assert_eq!(
+        (figures[1].term.as_str(), figures[1].dismissed),
+        ("weed", 0)
+    );
+    assert_eq!(figures[1].dismissal_percent(), None);
 }
