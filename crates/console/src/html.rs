@@ -73,6 +73,13 @@ pub fn page(viewer: &Viewer, title: &str, body: &str) -> Html<String> {
             "Import a roster",
         ),
         (Permission::SeeAudit, "/audit", "Audit log"),
+        (Permission::SeeGovernance, "/governance", "Governance"),
+        (
+            Permission::SeeImageConsent,
+            "/governance/consent",
+            "Image consent",
+        ),
+        (Permission::ManageAssets, "/governance/assets", "Assets"),
     ] {
         if viewer.can_somewhere(permission) {
             links.push((href, label));

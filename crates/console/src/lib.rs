@@ -28,6 +28,7 @@ mod api;
 pub mod auth;
 mod dashboard;
 mod error;
+mod governance;
 mod html;
 mod ingest;
 mod logs;
@@ -127,6 +128,7 @@ impl ConsoleState {
 pub fn router(state: ConsoleState) -> axum::Router {
     pages::routes()
         .merge(api::routes())
+        .merge(governance::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

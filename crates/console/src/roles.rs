@@ -44,6 +44,18 @@ pub enum Permission {
     /// Send text from other sources (device agents, chat exports) to
     /// monitoring through the API.
     SubmitMonitoring,
+    /// The governance registers: training, policies and the yearly
+    /// filtering and monitoring review (G4–G6).
+    SeeGovernance,
+    /// Keep them: publish agreements and record signatures, record
+    /// training, consent, policies and reviews (G2–G6).
+    ManageGovernance,
+    /// Who may appear in images, by class and purpose (G3): for the staff
+    /// who take and publish photographs.
+    SeeImageConsent,
+    /// The hardware and software inventory, disposals and leavers'
+    /// equipment (G7).
+    ManageAssets,
 }
 
 impl Permission {
@@ -59,6 +71,10 @@ impl Permission {
         Self::SeeDashboard,
         Self::SearchLogs,
         Self::SubmitMonitoring,
+        Self::SeeGovernance,
+        Self::ManageGovernance,
+        Self::SeeImageConsent,
+        Self::ManageAssets,
     ];
 
     /// How the permission reads in the matrix.
@@ -75,6 +91,12 @@ impl Permission {
             Self::SeeDashboard => "see the dashboard of filtering and alert counts",
             Self::SearchLogs => "search and export the filtering log (audited)",
             Self::SubmitMonitoring => "send text from other sources to monitoring",
+            Self::SeeGovernance => "see training, the policy register and filtering reviews",
+            Self::ManageGovernance => {
+                "keep agreements, image consent, training, policies and reviews"
+            }
+            Self::SeeImageConsent => "see who may appear in images",
+            Self::ManageAssets => "keep the asset register",
         }
     }
 }
@@ -134,6 +156,32 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
             Headteacher | Dsl | DeputyDsl | Technician | TrustAdministrator
         ),
         SubmitMonitoring => matches!(role, Dsl | DeputyDsl | Technician | TrustAdministrator),
+        SeeGovernance => matches!(
+            role,
+            Headteacher
+                | Dsl
+                | DeputyDsl
+                | Office
+                | Governor
+                | SafeguardingGovernor
+                | ChairOfGovernors
+                | TrustAdministrator
+        ),
+        ManageGovernance => matches!(
+            role,
+            Headteacher | Dsl | DeputyDsl | Office | TrustAdministrator
+        ),
+        SeeImageConsent => matches!(
+            role,
+            Headteacher
+                | Dsl
+                | DeputyDsl
+                | Office
+                | Teacher
+                | TeachingAssistant
+                | TrustAdministrator
+        ),
+        ManageAssets => matches!(role, Headteacher | Technician | Office | TrustAdministrator),
     }
 }
 

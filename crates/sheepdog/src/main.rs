@@ -70,6 +70,8 @@ enum Command {
     /// The filtering policy document: what is blocked or allowed for whom, and why.
     #[command(subcommand)]
     Policy(cmd::policy::PolicyCommand),
+    /// Before publishing images of pupils: consent for the purpose, and full names in file names and metadata.
+    PublishCheck(cmd::publish::PublishCheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -107,6 +109,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Monitor(command) => {
             let config = cmd::load_config(&cli.config)?;
             runtime.block_on(cmd::monitor::run(command, &config))
+        }
+        Command::PublishCheck(args) => {
+            let config = cmd::load_config(&cli.config)?;
+            runtime.block_on(cmd::publish::run(args, &config))
         }
         Command::Policy(command) => {
             let config = cmd::load_config(&cli.config)?;

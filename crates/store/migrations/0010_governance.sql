@@ -138,3 +138,14 @@ CREATE TABLE assets (
     UNIQUE (school_id, tag)
 );
 CREATE INDEX assets_by_person ON assets (assigned_person_id);
+
+-- One reminder email per school and week: overdue training, policies due
+-- for review, agreements to renew.
+CREATE TABLE governance_reminders (
+    id {id},
+    school_id BIGINT NOT NULL REFERENCES schools(id),
+    period TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    UNIQUE (school_id, period)
+);

@@ -184,3 +184,96 @@ impl Store {
         )))
     }
 }
+
+/// What needs doing, for the reminder email and the console.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct GovernanceDue {
+    pub overdue_training: Vec<training::OverdueTraining>,
+    /// Policies whose review is due within [`POLICY_NOTICE_DAYS`] or past.
+    pub policies_due: Vec<policies::RegisteredPolicy>,
+    /// People needing to sign or renew, by audience.
+    pub agreements: Vec<(agreements::Audience, i64)>,
+}
+
+impl GovernanceDue {
+    pub fn is_empty(&self) -> bool {
+        self.overdue_training.is_empty()
+            && self.policies_due.is_empty()
+            && self.agreements.is_empty()
+    }
+}
+
+/// How far ahead a policy review is flagged.
+pub const POLICY_NOTICE_DAYS: u64 = 30;
+
+impl Store {
+    /// Everything a school's governance reminder covers on `now`.
+    pub async fn governance_due(
+        &self,
+        school_id: i64,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<GovernanceDue, StoreError> {
+        let today = now.date_naive();
+        let horizon = today
+            .checked_add_days(chrono::Days::new(POLICY_NOTICE_DAYS))
+            .unwrap_or(today);
+        let mut needing: std::collections::BTreeMap<agreements::Audience, i64> =
+            std::collections::BTreeMap::new();
+        for status in self.agreement_statuses(Some(school_id), now).await? {
+            if status.state.needs_signing() {
+                *needing.entry(status.audience).or_default() += 1;
+            }
+        }
+        Ok(GovernanceDue {
+            overdue_training: self.overdue_training(Some(school_id), today).await?,
+            policies_due: self.policies_due(Some(school_id), horizon).await?,
+            agreements: needing.into_iter().collect(),
+        })
+    }
+
+    /// Whether the reminder for `period` (an ISO week) went out.
+    pub async fn reminder_sent(&self, school_id: i64, period: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM governance_reminders WHERE school_id = $1 AND period = $2",
+        )
+        .bind(school_id)
+        .bind(period)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
+    }
+
+    /// Records that the reminder for `period` went out.
+    pub async fn record_reminder(
+        &self,
+        actor: &Actor,
+        school_id: i64,
+        period: &str,
+        summary: &str,
+    ) -> Result<(), StoreError> {
+        let mut write = self.begin_write().await?;
+        let result = async {
+            let row = sqlx::query(
+                "INSERT INTO governance_reminders (school_id, period, summary, sent_at) \
+                 VALUES ($1, $2, $3, $4) RETURNING id",
+            )
+            .bind(school_id)
+            .bind(period)
+            .bind(summary)
+            .bind(crate::now())
+            .fetch_one(&mut *write.tx)
+            .await
+            .map_err(|e| StoreError::on_duplicate(e, "governance reminder", period))?;
+            let id: i64 = row.try_get("id")?;
+            let mut change = Change::new("delivered", "governance_reminder", id);
+            change.after = serde_json::to_string(&serde_json::json!({
+                "school_id": school_id, "period": period, "summary": summary,
+            }))
+            .ok();
+            append(&mut write.tx, actor, change).await?;
+            Ok(())
+        }
+        .await;
+        write.finish(result).await
+    }
+}
