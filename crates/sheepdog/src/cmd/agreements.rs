@@ -31,8 +31,9 @@ pub fn spawn_identity_refresh(
     unsigned_every: Duration,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last_unsigned: Option<HashSet<i64>> =
-            store.unsigned_people(chrono::Utc::now()).await.ok();
+        // Unknown at first: the map in force may have been built before
+        // the latest signature, so the first check rebuilds it.
+        let mut last_unsigned: Option<HashSet<i64>> = None;
         let mut full = tokio::time::interval(every);
         full.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         full.tick().await;
