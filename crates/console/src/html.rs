@@ -81,6 +81,13 @@ pub fn page(viewer: &Viewer, title: &str, body: &str) -> Html<String> {
         (Permission::TriageAlerts, "/alerts", "Alerts"),
         (Permission::SeeIncidents, "/incidents", "Incidents"),
         (Permission::LogConcern, "/incidents/new", "Log a concern"),
+        (Permission::SeeGovernance, "/governance", "Governance"),
+        (
+            Permission::SeeImageConsent,
+            "/governance/consent",
+            "Image consent",
+        ),
+        (Permission::ManageAssets, "/governance/assets", "Assets"),
     ] {
         if viewer.can_somewhere(permission) {
             links.push((href, label));

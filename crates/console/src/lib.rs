@@ -31,6 +31,7 @@ pub mod auth;
 mod certificate;
 mod dashboard;
 mod error;
+mod governance;
 mod html;
 mod incidents;
 mod ingest;
@@ -161,6 +162,7 @@ pub fn router(state: ConsoleState) -> axum::Router {
         .merge(certificate::routes())
         .merge(alerts::routes())
         .merge(incidents::routes())
+        .merge(governance::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -53,6 +53,18 @@ pub enum Permission {
     /// The list of incidents; each incident is still shown only to those
     /// its route names, and never to the person it is about (R4).
     SeeIncidents,
+    /// The governance registers: training, policies and the yearly
+    /// filtering and monitoring review (G4–G6).
+    SeeGovernance,
+    /// Keep them: publish agreements and record signatures, record
+    /// training, consent, policies and reviews (G2–G6).
+    ManageGovernance,
+    /// Who may appear in images, by class and purpose (G3): for the staff
+    /// who take and publish photographs.
+    SeeImageConsent,
+    /// The hardware and software inventory, disposals and leavers'
+    /// equipment (G7).
+    ManageAssets,
 }
 
 impl Permission {
@@ -71,6 +83,10 @@ impl Permission {
         Self::TriageAlerts,
         Self::LogConcern,
         Self::SeeIncidents,
+        Self::SeeGovernance,
+        Self::ManageGovernance,
+        Self::SeeImageConsent,
+        Self::ManageAssets,
     ];
 
     /// How the permission reads in the matrix.
@@ -90,6 +106,12 @@ impl Permission {
             Self::TriageAlerts => "triage monitoring alerts (matched text is audited)",
             Self::LogConcern => "log a safeguarding concern",
             Self::SeeIncidents => "work on the safeguarding incidents you are allowed to open",
+            Self::SeeGovernance => "see training, the policy register and filtering reviews",
+            Self::ManageGovernance => {
+                "keep agreements, image consent, training, policies and reviews"
+            }
+            Self::SeeImageConsent => "see who may appear in images",
+            Self::ManageAssets => "keep the asset register",
         }
     }
 }
@@ -153,6 +175,32 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
         LogConcern => true,
         // The readers of some route: the store decides incident by incident.
         SeeIncidents => matches!(role, Headteacher | Dsl | DeputyDsl | ChairOfGovernors),
+        SeeGovernance => matches!(
+            role,
+            Headteacher
+                | Dsl
+                | DeputyDsl
+                | Office
+                | Governor
+                | SafeguardingGovernor
+                | ChairOfGovernors
+                | TrustAdministrator
+        ),
+        ManageGovernance => matches!(
+            role,
+            Headteacher | Dsl | DeputyDsl | Office | TrustAdministrator
+        ),
+        SeeImageConsent => matches!(
+            role,
+            Headteacher
+                | Dsl
+                | DeputyDsl
+                | Office
+                | Teacher
+                | TeachingAssistant
+                | TrustAdministrator
+        ),
+        ManageAssets => matches!(role, Headteacher | Technician | Office | TrustAdministrator),
     }
 }
 

@@ -1543,3 +1543,255 @@ async fn the_inspection_certificate_downloads_without_sign_in_and_the_page_shows
     assert!(reply.body.contains("Chromebook"));
 }
 mod incidents;
+/// The governance pages' permissions (docs/governance.md), written out:
+/// overview, agreements, image consent, training, policies and reviews,
+/// assets. Kept apart from [`MATRIX`] so the two tables merge cleanly.
+const GOVERNANCE_MATRIX: &[(StaffRole, [bool; 6])] = &[
+    (StaffRole::Headteacher, [true, true, true, true, true, true]),
+    (StaffRole::Dsl, [true, true, true, true, true, false]),
+    (StaffRole::DeputyDsl, [true, true, true, true, true, false]),
+    (
+        StaffRole::Technician,
+        [false, false, false, false, false, true],
+    ),
+    (
+        StaffRole::Teacher,
+        [false, false, true, false, false, false],
+    ),
+    (
+        StaffRole::TeachingAssistant,
+        [false, false, true, false, false, false],
+    ),
+    (StaffRole::Office, [true, true, true, true, true, true]),
+    (StaffRole::Governor, [true, false, false, true, true, false]),
+    (
+        StaffRole::SafeguardingGovernor,
+        [true, false, false, true, true, false],
+    ),
+    (
+        StaffRole::ChairOfGovernors,
+        [true, false, false, true, true, false],
+    ),
+    (
+        StaffRole::TrustAdministrator,
+        [true, true, true, true, true, true],
+    ),
+];
+
+#[tokio::test]
+async fn every_role_gets_exactly_its_governance_routes() {
+    let f = fixture(ConsoleSettings::default()).await;
+    let routes: Vec<String> = [
+        "/governance",
+        "/governance/agreements",
+        "/governance/consent",
+        "/governance/training",
+        "/governance/policies",
+        "/governance/assets",
+    ]
+    .iter()
+    .map(|r| format!("{r}?school={}", f.school))
+    .collect();
+    assert_eq!(GOVERNANCE_MATRIX.len(), StaffRole::ALL.len());
+    for (role, allowed) in GOVERNANCE_MATRIX {
+        let school = (*role != StaffRole::TrustAdministrator).then_some(f.school);
+        let id = account(&f, &format!("{role}@wrenmoor.invalid"), *role, school).await;
+        let (cookie, _) = session(&f, id).await;
+        for (route, allow) in routes.iter().zip(allowed) {
+            let reply = get(&f, route, &cookie).await;
+            let expected = if *allow {
+                StatusCode::OK
+            } else {
+                StatusCode::FORBIDDEN
+            };
+            assert_eq!(reply.status, expected, "{role} {route}: {}", reply.body);
+        }
+        // The same role held in another school gives nothing here.
+        let elsewhere = account(
+            &f,
+            &format!("{role}@tallow.invalid"),
+            *role,
+            Some(f.other_school),
+        )
+        .await;
+        let (cookie, _) = session(&f, elsewhere).await;
+        for route in &routes {
+            assert_eq!(
+                get(&f, route, &cookie).await.status,
+                StatusCode::FORBIDDEN,
+                "{role} elsewhere {route}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_office_publishes_agreements_records_signatures_and_consent() {
+    let f = fixture(ConsoleSettings::default()).await;
+    let store = f.state.store();
+    let school = f.school.to_string();
+    let pupil = f.pupil.to_string();
+    let office = account(
+        &f,
+        "office@wrenmoor.invalid",
+        StaffRole::Office,
+        Some(f.school),
+    )
+    .await;
+    let (cookie, csrf) = session(&f, office).await;
+    let now = chrono::Utc::now();
+
+    let published = post(
+        &f,
+        "/governance/agreements",
+        &cookie,
+        &[("csrf", &csrf), ("school", &school), ("action", "defaults")],
+    )
+    .await;
+    assert_eq!(
+        published.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        published.body
+    );
+    assert!(store.unsigned_people(now).await.unwrap().contains(&f.pupil));
+    let page = get(
+        &f,
+        &format!("/governance/agreements?school={school}"),
+        &cookie,
+    )
+    .await;
+    assert!(
+        page.body.contains("Pupil acceptable use agreement"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains("<td>Class 4K</td><td>1</td><td>0</td><td>1</td>"),
+        "{}",
+        page.body
+    );
+
+    let signed = post(
+        &f,
+        "/governance/agreements/sign",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("person", &pupil),
+            ("method", "paper"),
+        ],
+    )
+    .await;
+    assert_eq!(signed.status, StatusCode::SEE_OTHER, "{}", signed.body);
+    assert!(!store.unsigned_people(now).await.unwrap().contains(&f.pupil));
+
+    // A bad date names the field and the fix.
+    let bad = post(
+        &f,
+        "/governance/consent",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("pupil", &pupil),
+            ("purpose", "website"),
+            ("answer", "yes"),
+            ("given_on", "5/9/2026"),
+        ],
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(bad.body.contains("date given"), "{}", bad.body);
+    let given = post(
+        &f,
+        "/governance/consent",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("pupil", &pupil),
+            ("purpose", "website"),
+            ("answer", "yes"),
+            ("given_by_name", "Carer on the form"),
+            ("given_on", "2026-09-05"),
+        ],
+    )
+    .await;
+    assert_eq!(given.status, StatusCode::SEE_OTHER, "{}", given.body);
+
+    // A teacher sees who may appear, and cannot record.
+    let teacher = account(
+        &f,
+        "teacher@wrenmoor.invalid",
+        StaffRole::Teacher,
+        Some(f.school),
+    )
+    .await;
+    let (t_cookie, t_csrf) = session(&f, teacher).await;
+    let list = get(
+        &f,
+        &format!("/governance/consent?school={school}&purpose=website&class=4K"),
+        &t_cookie,
+    )
+    .await;
+    assert!(
+        list.body.contains("Who may appear: 1 of 1"),
+        "{}",
+        list.body
+    );
+    assert!(!list.body.contains("Record an answer"));
+    let refused = post(
+        &f,
+        "/governance/consent",
+        &t_cookie,
+        &[
+            ("csrf", &t_csrf),
+            ("school", &school),
+            ("pupil", &pupil),
+            ("purpose", "website"),
+            ("answer", "withdraw"),
+        ],
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    // The yearly review is recorded and exported as Markdown.
+    let review = post(
+        &f,
+        "/governance/reviews",
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("held_on", "2026-10-01"),
+            ("participants", "SLT: Deputy head\nDSL: Safeguarding lead\nIT: Technician\nGovernor: Safeguarding governor"),
+            ("risk_profile", "Primary school, shared tablets"),
+            ("checks", "ks2 | adult content test | blocked"),
+            ("decisions", "Keep the current categories"),
+            ("next_review_on", "2027-10-01"),
+        ],
+    )
+    .await;
+    assert_eq!(review.status, StatusCode::SEE_OTHER, "{}", review.body);
+    let id = store.filtering_reviews(f.school).await.unwrap()[0].id;
+    let md = get(
+        &f,
+        &format!("/governance/reviews/{id}?school={school}"),
+        &cookie,
+    )
+    .await;
+    assert!(
+        md.body
+            .starts_with("# Filtering and monitoring review, Wrenmoor Primary"),
+        "{}",
+        md.body
+    );
+    assert!(
+        md.body.contains("| ks2 | adult content test | blocked |"),
+        "{}",
+        md.body
+    );
+}

@@ -8,6 +8,12 @@
 //! subnet is still that laptop. Addresses no device covers fall into the
 //! configured default group (a guest or BYOD profile, F12).
 //!
+//! A device whose owner must sign an acceptable use agreement and has not
+//! (G2: none signed, an older version, or more than a year ago) is placed
+//! in the [`UNSIGNED_GROUP`] instead, whose policy reaches only the signing
+//! page and essentials. A school that has published no agreement for a
+//! person's audience holds nobody back.
+//!
 //! The map lives in memory behind an [`ArcSwap`]: a lookup is a few atomic
 //! operations and a hash probe, never a database query, and a refresh builds
 //! a whole new map off the hot path and swaps it in.
@@ -21,6 +27,10 @@ use ipnet::IpNet;
 use sheepdog_store::Store;
 
 use crate::EventError;
+
+/// The policy group of devices whose owner has not signed their
+/// acceptable use agreement.
+pub const UNSIGNED_GROUP: &str = "unsigned";
 
 /// Who a client is, as far as sheepdog knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,6 +137,8 @@ impl IdentityMap {
     /// Builds the map from every school's device registry.
     pub async fn load(store: &Store, default_group: &str) -> Result<Self, EventError> {
         let mut map = Self::new(default_group);
+        let unsigned = store.unsigned_people(chrono::Utc::now()).await?;
+        let unsigned_group: Arc<str> = Arc::from(UNSIGNED_GROUP);
         for school in store.schools().await? {
             let groups = store.groups(school.id).await?;
             let mut profile_of_group: HashMap<i64, Arc<str>> = HashMap::new();
@@ -155,12 +167,16 @@ impl IdentityMap {
                     device: details.name.clone(),
                     value: address.to_string(),
                 })?;
-                let group = details
-                    .group_id
-                    .and_then(|g| profile_of_group.get(&g))
-                    .or_else(|| details.owner_id.and_then(|p| profile_of_person.get(&p)))
-                    .cloned()
-                    .unwrap_or_else(|| map.default.group.clone());
+                let group = if details.owner_id.is_some_and(|p| unsigned.contains(&p)) {
+                    unsigned_group.clone()
+                } else {
+                    details
+                        .group_id
+                        .and_then(|g| profile_of_group.get(&g))
+                        .or_else(|| details.owner_id.and_then(|p| profile_of_person.get(&p)))
+                        .cloned()
+                        .unwrap_or_else(|| map.default.group.clone())
+                };
                 map.insert(
                     net,
                     Identity {

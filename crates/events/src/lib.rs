@@ -25,7 +25,7 @@ pub mod identity;
 mod spool;
 mod writer;
 
-pub use identity::{Identity, IdentityMap, IdentityResolver};
+pub use identity::{Identity, IdentityMap, IdentityResolver, UNSIGNED_GROUP};
 pub use sheepdog_store::{DecisionEvent, EventFilter, EventSource};
 pub use spool::{ReplayReport, Spool};
 pub use writer::{EventSink, EventWriter, WriterOptions};

@@ -31,6 +31,9 @@ use sheepdog_store::{Actor, PendingNotification, Store};
 
 use crate::MonitorError;
 
+mod reminders;
+pub use reminders::reminder_body;
+
 /// Notifications settled per pass at most.
 const BATCH: i64 = 100;
 
@@ -292,6 +295,9 @@ impl Delivery {
                         digest_failures += 1;
                         tracing::warn!(%error, %next_digest, "could not send the weekly digest; will retry");
                     }
+                }
+                if let Err(error) = self.send_reminders(&store, Utc::now()).await {
+                    tracing::warn!(%error, "could not send the governance reminders; will retry");
                 }
             }
             match self.deliver_due(&store, Utc::now()).await {

@@ -276,3 +276,139 @@ fn nothing_configured_is_no_delivery() {
     let error = missing.unwrap_err().to_string();
     assert!(error.contains("webhook_secret_file"), "{error}");
 }
+
+/// Issue 10: the weekly governance reminder goes out for an overdue
+/// training record (and a policy due for review), once that week, naming
+/// the member of staff but no pupil.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_go_out_for_overdue_training() {
+    use sheepdog_store::governance::policies::PolicyEntry;
+    use sheepdog_store::governance::training::{NewTraining, TrainingKind};
+    use sheepdog_store::{ImportBatch, PersonDetails, PersonKind, StaffRole};
+
+    ensure_aiosmtpd();
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        certified.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let outdir = dir.path().join("mail");
+    std::fs::create_dir(&outdir).unwrap();
+    let url = format!("sqlite://{}", dir.path().join("reminders.sqlite").display());
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    let actor = Actor::system("test");
+    let school = store
+        .create_school(&actor, "Larkmoor Primary", None, "Europe/London")
+        .await
+        .unwrap();
+    let teacher = PersonDetails {
+        kind: PersonKind::Staff,
+        external_id: Some("ST07".to_string()),
+        upn: None,
+        given_name: "Orrin".to_string(),
+        family_name: "Talbrook".to_string(),
+        date_of_birth: None,
+        year_group: None,
+        class_name: None,
+        email: None,
+        roles: vec![StaffRole::Teacher],
+        active: true,
+    };
+    store
+        .import_people(
+            &actor,
+            school.id,
+            &ImportBatch {
+                people: vec![teacher],
+                guardians: vec![],
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    let teacher_id = store.people(school.id, None).await.unwrap()[0].id;
+    let day = |text: &str| chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap();
+    let now = Utc::now();
+    let today = now.date_naive();
+    // Induction on record; the yearly update ran out yesterday.
+    for (kind, expires) in [
+        (TrainingKind::Induction, None),
+        (
+            TrainingKind::OnlineSafetyUpdate,
+            Some(today - Duration::days(1)),
+        ),
+    ] {
+        store
+            .record_training(
+                &actor,
+                school.id,
+                &NewTraining {
+                    person_id: teacher_id,
+                    kind,
+                    completed_on: today - Duration::days(400),
+                    provider: "Local authority".to_string(),
+                    evidence: None,
+                    expires_on: expires,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .save_policy(
+            &actor,
+            school.id,
+            &PolicyEntry {
+                title: "Online safety policy".to_string(),
+                owner: "DSL".to_string(),
+                approver: "Governing body".to_string(),
+                written_on: day("2024-09-01"),
+                last_reviewed_on: None,
+                next_review_on: today + Duration::days(10),
+                notes: None,
+            },
+        )
+        .await
+        .unwrap();
+
+    let port = free_port();
+    let _server = start_smtp(port, dir.path(), &outdir);
+    let delivery = Delivery::from_config(&NotifyConfig {
+        console_url: "https://sheepdog.larkmoor.invalid".to_string(),
+        smtp_host: "127.0.0.1".to_string(),
+        smtp_port: port,
+        smtp_ca_file: dir.path().join("cert.pem"),
+        from: "sheepdog@larkmoor.invalid".to_string(),
+        dsl_emails: vec!["dsl@larkmoor.invalid".to_string()],
+        ..NotifyConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+
+    // Monday 09:00 of next week: after the digest hour.
+    let days = 7 - i64::from(now.weekday().num_days_from_monday());
+    let monday = (now + Duration::days(days)).date_naive();
+    let early = monday.and_hms_opt(6, 0, 0).unwrap().and_utc();
+    assert_eq!(delivery.send_reminders(&store, early).await.unwrap(), 0);
+    let due = monday.and_hms_opt(9, 0, 0).unwrap().and_utc();
+    assert_eq!(delivery.send_reminders(&store, due).await.unwrap(), 1);
+    assert_eq!(delivery.send_reminders(&store, due).await.unwrap(), 0);
+
+    let mail = std::fs::read_to_string(outdir.join("0.eml")).unwrap();
+    assert!(mail.contains("X-Test-TLS: True"), "{mail}");
+    assert!(mail.contains("governance reminders"), "{mail}");
+    assert!(
+        mail.contains("Orrin Talbrook: Yearly online safety update"),
+        "{mail}"
+    );
+    assert!(mail.contains("Online safety policy"), "{mail}");
+    assert!(
+        mail.contains("https://sheepdog.larkmoor.invalid/governance"),
+        "{mail}"
+    );
+    assert!(!mail.contains("Induction"), "{mail}");
+    assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 1);
+}

@@ -73,6 +73,8 @@ enum Command {
     /// The school's certificate authority for selective TLS inspection.
     #[command(subcommand)]
     Ca(cmd::ca::CaCommand),
+    /// Before publishing images of pupils: consent for the purpose, and full names in file names and metadata.
+    PublishCheck(cmd::publish::PublishCheckArgs),
 }
 
 fn main() -> ExitCode {
@@ -115,6 +117,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = cmd::load_config(&cli.config)?;
             cmd::ca::run(command, &config)?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::PublishCheck(args) => {
+            let config = cmd::load_config(&cli.config)?;
+            runtime.block_on(cmd::publish::run(args, &config))
         }
         Command::Policy(command) => {
             let config = cmd::load_config(&cli.config)?;

@@ -896,3 +896,84 @@ fn transparent_mode_filters_traffic_the_router_redirects() {
     ));
     assert!(blocked >= 2, "{blocked} blocked events recorded");
 }
+
+/// A JPEG holding only an XMP packet with a description and person tags.
+fn jpeg_with_xmp(description: &str, people: &[&str]) -> Vec<u8> {
+    let bag: String = people
+        .iter()
+        .map(|p| format!("<rdf:li>{p}</rdf:li>"))
+        .collect();
+    let packet = format!(
+        "http://ns.adobe.com/xap/1.0/\0<x:xmpmeta xmlns:x=\"adobe:ns:meta/\"><rdf:RDF \
+         xmlns:rdf=\"http://www.w3.org/1999/02/22-rdf-syntax-ns#\"><rdf:Description \
+         xmlns:dc=\"http://purl.org/dc/elements/1.1/\" \
+         xmlns:Iptc4xmpExt=\"http://iptc.org/std/Iptc4xmpExt/2008-02-29/\">\
+         <dc:description><rdf:Alt><rdf:li xml:lang=\"x-default\">{description}</rdf:li></rdf:Alt></dc:description>\
+         <Iptc4xmpExt:PersonInImage><rdf:Bag>{bag}</rdf:Bag></Iptc4xmpExt:PersonInImage>\
+         </rdf:Description></rdf:RDF></x:xmpmeta>"
+    );
+    let mut out = vec![0xFF, 0xD8, 0xFF, 0xE1];
+    out.extend_from_slice(&u16::try_from(packet.len() + 2).unwrap().to_be_bytes());
+    out.extend_from_slice(packet.as_bytes());
+    out.extend_from_slice(&[0xFF, 0xD9]);
+    out
+}
+
+#[test]
+fn publish_check_reports_withdrawn_consent_and_hidden_names() {
+    let deployment = Deployment::new();
+    let upn = |body: &str| format!("{}{body}", sheepdog_roster_check_letter(body));
+    let (a, b) = (upn("999200100001"), upn("999200100002"));
+    let roster = deployment.write(
+        "pupils.csv",
+        &format!(
+            "UPN,Legal Surname,Legal Forename,Date of Birth,Year,Reg Group\n\
+             {a},Quorbin,Brisa,04/09/2016,5,5O\n\
+             {b},Vesk,Coren,05/10/2016,5,5O\n"
+        ),
+    );
+    let output = deployment.run(&["import", "people", &roster]);
+    assert!(output.status.success(), "{}", text(&output));
+    let id = |upn: &str| deployment.sql(&format!("SELECT id FROM people WHERE upn = '{upn}'"));
+    let (brisa, coren) = (id(&a), id(&b));
+    for (pupil, withdrawn) in [(brisa, "NULL"), (coren, "'2026-10-01T09:00:00.000000Z'")] {
+        deployment.sql(&format!(
+            "INSERT INTO image_consents (school_id, pupil_id, purpose, granted, given_by_name, \
+             given_on, withdrawn_at, recorded_by, created_at) VALUES (1, {pupil}, 'website', 1, \
+             'Carer', '2026-09-05', {withdrawn}, 'cli:test', '2026-09-05T09:00:00.000000Z')"
+        ));
+    }
+    let photos = deployment.dir.path().join("photos");
+    std::fs::create_dir(&photos).unwrap();
+    std::fs::write(
+        photos.join("IMG_0001.jpg"),
+        jpeg_with_xmp("Well done Brisa Quorbin", &[&a]),
+    )
+    .unwrap();
+    std::fs::write(photos.join("IMG_0002.jpg"), jpeg_with_xmp("Relay", &[&b])).unwrap();
+    let dir = photos.display().to_string();
+
+    let output = deployment.run(&["publish-check", &dir, "--purpose", "website"]);
+    let report = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("IMG_0001.jpg: XMP dc:description contains Brisa Quorbin's full name"),
+        "{report}"
+    );
+    assert!(
+        report.contains("IMG_0002.jpg: Coren Vesk is in the image: consent withdrawn"),
+        "{report}"
+    );
+    assert!(
+        report.contains("2 image(s) checked for website: 2 thing(s) to fix"),
+        "{report}"
+    );
+
+    let output = deployment.run(&["publish-check", &dir, "--purpose", "billboards"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("not one of the school's consent purposes"),
+        "{}",
+        text(&output)
+    );
+}

@@ -33,6 +33,7 @@ mod accounts;
 mod console;
 mod devices;
 mod events;
+pub mod governance;
 mod groups;
 pub mod incidents;
 mod monitoring;

@@ -59,6 +59,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "unblock requests",
         sql: include_str!("../migrations/0009_requests.sql"),
     },
+    Migration {
+        version: 10,
+        name: "governance records",
+        sql: include_str!("../migrations/0010_governance.sql"),
+    },
 ];
 
 /// Every migration's version, in order.

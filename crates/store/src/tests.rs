@@ -1337,5 +1337,6 @@ async fn alert_triage_needs_reasons_and_is_audited(store: Store) {
     assert!(store.verify_audit().await.unwrap().is_intact());
 }
 
+mod governance;
 mod incidents;
 mod requests;

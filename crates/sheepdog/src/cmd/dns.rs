@@ -93,20 +93,14 @@ pub async fn start_identities(
         }
     };
     let identities = Arc::new(IdentityResolver::new(map));
-    let refresher = {
-        let identities = identities.clone();
-        let every = Duration::from_secs(u64::from(config.dns.identity_refresh_secs.max(1)));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(error) = identities.refresh(&store, &default_group).await {
-                    tracing::warn!(%error, "cannot refresh the identity map; keeping the last one");
-                }
-            }
-        })
-    };
+    let every = Duration::from_secs(u64::from(config.dns.identity_refresh_secs.max(1)));
+    let refresher = super::agreements::spawn_identity_refresh(
+        identities.clone(),
+        store,
+        default_group,
+        every,
+        super::agreements::UNSIGNED_REFRESH,
+    );
     (identities, refresher)
 }
 

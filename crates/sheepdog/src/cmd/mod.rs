@@ -8,6 +8,7 @@ use anyhow::Context;
 use sheepdog_config::Config;
 use sheepdog_store::{Actor, Store, StoreOptions};
 
+pub mod agreements;
 pub mod audit;
 pub mod ca;
 pub mod check;
@@ -19,6 +20,7 @@ pub mod lists;
 pub mod monitor;
 pub mod policy;
 pub mod proxy;
+pub mod publish;
 pub mod requests;
 pub mod serve;
 
