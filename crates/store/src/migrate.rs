@@ -59,6 +59,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "unblock requests",
         sql: include_str!("../migrations/0009_requests.sql"),
     },
+    Migration {
+        version: 11,
+        name: "over-blocking report decisions",
+        sql: include_str!("../migrations/0011_filtering_changes.sql"),
+    },
 ];
 
 /// Every migration's version, in order.
