@@ -73,6 +73,22 @@ pub fn page(viewer: &Viewer, title: &str, body: &str) -> Html<String> {
             "Import a roster",
         ),
         (Permission::SeeAudit, "/audit", "Audit log"),
+        (Permission::RequestUnblock, "/requests", "Unblock requests"),
+        (
+            Permission::ChangeFiltering,
+            "/reports",
+            "Over-blocking reports",
+        ),
+        (
+            Permission::SeeFilteringChanges,
+            "/changes",
+            "Filtering changes",
+        ),
+        (
+            Permission::SeeFilteringPolicy,
+            "/policy",
+            "Filtering policy",
+        ),
     ] {
         if viewer.can_somewhere(permission) {
             links.push((href, label));

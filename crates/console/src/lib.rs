@@ -33,11 +33,13 @@ mod ingest;
 mod logs;
 mod pages;
 pub mod password;
+pub mod requests;
 pub mod roles;
 mod secrets;
 pub mod tls;
 
 pub use error::ConsoleError;
+pub use requests::Filtering;
 
 /// How sign-in sessions behave; [`ConsoleSettings::from_config`] reads them
 /// from the `[console]` section.
@@ -67,6 +69,9 @@ pub struct ConsoleState {
 struct Inner {
     store: Store,
     settings: ConsoleSettings,
+    /// The running filter, when a policy is configured (requests, the
+    /// policy document).
+    filtering: Option<Filtering>,
 }
 
 impl ConsoleSettings {
@@ -109,8 +114,28 @@ impl Default for ConsoleSettings {
 impl ConsoleState {
     pub fn new(store: Store, settings: ConsoleSettings) -> Self {
         Self {
-            inner: Arc::new(Inner { store, settings }),
+            inner: Arc::new(Inner {
+                store,
+                settings,
+                filtering: None,
+            }),
         }
+    }
+
+    /// The same console, checking requests against and applying decisions
+    /// to the running filter.
+    pub fn with_filtering(self, filtering: Filtering) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store: self.inner.store.clone(),
+                settings: self.inner.settings.clone(),
+                filtering: Some(filtering),
+            }),
+        }
+    }
+
+    pub fn filtering(&self) -> Option<&Filtering> {
+        self.inner.filtering.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -127,6 +152,7 @@ impl ConsoleState {
 pub fn router(state: ConsoleState) -> axum::Router {
     pages::routes()
         .merge(api::routes())
+        .merge(requests::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

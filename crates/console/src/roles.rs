@@ -44,6 +44,17 @@ pub enum Permission {
     /// Send text from other sources (device agents, chat exports) to
     /// monitoring through the API.
     SubmitMonitoring,
+    /// Ask for a blocked site for a lesson, and follow one's own requests.
+    RequestUnblock,
+    /// Approve or reject unblock requests (F8, F11).
+    DecideRequests,
+    /// Change filtering: over-blocking reports, exceptions, group
+    /// membership. The filtering manager's alone; every change is audited.
+    ChangeFiltering,
+    /// The change log of filtering and its export.
+    SeeFilteringChanges,
+    /// The filtering policy document (F14).
+    SeeFilteringPolicy,
 }
 
 impl Permission {
@@ -59,6 +70,11 @@ impl Permission {
         Self::SeeDashboard,
         Self::SearchLogs,
         Self::SubmitMonitoring,
+        Self::RequestUnblock,
+        Self::DecideRequests,
+        Self::ChangeFiltering,
+        Self::SeeFilteringChanges,
+        Self::SeeFilteringPolicy,
     ];
 
     /// How the permission reads in the matrix.
@@ -75,6 +91,11 @@ impl Permission {
             Self::SeeDashboard => "see the dashboard of filtering and alert counts",
             Self::SearchLogs => "search and export the filtering log (audited)",
             Self::SubmitMonitoring => "send text from other sources to monitoring",
+            Self::RequestUnblock => "ask for a blocked site for a lesson",
+            Self::DecideRequests => "approve or reject unblock requests",
+            Self::ChangeFiltering => "change filtering (over-blocking reports, exceptions)",
+            Self::SeeFilteringChanges => "read and export the filtering change log",
+            Self::SeeFilteringPolicy => "read the filtering policy document",
         }
     }
 }
@@ -134,6 +155,22 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
             Headteacher | Dsl | DeputyDsl | Technician | TrustAdministrator
         ),
         SubmitMonitoring => matches!(role, Dsl | DeputyDsl | Technician | TrustAdministrator),
+        RequestUnblock => matches!(
+            role,
+            Headteacher
+                | Dsl
+                | DeputyDsl
+                | Technician
+                | Teacher
+                | TeachingAssistant
+                | TrustAdministrator
+        ),
+        // The store's `requests::APPROVERS`.
+        DecideRequests => matches!(role, Dsl | DeputyDsl | Technician),
+        // The store's `requests::FILTERING_MANAGERS`.
+        ChangeFiltering => matches!(role, Technician | TrustAdministrator),
+        SeeFilteringChanges => matches!(role, Headteacher | Dsl | Technician | TrustAdministrator),
+        SeeFilteringPolicy => true,
     }
 }
 

@@ -23,9 +23,14 @@ pub async fn serve_console(
     listener: TcpListener,
     store: Store,
     settings: ConsoleSettings,
+    filtering: Option<sheepdog_console::Filtering>,
     tls: Option<ConsoleCertificate>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let with_filtering = |state: ConsoleState| match filtering {
+        Some(filtering) => state.with_filtering(filtering),
+        None => state,
+    };
     match tls {
         Some(certificate) => {
             let settings = ConsoleSettings {
@@ -33,11 +38,11 @@ pub async fn serve_console(
                 self_signed_certificate: certificate.self_signed,
                 ..settings
             };
-            let state = ConsoleState::new(store, settings);
+            let state = with_filtering(ConsoleState::new(store, settings));
             sheepdog_console::serve_tls(listener, certificate.config, state, shutdown).await
         }
         None => {
-            let state = ConsoleState::new(store, settings);
+            let state = with_filtering(ConsoleState::new(store, settings));
             sheepdog_console::serve(listener, state, shutdown).await
         }
     }
