@@ -1488,3 +1488,5 @@ async fn the_filtering_manager_adds_and_removes_group_members() {
     assert_eq!(denied.status, StatusCode::FORBIDDEN);
     assert!(store.group_members(group.id).await.unwrap().is_empty());
 }
+
+mod requests;
