@@ -287,3 +287,63 @@ async fn request_history_is_searchable_and_exports_csv() {
         markdown.body.contains("maps.example.org") || markdown.body.contains("volcano.example.org")
     );
 }
+
+#[tokio::test]
+async fn a_teacher_changing_a_group_is_refused_and_on_the_change_log() {
+    let f = fixture_with(ConsoleSettings::default(), false).await;
+    let group = f
+        .state
+        .store()
+        .ensure_group(
+            &Actor::system("test"),
+            f.school,
+            "4K",
+            sheepdog_store::GroupKind::Class,
+            Some("ks2"),
+        )
+        .await
+        .unwrap();
+    let teacher = account(
+        &f,
+        "teacher@wrenmoor.invalid",
+        StaffRole::Teacher,
+        Some(f.school),
+    )
+    .await;
+    let (cookie, csrf) = session(&f, teacher).await;
+    let school = f.school.to_string();
+    let pupil = f.pupil.to_string();
+    let members = f.state.store().group_members(group.id).await.unwrap();
+    let reply = post(
+        &f,
+        &format!("/groups/{}", group.id),
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("person", &pupil),
+            ("change", "remove"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        f.state.store().group_members(group.id).await.unwrap(),
+        members
+    );
+    let changes = f
+        .state
+        .store()
+        .filtering_changes(&Default::default())
+        .await
+        .unwrap();
+    let refused = changes
+        .iter()
+        .find(|c| c.action == "refused")
+        .expect("the refusal is on the change log");
+    assert_eq!(
+        refused.entity_id.as_deref(),
+        Some(format!("group:{}", group.id).as_str())
+    );
+    assert!(refused.actor.contains("teacher@wrenmoor.invalid"));
+}
