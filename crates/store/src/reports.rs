@@ -92,7 +92,7 @@ impl Store {
             let row = sqlx::query(
                 "INSERT INTO block_reports (at, reference, client, person_id, group_name, site, \
                  category, comment, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open') \
-                 RETURNING *",
+                 RETURNING id",
             )
             .bind(crate::format_time(report.at))
             .bind(cut(&report.reference, MAX_FIELD_CHARS))
@@ -104,6 +104,13 @@ impl Store {
             .bind(cut(&report.comment, MAX_COMMENT_CHARS))
             .fetch_one(&mut *write.tx)
             .await?;
+            // Not `RETURNING *`: SQLite's driver sizes that row from the
+            // table as first created, before later migrations added columns.
+            let id: i64 = row.try_get("id")?;
+            let row = sqlx::query("SELECT * FROM block_reports WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *write.tx)
+                .await?;
             let stored = report_from_row(&row)?;
             append(
                 &mut write.tx,
