@@ -260,6 +260,24 @@ impl Store {
                 Change::new("create", "unblock_request", id).after(&request),
             )
             .await?;
+            if status == RequestStatus::Pending {
+                // Approvers whose sign-in name is an email address, except
+                // the requester: the delivery task sends and retries.
+                sqlx::query(
+                    "INSERT INTO request_notices (request_id, address, next_attempt_at) \
+                     SELECT DISTINCT $1, a.username, $2 FROM accounts a \
+                     JOIN account_roles r ON r.account_id = a.id \
+                     WHERE a.disabled = 0 AND a.id <> $3 AND a.username LIKE '%@%' \
+                     AND (r.school_id IS NULL OR r.school_id = $4) \
+                     AND r.role IN ('technician', 'dsl', 'deputy_dsl')",
+                )
+                .bind(id)
+                .bind(&now)
+                .bind(account.id)
+                .bind(school_id)
+                .execute(&mut *write.tx)
+                .await?;
+            }
             Ok(request)
         }
         .await;
@@ -742,4 +760,101 @@ async fn report_in(write: &mut crate::Write, id: i64) -> Result<crate::BlockRepo
             key: id.to_string(),
         })?;
     crate::reports::report_from_row(&row)
+}
+
+/// An approver to tell of a new request, with what the email says: the
+/// site's name only, never the reason typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestNotice {
+    pub id: i64,
+    pub request_id: i64,
+    pub address: String,
+    pub attempts: i64,
+    pub reference: String,
+    /// The host name of the target (no path).
+    pub site: String,
+    pub policy_group: String,
+    pub starts_at: String,
+    pub ends_at: String,
+}
+
+impl Store {
+    /// Notices due at `now` and not yet sent, oldest first.
+    pub async fn due_request_notices(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<RequestNotice>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.request_id, n.address, n.attempts, r.reference, r.target, \
+             r.policy_group, r.starts_at, r.ends_at FROM request_notices n \
+             JOIN unblock_requests r ON r.id = n.request_id \
+             WHERE n.sent_at IS NULL AND n.next_attempt_at <= $1 ORDER BY n.id LIMIT $2",
+        )
+        .bind(format_time(now))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let target: String = row.try_get("target")?;
+                Ok(RequestNotice {
+                    id: row.try_get("id")?,
+                    request_id: row.try_get("request_id")?,
+                    address: row.try_get("address")?,
+                    attempts: row.try_get("attempts")?,
+                    reference: row.try_get("reference")?,
+                    site: target.split('/').next().unwrap_or("").to_owned(),
+                    policy_group: row.try_get("policy_group")?,
+                    starts_at: row.try_get("starts_at")?,
+                    ends_at: row.try_get("ends_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Settles a notice: sent, or failed with the error and the time of
+    /// the next attempt.
+    pub async fn settle_request_notice(
+        &self,
+        actor: &Actor,
+        id: i64,
+        outcome: Result<(), (&str, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        let mut write = self.begin_write().await?;
+        let result = async {
+            match outcome {
+                Ok(()) => {
+                    sqlx::query("UPDATE request_notices SET sent_at = $1 WHERE id = $2")
+                        .bind(crate::now())
+                        .bind(id)
+                        .execute(&mut *write.tx)
+                        .await?;
+                    append(
+                        &mut write.tx,
+                        actor,
+                        Change::new("sent", "request_notice", id),
+                    )
+                    .await?;
+                }
+                Err((error, retry_at)) => {
+                    sqlx::query(
+                        "UPDATE request_notices SET attempts = attempts + 1, last_error = $1, \
+                         next_attempt_at = $2 WHERE id = $3",
+                    )
+                    .bind(error)
+                    .bind(format_time(retry_at))
+                    .bind(id)
+                    .execute(&mut *write.tx)
+                    .await?;
+                    let mut change = Change::new("failed", "request_notice", id);
+                    change.reason = Some(error);
+                    append(&mut write.tx, actor, change).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        write.finish(result).await
+    }
 }
