@@ -126,6 +126,9 @@ pub struct SchoolConfig {
 pub struct FilteringConfig {
     /// The policy document: categories, list sources and groups.
     pub policy: PathBuf,
+    /// The longest time one unblock request may ask for, in hours (the
+    /// seed policy asks for "a clear time frame"; a lesson or a day).
+    pub request_max_hours: u32,
 }
 
 /// The filtering DNS resolver.
@@ -764,6 +767,14 @@ impl Config {
                 );
             }
         }
+        let hours = self.filtering.request_max_hours;
+        if !(1..=24 * 14).contains(&hours) {
+            return fail(
+                "filtering.request_max_hours",
+                &format!("{hours} hours is not a time frame a request can ask for"),
+                "use between 1 and 336 hours (two weeks); 8 covers a school day",
+            );
+        }
         for (key, value, least) in [
             ("proxy.max_request_line", proxy.max_request_line, 256),
             ("proxy.max_header_bytes", proxy.max_header_bytes, 1024),
@@ -1043,6 +1054,7 @@ impl Default for FilteringConfig {
     fn default() -> Self {
         Self {
             policy: PathBuf::from("policy.toml"),
+            request_max_hours: 8,
         }
     }
 }

@@ -88,6 +88,22 @@ pub fn page(viewer: &Viewer, title: &str, body: &str) -> Html<String> {
             "Image consent",
         ),
         (Permission::ManageAssets, "/governance/assets", "Assets"),
+        (Permission::RequestUnblock, "/requests", "Unblock requests"),
+        (
+            Permission::ChangeFiltering,
+            "/reports",
+            "Over-blocking reports",
+        ),
+        (
+            Permission::SeeFilteringChanges,
+            "/changes",
+            "Filtering changes",
+        ),
+        (
+            Permission::SeeFilteringPolicy,
+            "/policy",
+            "Filtering policy",
+        ),
     ] {
         if viewer.can_somewhere(permission) {
             links.push((href, label));

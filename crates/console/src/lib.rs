@@ -38,11 +38,13 @@ mod ingest;
 mod logs;
 mod pages;
 pub mod password;
+pub mod requests;
 pub mod roles;
 mod secrets;
 pub mod tls;
 
 pub use error::ConsoleError;
+pub use requests::Filtering;
 
 /// How sign-in sessions behave; [`ConsoleSettings::from_config`] reads them
 /// from the `[console]` section.
@@ -78,6 +80,9 @@ struct Inner {
     /// Seals incident evidence at rest; without it evidence cannot be
     /// uploaded or opened, and the pages say so.
     evidence_key: Option<EvidenceKey>,
+    /// The running filter, when a policy is configured (requests, the
+    /// policy document).
+    filtering: Option<Filtering>,
 }
 
 impl ConsoleSettings {
@@ -126,6 +131,7 @@ impl ConsoleState {
                 store,
                 settings,
                 evidence_key: None,
+                filtering: None,
             }),
         }
     }
@@ -137,12 +143,30 @@ impl ConsoleState {
                 store: self.inner.store.clone(),
                 settings: self.inner.settings.clone(),
                 evidence_key: Some(key),
+                filtering: self.inner.filtering.clone(),
+            }),
+        }
+    }
+
+    /// The same console, checking requests against and applying decisions
+    /// to the running filter.
+    pub fn with_filtering(self, filtering: Filtering) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store: self.inner.store.clone(),
+                settings: self.inner.settings.clone(),
+                evidence_key: self.inner.evidence_key.clone(),
+                filtering: Some(filtering),
             }),
         }
     }
 
     pub fn evidence_key(&self) -> Option<&EvidenceKey> {
         self.inner.evidence_key.as_ref()
+    }
+
+    pub fn filtering(&self) -> Option<&Filtering> {
+        self.inner.filtering.as_ref()
     }
 
     pub fn store(&self) -> &Store {
@@ -163,6 +187,7 @@ pub fn router(state: ConsoleState) -> axum::Router {
         .merge(alerts::routes())
         .merge(incidents::routes())
         .merge(governance::routes())
+        .merge(requests::routes())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,

@@ -457,7 +457,21 @@ async fn change_group_member(
     Form(form): Form<MemberForm>,
 ) -> Result<Response, ConsoleError> {
     let requested = form.school.trim().parse::<i64>().ok();
-    let school = school_for(&state, &viewer, requested, Permission::ManageGroups).await?;
+    // Membership decides filtering: a refused attempt is on the change log.
+    let school = match school_for(&state, &viewer, requested, Permission::ManageGroups).await {
+        Err(ConsoleError::Forbidden) => {
+            state
+                .store()
+                .audit_refused_change(
+                    &viewer.actor(),
+                    &format!("group:{id}"),
+                    "refused: the account's roles do not allow changing filtering",
+                )
+                .await?;
+            return Err(ConsoleError::Forbidden);
+        }
+        other => other?,
+    };
     if !state
         .store()
         .groups(school.id)

@@ -65,6 +65,17 @@ pub enum Permission {
     /// The hardware and software inventory, disposals and leavers'
     /// equipment (G7).
     ManageAssets,
+    /// Ask for a blocked site for a lesson, and follow one's own requests.
+    RequestUnblock,
+    /// Approve or reject unblock requests (F8, F11).
+    DecideRequests,
+    /// Change filtering: over-blocking reports, exceptions, group
+    /// membership. The filtering manager's alone; every change is audited.
+    ChangeFiltering,
+    /// The change log of filtering and its export.
+    SeeFilteringChanges,
+    /// The filtering policy document (F14).
+    SeeFilteringPolicy,
 }
 
 impl Permission {
@@ -87,6 +98,11 @@ impl Permission {
         Self::ManageGovernance,
         Self::SeeImageConsent,
         Self::ManageAssets,
+        Self::RequestUnblock,
+        Self::DecideRequests,
+        Self::ChangeFiltering,
+        Self::SeeFilteringChanges,
+        Self::SeeFilteringPolicy,
     ];
 
     /// How the permission reads in the matrix.
@@ -112,6 +128,11 @@ impl Permission {
             }
             Self::SeeImageConsent => "see who may appear in images",
             Self::ManageAssets => "keep the asset register",
+            Self::RequestUnblock => "ask for a blocked site for a lesson",
+            Self::DecideRequests => "approve or reject unblock requests",
+            Self::ChangeFiltering => "change filtering (over-blocking reports, exceptions)",
+            Self::SeeFilteringChanges => "read and export the filtering change log",
+            Self::SeeFilteringPolicy => "read the filtering policy document",
         }
     }
 }
@@ -201,6 +222,22 @@ pub fn grants(role: StaffRole, permission: Permission) -> bool {
                 | TrustAdministrator
         ),
         ManageAssets => matches!(role, Headteacher | Technician | Office | TrustAdministrator),
+        RequestUnblock => matches!(
+            role,
+            Headteacher
+                | Dsl
+                | DeputyDsl
+                | Technician
+                | Teacher
+                | TeachingAssistant
+                | TrustAdministrator
+        ),
+        // The store's `requests::APPROVERS`.
+        DecideRequests => matches!(role, Dsl | DeputyDsl | Technician),
+        // The store's `requests::FILTERING_MANAGERS`.
+        ChangeFiltering => matches!(role, Technician | TrustAdministrator),
+        SeeFilteringChanges => matches!(role, Headteacher | Dsl | Technician | TrustAdministrator),
+        SeeFilteringPolicy => true,
     }
 }
 

@@ -1795,3 +1795,4 @@ async fn the_office_publishes_agreements_records_signatures_and_consent() {
         md.body
     );
 }
+mod requests;

@@ -311,11 +311,89 @@ impl Delivery {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "cannot read the notification outbox"),
             }
+            match self.deliver_request_notices(&store, Utc::now()).await {
+                Ok(counts) if counts.sent + counts.failed > 0 => {
+                    tracing::info!(
+                        sent = counts.sent,
+                        failed = counts.failed,
+                        "unblock request notices to approvers"
+                    );
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "cannot read the unblock request notices"),
+            }
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(every) => {}
             }
         }
+    }
+
+    /// Tells approvers of new unblock requests by email, each notice
+    /// settled as sent or retried after the back-off. The email names the
+    /// site's domain, the group and the time frame, and links to the
+    /// queue; not the requester's reason. Without email, notices wait.
+    pub async fn deliver_request_notices(
+        &self,
+        store: &Store,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryCounts, MonitorError> {
+        let mut counts = DeliveryCounts::default();
+        let Some(email) = &self.email else {
+            return Ok(counts);
+        };
+        for notice in store.due_request_notices(now, BATCH).await? {
+            let sent = async {
+                let to: Mailbox = notice
+                    .address
+                    .parse()
+                    .map_err(|e| format!("{}: {e}", notice.address))?;
+                let body = format!(
+                    "An unblock request waits for your decision.\n\n\
+                     Reference: {}\nSite: {}\nGroup: {}\nFrom {} to {} (UTC)\n\n\
+                     Decide in sheepdog:\n{}/requests\n",
+                    notice.reference,
+                    notice.site,
+                    notice.policy_group,
+                    notice.starts_at,
+                    notice.ends_at,
+                    self.console_url
+                );
+                let message = Message::builder()
+                    .from(email.from.clone())
+                    .to(to)
+                    .subject(format!(
+                        "[sheepdog] unblock request {} for {} waits for a decision",
+                        notice.reference, notice.site
+                    ))
+                    .body(body)
+                    .map_err(|e| e.to_string())?;
+                email
+                    .transport
+                    .send(message)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match sent {
+                Ok(()) => {
+                    store
+                        .settle_request_notice(&self.actor, notice.id, Ok(()))
+                        .await?;
+                    counts.sent += 1;
+                }
+                Err(error) => {
+                    let retry_at = now + self.backoff(notice.attempts);
+                    tracing::warn!(notice = notice.id, request = %notice.reference, %error, %retry_at, "could not tell an approver of a request; will retry");
+                    store
+                        .settle_request_notice(&self.actor, notice.id, Err((&error, retry_at)))
+                        .await?;
+                    counts.failed += 1;
+                }
+            }
+        }
+        Ok(counts)
     }
 
     fn link(&self, alert_id: i64) -> String {

@@ -412,3 +412,121 @@ async fn reminders_go_out_for_overdue_training() {
     assert!(!mail.contains("Induction"), "{mail}");
     assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvers_hear_of_a_request_by_email_after_an_outage() {
+    use sheepdog_store::requests::{NewRequest, RequestCheck};
+    use sheepdog_store::{AccountRole, StaffRole};
+    ensure_aiosmtpd();
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), certified.cert.pem()).unwrap();
+    std::fs::write(
+        dir.path().join("key.pem"),
+        certified.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    let outdir = dir.path().join("mail");
+    std::fs::create_dir(&outdir).unwrap();
+    let url = format!("sqlite://{}", dir.path().join("requests.sqlite").display());
+    let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+    let actor = Actor::system("test");
+    let school = store
+        .create_school(&actor, "Larkmoor Primary", None, "Europe/London")
+        .await
+        .unwrap();
+    let mut accounts = Vec::new();
+    for (name, role) in [
+        ("teacher@larkmoor.invalid", StaffRole::Teacher),
+        ("tech@larkmoor.invalid", StaffRole::Technician),
+        ("office@larkmoor.invalid", StaffRole::Office),
+    ] {
+        accounts.push(
+            store
+                .create_account(
+                    &actor,
+                    name,
+                    "Orlan Tesk",
+                    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA",
+                    &[AccountRole {
+                        school_id: Some(school.id),
+                        role,
+                    }],
+                )
+                .await
+                .unwrap(),
+        );
+    }
+    let start = Utc::now();
+    let request = store
+        .request_unblock(
+            &accounts[0],
+            school.id,
+            &NewRequest {
+                target: "volcanoes.example.org/lesson/3".to_string(),
+                policy_group: "ks2".to_string(),
+                class_name: None,
+                reason: "A private reason the email must not carry".to_string(),
+                purpose: "Geography".to_string(),
+                starts_at: start,
+                ends_at: start + Duration::hours(1),
+            },
+            &RequestCheck::default(),
+            Duration::hours(8),
+        )
+        .await
+        .unwrap();
+
+    let port = free_port();
+    let delivery = Delivery::from_config(&NotifyConfig {
+        console_url: "https://sheepdog.larkmoor.invalid".to_string(),
+        smtp_host: "127.0.0.1".to_string(),
+        smtp_port: port,
+        smtp_ca_file: dir.path().join("cert.pem"),
+        from: "sheepdog@larkmoor.invalid".to_string(),
+        dsl_emails: vec!["dsl@larkmoor.invalid".to_string()],
+        ..NotifyConfig::default()
+    })
+    .unwrap()
+    .unwrap();
+    // The request was stored whatever the mail server does; it is down.
+    let now = Utc::now();
+    let counts = delivery.deliver_request_notices(&store, now).await.unwrap();
+    assert_eq!((counts.sent, counts.failed), (0, 1));
+    assert!(store.due_request_notices(now, 10).await.unwrap().is_empty());
+
+    let _server = start_smtp(port, dir.path(), &outdir);
+    let later = now + Duration::minutes(2);
+    let counts = delivery
+        .deliver_request_notices(&store, later)
+        .await
+        .unwrap();
+    assert_eq!((counts.sent, counts.failed), (1, 0));
+    assert_eq!(
+        delivery
+            .deliver_request_notices(&store, later)
+            .await
+            .unwrap()
+            .sent,
+        0
+    );
+    let mail = std::fs::read_to_string(outdir.join("0.eml")).unwrap();
+    assert!(mail.contains("X-Test-TLS: True"), "{mail}");
+    // Only the approver, not the requester nor the office.
+    assert!(
+        mail.contains("X-Test-To: tech@larkmoor.invalid\n")
+            || mail.contains("X-Test-To: tech@larkmoor.invalid\r\n"),
+        "{mail}"
+    );
+    assert!(mail.contains(&request.reference), "{mail}");
+    assert!(mail.contains("volcanoes.example.org"), "{mail}");
+    assert!(
+        mail.contains("https://sheepdog.larkmoor.invalid/requests"),
+        "{mail}"
+    );
+    assert!(
+        !mail.contains("private reason") && !mail.contains("/lesson/3"),
+        "{mail}"
+    );
+    assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 1);
+}

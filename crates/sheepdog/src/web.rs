@@ -24,10 +24,15 @@ pub async fn serve_console(
     listener: TcpListener,
     store: Store,
     settings: ConsoleSettings,
+    filtering: Option<sheepdog_console::Filtering>,
     tls: Option<ConsoleCertificate>,
     evidence_key: EvidenceKey,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let with_filtering = |state: ConsoleState| match filtering {
+        Some(filtering) => state.with_filtering(filtering),
+        None => state,
+    };
     match tls {
         Some(certificate) => {
             let settings = ConsoleSettings {
@@ -35,11 +40,13 @@ pub async fn serve_console(
                 self_signed_certificate: certificate.self_signed,
                 ..settings
             };
-            let state = ConsoleState::new(store, settings).with_evidence_key(evidence_key);
+            let state =
+                with_filtering(ConsoleState::new(store, settings).with_evidence_key(evidence_key));
             sheepdog_console::serve_tls(listener, certificate.config, state, shutdown).await
         }
         None => {
-            let state = ConsoleState::new(store, settings).with_evidence_key(evidence_key);
+            let state =
+                with_filtering(ConsoleState::new(store, settings).with_evidence_key(evidence_key));
             sheepdog_console::serve(listener, state, shutdown).await
         }
     }

@@ -64,6 +64,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "governance records",
         sql: include_str!("../migrations/0010_governance.sql"),
     },
+    Migration {
+        version: 11,
+        name: "over-blocking report decisions",
+        sql: include_str!("../migrations/0011_filtering_changes.sql"),
+    },
 ];
 
 /// Every migration's version, in order.

@@ -47,13 +47,20 @@ pub struct BlockReport {
     pub category: Option<String>,
     pub comment: String,
     pub status: String,
+    /// `allowed` or `kept_blocked` once a technician has decided.
+    pub resolution: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<String>,
+    pub resolution_reason: Option<String>,
+    /// The exception an "allow" made (an approved unblock request).
+    pub request_id: Option<i64>,
 }
 
 fn cut(text: &str, chars: usize) -> String {
     text.chars().take(chars).collect()
 }
 
-fn report_from_row(row: &AnyRow) -> Result<BlockReport, StoreError> {
+pub(crate) fn report_from_row(row: &AnyRow) -> Result<BlockReport, StoreError> {
     Ok(BlockReport {
         id: row.try_get("id")?,
         at: row.try_get("at")?,
@@ -65,6 +72,11 @@ fn report_from_row(row: &AnyRow) -> Result<BlockReport, StoreError> {
         category: row.try_get("category")?,
         comment: row.try_get("comment")?,
         status: row.try_get("status")?,
+        resolution: row.try_get("resolution")?,
+        resolved_by: row.try_get("resolved_by")?,
+        resolved_at: row.try_get("resolved_at")?,
+        resolution_reason: row.try_get("resolution_reason")?,
+        request_id: row.try_get("request_id")?,
     })
 }
 
@@ -80,7 +92,7 @@ impl Store {
             let row = sqlx::query(
                 "INSERT INTO block_reports (at, reference, client, person_id, group_name, site, \
                  category, comment, status) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open') \
-                 RETURNING *",
+                 RETURNING id",
             )
             .bind(crate::format_time(report.at))
             .bind(cut(&report.reference, MAX_FIELD_CHARS))
@@ -92,6 +104,13 @@ impl Store {
             .bind(cut(&report.comment, MAX_COMMENT_CHARS))
             .fetch_one(&mut *write.tx)
             .await?;
+            // Not `RETURNING *`: SQLite's driver sizes that row from the
+            // table as first created, before later migrations added columns.
+            let id: i64 = row.try_get("id")?;
+            let row = sqlx::query("SELECT * FROM block_reports WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *write.tx)
+                .await?;
             let stored = report_from_row(&row)?;
             append(
                 &mut write.tx,

@@ -260,6 +260,24 @@ impl Store {
                 Change::new("create", "unblock_request", id).after(&request),
             )
             .await?;
+            if status == RequestStatus::Pending {
+                // Approvers whose sign-in name is an email address, except
+                // the requester: the delivery task sends and retries.
+                sqlx::query(
+                    "INSERT INTO request_notices (request_id, address, next_attempt_at) \
+                     SELECT DISTINCT $1, a.username, $2 FROM accounts a \
+                     JOIN account_roles r ON r.account_id = a.id \
+                     WHERE a.disabled = 0 AND a.id <> $3 AND a.username LIKE '%@%' \
+                     AND (r.school_id IS NULL OR r.school_id = $4) \
+                     AND r.role IN ('technician', 'dsl', 'deputy_dsl')",
+                )
+                .bind(id)
+                .bind(&now)
+                .bind(account.id)
+                .bind(school_id)
+                .execute(&mut *write.tx)
+                .await?;
+            }
             Ok(request)
         }
         .await;
@@ -479,4 +497,364 @@ async fn request_in(write: &mut crate::Write, id: i64) -> Result<UnblockRequest,
             key: id.to_string(),
         })?;
     request_from_row(&row)
+}
+
+/// Who may change filtering: the filtering manager. A trust administrator
+/// holds the technician's filtering powers across the trust's schools.
+pub const FILTERING_MANAGERS: &[StaffRole] =
+    &[StaffRole::Technician, StaffRole::TrustAdministrator];
+
+/// The audit log's entities that are changes to filtering: what the change
+/// log (`Store::filtering_changes`) shows.
+pub const FILTERING_ENTITIES: &[&str] = &[
+    "unblock_request",
+    "block_report",
+    "group",
+    "device",
+    "filtering",
+];
+
+/// The longest a technician's allowance from an over-blocking report may
+/// stand: a school year, after which it is reviewed by asking again.
+pub const LONGEST_ALLOWANCE_DAYS: i64 = 366;
+
+/// What a technician decided about an over-blocking report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportDecision {
+    /// Allow the site for `policy_group` until `until`.
+    Allow {
+        policy_group: String,
+        until: DateTime<Utc>,
+    },
+    KeepBlocked,
+}
+
+/// Which changes to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeFilter {
+    /// Text in the actor, the record, the reason or the before and after.
+    pub text: Option<String>,
+    /// At or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Before this time.
+    pub until: Option<String>,
+    pub limit: i64,
+}
+
+impl Store {
+    /// Settles an over-blocking report. "Allow" writes an approved,
+    /// time-bound exception for the group (an unblock request decided by
+    /// the technician, so it reaches the running policy like any other and
+    /// lapses at its end); "keep blocked" closes the report. Both need a
+    /// reason and are audited with it. Illegal targets cannot be allowed.
+    pub async fn decide_block_report(
+        &self,
+        account: &Account,
+        school_id: i64,
+        report_id: i64,
+        decision: &ReportDecision,
+        check: &RequestCheck,
+        reason: &str,
+    ) -> Result<crate::BlockReport, StoreError> {
+        if !account.holds(school_id, FILTERING_MANAGERS) {
+            return Err(StoreError::Forbidden {
+                reason: "only the filtering manager decides over-blocking reports".to_owned(),
+            });
+        }
+        let reason = required("reason", reason)?.to_owned();
+        if let ReportDecision::Allow { until, .. } = decision {
+            if check.illegal {
+                return Err(StoreError::Forbidden {
+                    reason: format!(
+                        "{} Illegal content is blocked for everyone and cannot be allowed.",
+                        check.reason
+                    ),
+                });
+            }
+            if *until <= Utc::now() {
+                return Err(StoreError::invalid("until", "the end has already passed"));
+            }
+            if *until - Utc::now() > chrono::Duration::days(LONGEST_ALLOWANCE_DAYS) {
+                return Err(StoreError::invalid(
+                    "until",
+                    format!("an allowance stands for at most {LONGEST_ALLOWANCE_DAYS} days; review it then"),
+                ));
+            }
+        }
+        let actor = Actor::account(account.id, &account.username);
+        let mut write = self.begin_write().await?;
+        let result = async {
+            let before = report_in(&mut write, report_id).await?;
+            if before.resolution.is_some() {
+                return Err(StoreError::invalid(
+                    "report",
+                    "this report has already been decided",
+                ));
+            }
+            let now = crate::now();
+            let (resolution, request_id) = match decision {
+                ReportDecision::KeepBlocked => ("kept_blocked", None),
+                ReportDecision::Allow {
+                    policy_group,
+                    until,
+                } => {
+                    let group = required("group", policy_group)?;
+                    let prefix = format!("REQ-{}-", Utc::now().year());
+                    let count: i64 = sqlx::query(
+                        "SELECT COUNT(*) AS n FROM unblock_requests WHERE reference LIKE $1",
+                    )
+                    .bind(format!("{prefix}%"))
+                    .fetch_one(&mut *write.tx)
+                    .await?
+                    .try_get("n")?;
+                    let reference = format!("{prefix}{:04}", count + 1);
+                    let row = sqlx::query(
+                        "INSERT INTO unblock_requests (school_id, reference, requested_by, \
+                         requester_account, target, policy_group, class_name, reason, purpose, \
+                         starts_at, ends_at, status, decided_by, decided_at, comment, category, \
+                         created_at, updated_at) VALUES ($1, $2, $3, NULL, $4, $5, NULL, $6, $7, \
+                         $8, $9, 'approved', $10, $8, $6, $11, $8, $8) RETURNING id",
+                    )
+                    .bind(school_id)
+                    .bind(&reference)
+                    .bind(format!("block_report:{}", before.reference))
+                    .bind(before.site.to_lowercase())
+                    .bind(group)
+                    .bind(&reason)
+                    .bind(format!("over-blocking report {}", before.reference))
+                    .bind(&now)
+                    .bind(format_time(*until))
+                    .bind(actor.as_str())
+                    .bind(&check.category)
+                    .fetch_one(&mut *write.tx)
+                    .await?;
+                    let id: i64 = row.try_get("id")?;
+                    let request = request_in(&mut write, id).await?;
+                    let mut change =
+                        Change::new("allow_from_report", "unblock_request", id).after(&request);
+                    change.reason = Some(&reason);
+                    append(&mut write.tx, &actor, change).await?;
+                    ("allowed", Some(id))
+                }
+            };
+            sqlx::query(
+                "UPDATE block_reports SET status = 'closed', resolution = $1, resolved_by = $2, \
+                 resolved_at = $3, resolution_reason = $4, request_id = $5 WHERE id = $6",
+            )
+            .bind(resolution)
+            .bind(actor.as_str())
+            .bind(&now)
+            .bind(&reason)
+            .bind(request_id)
+            .bind(report_id)
+            .execute(&mut *write.tx)
+            .await?;
+            let after = report_in(&mut write, report_id).await?;
+            let mut change = Change::new(
+                if request_id.is_some() {
+                    "allow"
+                } else {
+                    "keep_blocked"
+                },
+                "block_report",
+                report_id,
+            )
+            .before(&before)
+            .after(&after);
+            change.reason = Some(&reason);
+            append(&mut write.tx, &actor, change).await?;
+            Ok(after)
+        }
+        .await;
+        write.finish(result).await
+    }
+
+    /// Records that `actor` tried to change filtering without the
+    /// filtering manager's role: the attempt is refused and kept.
+    pub async fn audit_refused_change(
+        &self,
+        actor: &Actor,
+        what: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let mut change = Change::new("refused", "filtering", what);
+        change.reason = Some(reason);
+        self.audit_only(actor, change).await
+    }
+
+    /// Changes to filtering, newest first: request decisions, exceptions,
+    /// report decisions, group membership, devices (the address a device
+    /// is on decides its group) and refused attempts, each with who, when,
+    /// before, after and the reason, straight from the audit log.
+    pub async fn filtering_changes(
+        &self,
+        filter: &ChangeFilter,
+    ) -> Result<Vec<crate::AuditEntry>, StoreError> {
+        let entities = FILTERING_ENTITIES
+            .iter()
+            .map(|e| format!("'{e}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let text = filter
+            .text
+            .as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| format!("%{}%", t.to_lowercase()))
+            .unwrap_or_default();
+        // Views are not changes.
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM audit_log WHERE entity IN ({entities}) AND action <> 'view' \
+             AND ($1 = '' OR LOWER(actor) LIKE $1 OR LOWER(COALESCE(reason, '')) LIKE $1 \
+             OR LOWER(COALESCE(before_state, '')) LIKE $1 OR LOWER(COALESCE(after_state, '')) LIKE $1) \
+             AND ($2 = '' OR at >= $2) AND ($3 = '' OR at < $3) ORDER BY seq DESC LIMIT $4"
+        ))
+        .bind(text)
+        .bind(filter.since.clone().unwrap_or_default())
+        .bind(filter.until.clone().unwrap_or_default())
+        .bind(if filter.limit > 0 { filter.limit } else { 500 })
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(crate::AuditEntry::from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// One unblock request by id, for someone who may see it: an approver
+    /// of its school or the requester.
+    pub async fn unblock_request(
+        &self,
+        account: &Account,
+        id: i64,
+    ) -> Result<UnblockRequest, StoreError> {
+        let row = sqlx::query("SELECT * FROM unblock_requests WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                entity: "unblock request",
+                key: id.to_string(),
+            })?;
+        let request = request_from_row(&row)?;
+        if account.holds(request.school_id, APPROVERS)
+            || request.requester_account == Some(account.id)
+        {
+            Ok(request)
+        } else {
+            Err(StoreError::NotFound {
+                entity: "unblock request",
+                key: id.to_string(),
+            })
+        }
+    }
+}
+
+async fn report_in(write: &mut crate::Write, id: i64) -> Result<crate::BlockReport, StoreError> {
+    let row = sqlx::query("SELECT * FROM block_reports WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *write.tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            entity: "block report",
+            key: id.to_string(),
+        })?;
+    crate::reports::report_from_row(&row)
+}
+
+/// An approver to tell of a new request, with what the email says: the
+/// site's name only, never the reason typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestNotice {
+    pub id: i64,
+    pub request_id: i64,
+    pub address: String,
+    pub attempts: i64,
+    pub reference: String,
+    /// The host name of the target (no path).
+    pub site: String,
+    pub policy_group: String,
+    pub starts_at: String,
+    pub ends_at: String,
+}
+
+impl Store {
+    /// Notices due at `now` and not yet sent, oldest first.
+    pub async fn due_request_notices(
+        &self,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<RequestNotice>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.request_id, n.address, n.attempts, r.reference, r.target, \
+             r.policy_group, r.starts_at, r.ends_at FROM request_notices n \
+             JOIN unblock_requests r ON r.id = n.request_id \
+             WHERE n.sent_at IS NULL AND n.next_attempt_at <= $1 ORDER BY n.id LIMIT $2",
+        )
+        .bind(format_time(now))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let target: String = row.try_get("target")?;
+                Ok(RequestNotice {
+                    id: row.try_get("id")?,
+                    request_id: row.try_get("request_id")?,
+                    address: row.try_get("address")?,
+                    attempts: row.try_get("attempts")?,
+                    reference: row.try_get("reference")?,
+                    site: target.split('/').next().unwrap_or("").to_owned(),
+                    policy_group: row.try_get("policy_group")?,
+                    starts_at: row.try_get("starts_at")?,
+                    ends_at: row.try_get("ends_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Settles a notice: sent, or failed with the error and the time of
+    /// the next attempt.
+    pub async fn settle_request_notice(
+        &self,
+        actor: &Actor,
+        id: i64,
+        outcome: Result<(), (&str, DateTime<Utc>)>,
+    ) -> Result<(), StoreError> {
+        let mut write = self.begin_write().await?;
+        let result = async {
+            match outcome {
+                Ok(()) => {
+                    sqlx::query("UPDATE request_notices SET sent_at = $1 WHERE id = $2")
+                        .bind(crate::now())
+                        .bind(id)
+                        .execute(&mut *write.tx)
+                        .await?;
+                    append(
+                        &mut write.tx,
+                        actor,
+                        Change::new("sent", "request_notice", id),
+                    )
+                    .await?;
+                }
+                Err((error, retry_at)) => {
+                    sqlx::query(
+                        "UPDATE request_notices SET attempts = attempts + 1, last_error = $1, \
+                         next_attempt_at = $2 WHERE id = $3",
+                    )
+                    .bind(error)
+                    .bind(format_time(retry_at))
+                    .bind(id)
+                    .execute(&mut *write.tx)
+                    .await?;
+                    let mut change = Change::new("failed", "request_notice", id);
+                    change.reason = Some(error);
+                    append(&mut write.tx, actor, change).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        write.finish(result).await
+    }
 }

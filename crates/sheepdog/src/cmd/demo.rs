@@ -200,6 +200,7 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
     println!("Press Ctrl-C to stop.");
 
     let label = serve::school_label(&store).await?;
+    let filtering = super::requests::console_filtering(&config, engine.clone())?;
     serve::run_servers(
         &config,
         store,
@@ -207,6 +208,7 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
         proxy,
         console,
         Some(metrics),
+        Some(filtering),
         label,
         super::shutdown_signal(),
     )

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sheepdog_policy::{Action, Engine, ExceptionDef, PolicyDocument};
+use sheepdog_policy::{Engine, PolicyDocument};
 use sheepdog_store::requests::ApprovedException;
 use sheepdog_store::Store;
 
@@ -47,25 +47,22 @@ pub fn spawn_exception_refresh(
     })
 }
 
-/// Approved requests as the policy's exceptions, with the group each is for.
-pub fn as_exceptions(approved: &[ApprovedException]) -> Vec<(String, ExceptionDef)> {
-    approved
-        .iter()
-        .map(|a| {
-            (
-                a.policy_group.clone(),
-                ExceptionDef {
-                    target: a.target.clone(),
-                    action: Action::Allow,
-                    start: a.starts_at,
-                    end: a.ends_at,
-                    reason: format!("{}: {}", a.reference, a.reason),
-                    requested_by: Some(a.requested_by.clone()),
-                    approved_by: Some(a.approved_by.clone()),
-                },
-            )
-        })
-        .collect()
+/// Approved requests as the policy's exceptions (the console's, so that
+/// its immediate apply and this refresh build the same policy).
+pub use sheepdog_console::requests::as_exceptions;
+
+/// What the console needs of the running filter: the engine, the policy
+/// file as loaded, and the longest time frame a request may ask for.
+pub fn console_filtering(
+    config: &sheepdog_config::Config,
+    engine: Arc<Engine>,
+) -> anyhow::Result<sheepdog_console::Filtering> {
+    let doc = PolicyDocument::load(&config.filtering.policy)?;
+    Ok(sheepdog_console::Filtering::new(
+        engine,
+        doc,
+        chrono::Duration::hours(i64::from(config.filtering.request_max_hours)),
+    ))
 }
 
 /// Recompiles the policy with `approved` as exceptions; false when it

@@ -56,6 +56,10 @@ pub async fn run(
         None => None,
     };
     let proxy = start_proxy(&config, &store, engine.as_ref(), dns.as_ref()).await?;
+    let filtering = match &engine {
+        Some(engine) => Some(super::requests::console_filtering(&config, engine.clone())?),
+        None => None,
+    };
     run_servers(
         &config,
         store,
@@ -63,6 +67,7 @@ pub async fn run(
         proxy,
         console,
         metrics,
+        filtering,
         label,
         super::shutdown_signal(),
     )
@@ -154,6 +159,7 @@ pub async fn run_servers(
     proxy: Option<super::proxy::ProxyRuntime>,
     console: TcpListener,
     metrics: Option<TcpListener>,
+    filtering: Option<sheepdog_console::Filtering>,
     label: String,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -171,6 +177,7 @@ pub async fn run_servers(
         console,
         store.clone(),
         settings,
+        filtering,
         tls,
         web::evidence_key(&config.data_dir)?,
         until_stopped(stopped.clone()),

@@ -17,6 +17,7 @@ use crate::{Account, AuditEntry, Store, StoreError};
 /// The key evidence is sealed with. The binary keeps it in a file of its
 /// own (mode 0600) beside, not inside, the database, so a copy of the
 /// database alone does not reveal evidence.
+#[derive(Clone)]
 pub struct EvidenceKey([u8; 32]);
 
 impl EvidenceKey {
