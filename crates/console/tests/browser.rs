@@ -13,12 +13,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use sheepdog_console::{ConsoleSettings, ConsoleState};
 use sheepdog_roster::synthetic::SchoolSpec;
 use sheepdog_store::{
@@ -30,48 +31,6 @@ const USERNAME: &str = "dsl@fernhallow.invalid";
 const PASSWORD: &str = "umber kettle lantern orchard";
 /// Blocked visits to the gambling site seeded into the log.
 const BLOCKED_BETS: usize = 12;
-
-/// chromedriver, stopped when the test ends however it ends.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn on_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    names.iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn artefacts_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
-    let dir = target.join("browser-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn screenshot(client: &Client, dir: &Path, name: &str) {
-    let png = client.screenshot().await.unwrap();
-    std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
-}
 
 /// A synthetic school with its pupils, a DSL account and a day of decisions.
 async fn school(dir: &Path) -> (Store, usize) {
@@ -235,19 +194,6 @@ async fn sign_in_with_password(client: &Client, base: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dsl_signs_in_with_totp_searches_the_log_and_exports_it() {
-    if std::env::var("SHEEPDOG_TEST_BROWSER").as_deref() == Ok("skip") {
-        eprintln!("SHEEPDOG_TEST_BROWSER=skip: the browser test is not run");
-        return;
-    }
-    let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"]).unwrap_or_else(|| {
-        panic!("Chromium is not installed: install Debian's `chromium` (scripts/test does), or set SHEEPDOG_TEST_BROWSER=skip")
-    });
-    let chromedriver = on_path(&["chromedriver"]).unwrap_or_else(|| {
-        panic!("chromedriver is not installed: install Debian's `chromium-driver` (scripts/test does), or set SHEEPDOG_TEST_BROWSER=skip")
-    });
-    let artefacts = artefacts_dir();
-    eprintln!("browser test screenshots: {}", artefacts.display());
-
     let dir = tempfile::tempdir().unwrap();
     let (store, blocked) = school(dir.path()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -259,44 +205,20 @@ async fn dsl_signs_in_with_totp_searches_the_log_and_exports_it() {
         let _ = stopped.await;
     }));
 
-    let port = free_port();
-    let _driver = Driver(
-        Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let webdriver = format!("http://127.0.0.1:{port}");
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_string(),
-        serde_json::json!({
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1400", "--lang=en-GB"],
-        }),
-    );
-    let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
-    builder.capabilities(capabilities);
-    let mut client = None;
-    for _ in 0..100 {
-        match builder.connect(&webdriver).await {
-            Ok(connected) => {
-                client = Some(connected);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let client = client.expect("chromedriver did not start within ten seconds");
+    let Some(common::Browser {
+        client,
+        driver: _driver,
+        artefacts,
+    }) = common::start().await
+    else {
+        return;
+    };
 
     // First sign-in: the DSL's role requires two-factor authentication,
     // so the account enrols with a code from the key the page shows.
     sign_in_with_password(&client, &base).await;
     assert_eq!(path(&client).await, "/two-factor/enrol");
-    screenshot(&client, &artefacts, "01-enrol").await;
+    common::screenshot(&client, &artefacts, "01-enrol").await;
     let secret: String = client
         .find(Locator::Css(".secret strong"))
         .await
@@ -317,7 +239,7 @@ async fn dsl_signs_in_with_totp_searches_the_log_and_exports_it() {
         .await
         .unwrap();
     assert!(recovery.contains("recovery codes"), "{recovery}");
-    screenshot(&client, &artefacts, "02-recovery-codes").await;
+    common::screenshot(&client, &artefacts, "02-recovery-codes").await;
     press(&client, Locator::LinkText("Continue to the console")).await;
     assert_eq!(path(&client).await, "/");
     submit(&client, "form[action='/sign-out']").await;
@@ -362,7 +284,7 @@ async fn dsl_signs_in_with_totp_searches_the_log_and_exports_it() {
         summary.starts_with(&format!("{blocked} blocked and {} allowed", 200 - blocked)),
         "{summary}"
     );
-    screenshot(&client, &artefacts, "03-dashboard").await;
+    common::screenshot(&client, &artefacts, "03-dashboard").await;
     client
         .find(Locator::Css("#range"))
         .await
@@ -409,7 +331,7 @@ async fn dsl_signs_in_with_totp_searches_the_log_and_exports_it() {
             "{text}"
         );
     }
-    screenshot(&client, &artefacts, "04-log-search").await;
+    common::screenshot(&client, &artefacts, "04-log-search").await;
 
     // Its CSV export, fetched by the signed-in browser from the page's link.
     let link = client
@@ -475,7 +397,7 @@ async fn dsl_signs_in_with_totp_searches_the_log_and_exports_it() {
         assert_eq!(value.as_deref(), Some(typed), "{field}");
     }
     assert!(client.find(Locator::Css("main table")).await.is_err());
-    screenshot(&client, &artefacts, "06-log-search-refused").await;
+    common::screenshot(&client, &artefacts, "06-log-search-refused").await;
 
     client.close().await.unwrap();
     let searches = store

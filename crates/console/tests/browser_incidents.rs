@@ -12,12 +12,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use sheepdog_console::{ConsoleSettings, ConsoleState};
 use sheepdog_store::incidents::{
     About, EvidenceKey, IllegalKind, Involved, InvolvedRole, NewIncident, RetentionPolicy, Urgency,
@@ -30,47 +31,6 @@ const PASSWORD: &str = "umber kettle lantern orchard";
 const TEACHER: &str = "teacher@fernhallow.invalid";
 const DSL: &str = "dsl@fernhallow.invalid";
 const HEAD: &str = "head@fernhallow.invalid";
-
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn on_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    names.iter().find_map(|name| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    })
-}
-
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn artefacts_dir() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"),
-        PathBuf::from,
-    );
-    let dir = target.join("browser-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-async fn screenshot(client: &Client, dir: &Path, name: &str) {
-    let png = client.screenshot().await.unwrap();
-    std::fs::write(dir.join(format!("incidents-{name}.png")), png).unwrap();
-}
 
 struct School {
     store: Store,
@@ -216,19 +176,6 @@ async fn shown(client: &Client, css: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staff_log_a_concern_hide_the_screen_and_the_dsl_follows_the_flowchart() {
-    if std::env::var("SHEEPDOG_TEST_BROWSER").as_deref() == Ok("skip") {
-        eprintln!("SHEEPDOG_TEST_BROWSER=skip: the browser test is not run");
-        return;
-    }
-    let chromium = on_path(&["chromium", "chromium-browser", "google-chrome"]).unwrap_or_else(|| {
-        panic!("Chromium is not installed: install Debian's `chromium` (scripts/test does), or set SHEEPDOG_TEST_BROWSER=skip")
-    });
-    let chromedriver = on_path(&["chromedriver"]).unwrap_or_else(|| {
-        panic!("chromedriver is not installed: install Debian's `chromium-driver` (scripts/test does), or set SHEEPDOG_TEST_BROWSER=skip")
-    });
-    let artefacts = artefacts_dir();
-    eprintln!("browser test screenshots: {}", artefacts.display());
-
     let dir = tempfile::tempdir().unwrap();
     let s = school(dir.path()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -247,38 +194,14 @@ async fn staff_log_a_concern_hide_the_screen_and_the_dsl_follows_the_flowchart()
         let _ = stopped.await;
     }));
 
-    let port = free_port();
-    let _driver = Driver(
-        Command::new(&chromedriver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let webdriver = format!("http://127.0.0.1:{port}");
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".to_string(),
-        serde_json::json!({
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1400", "--lang=en-GB"],
-        }),
-    );
-    let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
-    builder.capabilities(capabilities);
-    let mut client = None;
-    for _ in 0..100 {
-        match builder.connect(&webdriver).await {
-            Ok(connected) => {
-                client = Some(connected);
-                break;
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    let client = client.expect("chromedriver did not start within ten seconds");
+    let Some(common::Browser {
+        client,
+        driver: _driver,
+        artefacts,
+    }) = common::start().await
+    else {
+        return;
+    };
 
     // A teacher starts a concern from the navigation.
     sign_in(&client, &base, TEACHER).await;
@@ -300,7 +223,7 @@ async fn staff_log_a_concern_hide_the_screen_and_the_dsl_follows_the_flowchart()
     fill(&client, "#occurred", &yesterday).await;
     fill(&client, "#device", "HALL-PC-01").await;
     choose(&client, "#urgency", "immediate").await;
-    screenshot(&client, &artefacts, "01-concern-form").await;
+    common::screenshot(&client, &artefacts, "incidents-01-concern-form").await;
 
     // Someone walks past: the page turns into a timetable at once, with
     // nothing of the concern visible, and comes back as it was.
@@ -324,7 +247,7 @@ async fn staff_log_a_concern_hide_the_screen_and_the_dsl_follows_the_flowchart()
         .unwrap();
     assert!(!visible.contains("unknown adult"), "{visible}");
     assert!(!visible.contains("concern"), "{visible}");
-    screenshot(&client, &artefacts, "02-hidden").await;
+    common::screenshot(&client, &artefacts, "incidents-02-hidden").await;
     client
         .find(Locator::Id("unhide"))
         .await
@@ -354,7 +277,7 @@ async fn staff_log_a_concern_hide_the_screen_and_the_dsl_follows_the_flowchart()
         .await
         .unwrap();
     assert!(reference.starts_with("INC-"), "{reference}");
-    screenshot(&client, &artefacts, "03-receipt").await;
+    common::screenshot(&client, &artefacts, "incidents-03-receipt").await;
     client.goto(&format!("{base}/incidents/1")).await.unwrap();
     assert!(main_text(&client).await.contains("Not allowed"));
     client.goto(&format!("{base}/")).await.unwrap();
@@ -404,7 +327,7 @@ async fn staff_log_a_concern_hide_the_screen_and_the_dsl_follows_the_flowchart()
     )
     .await;
     choose(&client, "#action", "local_authority").await;
-    screenshot(&client, &artefacts, "04-review-form").await;
+    common::screenshot(&client, &artefacts, "incidents-04-review-form").await;
     submit(&client, "form.review").await;
     let page = main_text(&client).await;
     assert!(
@@ -412,7 +335,7 @@ async fn staff_log_a_concern_hide_the_screen_and_the_dsl_follows_the_flowchart()
         "{page}"
     );
     assert!(page.contains("OFFICE-PC-02"));
-    screenshot(&client, &artefacts, "05-reviewed").await;
+    common::screenshot(&client, &artefacts, "incidents-05-reviewed").await;
 
     // Closed with the debrief.
     fill(&client, "#outcome", "Referred to children's social care").await;
@@ -489,7 +412,7 @@ async fn staff_log_a_concern_hide_the_screen_and_the_dsl_follows_the_flowchart()
         .await
         .unwrap();
     assert!(problem.contains("no images may be uploaded"), "{problem}");
-    screenshot(&client, &artefacts, "06-image-refused").await;
+    common::screenshot(&client, &artefacts, "incidents-06-image-refused").await;
 
     client.close().await.unwrap();
     let _ = stop.send(());
