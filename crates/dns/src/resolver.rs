@@ -23,6 +23,10 @@ use crate::upstream::{AllUpstreamsFailed, Upstreams, UPSTREAM_PAYLOAD};
 /// The Firefox canary: NXDOMAIN for it tells Firefox not to switch on DNS
 /// over HTTPS by itself, which would bypass the filter (F5).
 pub const DOH_CANARY: &str = "use-application-dns.net";
+/// The names Apple devices look up before using iCloud Private Relay; a
+/// negative answer tells them the network does not allow it, and they say
+/// so to the user rather than bypassing the filter silently.
+pub const PRIVATE_RELAY: [&str; 2] = ["mask.icloud.com", "mask-h2.icloud.com"];
 /// The largest UDP answer sheepdog sends, whatever a client advertises.
 const MAX_UDP_PAYLOAD: u16 = 4096;
 /// CNAME chains longer than this are not followed further for checking.
@@ -252,6 +256,21 @@ impl Resolver {
         }
 
         let policy = self.engine.current();
+        if PRIVATE_RELAY.contains(&name.as_str())
+            && !policy
+                .group(&identity.group)
+                .is_some_and(|g| g.allow_private_relay)
+        {
+            metrics::counter!("sheepdog_dns_private_relay_total").increment(1);
+            let outcome = Outcome {
+                action: "block",
+                category: Some("private_relay".to_string()),
+                rule: Some("iCloud Private Relay is not allowed for this group".to_string()),
+                group: Some(identity.group.to_string()),
+                ..Outcome::default()
+            };
+            return (Answer::code(ResponseCode::NXDomain), outcome, name);
+        }
         let q = sheepdog_policy::Query {
             group: &identity.group,
             target: Target::Name(&name),

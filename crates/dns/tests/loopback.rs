@@ -45,6 +45,7 @@ malware = "block"
 [[groups]]
 name = "ks2"
 default = "allow"
+allow_private_relay = true
 [groups.categories]
 malware = "block"
 [groups.safe_search]
@@ -556,5 +557,27 @@ async fn dns_over_tls_upstreams_are_verified_before_they_are_used() {
     let h = harness(vec![wrong], |dns| dns.upstream_roots = ca.clone()).await;
     let out = dig_async(h.addr, &["www.example.test", "A"]).await;
     assert!(out.contains("status: SERVFAIL"), "{out}");
+    drop(upstream);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_relay_is_refused_unless_the_group_allows_it() {
+    let upstream = UnboundUpstream::start();
+    let mut h = harness(vec![local(upstream.port)], |_| {}).await;
+    for name in ["mask.icloud.com", "mask-h2.icloud.com"] {
+        let out = dig_async(h.addr, &[name, "A"]).await;
+        assert!(out.contains("status: NXDOMAIN"), "{out}");
+        let event = next_event(&mut h.events).await;
+        assert_eq!(
+            (event.action.as_str(), event.category.as_deref()),
+            ("block", Some("private_relay")),
+            "{event:?}"
+        );
+    }
+    // The ks2 group allows it: the question goes upstream like any other.
+    let _ = dig_async(h.addr, &["-b", "127.0.0.2", "mask.icloud.com", "A"]).await;
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "allow", "{event:?}");
+    assert_eq!(event.category, None);
     drop(upstream);
 }

@@ -81,6 +81,8 @@ pub struct Group {
     pub default: Action,
     /// Safe search settings.
     pub safe_search: SafeSearch,
+    /// Whether Apple's iCloud Private Relay may be used.
+    pub allow_private_relay: bool,
     pub(crate) category_actions: Vec<Option<Action>>,
     pub(crate) local_names: FastMap<LocalEntry>,
     pub(crate) local_urls: Vec<(UrlKey, LocalEntry)>,
@@ -445,6 +447,7 @@ fn compile_group(
         name: Arc::from(def.name.as_str()),
         default: def.default,
         safe_search: def.safe_search,
+        allow_private_relay: def.allow_private_relay,
         category_actions,
         local_names,
         local_urls,

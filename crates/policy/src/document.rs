@@ -169,6 +169,11 @@ pub struct GroupDef {
     /// Safe search settings (enforced by the DNS server and proxy).
     #[serde(default)]
     pub safe_search: SafeSearch,
+    /// Whether Apple's iCloud Private Relay may be used. Off by default:
+    /// relayed traffic passes the filter unseen, so the DNS server tells
+    /// Apple devices the network does not allow it (F5).
+    #[serde(default)]
+    pub allow_private_relay: bool,
     /// Rules that switch actions while a schedule is active.
     #[serde(default)]
     pub schedule: Vec<ScheduleRuleDef>,

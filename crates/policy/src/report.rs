@@ -211,6 +211,15 @@ fn group_section(
     if !group.allow.is_empty() || !group.deny.is_empty() {
         local_lists(out, &group.allow, &group.deny);
     }
+    let _ = writeln!(
+        out,
+        "Apple iCloud Private Relay: {}.\n",
+        if group.allow_private_relay {
+            "allowed (relayed traffic is not filtered)"
+        } else {
+            "not allowed on this network (Apple devices are told so)"
+        }
+    );
     let s = &group.safe_search;
     let youtube = match s.youtube {
         YoutubeMode::Off => "not restricted",
