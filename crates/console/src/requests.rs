@@ -1202,11 +1202,7 @@ async fn policy_markdown(
 // ---- the JSON API ----
 
 fn api_error(error: ConsoleError) -> Response {
-    (
-        error.status(),
-        Json(json!({ "error": error.public_message() })),
-    )
-        .into_response()
+    crate::api::ApiError(error).into_response()
 }
 
 fn api_result(result: Result<Response, ConsoleError>) -> Response {

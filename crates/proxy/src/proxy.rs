@@ -345,19 +345,10 @@ impl Proxy {
         }
         let authority = Authority { host, port };
         let started = Instant::now();
-        let dialled = match original {
-            Some(original) => {
-                tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(original))
-                    .await
-            }
-            None => {
-                tokio::time::timeout(
-                    self.settings.connect_timeout,
-                    TcpStream::connect(authority.dial()),
-                )
-                .await
-            }
-        };
+        // The address the device meant when redirected; the name otherwise.
+        let target = original.map_or_else(|| authority.dial(), |o| o.to_string());
+        let dialled =
+            tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(target)).await;
         let upstream = match dialled {
             Ok(Ok(stream)) if stream.peer_addr().ok() != Some(local) => stream,
             _ => {
