@@ -194,6 +194,16 @@ fn main() {
     measure("normalise only, 64 KiB pages", &pages, |t| {
         normalise(t).as_str().len() & 1
     });
+    let reused = std::cell::RefCell::new(sheepdog_monitor::Normalised::default());
+    measure(
+        "normalise only (buffer reused), 64 KiB pages",
+        &pages,
+        |t| {
+            let mut out = reused.borrow_mut();
+            sheepdog_monitor::normalise_into(t, &mut out);
+            out.as_str().len() & 1
+        },
+    );
     measure("normalise+match, 64 KiB pages", &pages, |t| {
         matcher.scan(t).len()
     });

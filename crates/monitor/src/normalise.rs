@@ -41,8 +41,7 @@ use std::ops::Range;
 #[derive(Debug, Clone, Default)]
 pub struct Normalised {
     text: Vec<u8>,
-    starts: Vec<u32>,
-    ends: Vec<u32>,
+    spans: Spans,
     /// A letter repeated three or more times in a row appeared.
     stretched: bool,
     /// Three or more one-character words in a row appeared.
@@ -76,8 +75,8 @@ impl Normalised {
         if range.start >= range.end || range.end > self.text.len() {
             return 0..0;
         }
-        let start = self.starts[range.start] as usize;
-        let end = self.ends[range.end - 1] as usize;
+        let start = self.spans.of(range.start).0 as usize;
+        let end = self.spans.of(range.end - 1).1 as usize;
         start..end.max(start)
     }
 
@@ -94,8 +93,7 @@ impl Normalised {
     fn with_capacity(capacity: usize) -> Self {
         Self {
             text: Vec::with_capacity(capacity),
-            starts: Vec::with_capacity(capacity),
-            ends: Vec::with_capacity(capacity),
+            spans: Spans::default(),
             stretched: false,
             spelled_out: false,
             soft_spaces: Vec::new(),
@@ -106,8 +104,7 @@ impl Normalised {
     /// Empties the text for reuse, keeping its allocations.
     fn clear(&mut self) {
         self.text.clear();
-        self.starts.clear();
-        self.ends.clear();
+        self.spans.marks.clear();
         self.stretched = false;
         self.spelled_out = false;
         self.soft_spaces.clear();
@@ -116,9 +113,13 @@ impl Normalised {
 
     #[inline]
     fn push(&mut self, byte: u8, start: u32, end: u32) {
+        self.spans.note(self.text.len() as u32, start, end);
         self.text.push(byte);
-        self.starts.push(start);
-        self.ends.push(end);
+    }
+
+    /// The original span of normalised byte `at`.
+    fn span(&self, at: usize) -> (u32, u32) {
+        self.spans.of(at)
     }
 
     /// The squeezed view: every run of one ASCII letter becomes one letter.
@@ -128,13 +129,11 @@ impl Normalised {
         let mut view = Self::with_capacity(self.text.len());
         let mut long_run = Vec::with_capacity(self.text.len());
         let mut run = 0usize;
-        for (i, &byte) in self.text.iter().enumerate() {
+        for (&byte, (start, end)) in self.text.iter().zip(self.spans.iter()) {
             let repeat = byte.is_ascii_lowercase() && view.text.last() == Some(&byte);
             if repeat {
                 run += 1;
-                if let Some(end) = view.ends.last_mut() {
-                    *end = self.ends[i];
-                }
+                view.spans.stretch_last(view.text.len() as u32, end);
                 if run >= 3 {
                     if let Some(flag) = long_run.last_mut() {
                         *flag = true;
@@ -142,7 +141,7 @@ impl Normalised {
                 }
             } else {
                 run = 1;
-                view.push(byte, self.starts[i], self.ends[i]);
+                view.push(byte, start, end);
                 long_run.push(false);
             }
         }
@@ -192,7 +191,11 @@ impl Normalised {
             }
             self.join_words(from.max(1), to, &mut view, &mut leading);
         }
-        let end = self.ends.last().copied().unwrap_or(0);
+        let end = self
+            .text
+            .len()
+            .checked_sub(1)
+            .map_or(0, |last| self.span(last).1);
         if view.text.last() != Some(&b' ') || view.text.len() == 1 {
             view.push(b' ', end, end);
         }
@@ -216,6 +219,14 @@ impl Normalised {
             tokens.push(start..i);
         }
         let single = |r: &Range<usize>| one_char(&self.text[r.clone()]);
+        // The spans of the window in order, without a search per byte.
+        let base = from.saturating_sub(1);
+        let spans: Vec<(u32, u32)> = self.spans.iter_from(base).take(to - base).collect();
+        let span = |at: usize| {
+            at.checked_sub(base)
+                .and_then(|k| spans.get(k).copied())
+                .unwrap_or_else(|| self.span(at))
+        };
         let soft = |space: usize| {
             u32::try_from(space).is_ok_and(|space| self.soft_spaces.binary_search(&space).is_ok())
         };
@@ -233,10 +244,12 @@ impl Normalised {
                 let space = token.start - 1;
                 let first = k == t;
                 if (first && !*leading) || (!first && punctuated && !soft(space)) {
-                    view.push(b' ', self.starts[space], self.ends[space]);
+                    let (start, end) = span(space);
+                    view.push(b' ', start, end);
                 }
                 for b in token.clone() {
-                    view.push(self.text[b], self.starts[b], self.ends[b]);
+                    let (start, end) = span(b);
+                    view.push(self.text[b], start, end);
                 }
             }
             *leading = false;
@@ -245,11 +258,131 @@ impl Normalised {
     }
 }
 
+/// The original span of every normalised byte, kept sparsely: most
+/// normalised bytes stand for the next byte of the original, so one mark
+/// covers a whole run of them, and a new mark is written only where that
+/// stops being true (a collapsed separator, a dropped character, a letter
+/// decoded from several bytes). Two `u32` per byte of text cost more to
+/// write than the rest of normalisation.
+#[derive(Debug, Clone, Default)]
+struct Spans {
+    /// In increasing order of `at`; the byte at `i` belongs to the last
+    /// mark with `at <= i`.
+    marks: Vec<Mark>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Mark {
+    /// The first normalised byte the mark covers.
+    at: u32,
+    start: u32,
+    /// `None`: byte `at + k` stands for original byte `start + k` alone.
+    /// `Some(end)`: every byte of the mark stands for `start..end`.
+    end: Option<u32>,
+}
+
+impl Spans {
+    /// Records that normalised byte `at` (the next one) came from
+    /// `start..end`.
+    #[inline]
+    fn note(&mut self, at: u32, start: u32, end: u32) {
+        if let Some(last) = self.marks.last() {
+            let continues = match last.end {
+                None => end == start + 1 && start.wrapping_sub(last.start) == at - last.at,
+                Some(last_end) => last.start == start && last_end == end,
+            };
+            if continues {
+                return;
+            }
+        }
+        let end = (end != start + 1).then_some(end);
+        self.marks.push(Mark { at, start, end });
+    }
+
+    /// Records that the `len` normalised bytes from `at` each came from
+    /// the original byte in the same place from `start`.
+    #[inline]
+    fn note_run(&mut self, at: u32, start: u32, len: u32) {
+        if len > 0 {
+            self.note(at, start, start + 1);
+        }
+    }
+
+    /// Widens the span of the last normalised byte, `len - 1`, to end at
+    /// `end`.
+    fn stretch_last(&mut self, len: u32, end: u32) {
+        let Some(at) = len.checked_sub(1) else {
+            return;
+        };
+        let (start, _) = self.of(at as usize);
+        match self.marks.last_mut() {
+            Some(last) if last.at == at => {
+                last.start = start;
+                last.end = Some(end);
+            }
+            _ => self.marks.push(Mark {
+                at,
+                start,
+                end: Some(end),
+            }),
+        }
+    }
+
+    /// Forgets every byte from `len` on.
+    fn truncate(&mut self, len: u32) {
+        while self.marks.last().is_some_and(|m| m.at >= len) {
+            self.marks.pop();
+        }
+    }
+
+    /// The original span of normalised byte `at`.
+    fn of(&self, at: usize) -> (u32, u32) {
+        let at = u32::try_from(at).unwrap_or(u32::MAX);
+        let index = self.marks.partition_point(|m| m.at <= at);
+        let Some(mark) = index.checked_sub(1).and_then(|i| self.marks.get(i)) else {
+            return (0, 0);
+        };
+        Self::within(mark, at)
+    }
+
+    fn within(mark: &Mark, at: u32) -> (u32, u32) {
+        match mark.end {
+            None => {
+                let start = mark.start + (at - mark.at);
+                (start, start + 1)
+            }
+            Some(end) => (mark.start, end),
+        }
+    }
+
+    /// The span of every byte in order, without searching; endless, so
+    /// callers zip it with the text.
+    fn iter(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.iter_from(0)
+    }
+
+    /// The span of every byte from `from` on, in order.
+    fn iter_from(&self, from: usize) -> impl Iterator<Item = (u32, u32)> + '_ {
+        let from = u32::try_from(from).unwrap_or(u32::MAX);
+        let mut next = self.marks.partition_point(|m| m.at <= from);
+        (from..).map(move |at| {
+            while self.marks.get(next).is_some_and(|m| m.at <= at) {
+                next += 1;
+            }
+            next.checked_sub(1)
+                .and_then(|i| self.marks.get(i))
+                .map_or((0, 0), |mark| Self::within(mark, at))
+        })
+    }
+}
+
 /// Whether `token` (whole UTF-8 characters) is one character.
 fn one_char(token: &[u8]) -> bool {
     match token.len() {
         0 => false,
         1 => true,
+        // A word starting with an ASCII byte has a second character.
+        2..=4 if token[0] < 0x80 => false,
         2..=4 => std::str::from_utf8(token).is_ok_and(|s| s.chars().nth(1).is_none()),
         _ => false,
     }
@@ -369,8 +502,6 @@ impl Builder {
     fn new(mut out: Normalised, capacity: usize) -> Self {
         out.clear();
         out.text.reserve(capacity + 2);
-        out.starts.reserve(capacity + 2);
-        out.ends.reserve(capacity + 2);
         out.push(b' ', 0, 0);
         Self {
             out,
@@ -386,26 +517,27 @@ impl Builder {
     /// as [`Builder::ascii`] on each letter.
     fn letters(&mut self, letters: &[u8], start: u32) {
         let out = &mut self.out;
-        let mut prev = out.text.last().copied();
+        let at = out.text.len();
+        out.spans.note_run(at as u32, start, letters.len() as u32);
+        // Lower-casing first, in one pass the compiler can vectorise, and
+        // looking for stretched letters in a second, pays less than
+        // pushing byte by byte.
+        out.text.extend(letters.iter().map(|&b| b | 0x20));
+        let mut prev = match at.checked_sub(1) {
+            Some(last) if self.run > 0 => out.text[last],
+            _ => 0,
+        };
         let mut run = self.run;
-        out.text.reserve(letters.len());
-        for &byte in letters {
-            let lower = byte | 0x20;
-            if prev == Some(lower) {
-                run += 1;
-                if run >= 3 {
-                    out.stretched = true;
-                }
-            } else {
-                run = 1;
-            }
-            prev = Some(lower);
-            out.text.push(lower);
+        let mut longest = 0;
+        for &byte in &out.text[at..] {
+            run = if byte == prev { run + 1 } else { 1 };
+            prev = byte;
+            longest = longest.max(run);
+        }
+        if longest >= 3 {
+            out.stretched = true;
         }
         self.run = run;
-        let end = start + letters.len() as u32;
-        out.starts.extend(start..end);
-        out.ends.extend(start + 1..=end);
     }
 
     #[inline]
@@ -435,7 +567,7 @@ impl Builder {
 
     /// A character that separates words; `soft` when it is punctuation
     /// rather than whitespace.
-    #[inline]
+    #[inline(always)]
     fn separator(&mut self, soft: bool, start: u32, end: u32) {
         self.run = 0;
         self.end_token();
@@ -559,6 +691,19 @@ impl Builder {
             self.truncate(start);
             return;
         };
+        let untouched = first == 0 && last + 1 == token.len();
+        if untouched && !has_letter && !token.iter().any(|&b| is_symbol(b)) {
+            // A number (`2026`): nothing to map and nothing to drop.
+            return;
+        }
+        if untouched && has_letter {
+            // Leetspeak mapped in place: every byte keeps its span.
+            for b in &mut self.out.text[start..] {
+                *b = leet(*b).unwrap_or(*b);
+            }
+            self.mark_stretched(start);
+            return;
+        }
         let mut kept: Vec<(u8, u32, u32)> = Vec::with_capacity(last + 1 - first);
         for i in start + first..=start + last {
             let b = self.out.text[i];
@@ -569,30 +714,34 @@ impl Builder {
             } else {
                 b
             };
-            kept.push((mapped, self.out.starts[i], self.out.ends[i]));
+            let (start, end) = self.out.span(i);
+            kept.push((mapped, start, end));
         }
         self.truncate(start);
         for (b, s, e) in kept {
             self.out.push(b, s, e);
         }
         if has_letter {
-            // The mapped letters may form stretched runs of their own.
-            let mut run = 0;
-            let mut prev = 0;
-            for &b in &self.out.text[start..] {
-                run = if b == prev { run + 1 } else { 1 };
-                prev = b;
-                if run >= 3 && b.is_ascii_lowercase() {
-                    self.out.stretched = true;
-                }
+            self.mark_stretched(start);
+        }
+    }
+
+    /// Letters mapped from leetspeak may form stretched runs of their own.
+    fn mark_stretched(&mut self, start: usize) {
+        let mut run = 0;
+        let mut prev = 0;
+        for &b in &self.out.text[start..] {
+            run = if b == prev { run + 1 } else { 1 };
+            prev = b;
+            if run >= 3 && b.is_ascii_lowercase() {
+                self.out.stretched = true;
             }
         }
     }
 
     fn truncate(&mut self, len: usize) {
         self.out.text.truncate(len);
-        self.out.starts.truncate(len);
-        self.out.ends.truncate(len);
+        self.out.spans.truncate(len as u32);
     }
 
     fn finish(mut self, end: u32) -> Normalised {
@@ -639,10 +788,7 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
     while i < bytes.len() {
         let byte = bytes[i];
         if byte.is_ascii_alphabetic() {
-            let run = bytes[i..]
-                .iter()
-                .position(|b| !b.is_ascii_alphabetic())
-                .unwrap_or(bytes.len() - i);
+            let run = letter_run(&bytes[i..]);
             builder.letters(&bytes[i..i + run], i as u32);
             i += run;
             continue;
@@ -668,6 +814,35 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
         }
     }
     *out = builder.finish(bytes.len() as u32);
+}
+
+/// How many ASCII letters `bytes` starts with, eight bytes at a time:
+/// words are short, so finding the first byte that is not a letter in a
+/// word-sized load ends most words in one step.
+fn letter_run(bytes: &[u8]) -> usize {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut n = 0;
+    while let Some(chunk) = bytes.get(n..n + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        // Folded to lower case and with the top bit cleared, each byte is
+        // at most 0x7f, so the additions below never carry into the next
+        // byte: the top bit of `x + 0x1f` is set when x >= 'a', and of
+        // `x + 0x05` when x > 'z'.
+        let x = (w | 0x20 * LOW) & !HIGH;
+        let letters = (x + 0x1f * LOW) & !(x + 0x05 * LOW) & !w & HIGH;
+        let others = !letters & HIGH;
+        if others != 0 {
+            return n + (others.trailing_zeros() / 8) as usize;
+        }
+        n += 8;
+    }
+    n + bytes[n..]
+        .iter()
+        .position(|b| !b.is_ascii_alphabetic())
+        .unwrap_or(bytes.len() - n)
 }
 
 /// The normaliser without its fast path for runs of letters: one byte at a
@@ -707,11 +882,10 @@ pub(crate) fn normalise_bytewise(input: &str) -> Normalised {
 impl Normalised {
     /// Everything but the allocations, for comparing two normalisations.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn parts(&self) -> (&[u8], &[u32], &[u32], bool, bool, &[u32]) {
+    pub(crate) fn parts(&self) -> (&[u8], Vec<(u32, u32)>, bool, bool, &[u32]) {
         (
             &self.text,
-            &self.starts,
-            &self.ends,
+            self.spans.iter().take(self.text.len()).collect(),
             self.stretched,
             self.spelled_out,
             &self.soft_spaces,
@@ -798,6 +972,39 @@ mod tests {
 
     fn norm(s: &str) -> String {
         normalise(s).as_str().to_string()
+    }
+
+    #[test]
+    fn letter_runs_end_at_the_first_byte_that_is_not_a_letter() {
+        for text in [
+            "",
+            "a",
+            "abcdefgh",
+            "abcdefghi",
+            "abc def",
+            "ABCxyz@[`{",
+            "żółw",
+            "abcdefgh1",
+        ] {
+            let bytes = text.as_bytes();
+            let expected = bytes
+                .iter()
+                .position(|b| !b.is_ascii_alphabetic())
+                .unwrap_or(bytes.len());
+            assert_eq!(letter_run(bytes), expected, "{text:?}");
+        }
+        for byte in 0..=255u8 {
+            let mut bytes = *b"abcdefghijklmnop";
+            for at in [0, 3, 7, 8, 12] {
+                bytes[at] = byte;
+                let expected = bytes
+                    .iter()
+                    .position(|b| !b.is_ascii_alphabetic())
+                    .unwrap_or(bytes.len());
+                assert_eq!(letter_run(&bytes), expected, "{byte:#x} at {at}");
+                bytes[at] = b'q';
+            }
+        }
     }
 
     #[test]
