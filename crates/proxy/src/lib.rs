@@ -35,6 +35,7 @@ pub mod request;
 pub mod search;
 pub mod server;
 pub mod sni;
+pub mod splice;
 pub mod transparent;
 
 pub use auth::{Authenticator, ProxyUser, Verification};

@@ -37,6 +37,22 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// The path the block page's report form posts to.
 pub const REPORT_PATH: &str = "/sheepdog/report";
+/// The client side of a tunnel: a plain socket is carried with splice(2),
+/// anything else (a connection hyper keeps wrapped) by copying.
+pub(crate) trait TunnelClient: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl TunnelClient for TcpStream {
+    fn socket(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl TunnelClient for TokioIo<hyper::upgrade::Upgraded> {}
+
 /// Each direction's copy buffer in a CONNECT tunnel.
 const TUNNEL_BUFFER: usize = 64 * 1024;
 /// The largest report form accepted.
@@ -857,8 +873,26 @@ impl Proxy {
             upstream_ms,
             at,
         };
-        self.carry(client, first, server_name, upstream, link, decided)
-            .await;
+        // The socket under the upgrade, when hyper gives it back, lets an
+        // uninspected tunnel be carried with splice(2); bytes hyper had
+        // read past the CONNECT head come first.
+        match client
+            .into_inner()
+            .downcast::<TokioIo<crate::server::Watched>>()
+        {
+            Ok(parts) => {
+                let mut first = first;
+                first.extend_from_slice(&parts.read_buf);
+                let socket = parts.io.into_inner().inner;
+                self.carry(socket, first, server_name, upstream, link, decided)
+                    .await;
+            }
+            Err(upgraded) => {
+                let client = TokioIo::new(upgraded);
+                self.carry(client, first, server_name, upstream, link, decided)
+                    .await;
+            }
+        }
     }
 
     /// The rest of an allowed tunnel: inspected when the server name is
@@ -872,7 +906,7 @@ impl Proxy {
         link: Link,
         decided: Decided,
     ) where
-        C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        C: TunnelClient,
     {
         use tokio::io::AsyncWriteExt;
         if let (Some(inspection), Some(name)) = (&self.inspection, &server_name) {
@@ -898,16 +932,20 @@ impl Proxy {
         if upstream.write_all(&first).await.is_err() {
             return;
         }
-        // Larger buffers than tokio's 8 KiB default: a bulk download moves
-        // in fewer, larger reads and writes.
-        match tokio::io::copy_bidirectional_with_sizes(
-            &mut client,
-            &mut upstream,
-            TUNNEL_BUFFER,
-            TUNNEL_BUFFER,
-        )
-        .await
-        {
+        let carried = if let Some(socket) = client.socket() {
+            crate::splice::splice_bidirectional(socket, &upstream).await
+        } else {
+            // Larger buffers than tokio's 8 KiB default: a bulk download
+            // moves in fewer, larger reads and writes.
+            tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut upstream,
+                TUNNEL_BUFFER,
+                TUNNEL_BUFFER,
+            )
+            .await
+        };
+        match carried {
             Ok((up, down)) => {
                 metrics::counter!("sheepdog_proxy_tunnel_bytes_total", "direction" => "up")
                     .increment(up + first.len() as u64);

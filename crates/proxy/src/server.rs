@@ -223,8 +223,8 @@ fn split_handle(stream: TcpStream) -> std::io::Result<(TcpStream, std::net::TcpS
 /// The client connection, noting whether part of a request head has
 /// arrived since the last response was written (so an idle keep-alive
 /// connection is closed quietly, and a slow request gets 408).
-struct Watched {
-    inner: TcpStream,
+pub(crate) struct Watched {
+    pub(crate) inner: TcpStream,
     partial: Arc<AtomicBool>,
 }
 

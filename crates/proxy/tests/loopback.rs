@@ -417,6 +417,50 @@ async fn staff_get_request_access_and_search_terms_are_captured() {
     h.server.take().unwrap().stop().await;
 }
 
+/// Megabytes both ways through an uninspected tunnel (carried with
+/// splice(2)), with bytes sent straight after the CONNECT head in the same
+/// write, and the client's end of sending passed on to the origin and the
+/// origin's back to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_carry_megabytes_and_pass_the_end_on() {
+    let mut h = harness(|_| {}).await;
+    let payload: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let target = h.echo.to_string();
+    let mut stream = TcpStream::connect(h.addr).await.unwrap();
+    let mut first = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").into_bytes();
+    first.extend_from_slice(&payload[..1000]);
+    stream.write_all(&first).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let rest = payload[1000..].to_vec();
+    let sender = tokio::spawn(async move {
+        writer.write_all(&rest).await.unwrap();
+        writer.shutdown().await.unwrap();
+        writer
+    });
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), reader.read_to_end(&mut received))
+        .await
+        .expect("the tunnel passed the end on")
+        .unwrap();
+    let _writer = sender.await.unwrap();
+    let head_end = received
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("an answer head")
+        + 4;
+    assert!(received.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(received.len() - head_end, payload.len());
+    assert!(
+        received[head_end..] == payload[..],
+        "bytes changed in the tunnel"
+    );
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "allow");
+    h.server.take().unwrap().stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_tunnels_carry_bytes_and_blocks_end_them() {
     let mut h = harness(|_| {}).await;
