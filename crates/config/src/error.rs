@@ -154,6 +154,7 @@ fn fix_for(key: &str, message: &str) -> String {
         "block_page_url" => "use an http:// or https:// URL such as \"http://10.0.0.5:3128\", or \"\" for the default",
         "max_request_line" | "max_header_bytes" | "max_headers" => "use a whole number without quotes, for example 8192",
         "header_timeout_ms" | "connect_timeout_ms" | "client_hello_timeout_ms" => "use a whole number of milliseconds without quotes, for example 10000",
+        "warning_minutes" => "use a whole number of minutes without quotes, for example 60",
         "young_groups" | "staff_groups" => "use a list of policy group names such as [\"ks1\", \"ks2\"]",
         "console_url" => "use the console's address as staff reach it, an http:// or https:// URL such as \"https://sheepdog.school.example\", or \"\" for the default",
         "smtp_host" => "use the mail server's name, for example \"smtp.school.example\", or \"\" for no email",

@@ -210,6 +210,9 @@ pub struct ProxyConfig {
     /// How long a tunnel waits for the client's TLS ClientHello before it
     /// decides on the CONNECT host alone.
     pub client_hello_timeout_ms: u32,
+    /// How long, after someone chooses to continue past a warning, the
+    /// warned site stays open to them on that device.
+    pub warning_minutes: u32,
     /// Policy groups whose block page is worded for young pupils.
     pub young_groups: Vec<String>,
     /// Policy groups whose block page is worded for staff (and offers
@@ -786,6 +789,7 @@ impl Config {
                 proxy.client_hello_timeout_ms,
                 100,
             ),
+            ("proxy.warning_minutes", proxy.warning_minutes, 1),
         ] {
             if value < least {
                 return fail(
@@ -896,6 +900,7 @@ impl Default for ProxyConfig {
             header_timeout_ms: 10_000,
             connect_timeout_ms: 5000,
             client_hello_timeout_ms: 5000,
+            warning_minutes: 60,
             young_groups: vec![
                 "early_years".to_string(),
                 "ks1".to_string(),

@@ -831,7 +831,7 @@ fn letter_run(bytes: &[u8]) -> usize {
         // at most 0x7f, so the additions below never carry into the next
         // byte: the top bit of `x + 0x1f` is set when x >= 'a', and of
         // `x + 0x05` when x > 'z'.
-        let x = (w | 0x20 * LOW) & !HIGH;
+        let x = (w | (0x20 * LOW)) & !HIGH;
         let letters = (x + 0x1f * LOW) & !(x + 0x05 * LOW) & !w & HIGH;
         let others = !letters & HIGH;
         if others != 0 {

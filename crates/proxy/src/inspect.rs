@@ -125,6 +125,13 @@ impl Inspection {
             || policy.snapshot().host_has_url_rules(&host)
     }
 
+    /// Whether `host` may be inspected at all (`never_inspect` wins), so
+    /// that a warned site can show its warning page inside the tunnel.
+    pub fn may_inspect(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        !self.never.iter().any(|d| covers(d, &host))
+    }
+
     /// The origin's name for certificate verification.
     pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, InspectError> {
         ServerName::try_from(host.to_string())

@@ -37,6 +37,7 @@ pub mod server;
 pub mod sni;
 pub mod splice;
 pub mod transparent;
+pub mod warning;
 
 pub use auth::{Authenticator, ProxyUser, Verification};
 pub use ca::CertificateAuthority;

@@ -189,7 +189,71 @@ impl BlockPage<'_> {
     }
 }
 
-/// The page after a report is sent.
+/// The page for a site in a "warn" category: the facts, and a link that
+/// goes on to the site.
+#[derive(Debug)]
+pub struct WarningPage<'a> {
+    pub audience: Audience,
+    pub site: &'a str,
+    pub category: Option<&'a str>,
+    pub local_time: String,
+    pub reference: &'a str,
+    /// The site's URL with its "continue" token.
+    pub continue_to: &'a str,
+    /// How long the site then stays open.
+    pub minutes: u64,
+}
+
+impl WarningPage<'_> {
+    pub fn render(&self) -> String {
+        let (title, intro) = match self.audience {
+            Audience::YoungPupil => (
+                "Stop and think",
+                "This site might not be right for you. If you are not sure, ask your teacher \
+                 before you go on.",
+            ),
+            Audience::OlderPupil => (
+                "Think before you continue",
+                "The school's filter warns about this kind of site. You can continue, and the \
+                 school's filtering and monitoring can see that you did.",
+            ),
+            Audience::Staff => (
+                "The web filter warns about this site",
+                "Your group is warned, not blocked, for this kind of site. Continuing is \
+                 recorded in the filtering log.",
+            ),
+        };
+        let mut body = String::new();
+        let _ = write!(
+            body,
+            "<h1>{}</h1>\n<p>{}</p>\n<dl>\n",
+            escape(title),
+            escape(intro)
+        );
+        let facts = [
+            ("Site", Some(self.site)),
+            ("Category", self.category),
+            ("Time", Some(self.local_time.as_str())),
+            ("Reference", Some(self.reference)),
+        ];
+        for (label, value) in facts {
+            if let Some(value) = value {
+                let _ = writeln!(body, "<dt>{label}</dt><dd>{}</dd>", escape(value));
+            }
+        }
+        body.push_str("</dl>\n");
+        let _ = writeln!(
+            body,
+            "<p><a class=\"button\" href=\"{}\">Continue to the site</a></p>\n\
+             <p>After you continue, this site stays open on this device for {} minutes.</p>",
+            escape(self.continue_to),
+            self.minutes
+        );
+        document(title, &body)
+    }
+}
+
+/// The page after a report is sent./// The page after a report is sent.
 pub fn report_received(reference: &str, stored: bool) -> String {
     let text = if stored {
         format!(

@@ -27,10 +27,11 @@ use tokio::net::TcpStream;
 
 use crate::auth::{Authentication, Authenticator, Refusal};
 use crate::inspect::{Inspection, Replay};
-use crate::page::{self, Audience, BlockPage};
+use crate::page::{self, Audience, BlockPage, WarningPage};
 use crate::request::{parse_authority, Authority};
 use crate::search::{self, search_term};
 use crate::sni::{self, Hello};
+use crate::warning::{self, Warnings};
 
 /// The body of every response the proxy sends.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -70,6 +71,8 @@ pub struct ProxySettings {
     pub header_timeout: Duration,
     pub connect_timeout: Duration,
     pub client_hello_timeout: Duration,
+    /// How long a site stays open after its warning was acknowledged.
+    pub warning_lasts: Duration,
     pub young_groups: Vec<String>,
     pub staff_groups: Vec<String>,
 }
@@ -97,6 +100,7 @@ impl ProxySettings {
             header_timeout: Duration::from_millis(u64::from(proxy.header_timeout_ms)),
             connect_timeout: Duration::from_millis(u64::from(proxy.connect_timeout_ms)),
             client_hello_timeout: Duration::from_millis(u64::from(proxy.client_hello_timeout_ms)),
+            warning_lasts: Duration::from_secs(60 * u64::from(proxy.warning_minutes)),
             young_groups: proxy.young_groups.clone(),
             staff_groups: proxy.staff_groups.clone(),
         }
@@ -124,6 +128,8 @@ pub struct Proxy {
     client: Client<HttpConnector, Incoming>,
     inspection: Option<Arc<Inspection>>,
     authentication: Option<Authentication>,
+    /// `None` only if no key could be made; warnings then stay blocks.
+    warnings: Option<Warnings>,
 }
 
 /// The event fields a decision fills in.
@@ -184,6 +190,9 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
+        let warnings = Warnings::new(settings.warning_lasts)
+            .inspect_err(|_| tracing::error!("no key for warning pages: warnings stay blocks"))
+            .ok();
         Self {
             engine,
             identities,
@@ -193,6 +202,7 @@ impl Proxy {
             client,
             inspection: None,
             authentication: None,
+            warnings,
         }
     }
 
@@ -353,7 +363,7 @@ impl Proxy {
         let at = Utc::now();
         let policy = self.engine.current();
         let outcome = self.decide(&policy, &identity, Target::Name(&host), at);
-        if outcome.blocked() {
+        if outcome.blocked() && !self.warns_inside(&outcome, &host) {
             let event = self.event(peer, &identity, host, outcome, None, None, at);
             count_block(&event, "sni");
             self.send(event);
@@ -645,10 +655,24 @@ impl Proxy {
             .map_or("/", |p| p.as_str())
             .to_string();
         let url = format!("http://{}{path}", authority.url_host(80));
+        if let Some(answer) = self.continue_link(&url, &authority.host, peer.ip()) {
+            return Ok(answer);
+        }
         let at = Utc::now();
         let policy = self.engine.current();
-        let outcome = self.decide(&policy, &identity, Target::Url(&url), at);
+        let mut outcome = self.decide(&policy, &identity, Target::Url(&url), at);
         let search = search_term(&url).map(|s| s.term);
+        if outcome.action == "warn" {
+            if self.heeded(&mut outcome, peer.ip(), &authority.host) {
+                // Acknowledged: carried on below like any allowed request.
+            } else {
+                let event = self.event(peer, &identity, url.clone(), outcome, None, search, at);
+                let response =
+                    self.warning_page(&policy, &event, &authority.host, peer.ip(), local);
+                self.send(event);
+                return Ok(response);
+            }
+        }
         if outcome.blocked() {
             let reason = outcome.reason.clone();
             let event = self.event(peer, &identity, url.clone(), outcome, None, search, at);
@@ -713,7 +737,7 @@ impl Proxy {
         let at = Utc::now();
         let policy = self.engine.current();
         let outcome = self.decide(&policy, &identity, Target::Name(&authority.host), at);
-        if outcome.blocked() {
+        if outcome.blocked() && !self.warns_inside(&outcome, &authority.host) {
             let message = blocked_text(&authority.host, &outcome);
             let event = self.event(
                 peer,
@@ -843,7 +867,7 @@ impl Proxy {
                 let policy = self.engine.current();
                 let by_name = self.decide(&policy, &identity, Target::Name(name), at);
                 target = name.clone();
-                if by_name.blocked() {
+                if by_name.blocked() && !self.warns_inside(&by_name, name) {
                     let mut by_name = by_name;
                     by_name.rule = Some(format!(
                         "{} (TLS server name {name} in a CONNECT to {})",
@@ -910,7 +934,8 @@ impl Proxy {
     {
         use tokio::io::AsyncWriteExt;
         if let (Some(inspection), Some(name)) = (&self.inspection, &server_name) {
-            if inspection.wants(name, &self.engine.current()) {
+            let warned = decided.outcome.action == "warn" && inspection.may_inspect(name);
+            if warned || inspection.wants(name, &self.engine.current()) {
                 metrics::counter!("sheepdog_proxy_inspected_total").increment(1);
                 let inspection = inspection.clone();
                 let name = name.clone();
@@ -927,8 +952,16 @@ impl Proxy {
             upstream_ms,
             at,
         } = decided;
+        let warned = outcome.action == "warn";
         let event = self.event(peer, &link.identity, target, outcome, upstream_ms, None, at);
         self.send(event);
+        if warned {
+            // A warning needs a page, and a page needs the tunnel
+            // inspected; without a server name to inspect under, it stays
+            // a block.
+            let _ = client.shutdown().await;
+            return;
+        }
         if upstream.write_all(&first).await.is_err() {
             return;
         }
@@ -1042,11 +1075,21 @@ impl Proxy {
             });
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let url = format!("https://{}{path}", site.url_host(443));
+        if let Some(answer) = self.continue_link(&url, &site.host, link.peer.ip()) {
+            return answer;
+        }
         let at = Utc::now();
         let identity = &link.identity;
         let policy = self.engine.current();
-        let outcome = self.decide(&policy, identity, Target::Url(&url), at);
+        let mut outcome = self.decide(&policy, identity, Target::Url(&url), at);
         let search = search_term(&url).map(|s| s.term);
+        if outcome.action == "warn" && !self.heeded(&mut outcome, link.peer.ip(), &site.host) {
+            let event = self.event(link.peer, identity, url, outcome, None, search, at);
+            let response =
+                self.warning_page(&policy, &event, &site.host, link.peer.ip(), link.local);
+            self.send(event);
+            return response;
+        }
         if outcome.blocked() {
             let reason = outcome.reason.clone();
             let event = self.event(link.peer, identity, url, outcome, None, search, at);
@@ -1087,6 +1130,96 @@ impl Proxy {
         let upstream_ms = u32::try_from(elapsed.as_millis()).ok();
         let event = self.event(link.peer, identity, url, outcome, upstream_ms, search, at);
         self.send(event);
+        response
+    }
+
+    /// Whether a warned tunnel can go ahead to show its warning page
+    /// inside (when TLS inspection is on and the host may be inspected).
+    fn warns_inside(&self, outcome: &Outcome, host: &str) -> bool {
+        outcome.action == "warn"
+            && self.warnings.is_some()
+            && self
+                .inspection
+                .as_ref()
+                .is_some_and(|i| i.may_inspect(host))
+    }
+
+    /// A followed "continue" link: the acknowledgement is recorded and the
+    /// browser sent on to the URL without the token. A wrong or stale
+    /// token just loses the parameter, and the next request is decided as
+    /// usual.
+    fn continue_link(&self, url: &str, host: &str, client: IpAddr) -> Option<Response<Body>> {
+        let (url, token) = warning::take_continue(url)?;
+        let warnings = self.warnings.as_ref()?;
+        if warnings.acknowledge(client, host, &token) {
+            metrics::counter!("sheepdog_proxy_warnings_continued_total").increment(1);
+        }
+        let mut response = Response::new(empty());
+        *response.status_mut() = StatusCode::SEE_OTHER;
+        let location = HeaderValue::from_str(&url).ok()?;
+        response.headers_mut().insert(header::LOCATION, location);
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Some(response)
+    }
+
+    /// Whether a warned request goes ahead because its client continued
+    /// past the warning lately; if so the outcome says so.
+    fn heeded(&self, outcome: &mut Outcome, client: IpAddr, host: &str) -> bool {
+        let acknowledged = self
+            .warnings
+            .as_ref()
+            .is_some_and(|w| w.acknowledged(client, host));
+        if acknowledged {
+            outcome.action = "allow";
+            outcome.rule = Some(format!(
+                "{} (warning acknowledged)",
+                outcome.rule.as_deref().unwrap_or(host)
+            ));
+        }
+        acknowledged
+    }
+
+    /// The warning page: why the site needs a second thought, and a link
+    /// that goes on to it.
+    fn warning_page(
+        &self,
+        policy: &CompiledPolicy,
+        event: &DecisionEvent,
+        host: &str,
+        client: IpAddr,
+        local: SocketAddr,
+    ) -> Response<Body> {
+        let Some(warnings) = &self.warnings else {
+            return self.block_page(policy, event, "", local);
+        };
+        let group = event.group.clone().unwrap_or_default();
+        let audience = Audience::of_group(
+            &group,
+            &self.settings.young_groups,
+            &self.settings.staff_groups,
+        );
+        let local_time = event
+            .at
+            .with_timezone(&policy.time_zone())
+            .format("%-d %B %Y, %H:%M:%S")
+            .to_string();
+        let continue_to = warning::with_continue(&event.target, &warnings.token(client, host));
+        let body = WarningPage {
+            audience,
+            site: &event.target,
+            category: event.category.as_deref(),
+            local_time,
+            reference: &page::reference(event),
+            continue_to: &continue_to,
+            minutes: self.settings.warning_lasts.as_secs() / 60,
+        }
+        .render();
+        let mut response = html(StatusCode::OK, body);
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }
 

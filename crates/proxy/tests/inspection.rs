@@ -46,6 +46,27 @@ default = "allow"
 gambling = "block"
 "#;
 
+/// A policy that warns about the origin's whole host.
+const WARNING_POLICY: &str = r#"
+fallback_group = "guest"
+
+[school]
+name = "Inspection Academy"
+time_zone = "Europe/London"
+
+[[lists]]
+name = "forums"
+source = "forums.txt"
+format = "domains"
+category = "social"
+
+[[groups]]
+name = "guest"
+default = "allow"
+[groups.categories]
+social = "warn"
+"#;
+
 /// A real HTTPS origin for `localhost`, its certificate issued by an
 /// authority of its own (as a public CA would); returns its address and
 /// that authority's PEM.
@@ -115,9 +136,20 @@ struct Harness {
 /// The proxy with inspection; `trust_origin` decides whether the origin's
 /// authority is among the proxy's upstream roots.
 async fn harness(inspect: &[&str], never: &[&str], trust_origin: bool) -> Harness {
+    harness_with(POLICY, inspect, never, trust_origin).await
+}
+
+/// The same, with another policy.
+async fn harness_with(
+    policy: &str,
+    inspect: &[&str],
+    never: &[&str],
+    trust_origin: bool,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("urls.txt"), "localhost/forbidden\n").unwrap();
-    let doc = PolicyDocument::from_toml(POLICY).unwrap();
+    std::fs::write(dir.path().join("forums.txt"), "localhost\n").unwrap();
+    let doc = PolicyDocument::from_toml(policy).unwrap();
     let (snapshot, _) = build_snapshot(&doc, dir.path(), None).unwrap();
     let engine = Arc::new(Engine::new(
         CompiledPolicy::compile(&doc, Arc::new(snapshot)).unwrap(),
@@ -282,4 +314,53 @@ async fn a_device_without_the_school_certificate_cannot_be_read() {
     // certificate and refuses it (exit 60): nothing is read silently.
     let (exit, _, _) = curl(h.proxy, &h.origin_ca, format!("https://localhost:{port}/")).await;
     assert_eq!(exit, 60);
+}
+
+/// A warned HTTPS site: the tunnel is inspected so that the warning page
+/// can be shown, and continuing opens the site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warned_https_site_shows_its_warning_inside_the_tunnel() {
+    let mut h = harness_with(WARNING_POLICY, &[], &[], true).await;
+    let port = h.origin.port();
+    let url = format!("https://localhost:{port}/forum/thread-12");
+
+    let (exit, status, body) = curl(h.proxy, &h.school_ca, url.clone()).await;
+    assert_eq!((exit, status), (0, 200), "{body}");
+    assert!(body.contains("Continue to the site"), "{body}");
+    assert_eq!(next_event(&mut h.events).await.action, "warn");
+    let link = body
+        .split("href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .replace("&amp;", "&");
+    assert!(link.starts_with(&url), "{link}");
+
+    let (exit, status, _) = curl(h.proxy, &h.school_ca, link).await;
+    assert_eq!((exit, status), (0, 303));
+    let (exit, status, body) = curl(h.proxy, &h.school_ca, url).await;
+    assert_eq!((exit, status), (0, 200), "{body}");
+    assert_eq!(body, "secure origin saw /forum/thread-12\n");
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "allow");
+    assert!(event
+        .rule
+        .unwrap_or_default()
+        .contains("warning acknowledged"));
+}
+
+/// Without inspection a warned HTTPS site cannot show a page, so it stays
+/// blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warned_https_site_that_may_not_be_inspected_stays_blocked() {
+    let mut h = harness_with(WARNING_POLICY, &[], &["localhost"], true).await;
+    let port = h.origin.port();
+    let (exit, status, _) = curl(
+        h.proxy,
+        &h.school_ca,
+        format!("https://localhost:{port}/forum"),
+    )
+    .await;
+    assert_ne!((exit, status), (0, 200));
+    assert_eq!(next_event(&mut h.events).await.action, "warn");
 }

@@ -65,6 +65,12 @@ name = "staff"
 default = "allow"
 [groups.categories]
 gambling = "block"
+
+[[groups]]
+name = "sixth_form"
+default = "warn"
+[groups.categories]
+gambling = "block"
 "#;
 
 /// A program from PATH, installed from Debian's packages if absent.
@@ -101,7 +107,8 @@ struct Harness {
 }
 
 /// The proxy on 127.0.0.1 with the test policy; 127.0.0.1 is a KS2 laptop
-/// and 127.0.0.3 a member of staff's.
+/// 127.0.0.3 a member of staff's and 127.0.0.4 a sixth former's (whose
+/// group is warned, not blocked, about anything not listed).
 async fn harness(tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("casinos.txt"), "casino.test\n").unwrap();
@@ -128,6 +135,15 @@ async fn harness(tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
             device_name: Some(Arc::from("STAFF-LAPTOP-01")),
             person_id: Some(43),
             group: Arc::from("staff"),
+        },
+    );
+    map.insert(
+        parse_net("127.0.0.4").unwrap(),
+        Identity {
+            device_id: Some(9),
+            device_name: Some(Arc::from("SIXTH-LAPTOP-02")),
+            person_id: Some(44),
+            group: Arc::from("sixth_form"),
         },
     );
     let url = format!("sqlite://{}", dir.path().join("test.sqlite").display());
@@ -414,6 +430,69 @@ async fn staff_get_request_access_and_search_terms_are_captured() {
     let event = next_event(&mut h.events).await;
     assert_eq!(event.category.as_deref(), Some("streaming"));
     assert_eq!(event.search_term.as_deref(), Some("minecraft build"));
+    h.server.take().unwrap().stop().await;
+}
+
+/// A "warn" decision shows a page whose link goes on: the link works only
+/// for the device it was given to, then the site opens for that device
+/// and the event says the warning was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_open_the_site_once_the_user_continues() {
+    let mut h = harness(|_| {}).await;
+    let sixth = ["--interface", "127.0.0.4"];
+    let url = format!("http://{}/essay-sources", h.origin);
+
+    let (status, body) = through(h.addr, &url, &sixth).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("Continue to the site"), "{body}");
+    assert!(!body.contains("origin saw"), "{body}");
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "warn");
+    let link = body
+        .split("href=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .replace("&amp;", "&");
+    assert!(
+        link.starts_with(&url) && link.contains("sheepdog-continue="),
+        "{link}"
+    );
+
+    // The same link from another device, or a made-up token, opens nothing.
+    let (status, _) = through(h.addr, &link, &["--interface", "127.0.0.2"]).await;
+    assert_eq!(status, 303);
+    let forged = format!("{url}?sheepdog-continue=aaaaaaaaaaaaaaaaaaaaaaaa");
+    let (status, _) = through(h.addr, &forged, &sixth).await;
+    assert_eq!(status, 303);
+    let (status, body) = through(h.addr, &url, &sixth).await;
+    assert!(
+        status == 200 && body.contains("Continue to the site"),
+        "{body}"
+    );
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "warn");
+
+    // Following it from the right device: sent on to the page, which loads.
+    let mut args = sixth.to_vec();
+    args.extend(["--location"]);
+    let (status, body) = through(h.addr, &link, &args).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("origin saw /essay-sources"), "{body}");
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "allow");
+    assert!(
+        event
+            .rule
+            .as_deref()
+            .unwrap_or("")
+            .contains("warning acknowledged"),
+        "{:?}",
+        event.rule
+    );
+    // Still a block for a blocked category, acknowledged or not.
+    let (status, _) = through(h.addr, "http://casino.test/", &sixth).await;
+    assert_eq!(status, 403);
     h.server.take().unwrap().stop().await;
 }
 
