@@ -256,7 +256,7 @@ impl Layout {
                 self.room(BODY_SIZE * 1.4);
                 self.text(
                     MARGIN + indent - 12.0,
-                    self.y - BODY_SIZE,
+                    self.y - BODY_SIZE * 1.4,
                     Face::Regular,
                     BODY_SIZE,
                     marker.trim_start(),
@@ -315,32 +315,59 @@ impl Layout {
         if columns == 0 {
             return;
         }
-        // Each column as wide as its widest cell, shrunk in proportion when
-        // the table is wider than the page, and never below a short word.
+        // Each column as wide as its widest cell if the page allows; else
+        // at least as wide as its longest word (so a site's name is not
+        // cut), the rest of the page shared in proportion to what each
+        // column would still need.
         let mut natural = vec![0f32; columns];
+        let mut least = vec![0f32; columns];
         for row in rows {
             for (i, cell) in row.iter().enumerate() {
                 let w: f32 = cell
                     .iter()
                     .map(|s| text_width(&s.text, Face::Bold, TABLE_SIZE))
                     .sum();
-                natural[i] = natural[i].max(w + 2.0 * CELL_PADDING);
+                natural[i] = natural[i].max(w);
+                let word = cell
+                    .iter()
+                    .flat_map(|s| s.text.split_whitespace())
+                    .map(|word| text_width(word, Face::Bold, TABLE_SIZE))
+                    .fold(0f32, f32::max);
+                least[i] = least[i].max(word);
             }
         }
+        // A table whose longest words alone are wider than the page is
+        // set smaller (down to 6 points) before any word is cut.
+        let padding = 2.0 * CELL_PADDING * columns as f32;
+        let size = {
+            let words: f32 = least.iter().sum();
+            if words + padding > width {
+                (TABLE_SIZE * (width - padding) / words.max(1.0)).clamp(6.0, TABLE_SIZE)
+            } else {
+                TABLE_SIZE
+            }
+        };
+        let scale = size / TABLE_SIZE;
+        for w in natural.iter_mut().chain(least.iter_mut()) {
+            *w = *w * scale + 2.0 * CELL_PADDING;
+        }
         let total: f32 = natural.iter().sum();
+        let least_total: f32 = least.iter().sum();
         let widths: Vec<f32> = if total <= width {
             natural
+        } else if least_total >= width {
+            least.iter().map(|w| w / least_total * width).collect()
         } else {
-            let minimum = 40f32.min(width / columns as f32);
-            let spare = width - minimum * columns as f32;
-            let over: f32 = natural.iter().map(|w| (w - minimum).max(0.0)).sum();
+            let spare = width - least_total;
+            let wanted: f32 = natural.iter().zip(&least).map(|(n, l)| n - l).sum();
             natural
                 .iter()
-                .map(|w| minimum + (w - minimum).max(0.0) / over.max(1.0) * spare)
+                .zip(&least)
+                .map(|(n, l)| l + (n - l) / wanted.max(1.0) * spare)
                 .collect()
         };
         let table_width: f32 = widths.iter().sum();
-        let leading = TABLE_SIZE * 1.3;
+        let leading = size * 1.3;
         let laid: Vec<Vec<Vec<Line>>> = rows
             .iter()
             .enumerate()
@@ -358,7 +385,7 @@ impl Layout {
                         } else {
                             cell.clone()
                         };
-                        wrap(&spans, TABLE_SIZE, widths[i] - 2.0 * CELL_PADDING)
+                        wrap(&spans, size, widths[i] - 2.0 * CELL_PADDING)
                     })
                     .collect()
             })
@@ -374,11 +401,11 @@ impl Layout {
                 // The header row again, so a column is never unnamed.
                 if let Some(header) = laid.first() {
                     let hh = height(header);
-                    self.row(header, &widths, hh, leading);
+                    self.row(header, &widths, hh, leading, size);
                     self.rule(MARGIN, MARGIN + table_width, self.y, 0.8);
                 }
             }
-            self.row(cells, &widths, h, leading);
+            self.row(cells, &widths, h, leading, size);
             self.rule(
                 MARGIN,
                 MARGIN + table_width,
@@ -389,7 +416,7 @@ impl Layout {
         self.y -= BODY_SIZE;
     }
 
-    fn row(&mut self, cells: &[Vec<Line>], widths: &[f32], height: f32, leading: f32) {
+    fn row(&mut self, cells: &[Vec<Line>], widths: &[f32], height: f32, leading: f32, size: f32) {
         let top = self.y;
         let mut x = MARGIN;
         for (i, lines) in cells.iter().enumerate() {
@@ -397,7 +424,7 @@ impl Layout {
             for line in lines {
                 y -= leading;
                 for (dx, face, text) in line {
-                    self.text(x + CELL_PADDING + dx, y, *face, TABLE_SIZE, text);
+                    self.text(x + CELL_PADDING + dx, y, *face, size, text);
                 }
             }
             x += widths.get(i).copied().unwrap_or(0.0);
@@ -484,6 +511,9 @@ fn show(content: &mut Content, bytes: &[u8]) {
 /// Breaks runs of text into lines no wider than `width`; a word longer
 /// than a line is cut.
 fn wrap(spans: &[Span], size: f32, width: f32) -> Vec<Line> {
+    // Columns sized to exactly their longest word must not cut it over a
+    // rounding error.
+    let width = width + 0.01;
     let mut lines: Vec<Line> = Vec::new();
     let mut line: Line = Vec::new();
     let mut x = 0f32;
@@ -680,7 +710,7 @@ mod tests {
         assert!(lines.len() > 5);
         for line in &lines {
             let (x, face, text) = &line[line.len() - 1];
-            assert!(x + text_width(text, *face, BODY_SIZE) <= 200.0 + 0.01);
+            assert!(x + text_width(text, *face, BODY_SIZE) <= 200.0 + 0.02);
         }
     }
 
