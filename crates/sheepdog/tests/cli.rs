@@ -513,6 +513,14 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
         assert!(parsed.get("level").is_some(), "{line}");
     }
     assert!(logs.contains("sheepdog is serving"), "{logs}");
+    // The first start put the policy on the change log as the initial one.
+    assert_eq!(
+        deployment.sql(
+            "SELECT COUNT(*) FROM audit_log WHERE entity = 'filtering_policy' \
+             AND actor = 'config file' AND reason = 'initial policy'"
+        ),
+        1
+    );
 }
 
 /// A free loopback port.

@@ -43,7 +43,7 @@ mod reports;
 pub mod requests;
 mod schools;
 
-pub use applied_policy::{AppliedPolicy, PolicyItemChange};
+pub use applied_policy::{AppliedPolicy, PolicyItemChange, UNAPPLIED_EDIT_REASON};
 pub use audit::{Actor, AuditEntry, AuditVerification};
 pub use console::{
     ApiToken, AuditFilter, ConsoleSession, NewSession, SessionStage, SignInFailures, TwoFactor,

@@ -224,20 +224,103 @@ fn items(last: Option<&str>, doc: &PolicyDocument) -> Vec<PolicyItemChange> {
 /// edit made without `sheepdog policy apply` is still recorded. The first
 /// start records the whole policy as the initial one.
 pub async fn record_unapplied_edits(store: &Store, doc: &PolicyDocument) -> anyhow::Result<usize> {
-    let last = store.applied_policy().await?;
-    let changes = items(last.as_ref().map(|l| l.policy.as_str()), doc);
-    if changes.is_empty() {
-        return Ok(0);
+    // Two servers sharing one PostgreSQL database may start together; the
+    // one that records second compares again with what the first wrote.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let last = store.applied_policy().await?;
+        let changes = items(last.as_ref().map(|l| l.policy.as_str()), doc);
+        if changes.is_empty() {
+            return Ok(0);
+        }
+        match store
+            .record_unapplied_policy(last.as_ref().map(|l| l.id), &doc.canonical_json(), &changes)
+            .await
+        {
+            Ok(_) => {
+                if last.is_some() {
+                    tracing::warn!(
+                        items = changes.len(),
+                        "the policy file was edited without `sheepdog policy apply`; the edit is on the change log as the config file's"
+                    );
+                }
+                return Ok(changes.len());
+            }
+            Err(StoreError::Invalid {
+                field: "policy", ..
+            }) if attempts < 3 => continue,
+            Err(error) => {
+                return Err(anyhow::Error::new(error)
+                    .context("recording the policy file's edits on the change log"))
+            }
+        }
     }
-    store
-        .record_unapplied_policy(last.as_ref().map(|l| l.id), &doc.canonical_json(), &changes)
-        .await
-        .context("recording the policy file's edits on the change log")?;
-    if last.is_some() {
-        tracing::warn!(
-            items = changes.len(),
-            "the policy file was edited without `sheepdog policy apply`; the edit is on the change log as the config file's"
+}
+
+#[cfg(test)]
+mod tests {
+    use sheepdog_store::requests::ChangeFilter;
+    use sheepdog_store::{StoreOptions, UNAPPLIED_EDIT_REASON};
+
+    use super::*;
+
+    const POLICY: &str = "[school]\nname = \"Larkmoor Primary\"\n\
+                          [[groups]]\nname = \"ks2\"\n[groups.categories]\ngambling = \"block\"\n";
+
+    /// What `serve` does at start-up: the first policy is recorded as the
+    /// initial one, an unchanged file adds nothing, and an edit nobody
+    /// applied is recorded item by item as the config file's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn edits_found_at_start_up_are_recorded_as_the_config_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let first = PolicyDocument::from_toml(POLICY).unwrap();
+        assert_eq!(record_unapplied_edits(&store, &first).await.unwrap(), 1);
+        assert_eq!(record_unapplied_edits(&store, &first).await.unwrap(), 0);
+        let edited = PolicyDocument::from_toml(&POLICY.replace(
+            "gambling = \"block\"",
+            "gambling = \"block\"\ngames = \"block\"\n[groups.safe_search]\nbing = false",
+        ))
+        .unwrap();
+        assert_eq!(record_unapplied_edits(&store, &edited).await.unwrap(), 2);
+        let changes = store
+            .filtering_changes(&ChangeFilter::default())
+            .await
+            .unwrap();
+        let seen: Vec<(&str, &str, &str, &str)> = changes
+            .iter()
+            .map(|c| {
+                (
+                    c.actor.as_str(),
+                    c.action.as_str(),
+                    c.entity_id.as_deref().unwrap_or(""),
+                    c.reason.as_deref().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (
+                    "config file",
+                    "change",
+                    "group ks2: safe_search",
+                    UNAPPLIED_EDIT_REASON
+                ),
+                (
+                    "config file",
+                    "add",
+                    "group ks2: category games",
+                    UNAPPLIED_EDIT_REASON
+                ),
+                ("config file", "add", "policy", "initial policy"),
+            ]
+        );
+        assert_eq!(
+            store.applied_policy().await.unwrap().unwrap().policy,
+            edited.canonical_json()
         );
     }
-    Ok(changes.len())
 }
