@@ -576,12 +576,10 @@ async fn change_group_member(
     let Some(person) = in_school.filter(|_| !no_reason) else {
         let problem = MemberProblem {
             person: (!chosen).then_some("choose a person of this school from the list"),
-            reason: no_reason.then(|| {
-                (
-                    if removing { person } else { None },
-                    "give a reason for the change, such as \"joined the lunch club\"; it goes on the change log",
-                )
-            }),
+            reason: no_reason.then_some((
+                if removing { person } else { None },
+                "give a reason for the change, such as \"joined the lunch club\"; it goes on the change log",
+            )),
         };
         let page = group_page(&state, &viewer, &school, id, &problem).await?;
         return Ok(page.into_response());

@@ -121,10 +121,8 @@ fn blocks(markdown: &str) -> Vec<Block> {
                 blocks.push(Block::Heading(level, std::mem::take(&mut spans)));
             }
             Event::Start(Tag::Paragraph) => {}
-            Event::End(TagEnd::Paragraph) => {
-                if table.is_none() {
-                    flush(&mut spans, &mut blocks, &mut item_marker);
-                }
+            Event::End(TagEnd::Paragraph) if table.is_none() => {
+                flush(&mut spans, &mut blocks, &mut item_marker);
             }
             Event::Start(Tag::List(first)) => {
                 flush(&mut spans, &mut blocks, &mut item_marker);
@@ -396,7 +394,13 @@ impl Layout {
         self.y -= 4.0;
         for (r, cells) in laid.iter().enumerate() {
             let h = height(cells);
-            if self.y - h < BOTTOM && r > 0 {
+            if r == 0 {
+                // The header row never ends a page: keep it with the first row.
+                let first = laid.get(1).map_or(0.0, height);
+                if self.y - h - first < BOTTOM {
+                    self.new_page();
+                }
+            } else if self.y - h < BOTTOM {
                 self.new_page();
                 // The header row again, so a column is never unnamed.
                 if let Some(header) = laid.first() {

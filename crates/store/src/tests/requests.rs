@@ -399,7 +399,13 @@ async fn policy_file_edits_are_on_the_change_log(store: Store) {
     };
     // Without a reason, nothing is recorded.
     let blank = store
-        .apply_policy(&tech, Some(initial.id), second, &[games.clone()], "  ")
+        .apply_policy(
+            &tech,
+            Some(initial.id),
+            second,
+            std::slice::from_ref(&games),
+            "  ",
+        )
         .await;
     assert!(
         matches!(
@@ -413,7 +419,13 @@ async fn policy_file_edits_are_on_the_change_log(store: Store) {
     );
     // Against a copy that is no longer the newest, nothing is recorded.
     let stale = store
-        .apply_policy(&tech, None, second, &[games.clone()], "Games for wet play")
+        .apply_policy(
+            &tech,
+            None,
+            second,
+            std::slice::from_ref(&games),
+            "Games for wet play",
+        )
         .await;
     assert!(
         matches!(stale, Err(StoreError::Invalid { .. })),
@@ -435,7 +447,13 @@ async fn policy_file_edits_are_on_the_change_log(store: Store) {
 
     // A teacher may not apply: refused, audited, nothing stored.
     let refused = store
-        .apply_policy(&teacher, Some(applied.id), first, &[games.clone()], "mine")
+        .apply_policy(
+            &teacher,
+            Some(applied.id),
+            first,
+            std::slice::from_ref(&games),
+            "mine",
+        )
         .await;
     assert!(
         matches!(refused, Err(StoreError::Forbidden { .. })),
