@@ -204,6 +204,9 @@ struct DeviceInput {
     group_id: Option<i64>,
     #[serde(default = "school_owned")]
     ownership: String,
+    /// Why, for the change log; required.
+    #[serde(default)]
+    reason: String,
 }
 
 fn school_owned() -> String {
@@ -226,6 +229,7 @@ async fn save_device(
         owner_id: input.owner_id.map_or(String::new(), |n| n.to_string()),
         group_id: input.group_id.map_or(String::new(), |n| n.to_string()),
         ownership: input.ownership,
+        reason: input.reason,
     };
     let details = match pages::check_device(&form) {
         Ok(details) => details,
@@ -244,7 +248,7 @@ async fn save_device(
     };
     let device = state
         .store()
-        .save_device(&viewer.actor(), school.id, details)
+        .save_device(&viewer.actor(), school.id, details, &form.reason)
         .await?;
     Ok((StatusCode::OK, Json(json!({ "device": device }))).into_response())
 }

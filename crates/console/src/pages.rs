@@ -340,9 +340,50 @@ async fn group_members(
     if !viewer.can(Permission::SeePeople, school.id) {
         return Err(ConsoleError::Forbidden);
     }
-    Ok(group_page(&state, &viewer, &school, id, None)
-        .await?
-        .into_response())
+    Ok(
+        group_page(&state, &viewer, &school, id, &MemberProblem::default())
+            .await?
+            .into_response(),
+    )
+}
+
+/// What was wrong with a membership change, to show beside its form.
+#[derive(Debug, Default)]
+struct MemberProblem<'a> {
+    /// The person to add was not chosen, or is not of this school.
+    person: Option<&'a str>,
+    /// No reason was given: for adding (`None`) or for removing a person.
+    reason: Option<(Option<i64>, &'a str)>,
+}
+
+impl MemberProblem<'_> {
+    fn any(&self) -> bool {
+        self.person.is_some() || self.reason.is_some()
+    }
+}
+
+/// The reason field of a membership form; each row's has its own id.
+fn reason_field(id: &str, label: &str, error: Option<&str>) -> String {
+    let error_html = error.map_or(String::new(), |e| {
+        format!(
+            "<span class=\"error\" id=\"{id}-error\">Error: {}</span>",
+            escape(e)
+        )
+    });
+    let aria = if error.is_some() {
+        format!(" aria-describedby=\"{id}-error\" aria-invalid=\"true\"")
+    } else {
+        String::new()
+    };
+    format!(
+        "<div class=\"{}\"><label for=\"{id}\">{label}</label>{error_html}\
+         <input type=\"text\" id=\"{id}\" name=\"reason\" required{aria}></div>",
+        if error.is_some() {
+            "field-error"
+        } else {
+            "field"
+        },
+    )
 }
 
 async fn group_page(
@@ -350,7 +391,7 @@ async fn group_page(
     viewer: &Viewer,
     school: &School,
     id: i64,
-    error: Option<&str>,
+    problem: &MemberProblem<'_>,
 ) -> Result<(StatusCode, axum::response::Html<String>), ConsoleError> {
     let group = state
         .store()
@@ -366,15 +407,27 @@ async fn group_page(
     let mut rows = String::new();
     for person in people.iter().filter(|p| members.contains(&p.id)) {
         let remove = if manage {
+            let error = match problem.reason {
+                Some((Some(p), e)) if p == person.id => Some(e),
+                _ => None,
+            };
             format!(
-                "<td><form method=\"post\" action=\"/groups/{}\">{csrf}\
+                "<td><form method=\"post\" action=\"/groups/{}\" novalidate>{csrf}\
                  <input type=\"hidden\" name=\"school\" value=\"{}\">\
                  <input type=\"hidden\" name=\"person\" value=\"{}\">\
-                 <input type=\"hidden\" name=\"change\" value=\"remove\">\
+                 <input type=\"hidden\" name=\"change\" value=\"remove\">{}\
                  <button>Remove<span class=\"skip\"> {}</span></button></form></td>",
                 group.id,
                 school.id,
                 person.id,
+                reason_field(
+                    &format!("reason-{}", person.id),
+                    &format!(
+                        "Reason<span class=\"skip\"> for removing {}</span>",
+                        escape(&person.details.full_name())
+                    ),
+                    error
+                ),
                 escape(&person.details.full_name())
             )
         } else {
@@ -398,28 +451,44 @@ async fn group_page(
                         )
                     }))
                     .collect();
-            let error_text = error.map_or(String::new(), |e| {
+            let error_text = problem.person.map_or(String::new(), |e| {
                 format!(
                     "<span class=\"error\" id=\"person-error\">Error: {}</span>",
                     escape(e)
                 )
             });
+            let reason_error = match problem.reason {
+                Some((None, e)) => Some(e),
+                _ => None,
+            };
             format!(
             "<h2>Add a member</h2><form method=\"post\" action=\"/groups/{}\" novalidate>{csrf}\
              <input type=\"hidden\" name=\"school\" value=\"{}\">\
              <input type=\"hidden\" name=\"change\" value=\"add\">\
-             <div class=\"{}\">{}{error_text}</div><div><button>Add</button></div></form>",
+             <div class=\"{}\">{}{error_text}</div>{}<div><button>Add</button></div></form>",
             group.id,
             school.id,
-            if error.is_some() { "field-error" } else { "field" },
+            if problem.person.is_some() { "field-error" } else { "field" },
             html::select("person", "Person", &options, ""),
+            reason_field("reason", "Reason (for the change log)", reason_error),
         )
         } else {
             String::new()
         };
+    let summary = {
+        let mut errors = FieldErrors::default();
+        if let Some(e) = problem.person {
+            errors.0.push(("person", e.to_owned()));
+        }
+        if let Some((_, e)) = problem.reason {
+            errors.0.push(("reason", e.to_owned()));
+        }
+        html::error_summary(&errors)
+    };
     let body = format!(
-        "<h1>{}</h1><p>{} group; filtering profile: {}. Membership decides which filtering \
-         profile applies to a person's devices and sign-ins.</p>\
+        "{summary}<h1>{}</h1><p>{} group; filtering profile: {}. Membership decides which filtering \
+         profile applies to a person's devices and sign-ins, so each change needs a reason, \
+         kept on the change log.</p>\
          <table><thead><tr><th scope=\"col\">Member</th><th scope=\"col\">Kind</th>\
          <th scope=\"col\">Class</th>{}</tr></thead><tbody>{rows}</tbody></table>{add}",
         escape(&group.name),
@@ -431,7 +500,7 @@ async fn group_page(
             ""
         },
     );
-    let status = if error.is_some() {
+    let status = if problem.any() {
         StatusCode::UNPROCESSABLE_ENTITY
     } else {
         StatusCode::OK
@@ -447,9 +516,12 @@ struct MemberForm {
     person: String,
     #[serde(default)]
     change: String,
+    #[serde(default)]
+    reason: String,
 }
 
-/// Adds a person to a group or takes them out (the filtering manager).
+/// Adds a person to a group or takes them out (the filtering manager),
+/// with a reason for the change log.
 async fn change_group_member(
     State(state): State<ConsoleState>,
     viewer: Viewer,
@@ -490,35 +562,38 @@ async fn change_group_member(
             .filter(|found| found.school_id == school.id),
         None => None,
     };
-    let Some(person) = in_school else {
-        let page = group_page(
-            &state,
-            &viewer,
-            &school,
-            id,
-            Some("choose a person of this school from the list"),
-        )
-        .await?;
-        return Ok(page.into_response());
-    };
-    match form.change.as_str() {
-        "add" => {
-            state
-                .store()
-                .add_group_member(&viewer.actor(), id, person.id)
-                .await?
-        }
-        "remove" => {
-            state
-                .store()
-                .remove_group_member(&viewer.actor(), id, person.id)
-                .await?
-        }
+    let removing = match form.change.as_str() {
+        "add" => false,
+        "remove" => true,
         _ => {
             return Err(ConsoleError::BadRequest(
                 "change must be add or remove".to_owned(),
             ))
         }
+    };
+    let no_reason = form.reason.trim().is_empty();
+    let chosen = in_school.is_some();
+    let Some(person) = in_school.filter(|_| !no_reason) else {
+        let problem = MemberProblem {
+            person: (!chosen).then_some("choose a person of this school from the list"),
+            reason: no_reason.then_some((
+                if removing { person } else { None },
+                "give a reason for the change, such as \"joined the lunch club\"; it goes on the change log",
+            )),
+        };
+        let page = group_page(&state, &viewer, &school, id, &problem).await?;
+        return Ok(page.into_response());
+    };
+    if removing {
+        state
+            .store()
+            .remove_group_member(&viewer.actor(), id, person.id, &form.reason)
+            .await?
+    } else {
+        state
+            .store()
+            .add_group_member(&viewer.actor(), id, person.id, &form.reason)
+            .await?
     }
     Ok(Redirect::to(&format!("/groups/{id}?school={}", school.id)).into_response())
 }
@@ -703,6 +778,9 @@ pub struct DeviceForm {
     pub group_id: String,
     #[serde(default)]
     pub ownership: String,
+    /// Why the device is registered or changed, for the change log.
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// Problems with a device form, by field.
@@ -740,6 +818,13 @@ pub fn check_device(form: &DeviceForm) -> Result<DeviceDetails, FieldErrors> {
             }
         },
     };
+    if form.reason.trim().is_empty() {
+        // A device's address, owner and group decide whose filtering it gets.
+        errors.0.push((
+            "reason",
+            "give a reason, such as \"new library laptop\"; it goes on the change log".to_string(),
+        ));
+    }
     let owner_id = number("owner_id", &form.owner_id, &mut errors);
     let group_id = number("group_id", &form.group_id, &mut errors);
     let ownership = match form.ownership.parse::<Ownership>() {
@@ -855,13 +940,14 @@ fn device_page(
     let body = format!(
         "<h1>{title}</h1>{summary}<form method=\"post\" action=\"/devices\" novalidate>{csrf}\
          <input type=\"hidden\" name=\"school\" value=\"{school}\">{name_field}{mac}{address}{owner}{group}\
-         <div class=\"{own_class}\">{ownership}{own_error}</div><div><button>Save</button></div></form>",
+         <div class=\"{own_class}\">{ownership}{own_error}</div>{reason}<div><button>Save</button></div></form>",
         csrf = html::csrf_field(viewer.csrf_token()),
         school = escape(&form.school),
         mac = html::text_input("mac", "MAC address", Some("For example aa:bb:cc:dd:ee:ff; leave empty if not known"), &form.mac, errors.get("mac")),
         address = html::text_input("address", "IP address or range", Some("For example 10.0.4.17 or 10.0.4.0/24"), &form.address, errors.get("address")),
         owner = html::text_input("owner_id", "Owner's person ID", Some("Optional"), &form.owner_id, errors.get("owner_id")),
         group = html::text_input("group_id", "Group ID", Some("Optional: the group whose filtering applies"), &form.group_id, errors.get("group_id")),
+        reason = html::text_input("reason", "Reason", Some("Why it is registered or changed, for the change log"), &form.reason, errors.get("reason")),
         own_class = if errors.get("ownership").is_some() { "field-error" } else { "field" },
         ownership = html::select("ownership", "Ownership", &ownerships, &form.ownership),
         own_error = errors.get("ownership").map_or(String::new(), |e| format!("<span class=\"error\">Error: {}</span>", escape(e))),
@@ -909,6 +995,7 @@ async fn edit_device(
         owner_id: d.owner_id.map_or(String::new(), |n| n.to_string()),
         group_id: d.group_id.map_or(String::new(), |n| n.to_string()),
         ownership: d.ownership.as_str().to_string(),
+        reason: String::new(),
     };
     Ok(device_page(&viewer, &form, &FieldErrors::default(), true))
 }
@@ -926,7 +1013,7 @@ async fn save_device(
     };
     match state
         .store()
-        .save_device(&viewer.actor(), school.id, details)
+        .save_device(&viewer.actor(), school.id, details, &form.reason)
         .await
     {
         Ok(_) => Ok(Redirect::to(&format!("/devices?school={}", school.id)).into_response()),

@@ -152,6 +152,15 @@ impl Filtering {
             .map_err(|e| ConsoleError::Settings(format!("cannot compile the policy: {e}")))?;
         Ok(report::policy_markdown(&with, &policy, at))
     }
+
+    /// The same document as a PDF.
+    pub async fn pdf(&self, store: &Store, at: DateTime<Utc>) -> Result<Vec<u8>, ConsoleError> {
+        let with = self.document_at(store, at).await?;
+        let snapshot = self.engine.current().snapshot().clone();
+        let policy = CompiledPolicy::compile(&with, snapshot)
+            .map_err(|e| ConsoleError::Settings(format!("cannot compile the policy: {e}")))?;
+        Ok(report::policy_pdf(&with, &policy, at))
+    }
 }
 
 pub fn routes() -> Router<ConsoleState> {
@@ -167,6 +176,7 @@ pub fn routes() -> Router<ConsoleState> {
         .route("/changes.csv", get(changes_csv))
         .route("/policy", get(policy_page))
         .route("/policy.md", get(policy_markdown))
+        .route("/policy.pdf", get(policy_pdf))
         .route("/api/v1/requests", get(api_list).post(api_create))
         .route("/api/v1/requests/{id}/decision", post(api_decide))
         .route("/api/v1/requests/{id}/withdraw", post(api_withdraw))
@@ -1104,8 +1114,10 @@ async fn changes_page(
     let until = query.until.clone().unwrap_or_default();
     let body = format!(
         "<h1>Filtering changes</h1><p>Every change to filtering: request decisions and exceptions, \
-         over-blocking report decisions, group membership and devices, and refused attempts; \
-         with who, when, the record before and after, and the reason.</p>\
+         over-blocking report decisions, group membership and devices, edits of the policy file \
+         (categories, lists, groups, schedules, safe search; applied with \
+         <code>sheepdog policy apply</code>, or found at start-up as the config file's), and \
+         refused attempts; with who, when, the record before and after, and the reason.</p>\
          <form method=\"get\" action=\"/changes\">{}{}{}<button>Search</button></form>\
          <p><a href=\"/changes.csv?q={}&amp;since={}&amp;until={}\">Download as CSV</a></p>\
          <table><thead><tr><th scope=\"col\">When</th><th scope=\"col\">Who</th><th scope=\"col\">What</th>\
@@ -1169,7 +1181,8 @@ async fn policy_page(
         .markdown(state.store(), Utc::now())
         .await?;
     let body = format!(
-        "<p><a href=\"/policy.md\" download>Download as Markdown</a> (the same document as \
+        "<p><a href=\"/policy.pdf\" download>Download as PDF</a> or \
+         <a href=\"/policy.md\" download>as Markdown</a> (the same document as \
          <code>sheepdog policy export</code>)</p><div id=\"policy\">{}</div>",
         markdown_html(&text)
     );
@@ -1195,6 +1208,27 @@ async fn policy_markdown(
             ),
         ],
         text,
+    )
+        .into_response())
+}
+
+async fn policy_pdf(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+) -> Result<Response, ConsoleError> {
+    if !viewer.can_somewhere(Permission::SeeFilteringPolicy) {
+        return Err(ConsoleError::Forbidden);
+    }
+    let bytes = filtering(&state)?.pdf(state.store(), Utc::now()).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/pdf"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"filtering-policy.pdf\"",
+            ),
+        ],
+        bytes,
     )
         .into_response())
 }

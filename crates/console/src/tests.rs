@@ -88,6 +88,7 @@ async fn fixture_with(settings: ConsoleSettings, trust: bool) -> Fixture {
                 group_id: None,
                 ownership: Ownership::School,
             },
+            "hall computer",
         )
         .await
         .unwrap();
@@ -716,6 +717,7 @@ async fn device_form_reports_each_field_and_keeps_what_was_typed() {
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.body.contains("id=\"mac-error\""), "{}", bad.body);
     assert!(bad.body.contains("id=\"address-error\""));
+    assert!(bad.body.contains("id=\"reason-error\""), "{}", bad.body);
     assert!(bad.body.contains("value=\"zz:11\""));
     assert!(bad.body.contains("value=\"10.0.300.1\""));
     assert!(bad.body.contains("value=\"LIB-IPAD-07\""));
@@ -730,6 +732,7 @@ async fn device_form_reports_each_field_and_keeps_what_was_typed() {
             ("mac", "AA-BB-CC-DD-EE-FF"),
             ("address", "10.0.4.0/24"),
             ("ownership", "byod"),
+            ("reason", "Library iPads on their own range"),
         ],
     )
     .await;
@@ -1402,6 +1405,7 @@ async fn the_filtering_manager_adds_and_removes_group_members() {
             ("school", &school),
             ("person", &pupil),
             ("change", "add"),
+            ("reason", "Joined the lunch club"),
         ],
     )
     .await;
@@ -1431,6 +1435,7 @@ async fn the_filtering_manager_adds_and_removes_group_members() {
             ("school", &school),
             ("person", "999999"),
             ("change", "add"),
+            ("reason", "x"),
         ],
     )
     .await;
@@ -1441,6 +1446,32 @@ async fn the_filtering_manager_adds_and_removes_group_members() {
         refused.body
     );
 
+    // Without a reason nothing changes, and the page says so beside the
+    // person's own Remove button.
+    let unexplained = post(
+        &f,
+        &path,
+        &cookie,
+        &[
+            ("csrf", &csrf),
+            ("school", &school),
+            ("person", &pupil),
+            ("change", "remove"),
+            ("reason", "  "),
+        ],
+    )
+    .await;
+    assert_eq!(unexplained.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        unexplained
+            .body
+            .contains(&format!("id=\"reason-{}-error\"", f.pupil)),
+        "{}",
+        unexplained.body
+    );
+    assert!(unexplained.body.contains("give a reason for the change"));
+    assert_eq!(store.group_members(group.id).await.unwrap(), vec![f.pupil]);
+
     let removed = post(
         &f,
         &path,
@@ -1450,6 +1481,7 @@ async fn the_filtering_manager_adds_and_removes_group_members() {
             ("school", &school),
             ("person", &pupil),
             ("change", "remove"),
+            ("reason", "Left the lunch club"),
         ],
     )
     .await;
@@ -1460,9 +1492,13 @@ async fn the_filtering_manager_adds_and_removes_group_members() {
         .await
         .unwrap()
         .into_iter()
-        .map(|e| e.action)
+        .map(|e| format!("{} {}", e.action, e.reason.unwrap_or_default()))
         .collect();
-    assert!(log.contains(&"add_member".to_string()) && log.contains(&"remove_member".to_string()));
+    assert!(
+        log.contains(&"add_member Joined the lunch club".to_string())
+            && log.contains(&"remove_member Left the lunch club".to_string()),
+        "{log:?}"
+    );
 
     // A DSL sees the members but cannot change them (F8).
     let dsl = account(&f, "dsl@wrenmoor.invalid", StaffRole::Dsl, Some(f.school)).await;

@@ -39,12 +39,14 @@
 //! query.
 #![forbid(unsafe_code)]
 
+pub mod changes;
 mod compile;
 mod decide;
 pub mod document;
 mod engine;
 mod error;
 mod fast;
+pub mod pdf;
 pub mod report;
 pub mod schedule;
 pub mod taxonomy;

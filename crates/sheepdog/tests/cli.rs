@@ -513,6 +513,14 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
         assert!(parsed.get("level").is_some(), "{line}");
     }
     assert!(logs.contains("sheepdog is serving"), "{logs}");
+    // The first start put the policy on the change log as the initial one.
+    assert_eq!(
+        deployment.sql(
+            "SELECT COUNT(*) FROM audit_log WHERE entity = 'filtering_policy' \
+             AND actor = 'config file' AND reason = 'initial policy'"
+        ),
+        1
+    );
 }
 
 /// A free loopback port.
@@ -976,4 +984,162 @@ fn publish_check_reports_withdrawn_consent_and_hidden_names() {
         "{}",
         text(&output)
     );
+}
+
+#[test]
+fn policy_apply_puts_each_edit_of_the_file_on_the_change_log() {
+    let deployment = Deployment::new();
+    let base = "fallback_group = \"guest\"\n[school]\nname = \"Brackenfield Academy\"\n\
+                [[groups]]\nname = \"guest\"\ndefault = \"block\"\n\
+                [[groups]]\nname = \"ks2\"\ndefault = \"allow\"\n\
+                [groups.categories]\ngambling = \"block\"\n";
+    let policy = deployment.write("policy.toml", base);
+    let config = deployment.dir.path().join("sheepdog.toml");
+    let sample = repo().join("dist/policy.example.toml");
+    let text_config = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&sample.display().to_string(), &policy);
+    std::fs::write(&config, text_config).unwrap();
+    let admin = "admin@brackenfield.invalid";
+    let policy_entries = |reason: &str| {
+        deployment.sql(&format!("SELECT COUNT(*) FROM audit_log WHERE entity = 'filtering_policy' AND reason = '{reason}'"))
+    };
+
+    // The first apply records the whole policy as one item.
+    let output = deployment.run(&[
+        "policy",
+        "apply",
+        "--reason",
+        "Starting policy",
+        "--by",
+        admin,
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("1 changed item"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(policy_entries("Starting policy"), 1);
+
+    // An edit: each changed item with its before and after.
+    deployment.write(
+        "policy.toml",
+        &base.replace(
+            "gambling = \"block\"\n",
+            "gambling = \"block\"\ngames = \"block\"\n[groups.safe_search]\nyoutube = \"moderate\"\n",
+        ),
+    );
+    let reason = "Games blocked for KS2 in lessons";
+    let output = deployment.run(&["policy", "apply", "--reason", reason, "--by", admin]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("2 changed items"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(policy_entries(reason), 2);
+    assert_eq!(
+        deployment.sql(
+            "SELECT COUNT(*) FROM audit_log WHERE entity = 'filtering_policy' \
+             AND entity_id = 'group ks2: category games' AND action = 'add' \
+             AND after_state = '\"block\"' AND actor LIKE 'account:%:admin@brackenfield.invalid'"
+        ),
+        1
+    );
+    assert_eq!(
+        deployment.sql(
+            "SELECT COUNT(*) FROM audit_log WHERE entity_id = 'group ks2: safe_search' \
+             AND before_state LIKE '%\"youtube\":\"strict\"%' AND after_state LIKE '%\"youtube\":\"moderate\"%'"
+        ),
+        1
+    );
+
+    // Applying the same file again records nothing.
+    let output = deployment.run(&["policy", "apply", "--reason", "again", "--by", admin]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("no change"), "{}", text(&output));
+    assert_eq!(policy_entries("again"), 0);
+
+    // A file the filter would refuse is not applied, and says why.
+    deployment.write("policy.toml", &base.replace("gambling", "no-such-category"));
+    let output = deployment.run(&["policy", "apply", "--reason", "typo", "--by", admin]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("no-such-category"),
+        "{}",
+        text(&output)
+    );
+    assert!(
+        text(&output).contains("is not applied"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(policy_entries("typo"), 0);
+
+    // A teacher may not apply; the refusal is on the change log.
+    deployment.write("policy.toml", base);
+    deployment.sql(
+        "INSERT INTO accounts (username, display_name, password_hash, created_at) \
+         VALUES ('teacher@brackenfield.invalid', 'Teacher', '$argon2id$none', '2026-09-01T08:00:00Z')",
+    );
+    deployment.sql(
+        "INSERT INTO account_roles (account_id, school_id, role) SELECT a.id, s.id, 'teacher' \
+         FROM accounts a, schools s WHERE a.username = 'teacher@brackenfield.invalid'",
+    );
+    let output = deployment.run(&[
+        "policy",
+        "apply",
+        "--reason",
+        "mine",
+        "--by",
+        "teacher@brackenfield.invalid",
+    ]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("may not change filtering"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(policy_entries("mine"), 0);
+    assert_eq!(
+        deployment.sql(
+            "SELECT COUNT(*) FROM audit_log WHERE action = 'refused' AND entity = 'filtering' \
+             AND actor LIKE '%teacher@brackenfield.invalid'"
+        ),
+        1
+    );
+
+    // An account that does not exist is named.
+    let output = deployment.run(&["policy", "apply", "--reason", "x", "--by", "nobody"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("no console account called \"nobody\""),
+        "{}",
+        text(&output)
+    );
+
+    // The PDF of the same policy.
+    let file = deployment.dir.path().join("policy.pdf");
+    let output = deployment.run(&[
+        "policy",
+        "export",
+        "--format",
+        "pdf",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output));
+    let pdf = std::fs::read(&file).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    let pdf = String::from_utf8_lossy(&pdf);
+    assert!(pdf.contains("Filtering policy: Brackenfield Academy"));
+    assert!(pdf.contains("ks2") && pdf.contains("Gambling"), "{pdf}");
+    let output = deployment.run(&["policy", "export", "--format", "pdf"]);
+    assert!(!output.status.success());
+    assert!(text(&output).contains("--out FILE"), "{}", text(&output));
+
+    // The database still verifies: every entry is chained.
+    let output = deployment.run(&["audit", "verify"]);
+    assert!(output.status.success(), "{}", text(&output));
 }

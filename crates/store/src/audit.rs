@@ -85,6 +85,12 @@ impl Actor {
         Self(format!("cli:{os_user}"))
     }
 
+    /// The policy file, for an edit found in it that nobody applied: the
+    /// person who made it is not known, and the log says so.
+    pub fn config_file() -> Self {
+        Self("config file".to_owned())
+    }
+
     /// sheepdog itself (a schedule, an import job).
     pub fn system(component: &str) -> Self {
         Self(format!("system:{component}"))

@@ -21,14 +21,18 @@ fn device_from_row(row: &AnyRow) -> Result<Device, StoreError> {
 }
 
 impl Store {
-    /// Registers a device, or updates the one with the same name.
+    /// Registers a device, or updates the one with the same name. A
+    /// device's address, owner and group decide whose filtering applies to
+    /// it, so a change needs a reason, kept in its audit entry.
     pub async fn save_device(
         &self,
         actor: &Actor,
         school_id: i64,
         details: DeviceDetails,
+        reason: &str,
     ) -> Result<Device, StoreError> {
         let details = details.normalised()?;
+        let reason = crate::groups::change_reason(reason)?;
         let mut write = self.begin_write().await?;
         let result = async {
         let existing = sqlx::query("SELECT * FROM devices WHERE school_id = $1 AND name = $2")
@@ -89,6 +93,7 @@ impl Store {
             if let Some(before) = &existing {
                 change = change.before(before);
             }
+            change.reason = Some(reason);
             append(&mut write.tx, actor, change).await?;
         }
         Ok(device)

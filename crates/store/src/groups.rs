@@ -51,15 +51,19 @@ impl Store {
     }
 
     /// Adds a person to a group; adding a member twice changes nothing.
+    /// Membership decides a person's filtering, so the change needs a
+    /// reason, kept in the audit entry and shown on the change log.
     pub async fn add_group_member(
         &self,
         actor: &Actor,
         group_id: i64,
         person_id: i64,
+        reason: &str,
     ) -> Result<(), StoreError> {
+        let reason = change_reason(reason)?;
         let mut write = self.begin_write().await?;
         let result = async {
-            add_member_in(&mut write.tx, actor, group_id, person_id).await?;
+            add_member_in(&mut write.tx, actor, group_id, person_id, reason).await?;
             Ok(())
         }
         .await;
@@ -67,13 +71,15 @@ impl Store {
     }
 
     /// Takes a person out of a group; removing a non-member changes
-    /// nothing.
+    /// nothing. Like adding, it needs a reason.
     pub async fn remove_group_member(
         &self,
         actor: &Actor,
         group_id: i64,
         person_id: i64,
+        reason: &str,
     ) -> Result<(), StoreError> {
+        let reason = change_reason(reason)?;
         let mut write = self.begin_write().await?;
         let result = async {
             let removed =
@@ -84,12 +90,9 @@ impl Store {
                     .await?;
             if removed.rows_affected() > 0 {
                 let member = serde_json::json!({ "group_id": group_id, "person_id": person_id });
-                append(
-                    &mut write.tx,
-                    actor,
-                    Change::new("remove_member", "group", group_id).before(&member),
-                )
-                .await?;
+                let mut change = Change::new("remove_member", "group", group_id).before(&member);
+                change.reason = Some(reason);
+                append(&mut write.tx, actor, change).await?;
             }
             Ok(())
         }
@@ -157,6 +160,7 @@ pub(crate) async fn add_member_in(
     actor: &Actor,
     group_id: i64,
     person_id: i64,
+    reason: &str,
 ) -> Result<(), StoreError> {
     let present =
         sqlx::query("SELECT 1 AS one FROM group_members WHERE group_id = $1 AND person_id = $2")
@@ -173,11 +177,21 @@ pub(crate) async fn add_member_in(
         .execute(&mut *conn)
         .await?;
     let member = serde_json::json!({ "group_id": group_id, "person_id": person_id });
-    append(
-        conn,
-        actor,
-        Change::new("add_member", "group", group_id).after(&member),
-    )
-    .await?;
+    let mut change = Change::new("add_member", "group", group_id).after(&member);
+    change.reason = Some(reason);
+    append(conn, actor, change).await?;
     Ok(())
+}
+
+/// The reason a change to who is filtered how must carry: membership and
+/// devices decide a person's filtering, and the change log says why.
+pub(crate) fn change_reason(reason: &str) -> Result<&str, StoreError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(StoreError::invalid(
+            "reason",
+            "say why (such as \"moved to Year 6\"); the reason goes on the change log",
+        ));
+    }
+    Ok(reason)
 }

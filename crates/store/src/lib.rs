@@ -30,6 +30,7 @@ mod migrate;
 mod records;
 
 mod accounts;
+pub mod applied_policy;
 mod console;
 mod devices;
 mod events;
@@ -42,6 +43,7 @@ mod reports;
 pub mod requests;
 mod schools;
 
+pub use applied_policy::{AppliedPolicy, PolicyItemChange, UNAPPLIED_EDIT_REASON};
 pub use audit::{Actor, AuditEntry, AuditVerification};
 pub use console::{
     ApiToken, AuditFilter, ConsoleSession, NewSession, SessionStage, SignInFailures, TwoFactor,

@@ -69,6 +69,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "over-blocking report decisions",
         sql: include_str!("../migrations/0011_filtering_changes.sql"),
     },
+    Migration {
+        version: 12,
+        name: "applied filtering policy",
+        sql: include_str!("../migrations/0012_applied_policy.sql"),
+    },
 ];
 
 /// Every migration's version, in order.

@@ -362,7 +362,7 @@ async fn place_in_groups(
     }
     for (name, kind, profile) in memberships {
         let group = ensure_group_in(conn, actor, person.school_id, &name, kind, profile).await?;
-        add_member_in(conn, actor, group.id, person.id).await?;
+        add_member_in(conn, actor, group.id, person.id, "roster import").await?;
     }
     Ok(())
 }

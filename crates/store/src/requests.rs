@@ -512,6 +512,7 @@ pub const FILTERING_ENTITIES: &[&str] = &[
     "group",
     "device",
     "filtering",
+    crate::applied_policy::POLICY_ENTITY,
 ];
 
 /// The longest a technician's allowance from an over-blocking report may

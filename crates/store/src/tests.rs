@@ -287,7 +287,7 @@ async fn schools_groups_and_devices_round_trip(store: Store) {
         ownership: Ownership::School,
     };
     let device = store
-        .save_device(&admin(), school.id, details.clone())
+        .save_device(&admin(), school.id, details.clone(), "new library laptop")
         .await
         .unwrap();
     assert_eq!(device.details.mac.as_deref(), Some("aa:bb:cc:00:11:22"));
@@ -299,6 +299,7 @@ async fn schools_groups_and_devices_round_trip(store: Store) {
                 address: Some("10.0.5.9/24".to_string()),
                 ..details.clone()
             },
+            "moved to the Year 5 network",
         )
         .await
         .unwrap();
@@ -314,6 +315,7 @@ async fn schools_groups_and_devices_round_trip(store: Store) {
                 mac: Some("not-a-mac".to_string()),
                 ..details
             },
+            "typo",
         )
         .await;
     assert!(
@@ -507,6 +509,7 @@ async fn foreign_keys_are_enforced(store: Store) {
                 group_id: None,
                 ownership: Ownership::Byod,
             },
+            "guest device",
         )
         .await;
     assert!(orphan.is_err());

@@ -76,6 +76,7 @@ const ROUTES: &[(&str, [bool; 11])] = &[
     ),
     ("/policy", [true; 11]),
     ("/policy.md", [true; 11]),
+    ("/policy.pdf", [true; 11]),
     (
         "/api/v1/requests",
         [
@@ -286,6 +287,19 @@ async fn request_history_is_searchable_and_exports_csv() {
     assert!(
         markdown.body.contains("maps.example.org") || markdown.body.contains("volcano.example.org")
     );
+    // The same document as a PDF, its text searchable in the file.
+    let pdf = get(&f, "/policy.pdf", &cookie).await;
+    assert_eq!(pdf.status, StatusCode::OK);
+    assert!(pdf.body.starts_with("%PDF-"), "{}", pdf.body);
+    for text in [
+        "Filtering policy: Wrenmoor Primary",
+        "ks2",
+        "Illegal content, blocked for everyone",
+        "Page 1 of",
+    ] {
+        assert!(pdf.body.contains(text), "{text:?} is not in the PDF");
+    }
+    assert!(pdf.body.contains("maps.example.org") || pdf.body.contains("volcano.example.org"));
 }
 
 #[tokio::test]
@@ -346,4 +360,88 @@ async fn a_teacher_changing_a_group_is_refused_and_on_the_change_log() {
         Some(format!("group:{}", group.id).as_str())
     );
     assert!(refused.actor.contains("teacher@wrenmoor.invalid"));
+}
+
+#[tokio::test]
+async fn policy_file_edits_show_on_the_change_log_with_before_after_and_reason() {
+    use sheepdog_policy::changes::policy_changes;
+    use sheepdog_store::PolicyItemChange;
+
+    let f = fixture_with(ConsoleSettings::default(), false).await;
+    let store = f.state.store();
+    let tech = account(
+        &f,
+        "tech@wrenmoor.invalid",
+        StaffRole::Technician,
+        Some(f.school),
+    )
+    .await;
+    let before = PolicyDocument::from_toml(POLICY).unwrap();
+    let initial = store
+        .record_unapplied_policy(
+            None,
+            &before.canonical_json(),
+            &[PolicyItemChange {
+                item: "policy".to_owned(),
+                before: None,
+                after: Some(before.canonical_json()),
+            }],
+        )
+        .await
+        .unwrap();
+    let edited = POLICY.replace(
+        "name = \"ks2\"\ndefault = \"allow\"",
+        "name = \"ks2\"\ndefault = \"allow\"\ncategories = { games = \"block\" }",
+    );
+    let after = PolicyDocument::from_toml(&edited).unwrap();
+    let changes: Vec<PolicyItemChange> = policy_changes(&before.canonical_json(), &after)
+        .into_iter()
+        .map(|c| PolicyItemChange {
+            item: c.item,
+            before: c.before.map(|v| v.to_string()),
+            after: c.after.map(|v| v.to_string()),
+        })
+        .collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let (manager, _) = store
+        .account_for_sign_in("tech@wrenmoor.invalid")
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .apply_policy(
+            &manager,
+            Some(initial.id),
+            &after.canonical_json(),
+            &changes,
+            "Games blocked in lessons for KS2",
+        )
+        .await
+        .unwrap();
+
+    let (cookie, _) = session(&f, tech).await;
+    let page = get(&f, "/changes", &cookie).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for text in [
+        "add filtering_policy group ks2: category games",
+        "Games blocked in lessons for KS2",
+        "<code>&quot;block&quot;</code>",
+        "tech@wrenmoor.invalid",
+        "config file",
+        "initial policy",
+    ] {
+        assert!(page.body.contains(text), "{text:?} in {}", page.body);
+    }
+    let csv = get(&f, "/changes.csv?q=games", &cookie).await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.body.contains("Games blocked in lessons for KS2"),
+        "{}",
+        csv.body
+    );
+    assert!(
+        csv.body.contains("group ks2: category games"),
+        "{}",
+        csv.body
+    );
 }

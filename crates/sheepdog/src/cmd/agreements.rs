@@ -161,7 +161,7 @@ allow = ["console.larkmoor.invalid", "ocsp.pki.invalid"]
             .await
             .unwrap();
         store
-            .add_group_member(&actor, ks2.id, pupil_id)
+            .add_group_member(&actor, ks2.id, pupil_id, "Year 4 pupil")
             .await
             .unwrap();
         store
@@ -176,6 +176,7 @@ allow = ["console.larkmoor.invalid", "ocsp.pki.invalid"]
                     group_id: None,
                     ownership: Ownership::School,
                 },
+                "pupil's iPad",
             )
             .await
             .unwrap();

@@ -83,6 +83,11 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
     config.filtering.policy = sample::write(data.path())?;
     let engine = super::lists::load_engine(&config.filtering.policy, &config.data_dir)?;
     let store = super::open_store(&config).await?;
+    super::policy::record_unapplied_edits(
+        &store,
+        &sheepdog_policy::PolicyDocument::load(&config.filtering.policy)?,
+    )
+    .await?;
     let sign_ins = furnish(&store, &config, args.pupils_per_class).await?;
     config.dns.listen = vec![free_dns_address(args.dns)?];
     if !args.upstream.is_empty() {
@@ -329,7 +334,9 @@ async fn furnish(
         });
     }
     for device in devices {
-        store.save_device(&actor, school.id, device).await?;
+        store
+            .save_device(&actor, school.id, device, "demo school's devices")
+            .await?;
     }
     let mut sign_ins = Vec::new();
     for (username, label, role) in DEMO_ACCOUNTS {

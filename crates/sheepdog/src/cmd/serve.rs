@@ -22,6 +22,10 @@ pub async fn run(
     let store = super::open_store(&config).await?;
     let label = school_label(&store).await?;
     let engine = load_filtering(&config)?;
+    if engine.is_some() {
+        let doc = sheepdog_policy::PolicyDocument::load(&config.filtering.policy)?;
+        super::policy::record_unapplied_edits(&store, &doc).await?;
+    }
     let console = web::bind(config.console.listen, false)
         .await
         .with_context(|| {

@@ -11,7 +11,9 @@ use crate::*;
 on_both!(
     requests_are_decided_once_by_an_approver,
     illegal_targets_are_refused_by_the_system,
-    block_reports_are_allowed_or_kept_blocked_with_a_reason
+    block_reports_are_allowed_or_kept_blocked_with_a_reason,
+    policy_file_edits_are_on_the_change_log,
+    membership_and_device_changes_need_a_reason
 );
 
 fn lesson(target: &str, hours: i64) -> NewRequest {
@@ -358,4 +360,254 @@ async fn block_reports_are_allowed_or_kept_blocked_with_a_reason(store: Store) {
             || c.after.as_deref().unwrap_or("").contains("Times tables")
             || c.before.as_deref().unwrap_or("").contains("times-tables")
     ));
+}
+
+async fn policy_file_edits_are_on_the_change_log(store: Store) {
+    let school = school(&store).await.id;
+    let tech = account(&store, school, "tech", StaffRole::Technician, None).await;
+    let teacher = account(&store, school, "teacher", StaffRole::Teacher, None).await;
+    assert!(store.applied_policy().await.unwrap().is_none());
+
+    // The first start records the policy as the initial one, as the file's.
+    let first = r#"{"groups":[{"categories":{"games":"block"},"name":"ks2"}]}"#;
+    let initial = store
+        .record_unapplied_policy(
+            None,
+            first,
+            &[PolicyItemChange {
+                item: "policy".to_owned(),
+                before: None,
+                after: Some(first.to_owned()),
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(initial.applied_by, "config file");
+    assert_eq!(initial.reason, "initial policy");
+
+    // A technician applies an edit: one entry per item, with the reason.
+    let second = r#"{"groups":[{"categories":{"games":"allow"},"name":"ks2"}]}"#;
+    let games = PolicyItemChange {
+        item: "group ks2: category games".to_owned(),
+        before: Some("\"block\"".to_owned()),
+        after: Some("\"allow\"".to_owned()),
+    };
+    let social = PolicyItemChange {
+        item: "group ks2: category social".to_owned(),
+        before: None,
+        after: Some("\"block\"".to_owned()),
+    };
+    // Without a reason, nothing is recorded.
+    let blank = store
+        .apply_policy(
+            &tech,
+            Some(initial.id),
+            second,
+            std::slice::from_ref(&games),
+            "  ",
+        )
+        .await;
+    assert!(
+        matches!(
+            blank,
+            Err(StoreError::Invalid {
+                field: "reason",
+                ..
+            })
+        ),
+        "{blank:?}"
+    );
+    // Against a copy that is no longer the newest, nothing is recorded.
+    let stale = store
+        .apply_policy(
+            &tech,
+            None,
+            second,
+            std::slice::from_ref(&games),
+            "Games for wet play",
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Invalid { .. })),
+        "{stale:?}"
+    );
+    let applied = store
+        .apply_policy(
+            &tech,
+            Some(initial.id),
+            second,
+            &[games.clone(), social.clone()],
+            "Games for wet play",
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.applied_policy().await.unwrap(), Some(applied.clone()));
+    assert_eq!(applied.policy, second);
+    assert!(applied.applied_by.contains("tech@school.invalid"));
+
+    // A teacher may not apply: refused, audited, nothing stored.
+    let refused = store
+        .apply_policy(
+            &teacher,
+            Some(applied.id),
+            first,
+            std::slice::from_ref(&games),
+            "mine",
+        )
+        .await;
+    assert!(
+        matches!(refused, Err(StoreError::Forbidden { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(store.applied_policy().await.unwrap(), Some(applied.clone()));
+
+    // An edit found at start-up is the file's, with the reason saying so.
+    let third = r#"{"groups":[{"categories":{},"name":"ks2"}]}"#;
+    store
+        .record_unapplied_policy(
+            Some(applied.id),
+            third,
+            &[PolicyItemChange {
+                item: "group ks2: category games".to_owned(),
+                before: Some("\"allow\"".to_owned()),
+                after: None,
+            }],
+        )
+        .await
+        .unwrap();
+
+    let changes = store
+        .filtering_changes(&ChangeFilter::default())
+        .await
+        .unwrap();
+    let policy: Vec<(&str, &str, &str, &str)> = changes
+        .iter()
+        .filter(|c| c.entity == "filtering_policy" || c.action == "refused")
+        .map(|c| {
+            (
+                c.action.as_str(),
+                c.entity_id.as_deref().unwrap_or(""),
+                c.reason.as_deref().unwrap_or(""),
+                c.actor.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        policy,
+        [
+            (
+                "remove",
+                "group ks2: category games",
+                "edited without `sheepdog policy apply`",
+                "config file"
+            ),
+            (
+                "refused",
+                "policy file",
+                "refused: teacher@school.invalid does not hold the filtering manager's role (technician) in every school",
+                format!("account:{}:teacher@school.invalid", teacher.id).as_str()
+            ),
+            (
+                "add",
+                "group ks2: category social",
+                "Games for wet play",
+                format!("account:{}:tech@school.invalid", tech.id).as_str()
+            ),
+            (
+                "change",
+                "group ks2: category games",
+                "Games for wet play",
+                format!("account:{}:tech@school.invalid", tech.id).as_str()
+            ),
+            ("add", "policy", "initial policy", "config file"),
+        ]
+    );
+    let change = changes
+        .iter()
+        .find(|c| c.action == "change" && c.entity == "filtering_policy")
+        .unwrap();
+    assert_eq!(change.before.as_deref(), Some("\"block\""));
+    assert_eq!(change.after.as_deref(), Some("\"allow\""));
+    assert!(store.verify_audit().await.unwrap().is_intact());
+}
+
+async fn membership_and_device_changes_need_a_reason(store: Store) {
+    let school = school(&store).await.id;
+    let actor = Actor::command_line("test");
+    let group = store
+        .ensure_group(&actor, school, "Lunch club", GroupKind::Custom, Some("ks2"))
+        .await
+        .unwrap();
+    store
+        .import_people(&actor, school, &super::roster(), false)
+        .await
+        .unwrap();
+    let pupil = store.people(school, None).await.unwrap()[0].id;
+    for blank in ["", "   "] {
+        let refused = store.add_group_member(&actor, group.id, pupil, blank).await;
+        assert!(
+            matches!(
+                refused,
+                Err(StoreError::Invalid {
+                    field: "reason",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    assert!(store.group_members(group.id).await.unwrap().is_empty());
+    store
+        .add_group_member(&actor, group.id, pupil, "Joined the lunch club")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.remove_group_member(&actor, group.id, pupil, "").await,
+        Err(StoreError::Invalid {
+            field: "reason",
+            ..
+        })
+    ));
+    assert_eq!(store.group_members(group.id).await.unwrap(), vec![pupil]);
+    store
+        .remove_group_member(&actor, group.id, pupil, "Left the lunch club")
+        .await
+        .unwrap();
+    let device = DeviceDetails {
+        name: "LIB-01".to_owned(),
+        mac: None,
+        address: Some("10.0.4.9".to_owned()),
+        owner_id: Some(pupil),
+        group_id: None,
+        ownership: Ownership::School,
+    };
+    assert!(matches!(
+        store.save_device(&actor, school, device.clone(), " ").await,
+        Err(StoreError::Invalid {
+            field: "reason",
+            ..
+        })
+    ));
+    store
+        .save_device(&actor, school, device, "Library laptop lent for the term")
+        .await
+        .unwrap();
+
+    let changes = store
+        .filtering_changes(&ChangeFilter::default())
+        .await
+        .unwrap();
+    let reasons: Vec<(&str, &str)> = changes
+        .iter()
+        .filter(|c| c.action != "create" || c.entity == "device")
+        .map(|c| (c.action.as_str(), c.reason.as_deref().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        reasons[..3],
+        [
+            ("create", "Library laptop lent for the term"),
+            ("remove_member", "Left the lunch club"),
+            ("add_member", "Joined the lunch club"),
+        ]
+    );
 }
