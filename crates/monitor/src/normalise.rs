@@ -540,7 +540,7 @@ impl Builder {
         self.run = run;
     }
 
-    #[inline]
+    #[inline(always)]
     fn ascii(&mut self, byte: u8, start: u32, end: u32) {
         match CLASSES[usize::from(byte & 0x7f)] {
             Class::Letter => {
@@ -647,7 +647,7 @@ impl Builder {
     /// Finishes a word: leetspeak in a word with letters becomes letters;
     /// symbols at the edges of a word, or in a word of digits, were
     /// punctuation after all and are removed.
-    #[inline]
+    #[inline(always)]
     fn end_token(&mut self) {
         let start = self.token_start.min(self.out.text.len());
         let len = self.out.text.len() - start;
