@@ -112,6 +112,25 @@ fn document(title: &str, body: &str) -> String {
     )
 }
 
+/// A page's heading, its opening sentences and the facts of the decision
+/// (those known), as the start of its body.
+fn heading_and_facts(title: &str, intro: &str, facts: &[(&str, Option<&str>)]) -> String {
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<h1>{}</h1>\n<p>{}</p>\n<dl>\n",
+        escape(title),
+        escape(intro)
+    );
+    for (label, value) in facts {
+        if let Some(value) = value {
+            let _ = writeln!(body, "<dt>{label}</dt><dd>{}</dd>", escape(value));
+        }
+    }
+    body.push_str("</dl>\n");
+    body
+}
+
 impl BlockPage<'_> {
     pub fn render(&self) -> String {
         let (title, intro, report_label, report_button) = match self.audience {
@@ -140,26 +159,17 @@ impl BlockPage<'_> {
                 "Report wrongly blocked",
             ),
         };
-        let mut body = String::new();
-        let _ = write!(
-            body,
-            "<h1>{}</h1>\n<p>{}</p>\n<dl>\n",
-            escape(title),
-            escape(intro)
+        let mut body = heading_and_facts(
+            title,
+            intro,
+            &[
+                ("Site", Some(self.site)),
+                ("Category", self.category),
+                ("Reason", Some(self.reason)),
+                ("Time", Some(self.local_time.as_str())),
+                ("Reference", Some(self.reference)),
+            ],
         );
-        let facts = [
-            ("Site", Some(self.site)),
-            ("Category", self.category),
-            ("Reason", Some(self.reason)),
-            ("Time", Some(self.local_time.as_str())),
-            ("Reference", Some(self.reference)),
-        ];
-        for (label, value) in facts {
-            if let Some(value) = value {
-                let _ = writeln!(body, "<dt>{label}</dt><dd>{}</dd>", escape(value));
-            }
-        }
-        body.push_str("</dl>\n");
         let _ = write!(
             body,
             "<form method=\"post\" action=\"{}\">\n\
@@ -223,25 +233,16 @@ impl WarningPage<'_> {
                  recorded in the filtering log.",
             ),
         };
-        let mut body = String::new();
-        let _ = write!(
-            body,
-            "<h1>{}</h1>\n<p>{}</p>\n<dl>\n",
-            escape(title),
-            escape(intro)
+        let mut body = heading_and_facts(
+            title,
+            intro,
+            &[
+                ("Site", Some(self.site)),
+                ("Category", self.category),
+                ("Time", Some(self.local_time.as_str())),
+                ("Reference", Some(self.reference)),
+            ],
         );
-        let facts = [
-            ("Site", Some(self.site)),
-            ("Category", self.category),
-            ("Time", Some(self.local_time.as_str())),
-            ("Reference", Some(self.reference)),
-        ];
-        for (label, value) in facts {
-            if let Some(value) = value {
-                let _ = writeln!(body, "<dt>{label}</dt><dd>{}</dd>", escape(value));
-            }
-        }
-        body.push_str("</dl>\n");
         let _ = writeln!(
             body,
             "<p><a class=\"button\" href=\"{}\">Continue to the site</a></p>\n\
