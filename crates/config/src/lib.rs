@@ -170,6 +170,16 @@ pub struct DnsConfig {
     pub default_group: String,
     /// How often the device registry is re-read into the identity map.
     pub identity_refresh_secs: u32,
+    /// How often each upstream is asked the health-check question; 0: no
+    /// active checks (a failed upstream still goes last for a few seconds).
+    pub health_check_secs: u32,
+    /// The name whose NS records the health check asks for (`.` by
+    /// default, which every recursive resolver can answer).
+    pub health_check_name: String,
+    /// How long a sign-in at the proxy makes the client address that
+    /// person's for DNS too (seconds); each request through the proxy
+    /// renews it. 0: DNS never uses proxy sign-ins.
+    pub sign_in_secs: u32,
 }
 
 /// The filtering web proxy (explicit HTTP/1.1 with CONNECT).
@@ -696,6 +706,13 @@ impl Config {
                 "make cache_min_ttl at most cache_max_ttl (defaults 0 and 86400)",
             );
         }
+        if dns.health_check_secs > 0 && !is_dns_name(&dns.health_check_name) {
+            return fail(
+                "dns.health_check_name",
+                &format!("`{}` is not a DNS name", dns.health_check_name),
+                "use \".\" (the root, the default) or a name such as \"example.com\"",
+            );
+        }
         if dns.default_group.trim().is_empty() {
             return fail(
                 "dns.default_group",
@@ -726,6 +743,20 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A name a DNS question can carry: `.`, or labels of 1-63 letters,
+/// digits, `-` and `_`, 253 characters at most.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.is_empty()
+        || (name.len() <= 253
+            && name.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }))
 }
 
 impl Config {
@@ -876,6 +907,9 @@ impl Default for DnsConfig {
             block_ttl: 60,
             default_group: "guest".to_string(),
             identity_refresh_secs: 60,
+            health_check_secs: 10,
+            health_check_name: ".".to_string(),
+            sign_in_secs: 900,
         }
     }
 }
