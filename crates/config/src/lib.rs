@@ -320,6 +320,14 @@ pub struct MonitoringConfig {
     pub min_grade: u8,
     /// Groups that read with more libraries or another threshold.
     pub groups: Vec<GroupMonitoringConfig>,
+    /// Blocked attempts at the circumvention categories (DNS over HTTPS,
+    /// VPN, proxy, iCloud Private Relay) by one person or device that
+    /// raise an alert; 0: none.
+    pub circumvention_attempts: u32,
+    /// Within this many minutes.
+    pub circumvention_minutes: u32,
+    /// The alert's grade (1-5; 4 and above notify the DSL team at once).
+    pub circumvention_grade: u8,
 }
 
 /// One group's monitoring: libraries on top of the school's, and its own
@@ -588,7 +596,15 @@ impl Config {
 
     fn check_monitoring(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
         let monitoring = &self.monitoring;
-        let grades = std::iter::once(("monitoring.min_grade", Some(monitoring.min_grade))).chain(
+        let grades = [
+            ("monitoring.min_grade", Some(monitoring.min_grade)),
+            (
+                "monitoring.circumvention_grade",
+                Some(monitoring.circumvention_grade),
+            ),
+        ]
+        .into_iter()
+        .chain(
             monitoring
                 .groups
                 .iter()
@@ -601,9 +617,18 @@ impl Config {
                     text,
                     key,
                     "grades run from 1 to 5",
-                    "use a whole number from 1 to 5 (the default is 2)",
+                    "use a whole number from 1 to 5 (the defaults are 2 for min_grade, 4 for circumvention_grade)",
                 ));
             }
+        }
+        if monitoring.circumvention_attempts > 0 && monitoring.circumvention_minutes == 0 {
+            return Err(ConfigError::at_key(
+                origin,
+                text,
+                "monitoring.circumvention_minutes",
+                "attempts cannot add up within 0 minutes",
+                "use a number of minutes such as 10, or circumvention_attempts = 0 for no alerts",
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for group in &monitoring.groups {
@@ -863,6 +888,9 @@ impl Default for MonitoringConfig {
             libraries: Vec::new(),
             min_grade: 2,
             groups: Vec::new(),
+            circumvention_attempts: 5,
+            circumvention_minutes: 10,
+            circumvention_grade: 4,
         }
     }
 }
