@@ -456,13 +456,16 @@ impl DotConnections {
     }
 }
 
+/// A question waiting on a connection: its serial, and where its answer goes.
+type Waiting = (u64, oneshot::Sender<Vec<u8>>);
+
 /// What the reader and the askers of one connection share.
 #[derive(Debug, Default)]
 struct DotShared {
     /// Questions waiting for their answer, by message ID, with a serial so
     /// that a late clean-up cannot remove a newer question that reused
     /// the ID.
-    pending: Mutex<HashMap<u16, (u64, oneshot::Sender<Vec<u8>>)>>,
+    pending: Mutex<HashMap<u16, Waiting>>,
     serial: AtomicU64,
     /// Answers read so far: a question that times out while others are
     /// being answered does not condemn the connection.
@@ -635,10 +638,7 @@ impl DotConnection {
 /// Reads framed answers until the connection ends, handing each to the
 /// question with its ID; answers nobody waits for are dropped.
 async fn read_answers(mut reader: ReadHalf<TlsStream<TcpStream>>, shared: Arc<DotShared>) {
-    loop {
-        let Ok(len) = reader.read_u16().await else {
-            break;
-        };
+    while let Ok(len) = reader.read_u16().await {
         let mut buffer = vec![0u8; usize::from(len)];
         if reader.read_exact(&mut buffer).await.is_err() {
             break;
