@@ -554,6 +554,17 @@ impl Drop for PendingQuestion<'_> {
     }
 }
 
+/// Closes the connection when dropped while still holding it.
+struct HalfWritten<'a>(Option<&'a DotShared>);
+
+impl Drop for HalfWritten<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            shared.close();
+        }
+    }
+}
+
 impl DotConnection {
     fn start(stream: TlsStream<TcpStream>, address: SocketAddr) -> Self {
         let (reader, writer) = tokio::io::split(stream);
@@ -612,11 +623,15 @@ impl DotConnection {
         let framed = frame(request).map_err(DotFailure::Other)?;
         {
             let mut writer = self.writer.lock().await;
+            // Given up on (timed out) half-way through its frame, a
+            // question leaves the stream out of step: nobody may write on.
+            let mut half_written = HalfWritten(Some(&self.shared));
             let written = async {
                 writer.write_all(&framed).await?;
                 writer.flush().await
             }
             .await;
+            half_written.0 = None;
             if written.is_err() {
                 self.shared.close();
                 return Err(closed());
