@@ -793,3 +793,96 @@ async fn dns_over_tls_connections_are_reused_for_many_questions() {
     assert_eq!(upstreams.tls_connections(), 1);
     drop(upstream);
 }
+
+/// A DNS-over-TLS server that answers two questions on each connection
+/// (A 192.0.2.99) and then closes it, as a server's idle or per-connection
+/// limits do; it counts the connections it accepted.
+async fn closing_dot_server(cert: &Path, key: &Path) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                for _ in 0..2 {
+                    let Ok(len) = tls.read_u16().await else {
+                        return;
+                    };
+                    let mut buffer = vec![0u8; usize::from(len)];
+                    tls.read_exact(&mut buffer).await.unwrap();
+                    let request = Message::from_vec(&buffer).unwrap();
+                    let query = request.queries()[0].clone();
+                    let mut reply = Message::new();
+                    reply
+                        .set_id(request.id())
+                        .set_message_type(MessageType::Response)
+                        .set_op_code(OpCode::Query)
+                        .add_query(query.clone());
+                    reply.add_answer(hickory_proto::rr::Record::from_rdata(
+                        query.name().clone(),
+                        60,
+                        hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A(
+                            "192.0.2.99".parse().unwrap(),
+                        )),
+                    ));
+                    let bytes = reply.to_vec().unwrap();
+                    let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+                    framed.extend_from_slice(&bytes);
+                    tls.write_all(&framed).await.unwrap();
+                    tls.flush().await.unwrap();
+                }
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dot_connection_the_server_closes_is_replaced() {
+    // The certificate for dns.test that scripts/dns-upstream makes.
+    let (upstream, _, ca) = UnboundUpstream::start_tls();
+    let files = upstream.dir.path().join("unbound");
+    let (port, accepted) = closing_dot_server(&files.join("tls.pem"), &files.join("tls.key")).await;
+    let over_tls: Upstream = format!("tls://127.0.0.1:{port}#dns.test").parse().unwrap();
+    let upstreams = sheepdog_dns::upstream::Upstreams::new(
+        &[over_tls],
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        Some(&ca),
+    );
+    for i in 0..6 {
+        let name = Name::from_ascii(format!("q{i}.example.test.")).unwrap();
+        let answer = upstreams.resolve(&name, RecordType::A).await.unwrap();
+        assert_eq!(answer.message.answers()[0].data().to_string(), "192.0.2.99");
+        assert_eq!(answer.message.queries()[0].name(), &name);
+    }
+    // Two questions a connection: three connections, each reused once.
+    assert_eq!(upstreams.tls_connections(), 3);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    drop(upstream);
+}
