@@ -170,6 +170,16 @@ pub struct DnsConfig {
     pub default_group: String,
     /// How often the device registry is re-read into the identity map.
     pub identity_refresh_secs: u32,
+    /// How often each upstream is asked the health-check question; 0: no
+    /// active checks (a failed upstream still goes last for a few seconds).
+    pub health_check_secs: u32,
+    /// The name whose NS records the health check asks for (`.` by
+    /// default, which every recursive resolver can answer).
+    pub health_check_name: String,
+    /// How long a sign-in at the proxy makes the client address that
+    /// person's for DNS too (seconds); each request through the proxy
+    /// renews it. 0: DNS never uses proxy sign-ins.
+    pub sign_in_secs: u32,
 }
 
 /// The filtering web proxy (explicit HTTP/1.1 with CONNECT).
@@ -313,6 +323,14 @@ pub struct MonitoringConfig {
     pub min_grade: u8,
     /// Groups that read with more libraries or another threshold.
     pub groups: Vec<GroupMonitoringConfig>,
+    /// Blocked attempts at the circumvention categories (DNS over HTTPS,
+    /// VPN, proxy, iCloud Private Relay) by one person or device that
+    /// raise an alert; 0: none.
+    pub circumvention_attempts: u32,
+    /// Within this many minutes.
+    pub circumvention_minutes: u32,
+    /// The alert's grade (1-5; 4 and above notify the DSL team at once).
+    pub circumvention_grade: u8,
 }
 
 /// One group's monitoring: libraries on top of the school's, and its own
@@ -581,7 +599,15 @@ impl Config {
 
     fn check_monitoring(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
         let monitoring = &self.monitoring;
-        let grades = std::iter::once(("monitoring.min_grade", Some(monitoring.min_grade))).chain(
+        let grades = [
+            ("monitoring.min_grade", Some(monitoring.min_grade)),
+            (
+                "monitoring.circumvention_grade",
+                Some(monitoring.circumvention_grade),
+            ),
+        ]
+        .into_iter()
+        .chain(
             monitoring
                 .groups
                 .iter()
@@ -594,9 +620,18 @@ impl Config {
                     text,
                     key,
                     "grades run from 1 to 5",
-                    "use a whole number from 1 to 5 (the default is 2)",
+                    "use a whole number from 1 to 5 (the defaults are 2 for min_grade, 4 for circumvention_grade)",
                 ));
             }
+        }
+        if monitoring.circumvention_attempts > 0 && monitoring.circumvention_minutes == 0 {
+            return Err(ConfigError::at_key(
+                origin,
+                text,
+                "monitoring.circumvention_minutes",
+                "attempts cannot add up within 0 minutes",
+                "use a number of minutes such as 10, or circumvention_attempts = 0 for no alerts",
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for group in &monitoring.groups {
@@ -699,6 +734,13 @@ impl Config {
                 "make cache_min_ttl at most cache_max_ttl (defaults 0 and 86400)",
             );
         }
+        if dns.health_check_secs > 0 && !is_dns_name(&dns.health_check_name) {
+            return fail(
+                "dns.health_check_name",
+                &format!("`{}` is not a DNS name", dns.health_check_name),
+                "use \".\" (the root, the default) or a name such as \"example.com\"",
+            );
+        }
         if dns.default_group.trim().is_empty() {
             return fail(
                 "dns.default_group",
@@ -729,6 +771,20 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A name a DNS question can carry: `.`, or labels of 1-63 letters,
+/// digits, `-` and `_`, 253 characters at most.
+fn is_dns_name(name: &str) -> bool {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.is_empty()
+        || (name.len() <= 253
+            && name.split('.').all(|label| {
+                (1..=63).contains(&label.len())
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            }))
 }
 
 impl Config {
@@ -836,6 +892,9 @@ impl Default for MonitoringConfig {
             libraries: Vec::new(),
             min_grade: 2,
             groups: Vec::new(),
+            circumvention_attempts: 5,
+            circumvention_minutes: 10,
+            circumvention_grade: 4,
         }
     }
 }
@@ -880,6 +939,9 @@ impl Default for DnsConfig {
             block_ttl: 60,
             default_group: "guest".to_string(),
             identity_refresh_secs: 60,
+            health_check_secs: 10,
+            health_check_name: ".".to_string(),
+            sign_in_secs: 900,
         }
     }
 }

@@ -259,6 +259,28 @@ fn monitoring_groups_are_checked_and_paths_resolved() {
     );
     assert_eq!(key, "monitoring.groups.name");
     assert!(message.contains("twice"), "{message}");
+    let (_, key, _, _) = invalid("[monitoring]\ncircumvention_grade = 0\n");
+    assert_eq!(key, "monitoring.circumvention_grade");
+    let (_, key, _, fix) = invalid("[monitoring]\ncircumvention_minutes = 0\n");
+    assert_eq!(key, "monitoring.circumvention_minutes");
+    assert!(fix.contains("circumvention_attempts = 0"), "{fix}");
+}
+
+#[test]
+fn a_health_check_name_must_be_a_dns_name() {
+    let (_, key, message, _) = invalid("[dns]\nhealth_check_name = \"not a name\"\n");
+    assert_eq!(key, "dns.health_check_name");
+    assert!(message.contains("not a DNS name"), "{message}");
+    for good in [".", "example.com", "example.com.", "_probe.school.invalid"] {
+        let text = format!("[dns]\nhealth_check_name = \"{good}\"\n");
+        assert!(
+            Config::parse(&text, Path::new("site.toml")).is_ok(),
+            "{good}"
+        );
+    }
+    // Off, the name is not used and not checked.
+    let text = "[dns]\nhealth_check_secs = 0\nhealth_check_name = \"..\"\n";
+    assert!(Config::parse(text, Path::new("site.toml")).is_ok());
 }
 
 #[test]

@@ -3,6 +3,10 @@
 //! either written to a SQLite store (`--log DB`) or not recorded at all.
 //!
 //!   bench_server POLICY SNAPSHOT LISTEN UPSTREAM [--log DB]
+//!
+//! For DNS-over-TLS upstreams, `BENCH_UPSTREAM_ROOTS` names the PEM file of
+//! the upstream's authority; `BENCH_CACHE_SIZE=0` turns the cache off so
+//! every question goes upstream.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -40,11 +44,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         &doc,
         Arc::new(snapshot),
     )?));
-    let config = DnsConfig {
+    let mut config = DnsConfig {
         upstreams: vec![upstream.parse()?],
         block_answer: BlockAnswer::Nxdomain,
         ..DnsConfig::default()
     };
+    if let Ok(roots) = std::env::var("BENCH_UPSTREAM_ROOTS") {
+        config.upstream_roots = roots.into();
+    }
+    if let Ok(size) = std::env::var("BENCH_CACHE_SIZE") {
+        config.cache_size = size.parse()?;
+    }
     let mut writer = None;
     let sink = match rest {
         [flag, db] if flag == "--log" => {

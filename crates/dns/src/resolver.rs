@@ -18,7 +18,7 @@ use tokio::sync::OnceCell;
 
 use crate::cache::{Cache, CacheKey, CachedAnswer, TtlPolicy};
 use crate::safesearch;
-use crate::upstream::{AllUpstreamsFailed, Upstreams, UPSTREAM_PAYLOAD};
+use crate::upstream::{AllUpstreamsFailed, HealthCheck, Upstreams, UPSTREAM_PAYLOAD};
 
 /// The Firefox canary: NXDOMAIN for it tells Firefox not to switch on DNS
 /// over HTTPS by itself, which would bypass the filter (F5).
@@ -62,6 +62,8 @@ pub struct ResolverSettings {
     pub upstream_roots: Option<std::path::PathBuf>,
     pub timeout: Duration,
     pub attempt_timeout: Duration,
+    /// Active health checks of the upstreams; `None`: passive only.
+    pub health_check: Option<HealthCheck>,
 }
 
 impl ResolverSettings {
@@ -84,6 +86,15 @@ impl ResolverSettings {
                 .then(|| dns.upstream_roots.clone()),
             timeout: Duration::from_millis(u64::from(dns.timeout_ms)),
             attempt_timeout: Duration::from_millis(u64::from(dns.attempt_timeout_ms)),
+            // The configuration check refuses a name that does not parse.
+            health_check: (dns.health_check_secs > 0)
+                .then(|| Name::from_ascii(&dns.health_check_name).ok())
+                .flatten()
+                .map(|name| HealthCheck {
+                    every: Duration::from_secs(u64::from(dns.health_check_secs)),
+                    name,
+                    record_type: RecordType::NS,
+                }),
         }
     }
 }
@@ -101,7 +112,7 @@ pub struct Resolver {
     sink: Option<EventSink>,
     settings: ResolverSettings,
     cache: Cache,
-    upstreams: Upstreams,
+    upstreams: Arc<Upstreams>,
     in_flight: Mutex<HashMap<CacheKey, Arc<OnceCell<Fetch>>>>,
 }
 
@@ -158,14 +169,22 @@ impl Resolver {
         sink: Option<EventSink>,
         settings: ResolverSettings,
     ) -> Self {
+        let upstreams = Arc::new(Upstreams::new(
+            &settings.upstreams,
+            settings.timeout,
+            settings.attempt_timeout,
+            settings.upstream_roots.as_deref(),
+        ));
+        // Outside a runtime (the fuzz target) there is nothing to probe for.
+        if let (Some(check), Ok(_)) = (
+            &settings.health_check,
+            tokio::runtime::Handle::try_current(),
+        ) {
+            upstreams.spawn_health_checks(check);
+        }
         Self {
             cache: Cache::new(settings.cache_size, settings.ttl),
-            upstreams: Upstreams::new(
-                &settings.upstreams,
-                settings.timeout,
-                settings.attempt_timeout,
-                settings.upstream_roots.as_deref(),
-            ),
+            upstreams,
             engine,
             identities,
             sink,
@@ -177,6 +196,11 @@ impl Resolver {
     /// The cache, for metrics and tests.
     pub fn cache(&self) -> &Cache {
         &self.cache
+    }
+
+    /// The upstreams, for their health and connection counts.
+    pub fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
     }
 
     /// Answers one request packet from `client`. `None` means send nothing:

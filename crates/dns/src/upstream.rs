@@ -1,24 +1,37 @@
 //! Forwarding to the configured upstream resolvers.
 //!
 //! Each exchange has a per-attempt timeout; the upstreams are tried in
-//! configured order, those that failed recently last, until one answers or
-//! the overall deadline passes. An upstream that fails is marked down for a
-//! few seconds, which is the passive health check: the next queries go to
-//! the others first, and it is tried again once the mark lapses. An answer
-//! with the TC bit over UDP is asked again over TCP. DNS-over-TLS upstreams
-//! (RFC 7858) have their certificate verified for the configured name
-//! against the public roots and any the school adds; each exchange opens
-//! its own connection.
+//! configured order, those known to be down last, until one answers or the
+//! overall deadline passes. Health is known two ways. Passively: an
+//! upstream that fails a client's question is put to the back for a few
+//! seconds. Actively, when health checks are on: each upstream is asked a
+//! probe question every interval, marked down after [`DOWN_AFTER`] failures
+//! in a row and up again after one answer, so clients stop paying a dead
+//! upstream's timeout and a recovered one is used again without waiting
+//! for a client to try it. An answer with the TC bit over UDP is asked
+//! again over TCP.
+//!
+//! DNS-over-TLS upstreams (RFC 7858) have their certificate verified for
+//! the configured name against the public roots and any the school adds.
+//! Their connections are kept open and shared (RFC 7858 section 3.4):
+//! questions are pipelined on one connection and answers matched by
+//! message ID, and a connection the server closes is replaced on the next
+//! question, so a TLS handshake is paid once per connection rather than on
+//! every cache miss.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
 use sheepdog_config::{Upstream, UpstreamTransport};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::oneshot;
+use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
@@ -28,15 +41,53 @@ use crate::DnsError;
 
 /// How long a failed upstream is put to the back of the queue.
 const DOWN_FOR: Duration = Duration::from_secs(5);
+/// Probe failures in a row that mark an upstream down: one lost UDP
+/// packet should not.
+pub const DOWN_AFTER: u32 = 2;
 /// The EDNS payload size sheepdog asks upstreams for (the DNS flag day 2020
 /// value, which avoids IP fragmentation).
 pub const UPSTREAM_PAYLOAD: u16 = 1232;
 
+/// Active health checks: the question each upstream is asked, and how often.
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub every: Duration,
+    pub name: Name,
+    pub record_type: RecordType,
+}
+
 #[derive(Debug)]
 struct UpstreamState {
     config: Upstream,
+    /// The metric label.
+    label: String,
     /// Milliseconds since `epoch` until which the upstream counts as down.
     down_until: AtomicU64,
+    /// Marked down by the health checks.
+    probed_down: AtomicBool,
+    /// Probe failures in a row.
+    probe_failures: AtomicU32,
+    /// For a DNS-over-TLS upstream, its shared connection.
+    tls: Option<DotConnections>,
+}
+
+impl UpstreamState {
+    fn mark_up(&self) {
+        self.down_until.store(0, Ordering::Relaxed);
+        self.probe_failures.store(0, Ordering::Relaxed);
+        if self.probed_down.swap(false, Ordering::Relaxed) {
+            tracing::info!(upstream = %self.config, "upstream answers again");
+            metrics::gauge!("sheepdog_dns_upstream_up", "upstream" => self.label.clone()).set(1.0);
+        }
+    }
+
+    fn probe_failed(&self) {
+        let failures = self.probe_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures >= DOWN_AFTER && !self.probed_down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(upstream = %self.config, failures, "upstream marked down by its health check");
+            metrics::gauge!("sheepdog_dns_upstream_up", "upstream" => self.label.clone()).set(0.0);
+        }
+    }
 }
 
 /// The upstream resolvers and their health.
@@ -65,11 +116,21 @@ impl std::fmt::Debug for Upstreams {
 pub struct Forwarded {
     pub message: Message,
     pub elapsed: Duration,
+    /// The upstream that answered.
+    pub upstream: SocketAddr,
 }
 
 /// Every upstream failed, or there are none.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AllUpstreamsFailed;
+
+/// One upstream's health as the checks see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamHealth {
+    pub upstream: SocketAddr,
+    /// False once the health checks have marked it down.
+    pub up: bool,
+}
 
 impl Upstreams {
     /// The upstreams in `list`; `roots` is a PEM file of extra authorities
@@ -88,9 +149,18 @@ impl Upstreams {
         Self {
             list: list
                 .iter()
-                .map(|u| UpstreamState {
-                    config: u.clone(),
-                    down_until: AtomicU64::new(0),
+                .map(|u| {
+                    let label = u.to_string();
+                    metrics::gauge!("sheepdog_dns_upstream_up", "upstream" => label.clone())
+                        .set(1.0);
+                    UpstreamState {
+                        config: u.clone(),
+                        label,
+                        down_until: AtomicU64::new(0),
+                        probed_down: AtomicBool::new(false),
+                        probe_failures: AtomicU32::new(0),
+                        tls: (u.transport == UpstreamTransport::Tls).then(DotConnections::default),
+                    }
                 })
                 .collect(),
             timeout,
@@ -98,6 +168,36 @@ impl Upstreams {
             epoch: Instant::now(),
             tls,
         }
+    }
+
+    /// Starts the health checks: one task per upstream, which ends when
+    /// the upstreams are dropped. Needs a Tokio runtime.
+    pub fn spawn_health_checks(self: &Arc<Self>, check: &HealthCheck) {
+        for index in 0..self.list.len() {
+            let upstreams = Arc::downgrade(self);
+            tokio::spawn(probe_forever(upstreams, index, check.clone()));
+        }
+    }
+
+    /// Each upstream's health, in configured order.
+    pub fn health(&self) -> Vec<UpstreamHealth> {
+        self.list
+            .iter()
+            .map(|u| UpstreamHealth {
+                upstream: u.config.address,
+                up: !u.probed_down.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// TLS connections opened to DNS-over-TLS upstreams so far (each one a
+    /// handshake).
+    pub fn tls_connections(&self) -> u64 {
+        self.list
+            .iter()
+            .filter_map(|u| u.tls.as_ref())
+            .map(|t| t.opened.load(Ordering::Relaxed))
+            .sum()
     }
 
     fn now_ms(&self) -> u64 {
@@ -116,25 +216,29 @@ impl Upstreams {
         let now = self.now_ms();
         let mut order: Vec<&UpstreamState> = self.list.iter().collect();
         // Stable: configured order within the healthy and the down.
-        order.sort_by_key(|u| u.down_until.load(Ordering::Relaxed) > now);
+        order.sort_by_key(|u| {
+            (
+                u.probed_down.load(Ordering::Relaxed),
+                u.down_until.load(Ordering::Relaxed) > now,
+            )
+        });
         for upstream in order {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
-            let attempt = exchange(&upstream.config, self.tls.as_ref(), name, record_type);
+            let attempt = exchange(upstream, self.tls.as_ref(), name, record_type);
             match tokio::time::timeout(self.attempt_timeout.min(left), attempt).await {
-                Ok(Ok(message))
-                    if !matches!(
-                        message.response_code(),
-                        ResponseCode::ServFail | ResponseCode::Refused
-                    ) =>
-                {
-                    upstream.down_until.store(0, Ordering::Relaxed);
+                Ok(Ok(message)) if answered(&message) => {
+                    upstream.mark_up();
                     let elapsed = started.elapsed();
                     metrics::histogram!("sheepdog_dns_upstream_seconds")
                         .record(elapsed.as_secs_f64());
-                    return Ok(Forwarded { message, elapsed });
+                    return Ok(Forwarded {
+                        message,
+                        elapsed,
+                        upstream: upstream.config.address,
+                    });
                 }
                 outcome => {
                     let why = match outcome {
@@ -154,6 +258,39 @@ impl Upstreams {
         metrics::counter!("sheepdog_dns_upstream_failures_total").increment(1);
         Err(AllUpstreamsFailed)
     }
+
+    /// Asks one upstream the probe question and records the outcome.
+    async fn probe(&self, index: usize, check: &HealthCheck) {
+        let Some(upstream) = self.list.get(index) else {
+            return;
+        };
+        let attempt = exchange(upstream, self.tls.as_ref(), &check.name, check.record_type);
+        match tokio::time::timeout(self.attempt_timeout, attempt).await {
+            Ok(Ok(message)) if answered(&message) => upstream.mark_up(),
+            _ => upstream.probe_failed(),
+        }
+    }
+}
+
+async fn probe_forever(upstreams: Weak<Upstreams>, index: usize, check: HealthCheck) {
+    let mut ticks = tokio::time::interval(check.every.max(Duration::from_millis(10)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(upstreams) = upstreams.upgrade() else {
+            return;
+        };
+        upstreams.probe(index, &check).await;
+    }
+}
+
+/// An answer that counts as the upstream working: anything but SERVFAIL
+/// and REFUSED (NXDOMAIN is a resolver doing its job).
+fn answered(message: &Message) -> bool {
+    !matches!(
+        message.response_code(),
+        ResponseCode::ServFail | ResponseCode::Refused
+    )
 }
 
 fn question(name: &Name, record_type: RecordType) -> Message {
@@ -217,11 +354,12 @@ fn tls_connector(extra: Option<&std::path::Path>) -> Option<TlsConnector> {
 }
 
 async fn exchange(
-    upstream: &Upstream,
+    state: &UpstreamState,
     tls: Option<&TlsConnector>,
     name: &Name,
     record_type: RecordType,
 ) -> Result<Message, DnsError> {
+    let upstream = &state.config;
     let request = question(name, record_type);
     match upstream.transport {
         UpstreamTransport::Udp => {
@@ -235,24 +373,316 @@ async fn exchange(
         UpstreamTransport::Tcp => exchange_tcp(upstream.address, &request).await,
         UpstreamTransport::Tls => {
             let address = upstream.address;
-            let refused = |reason: String| DnsError::Upstream {
+            let refused = |reason: &str| DnsError::Upstream {
                 upstream: address.to_string(),
-                source: std::io::Error::other(reason),
+                source: std::io::Error::other(reason.to_string()),
             };
-            let tls = tls.ok_or_else(|| refused("no TLS settings".to_string()))?;
+            let tls = tls.ok_or_else(|| refused("no TLS settings"))?;
+            let connections = state
+                .tls
+                .as_ref()
+                .ok_or_else(|| refused("no connection pool"))?;
             let name = upstream
                 .server_name
                 .clone()
                 .and_then(|n| ServerName::try_from(n).ok())
-                .ok_or_else(|| refused("no valid server name to verify".to_string()))?;
-            let stream = TcpStream::connect(address)
-                .await
-                .map_err(io_error(address))?;
-            let _ = stream.set_nodelay(true);
-            let stream = tls.connect(name, stream).await.map_err(io_error(address))?;
-            framed_exchange(stream, address, &request).await
+                .ok_or_else(|| refused("no valid server name to verify"))?;
+            connections.exchange(tls, address, name, request).await
         }
     }
+}
+
+/// The shared connection to one DNS-over-TLS upstream.
+#[derive(Debug, Default)]
+struct DotConnections {
+    current: Mutex<Option<Arc<DotConnection>>>,
+    /// Held while connecting, so that a burst of questions opens one
+    /// connection rather than one each.
+    connecting: tokio::sync::Mutex<()>,
+    /// Connections opened (handshakes made).
+    opened: AtomicU64,
+}
+
+impl DotConnections {
+    fn live(&self) -> Option<Arc<DotConnection>> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        current.as_ref().filter(|c| !c.shared.is_closed()).cloned()
+    }
+
+    /// The open connection, or a new one. `true` when it is new.
+    async fn connection(
+        &self,
+        tls: &TlsConnector,
+        address: SocketAddr,
+        name: ServerName<'static>,
+    ) -> Result<(Arc<DotConnection>, bool), DnsError> {
+        if let Some(live) = self.live() {
+            return Ok((live, false));
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(live) = self.live() {
+            return Ok((live, false));
+        }
+        let stream = TcpStream::connect(address)
+            .await
+            .map_err(io_error(address))?;
+        let _ = stream.set_nodelay(true);
+        let stream = tls.connect(name, stream).await.map_err(io_error(address))?;
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("sheepdog_dns_upstream_tls_connections_total").increment(1);
+        let connection = Arc::new(DotConnection::start(stream, address));
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(connection.clone());
+        Ok((connection, true))
+    }
+
+    /// One question and its answer over the shared connection. A question
+    /// that finds the connection closed under it (the server timed it out
+    /// as idle, RFC 7766 section 6.2.3) is asked once more on a new one.
+    async fn exchange(
+        &self,
+        tls: &TlsConnector,
+        address: SocketAddr,
+        name: ServerName<'static>,
+        mut request: Message,
+    ) -> Result<Message, DnsError> {
+        let (connection, fresh) = self.connection(tls, address, name.clone()).await?;
+        match connection.exchange(&mut request).await {
+            Err(DotFailure::Closed(_)) if !fresh => {
+                let (connection, _) = self.connection(tls, address, name).await?;
+                connection.exchange(&mut request).await.map_err(Into::into)
+            }
+            outcome => outcome.map_err(Into::into),
+        }
+    }
+}
+
+/// A question waiting on a connection: its serial, and where its answer goes.
+type Waiting = (u64, oneshot::Sender<Vec<u8>>);
+
+/// What the reader and the askers of one connection share.
+#[derive(Debug, Default)]
+struct DotShared {
+    /// Questions waiting for their answer, by message ID, with a serial so
+    /// that a late clean-up cannot remove a newer question that reused
+    /// the ID.
+    pending: Mutex<HashMap<u16, Waiting>>,
+    serial: AtomicU64,
+    /// Answers read so far: a question that times out while others are
+    /// being answered does not condemn the connection.
+    answers: AtomicU64,
+    closed: AtomicBool,
+}
+
+impl DotShared {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        // Dropping the senders tells every waiting question.
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// One TLS connection: questions are written by whoever asks, answers read
+/// by a task that hands each to its question.
+#[derive(Debug)]
+struct DotConnection {
+    address: SocketAddr,
+    writer: tokio::sync::Mutex<WriteHalf<TlsStream<TcpStream>>>,
+    shared: Arc<DotShared>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DotConnection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Why a question on a shared connection got no answer.
+#[derive(Debug)]
+enum DotFailure {
+    /// The connection closed (or was closed) before the answer came.
+    Closed(DnsError),
+    Other(DnsError),
+}
+
+impl From<DotFailure> for DnsError {
+    fn from(failure: DotFailure) -> Self {
+        match failure {
+            DotFailure::Closed(e) | DotFailure::Other(e) => e,
+        }
+    }
+}
+
+/// Removes a question from the pending table when its asker stops
+/// waiting, answered or not; a question abandoned (timed out) while the
+/// connection read nothing at all marks the connection dead.
+struct PendingQuestion<'a> {
+    shared: &'a DotShared,
+    id: u16,
+    serial: u64,
+    answers_before: u64,
+    answered: bool,
+}
+
+impl Drop for PendingQuestion<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let mut pending = self
+            .shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if pending
+            .get(&self.id)
+            .is_some_and(|(s, _)| *s == self.serial)
+        {
+            pending.remove(&self.id);
+        }
+        drop(pending);
+        if self.shared.answers.load(Ordering::Relaxed) == self.answers_before {
+            self.shared.close();
+        }
+    }
+}
+
+/// Closes the connection when dropped while still holding it.
+struct HalfWritten<'a>(Option<&'a DotShared>);
+
+impl Drop for HalfWritten<'_> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.0 {
+            shared.close();
+        }
+    }
+}
+
+impl DotConnection {
+    fn start(stream: TlsStream<TcpStream>, address: SocketAddr) -> Self {
+        let (reader, writer) = tokio::io::split(stream);
+        let shared = Arc::new(DotShared::default());
+        let reader = tokio::spawn(read_answers(reader, shared.clone()));
+        Self {
+            address,
+            writer: tokio::sync::Mutex::new(writer),
+            shared,
+            reader,
+        }
+    }
+
+    async fn exchange(&self, request: &mut Message) -> Result<Message, DotFailure> {
+        let address = self.address;
+        let closed = || {
+            DotFailure::Closed(DnsError::Upstream {
+                upstream: address.to_string(),
+                source: std::io::Error::from(std::io::ErrorKind::ConnectionAborted),
+            })
+        };
+        let (sender, receiver) = oneshot::channel();
+        let serial = self.shared.serial.fetch_add(1, Ordering::Relaxed);
+        let answers_before = self.shared.answers.load(Ordering::Relaxed);
+        let id = {
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if self.shared.is_closed() {
+                return Err(closed());
+            }
+            // 65,536 IDs: a free one is found at once unless the
+            // connection is absurdly busy, when the question fails.
+            let Some(id) = (0..64)
+                .map(|_| fastrand::u16(..))
+                .find(|id| !pending.contains_key(id))
+            else {
+                return Err(DotFailure::Other(DnsError::Upstream {
+                    upstream: address.to_string(),
+                    source: std::io::Error::other("too many questions in flight"),
+                }));
+            };
+            pending.insert(id, (serial, sender));
+            id
+        };
+        let mut question = PendingQuestion {
+            shared: &self.shared,
+            id,
+            serial,
+            answers_before,
+            answered: false,
+        };
+        request.set_id(id);
+        let framed = frame(request).map_err(DotFailure::Other)?;
+        {
+            let mut writer = self.writer.lock().await;
+            // Given up on (timed out) half-way through its frame, a
+            // question leaves the stream out of step: nobody may write on.
+            let mut half_written = HalfWritten(Some(&self.shared));
+            let written = async {
+                writer.write_all(&framed).await?;
+                writer.flush().await
+            }
+            .await;
+            half_written.0 = None;
+            if written.is_err() {
+                self.shared.close();
+                return Err(closed());
+            }
+        }
+        let bytes = receiver.await.map_err(|_| closed())?;
+        question.answered = true;
+        let response = Message::from_vec(&bytes).map_err(|e| DotFailure::Other(e.into()))?;
+        if answers(request, &response) {
+            Ok(response)
+        } else {
+            Err(DotFailure::Other(DnsError::Mismatch {
+                upstream: address.to_string(),
+            }))
+        }
+    }
+}
+
+/// Reads framed answers until the connection ends, handing each to the
+/// question with its ID; answers nobody waits for are dropped.
+async fn read_answers(mut reader: ReadHalf<TlsStream<TcpStream>>, shared: Arc<DotShared>) {
+    while let Ok(len) = reader.read_u16().await {
+        let mut buffer = vec![0u8; usize::from(len)];
+        if reader.read_exact(&mut buffer).await.is_err() {
+            break;
+        }
+        let Some(id) = buffer.get(..2).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+            continue;
+        };
+        let waiting = shared
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+        shared.answers.fetch_add(1, Ordering::Relaxed);
+        if let Some((_, sender)) = waiting {
+            let _ = sender.send(buffer);
+        }
+    }
+    shared.close();
+}
+
+/// A message with its two-byte length (RFC 1035 section 4.2.2), as TCP and
+/// TLS carry it.
+fn frame(message: &Message) -> Result<Vec<u8>, DnsError> {
+    let bytes = message.to_vec()?;
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    let mut framed = Vec::with_capacity(bytes.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(&bytes);
+    Ok(framed)
 }
 
 fn io_error(address: SocketAddr) -> impl Fn(std::io::Error) -> DnsError {
@@ -299,18 +729,13 @@ async fn exchange_tcp(address: SocketAddr, request: &Message) -> Result<Message,
     framed_exchange(stream, address, request).await
 }
 
-/// One question and answer over a stream, each with its two-byte length
-/// (RFC 1035 section 4.2.2), as TCP and TLS carry them.
+/// One question and answer over a TCP connection of its own.
 async fn framed_exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     address: SocketAddr,
     request: &Message,
 ) -> Result<Message, DnsError> {
-    let bytes = request.to_vec()?;
-    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
-    let mut framed = Vec::with_capacity(bytes.len() + 2);
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(&bytes);
+    let framed = frame(request)?;
     stream.write_all(&framed).await.map_err(io_error(address))?;
     let len = stream.read_u16().await.map_err(io_error(address))?;
     let mut buffer = vec![0u8; usize::from(len)];

@@ -581,3 +581,308 @@ async fn private_relay_is_refused_unless_the_group_allows_it() {
     assert_eq!(event.category, None);
     drop(upstream);
 }
+
+/// A UDP upstream under the test's control: it swallows every question
+/// (a dead resolver) until told to answer, then answers each with
+/// 192.0.2.99. It records the names it was asked.
+struct Switchable {
+    port: u16,
+    answering: Arc<std::sync::atomic::AtomicBool>,
+    asked: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Switchable {
+    async fn start() -> Self {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let answering = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (on, log) = (answering.clone(), asked.clone());
+        let task = tokio::spawn(async move {
+            let mut buffer = vec![0u8; 4096];
+            loop {
+                let (len, from) = socket.recv_from(&mut buffer).await.unwrap();
+                let request = Message::from_vec(&buffer[..len]).unwrap();
+                let query = request.queries()[0].clone();
+                log.lock().unwrap().push(query.name().to_ascii());
+                if !on.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue;
+                }
+                let mut reply = Message::new();
+                reply
+                    .set_id(request.id())
+                    .set_message_type(MessageType::Response)
+                    .set_op_code(OpCode::Query)
+                    .set_recursion_available(true)
+                    .add_query(query.clone());
+                if query.query_type() == RecordType::A {
+                    reply.add_answer(hickory_proto::rr::Record::from_rdata(
+                        query.name().clone(),
+                        60,
+                        hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A(
+                            "192.0.2.99".parse().unwrap(),
+                        )),
+                    ));
+                }
+                socket
+                    .send_to(&reply.to_vec().unwrap(), from)
+                    .await
+                    .unwrap();
+            }
+        });
+        Self {
+            port,
+            answering,
+            asked,
+            task,
+        }
+    }
+
+    fn asked_for(&self, name: &str) -> bool {
+        self.asked.lock().unwrap().iter().any(|n| n == name)
+    }
+}
+
+/// Polls `condition` until it holds; fails the test after 20 s (a guard
+/// against hanging, not a timing assertion).
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_mark_a_dead_upstream_down_and_a_recovered_one_up() {
+    let second = UnboundUpstream::start();
+    let first = Switchable::start().await;
+    let settings = ResolverSettings {
+        health_check: Some(sheepdog_dns::upstream::HealthCheck {
+            every: Duration::from_millis(50),
+            name: Name::root(),
+            record_type: RecordType::NS,
+        }),
+        ..ResolverSettings::from_config(&DnsConfig {
+            upstreams: vec![local(first.port), local(second.port)],
+            timeout_ms: 2000,
+            attempt_timeout_ms: 200,
+            ..DnsConfig::default()
+        })
+    };
+    let upstreams = {
+        let (engine, _dir) = engine();
+        Arc::new(Resolver::new(
+            engine,
+            Arc::new(IdentityResolver::new(IdentityMap::new("guest"))),
+            None,
+            settings,
+        ))
+    };
+    let health = || upstreams.upstreams().health();
+    let first_addr: SocketAddr = format!("127.0.0.1:{}", first.port).parse().unwrap();
+    let second_addr: SocketAddr = format!("127.0.0.1:{}", second.port).parse().unwrap();
+    assert!(health().iter().all(|h| h.up), "{:?}", health());
+
+    // The probes find the first upstream dead and mark it down, before any
+    // client has asked anything.
+    eventually("the dead upstream is marked down", || !health()[0].up).await;
+    assert!(health()[1].up, "{:?}", health());
+
+    // Clients' questions now go straight to the second: the dead one is
+    // not asked (and its timeout not paid).
+    let name = Name::from_ascii("www.example.test.").unwrap();
+    let answer = upstreams
+        .upstreams()
+        .resolve(&name, RecordType::A)
+        .await
+        .unwrap();
+    assert_eq!(answer.upstream, second_addr);
+    assert!(
+        !first.asked_for("www.example.test."),
+        "{:?}",
+        first.asked.lock().unwrap()
+    );
+
+    // It comes back: the probes see it answer and it is first again.
+    first
+        .answering
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually("the recovered upstream is marked up", || health()[0].up).await;
+    let name = Name::from_ascii("other.example.test.").unwrap();
+    let answer = upstreams
+        .upstreams()
+        .resolve(&name, RecordType::A)
+        .await
+        .unwrap();
+    assert_eq!(answer.upstream, first_addr);
+    first.task.abort();
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_over_tls_connections_are_reused_for_many_questions() {
+    let (upstream, tls_port, ca) = UnboundUpstream::start_tls();
+    let over_tls: Upstream = format!("tls://127.0.0.1:{tls_port}#dns.test")
+        .parse()
+        .unwrap();
+    let mut config = DnsConfig {
+        upstreams: vec![over_tls],
+        upstream_roots: ca,
+        timeout_ms: 5000,
+        attempt_timeout_ms: 5000,
+        health_check_secs: 0,
+        ..DnsConfig::default()
+    };
+    config.cache_size = 0;
+    let upstreams = Arc::new(sheepdog_dns::upstream::Upstreams::new(
+        &config.upstreams,
+        Duration::from_millis(5000),
+        Duration::from_millis(5000),
+        Some(&config.upstream_roots),
+    ));
+    // One at a time: each question after the first rides the connection
+    // the first one opened.
+    for name in [
+        "www.example.test.",
+        "other.example.test.",
+        "nothere.example.test.",
+    ] {
+        let answer = upstreams
+            .resolve(&Name::from_ascii(name).unwrap(), RecordType::A)
+            .await
+            .unwrap();
+        let expected = match name {
+            "www.example.test." => Some("192.0.2.10"),
+            "other.example.test." => Some("192.0.2.11"),
+            _ => None,
+        };
+        let got = answer
+            .message
+            .answers()
+            .first()
+            .map(|r| r.data().to_string());
+        assert_eq!(got.as_deref(), expected, "{name}");
+    }
+    assert_eq!(upstreams.tls_connections(), 1);
+
+    // Many at once, pipelined on the same connection, each answer matched
+    // to its question by ID.
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let upstreams = upstreams.clone();
+        tasks.push(tokio::spawn(async move {
+            let (name, expected) = if i % 2 == 0 {
+                ("www.example.test.", "192.0.2.10")
+            } else {
+                ("other.example.test.", "192.0.2.11")
+            };
+            let answer = upstreams
+                .resolve(&Name::from_ascii(name).unwrap(), RecordType::A)
+                .await
+                .unwrap();
+            let got = answer.message.answers()[0].data().to_string();
+            assert_eq!(got, expected, "{name}");
+            assert_eq!(answer.message.queries()[0].name().to_ascii(), name);
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(upstreams.tls_connections(), 1);
+    drop(upstream);
+}
+
+/// A DNS-over-TLS server that answers two questions on each connection
+/// (A 192.0.2.99) and then closes it, as a server's idle or per-connection
+/// limits do; it counts the connections it accepted.
+async fn closing_dot_server(cert: &Path, key: &Path) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                for _ in 0..2 {
+                    let Ok(len) = tls.read_u16().await else {
+                        return;
+                    };
+                    let mut buffer = vec![0u8; usize::from(len)];
+                    tls.read_exact(&mut buffer).await.unwrap();
+                    let request = Message::from_vec(&buffer).unwrap();
+                    let query = request.queries()[0].clone();
+                    let mut reply = Message::new();
+                    reply
+                        .set_id(request.id())
+                        .set_message_type(MessageType::Response)
+                        .set_op_code(OpCode::Query)
+                        .add_query(query.clone());
+                    reply.add_answer(hickory_proto::rr::Record::from_rdata(
+                        query.name().clone(),
+                        60,
+                        hickory_proto::rr::RData::A(hickory_proto::rr::rdata::A(
+                            "192.0.2.99".parse().unwrap(),
+                        )),
+                    ));
+                    let bytes = reply.to_vec().unwrap();
+                    let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+                    framed.extend_from_slice(&bytes);
+                    tls.write_all(&framed).await.unwrap();
+                    tls.flush().await.unwrap();
+                }
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dot_connection_the_server_closes_is_replaced() {
+    // The certificate for dns.test that scripts/dns-upstream makes.
+    let (upstream, _, ca) = UnboundUpstream::start_tls();
+    let files = upstream.dir.path().join("unbound");
+    let (port, accepted) = closing_dot_server(&files.join("tls.pem"), &files.join("tls.key")).await;
+    let over_tls: Upstream = format!("tls://127.0.0.1:{port}#dns.test").parse().unwrap();
+    let upstreams = sheepdog_dns::upstream::Upstreams::new(
+        &[over_tls],
+        Duration::from_secs(5),
+        Duration::from_secs(5),
+        Some(&ca),
+    );
+    for i in 0..6 {
+        let name = Name::from_ascii(format!("q{i}.example.test.")).unwrap();
+        let answer = upstreams.resolve(&name, RecordType::A).await.unwrap();
+        assert_eq!(answer.message.answers()[0].data().to_string(), "192.0.2.99");
+        assert_eq!(answer.message.queries()[0].name(), &name);
+    }
+    // Two questions a connection: three connections, each reused once.
+    assert_eq!(upstreams.tls_connections(), 3);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+    drop(upstream);
+}

@@ -17,10 +17,17 @@
 //! The map lives in memory behind an [`ArcSwap`]: a lookup is a few atomic
 //! operations and a hash probe, never a database query, and a refresh builds
 //! a whole new map off the hot path and swaps it in.
+//!
+//! Sign-ins at the proxy are remembered per client address for a while
+//! (`[dns] sign_in_secs`, renewed by each request through the proxy), so
+//! the DNS queries of a shared computer are that person's too, in their
+//! group. They live in a second swapped table, not in the map, so that a
+//! refresh of the device registry keeps them.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
@@ -112,10 +119,7 @@ impl IdentityMap {
     /// default group. IPv4 clients reaching an IPv6 socket as `::ffff:a.b.c.d`
     /// are looked up as IPv4.
     pub fn lookup(&self, client: IpAddr) -> &Arc<Identity> {
-        let client = match client {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
+        let client = unmapped(client);
         if let Some(found) = self.exact.get(&client) {
             return found;
         }
@@ -192,6 +196,14 @@ impl IdentityMap {
     }
 }
 
+/// IPv4 clients reaching an IPv6 socket as `::ffff:a.b.c.d`, as IPv4.
+fn unmapped(client: IpAddr) -> IpAddr {
+    match client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// An address (`10.0.4.17`, `::1`) or a range (`10.0.4.0/24`).
 pub fn parse_net(text: &str) -> Option<IpNet> {
     let text = text.trim();
@@ -200,28 +212,88 @@ pub fn parse_net(text: &str) -> Option<IpNet> {
         .or_else(|| text.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-/// The identity map shared by the servers, replaced whole on refresh.
+/// The identity map shared by the servers, replaced whole on refresh, and
+/// the proxy's recent sign-ins.
 #[derive(Debug)]
 pub struct IdentityResolver {
     map: ArcSwap<IdentityMap>,
+    /// Client address to the person signed in there and when that lapses.
+    sign_ins: ArcSwap<HashMap<IpAddr, (i64, Instant)>>,
+    /// How long a sign-in lasts; zero: sign-ins are not remembered.
+    sign_in_for: Duration,
 }
+
+/// Remembered sign-ins at most, to bound memory.
+const MAX_SIGN_INS: usize = 100_000;
 
 impl IdentityResolver {
     pub fn new(map: IdentityMap) -> Self {
         Self {
             map: ArcSwap::from_pointee(map),
+            sign_ins: ArcSwap::from_pointee(HashMap::new()),
+            sign_in_for: Duration::ZERO,
         }
     }
 
+    /// Remembers proxy sign-ins for `lifetime`, so that lookups of the
+    /// client address (DNS's included) give the person signed in there.
+    pub fn with_sign_ins(mut self, lifetime: Duration) -> Self {
+        self.sign_in_for = lifetime;
+        self
+    }
+
     /// The identity of a person signed in from a client (see
-    /// [`IdentityMap::signed_in`]).
+    /// [`IdentityMap::signed_in`]), which is remembered for the address.
     pub fn signed_in(&self, client: IpAddr, person_id: i64) -> Identity {
+        self.remember_sign_in(client, person_id);
         self.map.load().signed_in(client, person_id)
     }
 
-    /// The identity of a client, without a lock or a query.
+    /// Records a sign-in. The table is copied on change, so a renewal is
+    /// written only once a quarter of the lifetime has passed: a page's
+    /// dozens of requests cost one copy, not dozens.
+    fn remember_sign_in(&self, client: IpAddr, person_id: i64) {
+        if self.sign_in_for.is_zero() {
+            return;
+        }
+        let client = unmapped(client);
+        let now = Instant::now();
+        let until = now + self.sign_in_for;
+        let fresh = |entry: Option<&(i64, Instant)>| {
+            entry.is_some_and(|&(person, lapses)| {
+                person == person_id && lapses > now + self.sign_in_for * 3 / 4
+            })
+        };
+        if fresh(self.sign_ins.load().get(&client)) {
+            return;
+        }
+        self.sign_ins.rcu(|table| {
+            let mut table: HashMap<IpAddr, (i64, Instant)> = table
+                .iter()
+                .filter(|(_, (_, lapses))| *lapses > now)
+                .map(|(address, entry)| (*address, *entry))
+                .collect();
+            if table.len() >= MAX_SIGN_INS {
+                table.clear();
+            }
+            table.insert(client, (person_id, until));
+            table
+        });
+    }
+
+    /// The identity of a client, without a lock or a query: the person
+    /// signed in there through the proxy, else the device registry's.
     pub fn lookup(&self, client: IpAddr) -> Arc<Identity> {
-        self.map.load().lookup(client).clone()
+        let map = self.map.load();
+        let sign_ins = self.sign_ins.load();
+        if !sign_ins.is_empty() {
+            if let Some(&(person_id, lapses)) = sign_ins.get(&unmapped(client)) {
+                if lapses > Instant::now() {
+                    return Arc::new(map.signed_in(client, person_id));
+                }
+            }
+        }
+        map.lookup(client).clone()
     }
 
     /// Puts a new map in force.
@@ -259,6 +331,35 @@ mod tests {
         // Someone in no filtering group gets the default, not the device's.
         let nobody = map.signed_in("10.0.4.17".parse().unwrap_or_else(|_| panic!()), 99);
         assert_eq!(&*nobody.group, "guest");
+    }
+
+    #[test]
+    fn a_proxy_sign_in_is_the_addresses_identity_until_it_lapses() {
+        let mut map = IdentityMap::new("guest");
+        map.insert_person(43, Arc::from("staff"));
+        let pc: IpAddr = "10.0.4.17".parse().unwrap_or_else(|_| panic!());
+        let mapped: IpAddr = "::ffff:10.0.4.17".parse().unwrap_or_else(|_| panic!());
+        let lasting = IdentityResolver::new(map.clone()).with_sign_ins(Duration::from_secs(600));
+        assert_eq!(&*lasting.lookup(pc).group, "guest");
+        lasting.signed_in(pc, 43);
+        assert_eq!(lasting.lookup(pc).person_id, Some(43));
+        assert_eq!(&*lasting.lookup(mapped).group, "staff");
+        // A refresh of the registry keeps it.
+        lasting.replace(map.clone());
+        assert_eq!(&*lasting.lookup(pc).group, "staff");
+        // Another address is not signed in.
+        let other: IpAddr = "10.0.4.18".parse().unwrap_or_else(|_| panic!());
+        assert_eq!(lasting.lookup(other).person_id, None);
+
+        // A lifetime of zero: sign-ins are not remembered at all.
+        let forgetful = IdentityResolver::new(map.clone());
+        forgetful.signed_in(pc, 43);
+        assert_eq!(&*forgetful.lookup(pc).group, "guest");
+        // A lapsed sign-in no longer counts.
+        let brief = IdentityResolver::new(map).with_sign_ins(Duration::from_millis(1));
+        brief.signed_in(pc, 43);
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(&*brief.lookup(pc).group, "guest");
     }
 
     fn who(name: &str, group: &str) -> Identity {

@@ -35,7 +35,10 @@ pub use eval::{eval, shipped_corpus, Case, EvalReport, Score};
 pub use event::{read_events, AgeGroup, Decision, Event, Field};
 pub use grade::{concerns_of, Concern, FieldHit, GradeFactors, GradingRules, Monitor};
 pub use library::{Category, Library, Position};
-pub use live::{GroupMonitoring, LiveMonitor, LiveOptions, ScanCounts};
+pub use live::{
+    CircumventionRule, GroupMonitoring, LiveMonitor, LiveOptions, ScanCounts, CIRCUMVENTION,
+    CIRCUMVENTION_CATEGORIES,
+};
 pub use matcher::{Hit, Matcher};
 pub use normalise::{normalise, normalise_into, Normalised};
 

@@ -15,8 +15,18 @@
 //! second, so the same target from the same subject is read once a
 //! minute, or it would count as repetition. A concern at or above the
 //! recording grade becomes an alert, with the events around it copied in.
+//!
+//! Circumvention (F5) is read here too, not on the DNS hot path: blocked
+//! attempts at the circumvention categories (DNS-over-HTTPS resolvers,
+//! VPNs, proxies and anonymisers, iCloud Private Relay where the group
+//! does not allow it) are counted per subject, and the attempt that makes
+//! [`CircumventionRule::attempts`] within its window raises one alert in
+//! the category [`CIRCUMVENTION`], naming who, the attempts and their
+//! categories; the count then starts again, and further alerts within the
+//! store's throttle merge into the open one. The Firefox DoH canary is
+//! not an attempt: browsers ask for it by themselves.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -30,6 +40,47 @@ use crate::event::{AgeGroup, Decision, Event};
 use crate::grade::{Concern, GradingRules, Monitor};
 use crate::matcher::Matcher;
 use crate::MonitorError;
+
+/// The alert category of repeated circumvention attempts.
+pub const CIRCUMVENTION: &str = "circumvention";
+
+/// The filter categories whose blocked look-ups are circumvention attempts.
+pub const CIRCUMVENTION_CATEGORIES: [&str; 4] = ["doh", "vpn", "proxy", "private_relay"];
+
+/// The name Firefox asks for to learn whether to use DNS over HTTPS; not
+/// an attempt by anyone.
+const DOH_CANARY: &str = "use-application-dns.net";
+
+/// When repeated circumvention attempts raise an alert.
+#[derive(Debug, Clone, Copy)]
+pub struct CircumventionRule {
+    /// Blocked attempts by one subject that raise an alert; 0: never.
+    pub attempts: u32,
+    /// Within this long.
+    pub window: Duration,
+    /// The alert's grade (the store notifies the DSL team at once from
+    /// its notice grade, 4 by default).
+    pub grade: u8,
+}
+
+impl Default for CircumventionRule {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            window: Duration::minutes(10),
+            grade: 4,
+        }
+    }
+}
+
+/// One blocked circumvention attempt, remembered until its window passes.
+#[derive(Debug, Clone)]
+struct Attempt {
+    id: i64,
+    at: DateTime<Utc>,
+    target: String,
+    category: String,
+}
 
 /// How live monitoring reads events and records alerts.
 #[derive(Debug, Clone)]
@@ -53,6 +104,7 @@ pub struct LiveOptions {
     pub repeat_quiet: Duration,
     /// Groups that read with their own libraries or threshold (M6).
     pub groups: Vec<GroupMonitoring>,
+    pub circumvention: CircumventionRule,
 }
 
 /// One group's monitoring: its own matcher (the shipped libraries, the
@@ -77,6 +129,7 @@ impl Default for LiveOptions {
             surrounding_limit: 20,
             repeat_quiet: Duration::minutes(1),
             groups: Vec::new(),
+            circumvention: CircumventionRule::default(),
         }
     }
 }
@@ -97,6 +150,8 @@ pub struct ScanCounts {
     /// Concerns that could not be given to a school (no person, no known
     /// device, and more than one school).
     pub unattributed: usize,
+    /// Circumvention alerts raised (each also counted as created or merged).
+    pub circumvention: usize,
 }
 
 impl ScanCounts {
@@ -109,6 +164,7 @@ impl ScanCounts {
         self.duplicates += other.duplicates;
         self.notify += other.notify;
         self.unattributed += other.unattributed;
+        self.circumvention += other.circumvention;
     }
 }
 
@@ -132,6 +188,8 @@ pub struct LiveMonitor {
     only_school: Option<i64>,
     /// When each (subject, target) was last read.
     recent: HashMap<(String, String), DateTime<Utc>>,
+    /// Each subject's circumvention attempts within the window.
+    attempts: HashMap<String, VecDeque<Attempt>>,
 }
 
 impl std::fmt::Debug for LiveMonitor {
@@ -180,6 +238,7 @@ impl LiveMonitor {
             devices: HashMap::new(),
             only_school: None,
             recent: HashMap::new(),
+            attempts: HashMap::new(),
         })
     }
 
@@ -268,6 +327,25 @@ impl LiveMonitor {
             return Ok(counts);
         }
         self.remember(key, stored.at);
+        if let Some(attempts) = self.circumvention_attempts(id, stored, &subject) {
+            let outcome = self
+                .record_circumvention(person, stored, &subject, attempts)
+                .await?;
+            match outcome {
+                None => counts.unattributed += 1,
+                Some(outcome) => {
+                    counts.circumvention += 1;
+                    if outcome.notify() {
+                        counts.notify += 1;
+                    }
+                    match outcome {
+                        AlertOutcome::Created { .. } => counts.created += 1,
+                        AlertOutcome::Merged { .. } => counts.merged += 1,
+                        AlertOutcome::Duplicate { .. } => counts.duplicates += 1,
+                    }
+                }
+            }
+        }
         let (monitor, min_grade) = match stored.group.as_ref().and_then(|g| self.groups.get_mut(g))
         {
             Some((monitor, min_grade)) => (monitor, *min_grade),
@@ -300,6 +378,102 @@ impl LiveMonitor {
             }
         }
         Ok(counts)
+    }
+
+    /// Counts a blocked circumvention attempt; the attempts in the window
+    /// once they reach the rule's number (and the count starts again).
+    fn circumvention_attempts(
+        &mut self,
+        id: i64,
+        stored: &DecisionEvent,
+        subject: &str,
+    ) -> Option<Vec<Attempt>> {
+        let rule = self.options.circumvention;
+        let category = stored.category.as_deref()?;
+        if rule.attempts == 0
+            || stored.action != "block"
+            || !CIRCUMVENTION_CATEGORIES.contains(&category)
+            || stored.target.eq_ignore_ascii_case(DOH_CANARY)
+            || subject.is_empty()
+        {
+            return None;
+        }
+        if self.attempts.len() >= MAX_RECENT && !self.attempts.contains_key(subject) {
+            let at = stored.at;
+            self.attempts
+                .retain(|_, a| a.back().is_some_and(|last| at - last.at < rule.window));
+            if self.attempts.len() >= MAX_RECENT {
+                self.attempts.clear();
+            }
+        }
+        let attempts = self.attempts.entry(subject.to_string()).or_default();
+        attempts.push_back(Attempt {
+            id,
+            at: stored.at,
+            target: stored.target.clone(),
+            category: category.to_string(),
+        });
+        while attempts
+            .front()
+            .is_some_and(|first| stored.at - first.at >= rule.window)
+        {
+            attempts.pop_front();
+        }
+        if attempts.len() < rule.attempts as usize {
+            return None;
+        }
+        let raised: Vec<Attempt> = attempts.drain(..).collect();
+        self.attempts.remove(subject);
+        Some(raised)
+    }
+
+    /// Records the alert for repeated attempts; `None` when the event
+    /// cannot be given to a school.
+    async fn record_circumvention(
+        &mut self,
+        person: Option<PersonFacts>,
+        stored: &DecisionEvent,
+        subject: &str,
+        attempts: Vec<Attempt>,
+    ) -> Result<Option<AlertOutcome>, MonitorError> {
+        let Some(school_id) = self.school_of(person, stored).await? else {
+            return Ok(None);
+        };
+        let mut categories: Vec<&str> = attempts.iter().map(|a| a.category.as_str()).collect();
+        categories.sort_unstable();
+        categories.dedup();
+        let first = attempts.first().map_or(stored.at, |a| a.at);
+        let alert = NewAlert {
+            person_id: stored.person_id,
+            subject: subject.to_string(),
+            device_id: stored.device_id,
+            device_name: stored.device_name.clone(),
+            address: Some(stored.client.clone()),
+            category: CIRCUMVENTION.to_string(),
+            grade: self.options.circumvention.grade.clamp(1, 5),
+            matched_text: format!(
+                "{} blocked attempts to get round the filter ({}) since {}",
+                attempts.len(),
+                categories.join(", "),
+                first.format("%H:%M")
+            ),
+            source: stored.source.as_str().to_string(),
+            at: stored.at,
+            event_ids: attempts.iter().map(|a| a.id).collect(),
+            context: json!({
+                "group": stored.group,
+                "categories": categories,
+                "attempts": attempts
+                    .iter()
+                    .map(|a| json!({"at": a.at, "target": a.target, "category": a.category}))
+                    .collect::<Vec<_>>(),
+            }),
+        };
+        let outcome = self
+            .store
+            .record_alert(&self.actor, school_id, &alert, &self.options.alerts)
+            .await?;
+        Ok(Some(outcome))
     }
 
     fn remember(&mut self, key: (String, String), at: DateTime<Utc>) {

@@ -321,3 +321,100 @@ async fn groups_read_with_their_own_libraries_and_thresholds() {
         "{alerts:?}"
     );
 }
+
+fn blocked(
+    minutes_ago: i64,
+    person: Option<i64>,
+    client: &str,
+    target: &str,
+    category: &str,
+) -> DecisionEvent {
+    DecisionEvent {
+        client: client.to_string(),
+        device_name: None,
+        action: "block".to_string(),
+        category: Some(category.to_string()),
+        ..event(minutes_ago, person, target, None)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_circumvention_attempts_raise_one_alert() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, school, pupil) = setup(dir.path()).await;
+    let matcher = Arc::new(Matcher::shipped().unwrap());
+    let mut live = LiveMonitor::start(store.clone(), matcher, LiveOptions::default())
+        .await
+        .unwrap();
+    let vpns = [
+        "www.tunnelfox-vpn.invalid",
+        "api.tunnelfox-vpn.invalid",
+        "hideaway-proxy.invalid",
+        "dl.hidemyroute.invalid",
+        "cdn.tunnelfox-vpn.invalid",
+        "login.tunnelfox-vpn.invalid",
+    ];
+    let mut events = Vec::new();
+    // The pupil signed in at 10.0.4.17: five attempts within ten minutes
+    // (and a sixth just after), VPN and proxy categories.
+    for (i, name) in vpns.iter().enumerate() {
+        let category = if name.contains("proxy") {
+            "proxy"
+        } else {
+            "vpn"
+        };
+        events.push(blocked(
+            8 - i as i64,
+            Some(pupil),
+            "10.0.4.17",
+            name,
+            category,
+        ));
+    }
+    // Another computer: four attempts and the browser's DoH canary, many
+    // times over; not enough.
+    for name in &vpns[..4] {
+        events.push(blocked(6, None, "10.0.4.18", name, "vpn"));
+    }
+    for minutes in 0..8 {
+        events.push(blocked(
+            minutes,
+            None,
+            "10.0.4.18",
+            "use-application-dns.net",
+            "doh",
+        ));
+    }
+    // Attempts spread over more than the window do not add up either.
+    for (i, name) in vpns[..5].iter().enumerate() {
+        events.push(blocked(50 - 11 * i as i64, None, "10.0.4.19", name, "vpn"));
+    }
+    events.sort_by_key(|e| e.at);
+    store.insert_events(&events).await.unwrap();
+
+    let counts = live.scan_new().await.unwrap();
+    assert_eq!(counts.circumvention, 1, "{counts:?}");
+    let alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
+    let circumvention: Vec<_> = alerts
+        .iter()
+        .filter(|a| a.category == "circumvention")
+        .collect();
+    assert_eq!(circumvention.len(), 1, "{alerts:?}");
+    let alert = circumvention[0];
+    assert_eq!(alert.person_id, Some(pupil));
+    assert_eq!(alert.address.as_deref(), Some("10.0.4.17"));
+    assert_eq!(alert.grade, 4);
+    assert_eq!(alert.event_ids.len(), 5);
+    assert!(
+        alert.matched_text.contains("5 blocked attempts"),
+        "{}",
+        alert.matched_text
+    );
+    assert!(
+        alert.matched_text.contains("proxy, vpn"),
+        "{}",
+        alert.matched_text
+    );
+    // Grade 4 is owed to the DSL team at once, through the outbox.
+    assert_eq!(counts.notify, 1, "{counts:?}");
+}

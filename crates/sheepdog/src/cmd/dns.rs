@@ -92,7 +92,10 @@ pub async fn start_identities(
             IdentityMap::new(&default_group)
         }
     };
-    let identities = Arc::new(IdentityResolver::new(map));
+    let identities = Arc::new(
+        IdentityResolver::new(map)
+            .with_sign_ins(Duration::from_secs(u64::from(config.dns.sign_in_secs))),
+    );
     let every = Duration::from_secs(u64::from(config.dns.identity_refresh_secs.max(1)));
     let refresher = super::agreements::spawn_identity_refresh(
         identities.clone(),

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use sheepdog_config::Config;
 use sheepdog_monitor::{
-    eval, read_events, Delivery, GradingRules, GroupMonitoring, Library, LiveMonitor, LiveOptions,
-    Matcher, Monitor,
+    eval, read_events, CircumventionRule, Delivery, GradingRules, GroupMonitoring, Library,
+    LiveMonitor, LiveOptions, Matcher, Monitor,
 };
 use sheepdog_store::{Actor, AlertPolicy, NewAlert};
 
@@ -125,6 +125,11 @@ pub async fn follow_events(
     let options = LiveOptions {
         min_grade: monitoring.min_grade,
         groups,
+        circumvention: CircumventionRule {
+            attempts: monitoring.circumvention_attempts,
+            window: chrono::Duration::minutes(i64::from(monitoring.circumvention_minutes)),
+            grade: monitoring.circumvention_grade,
+        },
         ..LiveOptions::default()
     };
     let live = LiveMonitor::start(store.clone(), Arc::new(school_matcher), options)

@@ -173,3 +173,238 @@ pub async fn start(
         addr,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::net::{IpAddr, SocketAddr};
+
+    use sheepdog_policy::{build_snapshot, CompiledPolicy, PolicyDocument};
+    use sheepdog_store::{
+        Actor, EventFilter, GroupKind, ImportBatch, PersonDetails, PersonKind, StoreOptions,
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    const POLICY: &str = r#"
+fallback_group = "guest"
+[school]
+name = "Larkmoor Primary"
+time_zone = "Europe/London"
+[[lists]]
+name = "betting"
+source = "betting.txt"
+format = "domains"
+category = "gambling"
+[[groups]]
+name = "guest"
+default = "allow"
+[[groups]]
+name = "ks2"
+default = "allow"
+[groups.categories]
+gambling = "block"
+"#;
+
+    /// An A question for `name`, by hand: the binary has no DNS library.
+    fn question(id: u16, name: &str) -> Vec<u8> {
+        let mut packet = id.to_be_bytes().to_vec();
+        packet.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+        for label in name.split('.') {
+            packet.push(u8::try_from(label.len()).unwrap());
+            packet.extend_from_slice(label.as_bytes());
+        }
+        packet.extend_from_slice(&[0, 0, 1, 0, 1]);
+        packet
+    }
+
+    /// Asks the DNS server from `from` and waits for its answer.
+    async fn ask(dns: SocketAddr, from: IpAddr, id: u16, name: &str) {
+        let socket = tokio::net::UdpSocket::bind((from, 0)).await.unwrap();
+        socket.send_to(&question(id, name), dns).await.unwrap();
+        let mut buffer = [0u8; 1500];
+        let (len, _) = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            socket.recv_from(&mut buffer),
+        )
+        .await
+        .expect("a DNS answer")
+        .unwrap();
+        assert!(len >= 12 && buffer[..2] == id.to_be_bytes());
+    }
+
+    /// A pupil signs in at the proxy from a shared computer whose address
+    /// the device registry does not know; from then on, that computer's DNS
+    /// queries are the pupil's, decided by the pupil's group, as `serve`
+    /// and `demo` wire the two servers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_proxy_sign_in_carries_over_to_dns() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let actor = Actor::command_line("test");
+        let school = store
+            .create_school(&actor, "Larkmoor Primary", None, "Europe/London")
+            .await
+            .unwrap()
+            .id;
+        let pupil = PersonDetails {
+            kind: PersonKind::Pupil,
+            external_id: None,
+            upn: Some("A123456789012".to_owned()),
+            given_name: "Tamsin".to_owned(),
+            family_name: "Orrowby".to_owned(),
+            date_of_birth: None,
+            year_group: Some("5".to_owned()),
+            class_name: Some("5W".to_owned()),
+            email: None,
+            roles: vec![],
+            active: true,
+        };
+        store
+            .import_people(
+                &actor,
+                school,
+                &ImportBatch {
+                    people: vec![pupil],
+                    guardians: vec![],
+                },
+                false,
+            )
+            .await
+            .unwrap();
+        let pupil_id = store.people(school, Some(PersonKind::Pupil)).await.unwrap()[0].id;
+        let ks2 = store
+            .ensure_group(
+                &actor,
+                school,
+                "Key stage 2",
+                GroupKind::Filtering,
+                Some("ks2"),
+            )
+            .await
+            .unwrap();
+        store
+            .add_group_member(&actor, ks2.id, pupil_id)
+            .await
+            .unwrap();
+        let hash = password::hash("plough-lantern-47").unwrap();
+        let account = store
+            .create_account(&actor, "t.orrowby", "T Orrowby", &hash, &[])
+            .await
+            .unwrap();
+        store
+            .set_account_person(&actor, account.id, Some(pupil_id))
+            .await
+            .unwrap();
+
+        std::fs::write(dir.path().join("betting.txt"), "bets.invalid\n").unwrap();
+        let doc = PolicyDocument::from_toml(POLICY).unwrap();
+        let (snapshot, _) = build_snapshot(&doc, dir.path(), None).unwrap();
+        let engine = Arc::new(Engine::new(
+            CompiledPolicy::compile(&doc, Arc::new(snapshot)).unwrap(),
+        ));
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.dns.timeout_ms = 300;
+        config.dns.health_check_secs = 0;
+        config.proxy.enabled = true;
+        config.proxy.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.proxy.authentication = ProxyAuthentication::Basic;
+        config.events.flush_ms = 10;
+
+        let dns = super::super::dns::start(&config, store.clone(), engine.clone())
+            .await
+            .unwrap();
+        let proxy = start(&config, store.clone(), engine, Some(&dns))
+            .await
+            .unwrap();
+        let shared_pc: IpAddr = "127.0.0.5".parse().unwrap();
+
+        // Before anyone signs in: the default group, which allows betting.
+        ask(dns.udp_addr(), shared_pc, 1, "bets.invalid").await;
+
+        let origin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let origin_addr = origin.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = origin.accept().await {
+                let mut buffer = [0u8; 2048];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    )
+                    .await;
+            }
+        });
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(shared_pc, 0)).unwrap();
+        let mut browser = socket.connect(proxy.addr()).await.unwrap();
+        // "t.orrowby:plough-lantern-47" in base64.
+        let credentials = "dC5vcnJvd2J5OnBsb3VnaC1sYW50ZXJuLTQ3";
+        browser
+            .write_all(
+                format!(
+                    "GET http://{origin_addr}/lesson HTTP/1.1\r\nHost: {origin_addr}\r\n\
+                     Proxy-Authorization: Basic {credentials}\r\nConnection: close\r\n\r\n"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        browser.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+        // Now the shared computer's DNS is the pupil's: ks2 blocks betting.
+        ask(dns.udp_addr(), shared_pc, 2, "bets.invalid").await;
+        // Another computer is still nobody's.
+        ask(
+            dns.udp_addr(),
+            "127.0.0.6".parse().unwrap(),
+            3,
+            "bets.invalid",
+        )
+        .await;
+
+        proxy.shutdown().await;
+        dns.shutdown().await.unwrap();
+        let events = store
+            .events(&EventFilter {
+                client: Some(shared_pc.to_string()),
+                ..EventFilter::default()
+            })
+            .await
+            .unwrap();
+        let dns_events: Vec<_> = events
+            .iter()
+            .filter(|e| e.source.as_str() == "dns")
+            .map(|e| (e.action.as_str(), e.group.as_deref(), e.person_id))
+            .collect();
+        // Newest first.
+        assert_eq!(
+            dns_events,
+            [
+                ("block", Some("ks2"), Some(pupil_id)),
+                ("allow", Some("guest"), None)
+            ],
+            "{events:?}"
+        );
+        let elsewhere = store
+            .events(&EventFilter {
+                client: Some("127.0.0.6".to_owned()),
+                ..EventFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(elsewhere.len(), 1);
+        assert_eq!(elsewhere[0].person_id, None);
+        assert_eq!(elsewhere[0].action, "allow");
+        store.close().await;
+    }
+}
