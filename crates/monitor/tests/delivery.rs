@@ -222,8 +222,8 @@ async fn alerts_reach_the_dsl_by_email_and_webhook_after_an_outage() {
     assert_eq!(body["link"], link.as_str());
     assert!(!body.to_string().contains("k1ll"));
 
-    // The weekly digest: not before its hour (Monday 07:00 in London; UTC
-    // in winter), then once that week, with counts and a link, no text.
+    // The weekly digest: not before its hour (Monday 07:00 in London),
+    // then once that week, with counts and a link, no text.
     let at: chrono::DateTime<Utc> = store
         .alert(alert_id)
         .await
@@ -231,11 +231,26 @@ async fn alerts_reach_the_dsl_by_email_and_webhook_after_an_outage() {
         .first_at
         .parse()
         .unwrap();
-    let days = 7 - i64::from(at.weekday().num_days_from_monday());
-    let next_monday = (at + Duration::days(days)).date_naive();
-    let early = next_monday.and_hms_opt(6, 59, 0).unwrap().and_utc();
+    // The first Monday 09:00 in London after the alert, so that the
+    // alert is inside the digest's seven days whatever day the test runs.
+    let london = chrono_tz::Europe::London;
+    let local = at.with_timezone(&london);
+    let in_london = |date: chrono::NaiveDate, hour: u32, minute: u32| {
+        use chrono::TimeZone as _;
+        london
+            .from_local_datetime(&date.and_hms_opt(hour, minute, 0).unwrap())
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc)
+    };
+    let mut monday =
+        local.date_naive() - Duration::days(i64::from(local.weekday().num_days_from_monday()));
+    if in_london(monday, 9, 0) <= at {
+        monday += Duration::days(7);
+    }
+    let early = in_london(monday, 6, 59);
     assert_eq!(delivery.send_digests(&store, early).await.unwrap(), 0);
-    let due = next_monday.and_hms_opt(9, 0, 0).unwrap().and_utc();
+    let due = in_london(monday, 9, 0);
     assert_eq!(delivery.send_digests(&store, due).await.unwrap(), 1);
     assert_eq!(delivery.send_digests(&store, due).await.unwrap(), 0);
     let digest = std::fs::read_to_string(outdir.join("1.eml")).unwrap();
