@@ -69,6 +69,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "over-blocking report decisions",
         sql: include_str!("../migrations/0011_filtering_changes.sql"),
     },
+    Migration {
+        version: 13,
+        name: "guest portal, sealed governance files, retired consent purposes",
+        sql: include_str!("../migrations/0013_governance_portal.sql"),
+    },
 ];
 
 /// Every migration's version, in order.

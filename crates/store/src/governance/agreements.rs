@@ -108,7 +108,7 @@ pub struct AgreementTemplate {
 }
 
 /// A signature as given.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NewSignature {
     /// Whom the agreement covers.
     pub person_id: i64,
