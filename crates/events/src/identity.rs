@@ -125,6 +125,15 @@ impl IdentityMap {
             .map_or(&self.default, |(_, identity)| identity)
     }
 
+    /// Whether a device is registered with exactly this address.
+    pub fn registered(&self, client: IpAddr) -> bool {
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        self.exact.contains_key(&client)
+    }
+
     /// How many addresses and ranges the map holds.
     pub fn len(&self) -> usize {
         self.exact.len() + self.ranges.len()
@@ -204,13 +213,28 @@ pub fn parse_net(text: &str) -> Option<IpNet> {
 #[derive(Debug)]
 pub struct IdentityResolver {
     map: ArcSwap<IdentityMap>,
+    /// The guest networks' captive state, when `[guest]` names networks.
+    guests: Option<Arc<crate::GuestNetworks>>,
 }
 
 impl IdentityResolver {
     pub fn new(map: IdentityMap) -> Self {
         Self {
             map: ArcSwap::from_pointee(map),
+            guests: None,
         }
+    }
+
+    /// Holds guest-network clients captive until they accept the visitor
+    /// agreement (see [`crate::guest`]).
+    pub fn with_guests(mut self, guests: Arc<crate::GuestNetworks>) -> Self {
+        self.guests = Some(guests);
+        self
+    }
+
+    /// The guest networks, when there are any.
+    pub fn guests(&self) -> Option<&Arc<crate::GuestNetworks>> {
+        self.guests.as_ref()
     }
 
     /// The identity of a person signed in from a client (see
@@ -221,7 +245,15 @@ impl IdentityResolver {
 
     /// The identity of a client, without a lock or a query.
     pub fn lookup(&self, client: IpAddr) -> Arc<Identity> {
-        self.map.load().lookup(client).clone()
+        let map = self.map.load();
+        if let Some(guests) = &self.guests {
+            if !map.registered(client) {
+                if let Some(guest) = guests.identity(client, chrono::Utc::now()) {
+                    return guest;
+                }
+            }
+        }
+        map.lookup(client).clone()
     }
 
     /// Puts a new map in force.
