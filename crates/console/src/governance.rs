@@ -514,6 +514,27 @@ async fn agreements(
             "Record the signature",
         ));
     }
+    if viewer.can(Permission::ManageGovernance, school.id) {
+        let scans = state.store().agreement_scans(school.id, 50).await?;
+        if !scans.is_empty() {
+            body.push_str(
+                "<h2>Scanned paper forms</h2><table><thead><tr><th scope=\"col\">Whose</th>\
+                 <th scope=\"col\">Signed by</th><th scope=\"col\">Recorded</th>\
+                 <th scope=\"col\">Scan</th></tr></thead><tbody>",
+            );
+            for (whose, signer, at, file) in &scans {
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(whose),
+                    escape(signer),
+                    escape(at.get(..10).unwrap_or(at)),
+                    file_link(&school, file.id, &file.name)
+                );
+            }
+            body.push_str("</tbody></table>");
+        }
+    }
     Ok(html::page(&viewer, "Acceptable use agreements", &body).into_response())
 }
 

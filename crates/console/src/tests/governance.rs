@@ -169,6 +169,19 @@ async fn scans_and_certificates_are_kept_sealed_and_downloaded_by_who_may() {
         .as_ref()
         .unwrap()
         .id;
+    let page = get(
+        &f,
+        &format!("/governance/agreements?school={school}"),
+        &cookie,
+    )
+    .await;
+    assert!(
+        page.body
+            .contains(&format!("/governance/files/{scan_id}?school={school}")),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("aup-4k.pdf"), "{}", page.body);
 
     let certificate = b"%PDF-1.4 online safety update certificate";
     let trained = upload(
