@@ -515,6 +515,32 @@ async fn agreements(
         ));
     }
     if viewer.can(Permission::ManageGovernance, school.id) {
+        let guests = state.store().guest_acceptances(school.id, 20).await?;
+        if !guests.is_empty() {
+            body.push_str(
+                "<h2>Guest network acceptances</h2><p>Visitors who accepted the visitor \
+                 agreement on the guest network's portal (the newest 20).</p><table><thead><tr>\
+                 <th scope=\"col\">Address</th><th scope=\"col\">Name given</th>\
+                 <th scope=\"col\">Version</th><th scope=\"col\">Accepted</th>\
+                 <th scope=\"col\">Until</th></tr></thead><tbody>",
+            );
+            for g in &guests {
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&g.address),
+                    escape(g.name.as_deref().unwrap_or("")),
+                    if g.version == 0 {
+                        "sheepdog's text".to_owned()
+                    } else {
+                        g.version.to_string()
+                    },
+                    escape(g.accepted_at.get(..16).unwrap_or(&g.accepted_at)),
+                    escape(g.expires_at.get(..16).unwrap_or(&g.expires_at)),
+                );
+            }
+            body.push_str("</tbody></table>");
+        }
         let scans = state.store().agreement_scans(school.id, 50).await?;
         if !scans.is_empty() {
             body.push_str(

@@ -182,6 +182,30 @@ async fn scans_and_certificates_are_kept_sealed_and_downloaded_by_who_may() {
         page.body
     );
     assert!(page.body.contains("aup-4k.pdf"), "{}", page.body);
+    // The guest network's acceptances are listed for the same people.
+    store
+        .accept_guest_agreement(
+            &Actor::system("captive-portal"),
+            f.school,
+            "10.9.0.23".parse().unwrap(),
+            Some("Visiting plumber"),
+            12,
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+    let page = get(
+        &f,
+        &format!("/governance/agreements?school={school}"),
+        &cookie,
+    )
+    .await;
+    assert!(
+        page.body
+            .contains("<td>10.9.0.23</td><td>Visiting plumber</td><td>1</td>"),
+        "{}",
+        page.body
+    );
 
     let certificate = b"%PDF-1.4 online safety update certificate";
     let trained = upload(
