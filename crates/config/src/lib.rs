@@ -37,9 +37,27 @@ pub struct Config {
     pub filtering: FilteringConfig,
     pub dns: DnsConfig,
     pub proxy: ProxyConfig,
+    pub guest: GuestConfig,
     pub events: EventsConfig,
     pub notify: NotifyConfig,
     pub monitoring: MonitoringConfig,
+}
+
+/// The guest network's captive portal (M4): guests see the visitor
+/// agreement and the notice that use is filtered and monitored, and accept
+/// it, before they get access.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuestConfig {
+    /// The guest networks (CIDR); empty: no captive portal.
+    pub networks: Vec<String>,
+    /// The policy group guests join once they accept.
+    pub group: String,
+    /// How long an acceptance lasts before the guest is asked again.
+    pub acceptance_hours: u32,
+    /// The school whose visitor agreement is shown; empty: the first
+    /// school.
+    pub school: String,
 }
 
 /// Which database holds the records.
@@ -534,6 +552,7 @@ impl Config {
         }
         self.check_dns(origin, text)?;
         self.check_proxy(origin, text)?;
+        self.check_guest(origin, text)?;
         self.check_console(origin, text)?;
         self.check_notify(origin, text)?;
         self.check_monitoring(origin, text)?;
@@ -788,6 +807,42 @@ fn is_dns_name(name: &str) -> bool {
 }
 
 impl Config {
+    fn check_guest(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
+        let guest = &self.guest;
+        let fail = |key: &str, message: &str, fix: &str| {
+            Err(ConfigError::at_key(origin, text, key, message, fix))
+        };
+        if let Some(bad) = guest
+            .networks
+            .iter()
+            .find(|n| n.parse::<ipnet::IpNet>().is_err() && n.parse::<std::net::IpAddr>().is_err())
+        {
+            return fail(
+                "guest.networks",
+                &format!("`{bad}` is not an IP address or network"),
+                "use CIDR networks such as [\"10.9.0.0/16\"]",
+            );
+        }
+        if guest.group.trim().is_empty() || guest.group.trim() == "captive" {
+            return fail(
+                "guest.group",
+                &format!("`{}` cannot be the group guests join", guest.group),
+                "name the policy group for guests who have accepted, such as \"guest\"",
+            );
+        }
+        if !(1..=24 * 7).contains(&guest.acceptance_hours) {
+            return fail(
+                "guest.acceptance_hours",
+                &format!(
+                    "{} hours is not how long an acceptance can last",
+                    guest.acceptance_hours
+                ),
+                "use between 1 and 168 hours (a week); 12 covers a visitor's day",
+            );
+        }
+        Ok(())
+    }
+
     fn check_proxy(&self, origin: &Path, text: &str) -> Result<(), ConfigError> {
         let proxy = &self.proxy;
         let fail = |key: &str, message: &str, fix: &str| {
@@ -879,6 +934,7 @@ impl Default for Config {
             filtering: FilteringConfig::default(),
             dns: DnsConfig::default(),
             proxy: ProxyConfig::default(),
+            guest: GuestConfig::default(),
             events: EventsConfig::default(),
             notify: NotifyConfig::default(),
             monitoring: MonitoringConfig::default(),
@@ -942,6 +998,17 @@ impl Default for DnsConfig {
             health_check_secs: 10,
             health_check_name: ".".to_string(),
             sign_in_secs: 900,
+        }
+    }
+}
+
+impl Default for GuestConfig {
+    fn default() -> Self {
+        Self {
+            networks: Vec::new(),
+            group: "guest".to_string(),
+            acceptance_hours: 12,
+            school: String::new(),
         }
     }
 }

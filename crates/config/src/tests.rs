@@ -198,6 +198,14 @@ fn proxy_values_are_checked_with_fixes() {
     assert_eq!(key, "proxy.block_page_url");
     assert!(fix.contains("http://"), "{fix}");
 
+    let (line, key, _, fix) = invalid("[guest]\nnetworks = [\"10.9.0.0/33\"]\n");
+    assert_eq!((line, key.as_str()), (2, "guest.networks"));
+    assert!(fix.contains("10.9.0.0/16"), "{fix}");
+    let (_, key, _, _) = invalid("[guest]\ngroup = \"captive\"\n");
+    assert_eq!(key, "guest.group");
+    let (_, key, _, fix) = invalid("[guest]\nacceptance_hours = 0\n");
+    assert_eq!(key, "guest.acceptance_hours");
+    assert!(fix.contains("168"), "{fix}");
     let (_, key, _, fix) = invalid("[proxy]\nmax_headers = 2\n");
     assert_eq!(key, "proxy.max_headers");
     assert!(fix.contains("at least 8"), "{fix}");

@@ -8,7 +8,9 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Multipart, Path, Query, State};
+use std::collections::HashMap;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -22,7 +24,7 @@ use sheepdog_store::governance::policies::{
     FilterCheck, NewReview, Participant, PolicyEntry, ReviewInputs,
 };
 use sheepdog_store::governance::training::{NewTraining, TrainingKind};
-use sheepdog_store::governance::{today, NewFile};
+use sheepdog_store::governance::{today, FileOwner, NewFile, MAX_FILE_BYTES};
 use sheepdog_store::{PersonKind, School};
 
 use crate::auth::Viewer;
@@ -35,15 +37,231 @@ pub fn routes() -> Router<ConsoleState> {
     Router::new()
         .route("/governance", get(overview))
         .route("/governance/agreements", get(agreements).post(publish))
-        .route("/governance/agreements/sign", post(sign))
+        .route(
+            "/governance/agreements/sign",
+            post(sign).layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)),
+        )
         .route("/governance/consent", get(consent).post(record_consent))
-        .route("/governance/training", get(training).post(record_training))
+        .route("/governance/consent/purposes", post(change_purpose))
+        .route(
+            "/governance/training",
+            get(training)
+                .post(record_training)
+                .layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)),
+        )
+        .route("/governance/files/{id}", get(download))
         .route("/governance/policies", get(policies).post(save_policy))
         .route("/governance/reviews", post(record_review))
         .route("/governance/reviews/{id}", get(review_markdown))
         .route("/governance/assets", get(assets).post(save_asset))
         .route("/governance/assets/return", post(return_asset))
-        .route("/governance/assets/dispose", post(dispose_asset))
+        .route(
+            "/governance/assets/dispose",
+            post(dispose_asset).layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)),
+        )
+}
+
+/// The largest form with a file: the file's limit and room for the fields.
+const UPLOAD_BODY_LIMIT: usize = MAX_FILE_BYTES + 64 * 1024;
+
+/// A form's text fields and its file, if one was chosen.
+struct UploadForm {
+    fields: HashMap<String, String>,
+    file: Option<(String, String, Vec<u8>)>,
+}
+
+impl UploadForm {
+    fn get(&self, key: &str) -> &str {
+        self.fields.get(key).map_or("", String::as_str)
+    }
+
+    /// The file, ready to keep sealed with the console's evidence key.
+    fn new_file(&self, state: &ConsoleState) -> Result<Option<NewFile>, ConsoleError> {
+        let Some((name, media_type, content)) = &self.file else {
+            return Ok(None);
+        };
+        let key = state.evidence_key().ok_or_else(|| {
+            ConsoleError::Settings(
+                "the console has no evidence key to seal files with; start it with `sheepdog serve`"
+                    .to_string(),
+            )
+        })?;
+        Ok(Some(NewFile {
+            name: name.clone(),
+            media_type: media_type.clone(),
+            content: content.clone(),
+            key: key.clone(),
+        }))
+    }
+}
+
+fn too_large(field: &str) -> ConsoleError {
+    ConsoleError::BadRequest(format!(
+        "{field}: the file is larger than {} MiB, the largest kept; scan it at a lower \
+         resolution or save it as a PDF, and try again",
+        MAX_FILE_BYTES / (1024 * 1024)
+    ))
+}
+
+/// Reads a form posted either plainly or as `multipart/form-data` with a
+/// file in `file_field` (an empty file input is no file). A file over
+/// [`MAX_FILE_BYTES`] is refused with the limit and the fix.
+async fn read_upload(
+    state: &ConsoleState,
+    request: Request,
+    file_field: &str,
+    label: &str,
+) -> Result<UploadForm, ConsoleError> {
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !multipart {
+        let Form(fields) = Form::<HashMap<String, String>>::from_request(request, state)
+            .await
+            .map_err(|e| ConsoleError::BadRequest(format!("the form could not be read: {e}")))?;
+        return Ok(UploadForm { fields, file: None });
+    }
+    let mut multipart = Multipart::from_request(request, state)
+        .await
+        .map_err(|e| ConsoleError::BadRequest(format!("the form could not be read: {e}")))?;
+    let mut form = UploadForm {
+        fields: HashMap::new(),
+        file: None,
+    };
+    while let Some(mut field) = multipart.next_field().await.map_err(|e| {
+        if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(label)
+        } else {
+            ConsoleError::BadRequest(format!("the form could not be read: {e}"))
+        }
+    })? {
+        let name = field.name().unwrap_or("").to_owned();
+        if name == file_field {
+            let file_name = field.file_name().unwrap_or("").trim().to_owned();
+            let media_type = field
+                .content_type()
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            let mut content = Vec::new();
+            while let Some(chunk) = field.chunk().await.map_err(|_| too_large(label))? {
+                if content.len() + chunk.len() > MAX_FILE_BYTES {
+                    return Err(too_large(label));
+                }
+                content.extend_from_slice(&chunk);
+            }
+            if !content.is_empty() {
+                let file_name = if file_name.is_empty() {
+                    file_field.to_owned()
+                } else {
+                    file_name
+                };
+                form.file = Some((file_name, media_type, content));
+            }
+        } else {
+            let text = field.text().await.map_err(|e| {
+                ConsoleError::BadRequest(format!("the form could not be read: {e}"))
+            })?;
+            form.fields.insert(name, text);
+        }
+    }
+    Ok(form)
+}
+
+/// A form with a file input: multipart, so its token rides in the URL.
+fn upload_form(
+    viewer: &Viewer,
+    action: &str,
+    school: &School,
+    fields: &str,
+    button: &str,
+) -> String {
+    format!(
+        "<form method=\"post\" action=\"{action}?csrf={csrf}\" enctype=\"multipart/form-data\">\
+         <input type=\"hidden\" name=\"school\" value=\"{id}\">{fields}<button>{button}</button></form>",
+        csrf = escape(viewer.csrf_token()),
+        id = school.id,
+        button = escape(button),
+    )
+}
+
+fn file_input(name: &str, label: &str, hint: &str) -> String {
+    format!(
+        "<div class=\"field\"><label for=\"{name}\">{}<span class=\"hint\">{}</span></label>\
+         <input type=\"file\" id=\"{name}\" name=\"{name}\" accept=\"application/pdf,image/*\"></div>",
+        escape(label),
+        escape(hint)
+    )
+}
+
+fn file_link(school: &School, id: i64, text: &str) -> String {
+    format!(
+        "<a href=\"/governance/files/{id}?school={}\">{}</a>",
+        school.id,
+        escape(text)
+    )
+}
+
+/// A kept file, for whoever may see what it belongs to: a signed paper
+/// agreement for those who keep agreements, a training certificate for
+/// those who see training, a certificate of secure deletion for those who
+/// keep the asset register. Every download is in the audit log.
+async fn download(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Path(id): Path<i64>,
+    Query(query): Query<SchoolQuery>,
+) -> Result<Response, ConsoleError> {
+    // The asset register's keepers (a technician) need not see the rest.
+    let school = match school_for(&state, &viewer, query.school, Permission::SeeGovernance).await {
+        Ok(school) => school,
+        Err(_) => school_for(&state, &viewer, query.school, Permission::ManageAssets).await?,
+    };
+    let store = state.store();
+    let owner = store
+        .governance_file_owner(school.id, id)
+        .await?
+        .ok_or(ConsoleError::NotFound("file"))?;
+    let needed = match owner {
+        FileOwner::AgreementScan | FileOwner::Unattached => Permission::ManageGovernance,
+        FileOwner::TrainingEvidence => Permission::SeeGovernance,
+        FileOwner::DisposalCertificate => Permission::ManageAssets,
+    };
+    if !viewer.can(needed, school.id) {
+        return Err(ConsoleError::Forbidden);
+    }
+    let key = state.evidence_key().ok_or_else(|| {
+        ConsoleError::Settings("the console has no evidence key to open files with".to_string())
+    })?;
+    let (info, content) = store
+        .open_governance_file(&viewer.actor(), school.id, id, key)
+        .await?
+        .ok_or(ConsoleError::NotFound("file"))?;
+    let safe_name: String = info
+        .name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{safe_name}\""),
+            ),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+            (header::CACHE_CONTROL, "no-store".to_string()),
+        ],
+        content,
+    )
+        .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,12 +488,12 @@ async fn agreements(
             |m| m.as_str().to_owned(),
             |m| m.as_str().to_owned(),
         );
-        body.push_str(&form(
+        body.push_str(&upload_form(
             &viewer,
             "/governance/agreements/sign",
             &school,
             &format!(
-                "{}{}{}{}",
+                "{}{}{}{}{}",
                 html::select("person", "Whose agreement", &waiting, ""),
                 html::select("method", "How it was signed", &methods, "paper"),
                 input(
@@ -284,9 +502,64 @@ async fn agreements(
                     "Leave empty when they signed themselves"
                 ),
                 input("signer_name", "Name as signed", "Optional"),
+                file_input(
+                    "scan",
+                    "Scan of the paper form",
+                    &format!(
+                        "Optional, paper only; PDF or image, up to {} MiB",
+                        MAX_FILE_BYTES / (1024 * 1024)
+                    ),
+                ),
             ),
             "Record the signature",
         ));
+    }
+    if viewer.can(Permission::ManageGovernance, school.id) {
+        let guests = state.store().guest_acceptances(school.id, 20).await?;
+        if !guests.is_empty() {
+            body.push_str(
+                "<h2>Guest network acceptances</h2><p>Visitors who accepted the visitor \
+                 agreement on the guest network's portal (the newest 20).</p><table><thead><tr>\
+                 <th scope=\"col\">Address</th><th scope=\"col\">Name given</th>\
+                 <th scope=\"col\">Version</th><th scope=\"col\">Accepted</th>\
+                 <th scope=\"col\">Until</th></tr></thead><tbody>",
+            );
+            for g in &guests {
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(&g.address),
+                    escape(g.name.as_deref().unwrap_or("")),
+                    if g.version == 0 {
+                        "sheepdog's text".to_owned()
+                    } else {
+                        g.version.to_string()
+                    },
+                    escape(g.accepted_at.get(..16).unwrap_or(&g.accepted_at)),
+                    escape(g.expires_at.get(..16).unwrap_or(&g.expires_at)),
+                );
+            }
+            body.push_str("</tbody></table>");
+        }
+        let scans = state.store().agreement_scans(school.id, 50).await?;
+        if !scans.is_empty() {
+            body.push_str(
+                "<h2>Scanned paper forms</h2><table><thead><tr><th scope=\"col\">Whose</th>\
+                 <th scope=\"col\">Signed by</th><th scope=\"col\">Recorded</th>\
+                 <th scope=\"col\">Scan</th></tr></thead><tbody>",
+            );
+            for (whose, signer, at, file) in &scans {
+                let _ = write!(
+                    body,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    escape(whose),
+                    escape(signer),
+                    escape(at.get(..10).unwrap_or(at)),
+                    file_link(&school, file.id, &file.name)
+                );
+            }
+            body.push_str("</tbody></table>");
+        }
     }
     Ok(html::page(&viewer, "Acceptable use agreements", &body).into_response())
 }
@@ -329,36 +602,25 @@ async fn publish(
     Ok(back("/governance/agreements", &school))
 }
 
-#[derive(Debug, Deserialize)]
-struct SignForm {
-    #[serde(default)]
-    school: String,
-    person: String,
-    method: String,
-    #[serde(default)]
-    signer: String,
-    #[serde(default)]
-    signer_name: String,
-}
-
 async fn sign(
     State(state): State<ConsoleState>,
     viewer: Viewer,
     connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
-    Form(form): Form<SignForm>,
+    request: Request,
 ) -> Result<Response, ConsoleError> {
+    let form = read_upload(&state, request, "scan", "scan of the paper form").await?;
     let school = school_for(
         &state,
         &viewer,
-        school_of(&form.school),
+        school_of(form.get("school")),
         Permission::ManageGovernance,
     )
     .await?;
-    let method: SignMethod = form.method.parse()?;
-    let signer = if form.signer.trim().is_empty() {
+    let method: SignMethod = form.get("method").parse()?;
+    let signer = if form.get("signer").trim().is_empty() {
         None
     } else {
-        Some(id_field("signed by", &form.signer)?)
+        Some(id_field("signed by", form.get("signer"))?)
     };
     state
         .store()
@@ -366,11 +628,11 @@ async fn sign(
             &viewer.actor(),
             school.id,
             &NewSignature {
-                person_id: id_field("whose agreement", &form.person)?,
+                person_id: id_field("whose agreement", form.get("person"))?,
                 signer_person_id: signer,
-                signer_name: form.signer_name,
+                signer_name: form.get("signer_name").to_owned(),
                 method,
-                scan: None,
+                scan: form.new_file(&state)?,
                 address: (method == SignMethod::Online)
                     .then(|| connect.map(|c| c.0 .0.ip().to_string()))
                     .flatten(),
@@ -469,8 +731,122 @@ async fn consent(
             ),
             "Record",
         ));
+        body.push_str(&purposes_section(&viewer, &school, &state).await?);
     }
     Ok(html::page(&viewer, "Image consent", &body).into_response())
+}
+
+/// The school's purposes, each renamable and retirable (or brought back),
+/// and a form to add one.
+async fn purposes_section(
+    viewer: &Viewer,
+    school: &School,
+    state: &ConsoleState,
+) -> Result<String, ConsoleError> {
+    let mut out = String::from(
+        "<h2 id=\"purposes\">Purposes</h2><p>What images may be used for. Renaming keeps the \
+         answers; a retired purpose leaves the forms and the publish check, and its answers \
+         are kept.</p><table><thead><tr><th scope=\"col\">Key</th><th scope=\"col\">Title</th>\
+         <th scope=\"col\">In use</th><th scope=\"col\">Change</th></tr></thead><tbody>",
+    );
+    for p in state.store().kept_consent_purposes(school.id).await? {
+        let key = escape(&p.key);
+        let rename_id = format!("title-{}", p.key);
+        let (state_text, toggle, toggle_label) = match &p.retired_at {
+            None => ("yes".to_owned(), "retire", "Retire"),
+            Some(at) => (
+                format!("retired {}", escape(at.get(..10).unwrap_or(at))),
+                "restore",
+                "Bring back",
+            ),
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{key}</td><td>{title}</td><td>{state_text}</td><td>\
+             <form method=\"post\" action=\"/governance/consent/purposes\">{csrf}\
+             <input type=\"hidden\" name=\"school\" value=\"{school}\">\
+             <input type=\"hidden\" name=\"key\" value=\"{key}\">\
+             <label for=\"{rename_id}\">New title for {key}</label>\
+             <input id=\"{rename_id}\" name=\"title\" value=\"{title}\">\
+             <button name=\"action\" value=\"rename\">Rename</button> \
+             <button name=\"action\" value=\"{toggle}\" class=\"secondary\">{toggle_label}</button>\
+             </form></td></tr>",
+            title = escape(&p.title),
+            csrf = html::csrf_field(viewer.csrf_token()),
+            school = school.id,
+        );
+    }
+    out.push_str("</tbody></table><h3>Add a purpose</h3>");
+    out.push_str(&form(
+        viewer,
+        "/governance/consent/purposes",
+        school,
+        &format!(
+            "<input type=\"hidden\" name=\"action\" value=\"add\">{}{}",
+            input(
+                "key",
+                "Key",
+                "Letters, digits and underscores, such as sports_day"
+            ),
+            input("title", "Title", "As parents read it on the consent form"),
+        ),
+        "Add the purpose",
+    ));
+    Ok(out)
+}
+
+#[derive(Debug, Deserialize)]
+struct PurposeForm {
+    #[serde(default)]
+    school: String,
+    action: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    title: String,
+}
+
+async fn change_purpose(
+    State(state): State<ConsoleState>,
+    viewer: Viewer,
+    Form(form): Form<PurposeForm>,
+) -> Result<Response, ConsoleError> {
+    let school = school_for(
+        &state,
+        &viewer,
+        school_of(&form.school),
+        Permission::ManageGovernance,
+    )
+    .await?;
+    let store = state.store();
+    let actor = viewer.actor();
+    match form.action.as_str() {
+        "add" => {
+            store
+                .add_consent_purpose(&actor, school.id, &form.key, &form.title)
+                .await?;
+        }
+        "rename" => {
+            store
+                .rename_consent_purpose(&actor, school.id, &form.key, &form.title)
+                .await?;
+        }
+        "retire" | "restore" => {
+            store
+                .retire_consent_purpose(&actor, school.id, &form.key, form.action == "retire")
+                .await?;
+        }
+        other => {
+            return Err(ConsoleError::BadRequest(format!(
+                "`{other}` is not a change to a purpose; use the page's buttons"
+            )))
+        }
+    }
+    Ok(Redirect::to(&format!(
+        "/governance/consent?school={}#purposes",
+        school.id
+    ))
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -574,11 +950,9 @@ async fn training(
             r.completed_on,
             escape(&r.provider),
             r.expires_on.map(|d| d.to_string()).unwrap_or_default(),
-            if r.evidence_file_id.is_some() {
-                "kept"
-            } else {
-                ""
-            }
+            r.evidence_file_id
+                .map(|id| file_link(&school, id, "certificate"))
+                .unwrap_or_default()
         );
     }
     body.push_str("</tbody></table>");
@@ -596,17 +970,22 @@ async fn training(
             |k| k.title().to_owned(),
         );
         body.push_str("<h2>Record training</h2>");
-        body.push_str(&form(
+        body.push_str(&upload_form(
             &viewer,
             "/governance/training",
             &school,
             &format!(
-                "{}{}{}{}{}",
+                "{}{}{}{}{}{}",
                 html::select("person", "Person", &people, ""),
                 html::select("kind", "Training", &kinds, "online_safety_update"),
                 input("completed_on", "Completed on", "YYYY-MM-DD"),
                 input("provider", "Provider", ""),
                 input("expires_on", "Expires on", "YYYY-MM-DD; empty for the usual (a year for the yearly update, two for the DSL refresher)"),
+                file_input(
+                    "evidence",
+                    "Certificate",
+                    &format!("Optional; PDF or image, up to {} MiB", MAX_FILE_BYTES / (1024 * 1024)),
+                ),
             ),
             "Record",
         ));
@@ -614,27 +993,16 @@ async fn training(
     Ok(html::page(&viewer, "Training", &body).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-struct TrainingForm {
-    #[serde(default)]
-    school: String,
-    person: String,
-    kind: String,
-    completed_on: String,
-    provider: String,
-    #[serde(default)]
-    expires_on: String,
-}
-
 async fn record_training(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    Form(form): Form<TrainingForm>,
+    request: Request,
 ) -> Result<Response, ConsoleError> {
+    let form = read_upload(&state, request, "evidence", "certificate").await?;
     let school = school_for(
         &state,
         &viewer,
-        school_of(&form.school),
+        school_of(form.get("school")),
         Permission::ManageGovernance,
     )
     .await?;
@@ -644,12 +1012,12 @@ async fn record_training(
             &viewer.actor(),
             school.id,
             &NewTraining {
-                person_id: id_field("person", &form.person)?,
-                kind: form.kind.parse()?,
-                completed_on: date("completed on", &form.completed_on)?,
-                provider: form.provider,
-                evidence: None,
-                expires_on: optional_date("expires on", &form.expires_on)?,
+                person_id: id_field("person", form.get("person"))?,
+                kind: form.get("kind").parse()?,
+                completed_on: date("completed on", form.get("completed_on"))?,
+                provider: form.get("provider").to_owned(),
+                evidence: form.new_file(&state)?,
+                expires_on: optional_date("expires on", form.get("expires_on"))?,
             },
         )
         .await?;
@@ -944,7 +1312,9 @@ async fn assets(
             a.encryption,
             if a.encryption_gap() { " <strong>(check)</strong>" } else { "" },
             a.status,
-            if a.certificate_file_id.is_some() { " (certificate kept)" } else { "" },
+            a.certificate_file_id
+                .map(|id| format!(" ({})", file_link(&school, id, "certificate of secure deletion")))
+                .unwrap_or_default(),
         );
     }
     body.push_str("</tbody></table>");
@@ -1109,55 +1479,31 @@ async fn return_asset(
 async fn dispose_asset(
     State(state): State<ConsoleState>,
     viewer: Viewer,
-    mut multipart: Multipart,
+    request: Request,
 ) -> Result<Response, ConsoleError> {
-    let mut fields = std::collections::HashMap::new();
-    let mut certificate: Option<NewFile> = None;
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|e| ConsoleError::BadRequest(format!("the form could not be read: {e}")))?
-    {
-        let name = field.name().unwrap_or("").to_owned();
-        if name == "certificate" {
-            let file_name = field.file_name().unwrap_or("certificate").to_owned();
-            let media_type = field
-                .content_type()
-                .unwrap_or("application/octet-stream")
-                .to_owned();
-            let content = field.bytes().await.map_err(|e| {
-                ConsoleError::BadRequest(format!("the certificate could not be read: {e}"))
-            })?;
-            if !content.is_empty() {
-                certificate = Some(NewFile {
-                    name: file_name,
-                    media_type,
-                    content: content.to_vec(),
-                });
-            }
-        } else {
-            let text = field.text().await.map_err(|e| {
-                ConsoleError::BadRequest(format!("the form could not be read: {e}"))
-            })?;
-            fields.insert(name, text);
-        }
-    }
-    let get = |key: &str| fields.get(key).map_or("", String::as_str);
+    let form = read_upload(
+        &state,
+        request,
+        "certificate",
+        "certificate of secure deletion",
+    )
+    .await?;
     let school = school_for(
         &state,
         &viewer,
-        school_of(get("school")),
+        school_of(form.get("school")),
         Permission::ManageAssets,
     )
     .await?;
+    let certificate = form.new_file(&state)?;
     state
         .store()
         .dispose_asset(
             &viewer.actor(),
             school.id,
-            get("tag"),
-            date("disposed of on", get("disposed_on"))?,
-            get("method"),
+            form.get("tag"),
+            date("disposed of on", form.get("disposed_on"))?,
+            form.get("method"),
             certificate.as_ref(),
         )
         .await?;

@@ -1578,6 +1578,7 @@ async fn the_inspection_certificate_downloads_without_sign_in_and_the_page_shows
     assert!(reply.body.contains(&fingerprint), "{}", reply.body);
     assert!(reply.body.contains("Chromebook"));
 }
+mod governance;
 mod incidents;
 /// The governance pages' permissions (docs/governance.md), written out:
 /// overview, agreements, image consent, training, policies and reviews,

@@ -11,7 +11,9 @@ use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode}
 use hickory_proto::rr::rdata::{A, AAAA, CNAME};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use sheepdog_config::{BlockAnswer, DnsConfig};
-use sheepdog_events::{DecisionEvent, EventSink, EventSource, Identity, IdentityResolver};
+use sheepdog_events::{
+    DecisionEvent, EventSink, EventSource, Identity, IdentityResolver, CAPTIVE_GROUP,
+};
 use sheepdog_lists::RpzAction;
 use sheepdog_policy::{Action, CompiledPolicy, Decision, Engine, Target};
 use tokio::sync::OnceCell;
@@ -295,6 +297,20 @@ impl Resolver {
             };
             return (Answer::code(ResponseCode::NXDomain), outcome, name);
         }
+        // A guest who has not accepted the visitor agreement is sent to
+        // the block page's address, where the proxy shows the portal; with
+        // no `captive` group in the policy, for every name.
+        let captive = &*identity.group == CAPTIVE_GROUP;
+        if captive && policy.group(CAPTIVE_GROUP).is_none() {
+            let outcome = Outcome {
+                action: "block",
+                category: Some("captive".to_string()),
+                rule: Some("guest has not accepted the visitor agreement".to_string()),
+                group: Some(CAPTIVE_GROUP.to_string()),
+                ..Outcome::default()
+            };
+            return (self.captive_answer(query), outcome, name);
+        }
         let q = sheepdog_policy::Query {
             group: &identity.group,
             target: Target::Name(&name),
@@ -303,7 +319,11 @@ impl Resolver {
         let verdict = policy.verdict(&q);
         if blocks(verdict.action) {
             let decision = policy.explain(&q, &verdict);
-            let answer = self.block(&policy, &decision, &name, query);
+            let answer = if captive {
+                self.captive_answer(query)
+            } else {
+                self.block(&policy, &decision, &name, query)
+            };
             return (answer, Outcome::from_decision(&decision), name);
         }
         let mut outcome = if verdict.hit.is_some() || verdict.action != Action::Allow {
@@ -474,14 +494,31 @@ impl Resolver {
             }
             _ => self.settings.block_answer,
         };
-        let ttl = self.settings.block_ttl;
-        let owner = query.name().clone();
         let (v4, v6) = match mode {
             BlockAnswer::Nxdomain => return Answer::code(ResponseCode::NXDomain),
             BlockAnswer::Nodata => return Answer::code(ResponseCode::NoError),
             BlockAnswer::Null => (Ipv4Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED),
             BlockAnswer::BlockPage => (self.settings.block_page_v4, self.settings.block_page_v6),
         };
+        Self::addresses(query, v4, v6, self.settings.block_ttl)
+    }
+
+    /// A captive guest's answer: the block page's addresses whatever
+    /// `block_answer` says, so the browser lands on the portal; a TTL of
+    /// one second, so the real address follows soon after accepting.
+    fn captive_answer(&self, query: &Query) -> Answer {
+        metrics::counter!("sheepdog_dns_captive_total").increment(1);
+        Self::addresses(
+            query,
+            self.settings.block_page_v4,
+            self.settings.block_page_v6,
+            1,
+        )
+    }
+
+    /// An answer of `v4` for A and `v6` for AAAA (nothing for other types).
+    fn addresses(query: &Query, v4: Ipv4Addr, v6: Ipv6Addr, ttl: u32) -> Answer {
+        let owner = query.name().clone();
         let mut answer = Answer::code(ResponseCode::NoError);
         match query.query_type() {
             RecordType::A => answer

@@ -129,6 +129,15 @@ impl IdentityMap {
             .map_or(&self.default, |(_, identity)| identity)
     }
 
+    /// Whether a device is registered with exactly this address.
+    pub fn registered(&self, client: IpAddr) -> bool {
+        let client = match client {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        self.exact.contains_key(&client)
+    }
+
     /// How many addresses and ranges the map holds.
     pub fn len(&self) -> usize {
         self.exact.len() + self.ranges.len()
@@ -221,6 +230,8 @@ pub struct IdentityResolver {
     sign_ins: ArcSwap<HashMap<IpAddr, (i64, Instant)>>,
     /// How long a sign-in lasts; zero: sign-ins are not remembered.
     sign_in_for: Duration,
+    /// The guest networks' captive state, when `[guest]` names networks.
+    guests: Option<Arc<crate::GuestNetworks>>,
 }
 
 /// Remembered sign-ins at most, to bound memory.
@@ -232,6 +243,7 @@ impl IdentityResolver {
             map: ArcSwap::from_pointee(map),
             sign_ins: ArcSwap::from_pointee(HashMap::new()),
             sign_in_for: Duration::ZERO,
+            guests: None,
         }
     }
 
@@ -240,6 +252,18 @@ impl IdentityResolver {
     pub fn with_sign_ins(mut self, lifetime: Duration) -> Self {
         self.sign_in_for = lifetime;
         self
+    }
+
+    /// Holds guest-network clients captive until they accept the visitor
+    /// agreement (see [`crate::guest`]).
+    pub fn with_guests(mut self, guests: Arc<crate::GuestNetworks>) -> Self {
+        self.guests = Some(guests);
+        self
+    }
+
+    /// The guest networks, when there are any.
+    pub fn guests(&self) -> Option<&Arc<crate::GuestNetworks>> {
+        self.guests.as_ref()
     }
 
     /// The identity of a person signed in from a client (see
@@ -290,6 +314,13 @@ impl IdentityResolver {
             if let Some(&(person_id, lapses)) = sign_ins.get(&unmapped(client)) {
                 if lapses > Instant::now() {
                     return Arc::new(map.signed_in(client, person_id));
+                }
+            }
+        }
+        if let Some(guests) = &self.guests {
+            if !map.registered(client) {
+                if let Some(guest) = guests.identity(client, chrono::Utc::now()) {
+                    return guest;
                 }
             }
         }

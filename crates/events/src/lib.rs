@@ -21,10 +21,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod guest;
 pub mod identity;
 mod spool;
 mod writer;
 
+pub use guest::{GuestNetworks, CAPTIVE_GROUP};
 pub use identity::{Identity, IdentityMap, IdentityResolver, UNSIGNED_GROUP};
 pub use sheepdog_store::{DecisionEvent, EventFilter, EventSource};
 pub use spool::{ReplayReport, Spool};

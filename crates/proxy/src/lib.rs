@@ -42,7 +42,7 @@ pub mod warning;
 pub use auth::{Authenticator, ProxyUser, Verification};
 pub use ca::CertificateAuthority;
 pub use inspect::Inspection;
-pub use proxy::{Proxy, ProxySettings};
+pub use proxy::{GuestPortal, Proxy, ProxySettings, PORTAL_PATH};
 pub use server::ProxyServer;
 
 /// Why the proxy could not start.

@@ -272,6 +272,129 @@ pub fn report_received(reference: &str, stored: bool) -> String {
     )
 }
 
+/// The notice every guest reads before access (M4).
+pub const MONITORING_NOTICE: &str = "This network is filtered and monitored. The school's \
+web filter blocks harmful and inappropriate sites, and records which sites each device on \
+this network visits, when, and what was blocked. The school's staff may see these records \
+to keep pupils safe.";
+
+/// The captive portal a guest sees before access: the visitor agreement,
+/// the monitoring notice, an optional name and "I agree".
+#[derive(Debug, Clone)]
+pub struct PortalPage<'a> {
+    /// The visitor agreement, as the school wrote it (Markdown).
+    pub agreement: &'a str,
+    /// Its version; 0 for sheepdog's own text.
+    pub version: i64,
+    /// Where the form posts (always the portal path: a captive client's
+    /// every request reaches the portal).
+    pub action: &'a str,
+    /// Where the guest was going, offered after they accept.
+    pub next: &'a str,
+    /// Why the last attempt failed, if it did.
+    pub problem: Option<&'a str>,
+}
+
+impl PortalPage<'_> {
+    pub fn render(&self) -> String {
+        let mut body = String::from("<h1>Before you use the school's network</h1>\n");
+        if let Some(problem) = self.problem {
+            let _ = writeln!(
+                body,
+                "<p role=\"alert\"><strong>{}</strong></p>",
+                escape(problem)
+            );
+        }
+        let _ = write!(
+            body,
+            "<section aria-labelledby=\"notice\"><h2 id=\"notice\">Filtering and monitoring</h2>\n\
+             <p>{}</p></section>\n<section aria-labelledby=\"agreement\">\
+             <h2 id=\"agreement\">Visitor agreement</h2>\n{}</section>\n",
+            escape(MONITORING_NOTICE),
+            markdown(self.agreement)
+        );
+        let _ = write!(
+            body,
+            "<form method=\"post\" action=\"{}\">\n\
+             <input type=\"hidden\" name=\"version\" value=\"{}\">\n\
+             <input type=\"hidden\" name=\"next\" value=\"{}\">\n\
+             <label for=\"name\">Your name (optional)</label>\n\
+             <input id=\"name\" name=\"name\" autocomplete=\"name\" maxlength=\"100\">\n\
+             <p><input type=\"checkbox\" id=\"agree\" name=\"agree\" value=\"yes\" required>\n\
+             <label for=\"agree\" style=\"display:inline\">I have read the visitor agreement and \
+             understand that use of this network is filtered and monitored</label></p>\n\
+             <button type=\"submit\">I agree</button>\n</form>\n",
+            escape(self.action),
+            self.version,
+            escape(self.next),
+        );
+        document("Before you use the school's network", &body)
+    }
+}
+
+/// The page after a guest accepts.
+pub fn portal_accepted(next: &str, until: &str) -> String {
+    let mut body = format!(
+        "<h1>You are connected</h1>\n<p>Thank you. You can use the school's network until {}; \
+         you will be asked again after that.</p>\n",
+        escape(until)
+    );
+    if next.starts_with("http://") || next.starts_with("https://") {
+        let _ = writeln!(
+            body,
+            "<p><a class=\"button\" href=\"{}\">Continue to {}</a></p>",
+            escape(next),
+            escape(next)
+        );
+    }
+    document("You are connected", &body)
+}
+
+/// A little Markdown for agreement texts: `#` headings (one level below
+/// the page's), `-`/`*` lists and paragraphs; everything escaped.
+pub fn markdown(text: &str) -> String {
+    let mut out = String::new();
+    let mut paragraph: Vec<&str> = Vec::new();
+    let mut in_list = false;
+    let flush = |out: &mut String, paragraph: &mut Vec<&str>| {
+        if !paragraph.is_empty() {
+            let _ = writeln!(out, "<p>{}</p>", escape(&paragraph.join(" ")));
+            paragraph.clear();
+        }
+    };
+    for line in text.lines().map(str::trim) {
+        let item = line.strip_prefix("- ").or_else(|| line.strip_prefix("* "));
+        if item.is_none() && in_list {
+            out.push_str("</ul>\n");
+            in_list = false;
+        }
+        if let Some(item) = item {
+            flush(&mut out, &mut paragraph);
+            if !in_list {
+                out.push_str("<ul>\n");
+                in_list = true;
+            }
+            let _ = writeln!(out, "<li>{}</li>", escape(item.trim()));
+        } else if line.starts_with('#') {
+            flush(&mut out, &mut paragraph);
+            let _ = writeln!(
+                out,
+                "<h3>{}</h3>",
+                escape(line.trim_start_matches('#').trim())
+            );
+        } else if line.is_empty() {
+            flush(&mut out, &mut paragraph);
+        } else {
+            paragraph.push(line);
+        }
+    }
+    flush(&mut out, &mut paragraph);
+    if in_list {
+        out.push_str("</ul>\n");
+    }
+    out
+}
+
 /// A proxy auto-configuration file sending every web request through
 /// `proxy` (`host:port`), except plain host names and loopback. There is no
 /// `DIRECT` fallback: if the proxy is down, browsing stops rather than
@@ -353,6 +476,31 @@ mod tests {
         assert!(a.starts_with("SD-20261123-153212-"), "{a}");
         assert_eq!(a.len(), "SD-20261123-153212-ABCD".len());
         assert_ne!(a, reference_for(at, "10.0.5.12", "http://blocked.test/"));
+    }
+
+    #[test]
+    fn the_portal_shows_the_agreement_and_the_notice_accessibly() {
+        let html = PortalPage {
+            agreement:
+                "# Visitor agreement\n\nYou are <welcome>.\n\n- Be kind.\n- No photos.\n\nThanks.",
+            version: 3,
+            action: "/sheepdog/portal",
+            next: "http://example.test/\"x",
+            problem: None,
+        }
+        .render();
+        assert!(html.contains("lang=\"en\""));
+        assert!(html.contains("filtered and monitored"));
+        assert!(html.contains("<li>Be kind.</li>"));
+        assert!(html.contains("<h3>Visitor agreement</h3>"));
+        assert!(html.contains("&lt;welcome&gt;"));
+        assert!(html.contains("<label for=\"name\">"));
+        assert!(html.contains("<label for=\"agree\""));
+        assert!(html.contains("name=\"version\" value=\"3\""));
+        assert!(html.contains("http://example.test/&quot;x"));
+        assert!(!html.contains("<script"));
+        let done = portal_accepted("javascript:alert(1)", "18:00");
+        assert!(!done.contains("javascript:"), "{done}");
     }
 
     #[test]

@@ -19,7 +19,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ipnet::IpNet;
 use sheepdog_config::ProxyConfig;
-use sheepdog_events::{DecisionEvent, EventSink, EventSource, Identity, IdentityResolver};
+use sheepdog_events::{
+    DecisionEvent, EventSink, EventSource, Identity, IdentityResolver, CAPTIVE_GROUP,
+};
 use sheepdog_policy::{Action, CompiledPolicy, Decision, Engine, Target};
 use sheepdog_store::{Actor, NewBlockReport, Store};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -38,6 +40,8 @@ pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// The path the block page's report form posts to.
 pub const REPORT_PATH: &str = "/sheepdog/report";
+/// The guest network's captive portal; its form posts here too.
+pub const PORTAL_PATH: &str = "/sheepdog/portal";
 /// The client side of a tunnel: a plain socket is carried with splice(2),
 /// anything else (a connection hyper keeps wrapped) by copying.
 pub(crate) trait TunnelClient: AsyncRead + AsyncWrite + Unpin + Send + 'static {
@@ -130,6 +134,17 @@ pub struct Proxy {
     authentication: Option<Authentication>,
     /// `None` only if no key could be made; warnings then stay blocks.
     warnings: Option<Warnings>,
+    portal: Option<GuestPortal>,
+}
+
+/// Where guests' acceptances of the visitor agreement are recorded (see
+/// [`Proxy::with_portal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestPortal {
+    /// The school whose visitor agreement is shown.
+    pub school_id: i64,
+    /// How long an acceptance lasts.
+    pub acceptance_hours: u32,
 }
 
 /// The event fields a decision fills in.
@@ -203,7 +218,17 @@ impl Proxy {
             inspection: None,
             authentication: None,
             warnings,
+            portal: None,
         }
+    }
+
+    /// Serves the captive portal to guest-network clients that have not
+    /// accepted the visitor agreement (the identity resolver's guest
+    /// networks say who they are), recording acceptances for `portal`'s
+    /// school in the store.
+    pub fn with_portal(mut self, portal: GuestPortal) -> Self {
+        self.portal = Some(portal);
+        self
     }
 
     /// Asks every client to sign in (Basic proxy authentication) and
@@ -244,6 +269,19 @@ impl Proxy {
             )));
         }
         let connect = request.method() == Method::CONNECT;
+        if !connect && request.uri().path() == PORTAL_PATH && self.on_guest_network(peer) {
+            return Ok(self.portal(request, peer).await);
+        }
+        // A captive guest's browser sent here by the DNS server's block
+        // page answer: whatever it asked for, it gets the portal.
+        if !connect
+            && request.uri().authority().is_none()
+            && !matches!(request.uri().path(), "/proxy.pac" | "/wpad.dat")
+            && self.is_captive(peer)
+        {
+            let next = requested_url(&request);
+            return Ok(self.portal_page(&next, None, StatusCode::OK).await);
+        }
         // The proxy's own pages (the PAC file above all) are fetched before
         // a browser knows it must sign in.
         if !connect && self.is_local(&request, local) {
@@ -274,6 +312,9 @@ impl Proxy {
     ) -> Result<Response<Body>, hyper::Error> {
         metrics::counter!("sheepdog_proxy_requests_total", "kind" => "transparent_http")
             .increment(1);
+        if request.uri().path() == PORTAL_PATH && self.on_guest_network(peer) {
+            return Ok(self.portal(request, peer).await);
+        }
         let host = request
             .headers()
             .get(header::HOST)
@@ -594,6 +635,17 @@ impl Proxy {
         target: Target<'_>,
         at: DateTime<Utc>,
     ) -> Outcome {
+        // Without a `captive` group in the policy its fallback group would
+        // apply, which may be open: a captive guest reaches nothing.
+        if &*identity.group == CAPTIVE_GROUP && policy.group(CAPTIVE_GROUP).is_none() {
+            return Outcome {
+                action: "block",
+                group: Some(CAPTIVE_GROUP.to_string()),
+                reason: "Accept the visitor agreement on the guest network's page first."
+                    .to_string(),
+                ..Outcome::default()
+            };
+        }
         let q = sheepdog_policy::Query {
             group: &identity.group,
             target,
@@ -677,6 +729,10 @@ impl Proxy {
             let reason = outcome.reason.clone();
             let event = self.event(peer, &identity, url.clone(), outcome, None, search, at);
             count_block(&event, "url");
+            if &*identity.group == CAPTIVE_GROUP {
+                self.send(event);
+                return Ok(self.portal_page(&url, None, StatusCode::OK).await);
+            }
             let response = self.block_page(&policy, &event, &reason, local);
             self.send(event);
             return Ok(response);
@@ -1223,6 +1279,160 @@ impl Proxy {
         response
     }
 
+    /// Whether a client is on a guest network.
+    fn on_guest_network(&self, peer: SocketAddr) -> bool {
+        self.identities
+            .guests()
+            .is_some_and(|guests| guests.covers(peer.ip()))
+    }
+
+    /// Whether a client is a guest who has not accepted yet.
+    fn is_captive(&self, peer: SocketAddr) -> bool {
+        self.on_guest_network(peer) && &*self.identities.lookup(peer.ip()).group == CAPTIVE_GROUP
+    }
+
+    /// The portal with the visitor agreement in force. Captive-portal
+    /// probes (`/generate_204`, `/hotspot-detect.html`, `connecttest.txt`)
+    /// get it too: anything but their expected answer makes the device
+    /// open its portal window.
+    async fn portal_page(
+        &self,
+        next: &str,
+        problem: Option<&str>,
+        status: StatusCode,
+    ) -> Response<Body> {
+        let agreement = match (&self.store, &self.portal) {
+            (Some(store), Some(portal)) => store.guest_agreement(portal.school_id).await,
+            _ => {
+                return no_store(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "This guest network needs you to accept the school's visitor agreement, \
+                     but the page cannot be shown just now. Please ask at reception.\n",
+                ))
+            }
+        };
+        let agreement = match agreement {
+            Ok(agreement) => agreement,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the visitor agreement for the guest portal");
+                return no_store(text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The visitor agreement cannot be shown just now. Please ask at reception.\n",
+                ));
+            }
+        };
+        let body = page::PortalPage {
+            agreement: &agreement.body,
+            version: agreement.version,
+            action: PORTAL_PATH,
+            next,
+            problem,
+        }
+        .render();
+        no_store(html(status, body))
+    }
+
+    /// The portal itself: its page, and its form, which records the
+    /// acceptance and lets the address through at once.
+    async fn portal(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        metrics::counter!("sheepdog_proxy_requests_total", "kind" => "portal").increment(1);
+        if request.method() != Method::POST {
+            return self.portal_page("", None, StatusCode::OK).await;
+        }
+        let body = match Limited::new(request.into_body(), MAX_REPORT_BYTES)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return closing(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "The form is too long.\n",
+                ))
+            }
+        };
+        let field = |name: &str| {
+            form_urlencoded::parse(&body)
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let next = field("next");
+        if field("agree") != "yes" {
+            return self
+                .portal_page(
+                    &next,
+                    Some("Tick the box to say you agree, then press \"I agree\"."),
+                    StatusCode::BAD_REQUEST,
+                )
+                .await;
+        }
+        let (Some(store), Some(portal), Some(guests)) =
+            (&self.store, &self.portal, self.identities.guests())
+        else {
+            return self
+                .portal_page(&next, None, StatusCode::SERVICE_UNAVAILABLE)
+                .await;
+        };
+        let shown: i64 = field("version").parse().unwrap_or(-1);
+        match store.guest_agreement(portal.school_id).await {
+            Ok(current) if current.version != shown => {
+                return self
+                    .portal_page(
+                        &next,
+                        Some("The agreement has just been updated; please read it again."),
+                        StatusCode::CONFLICT,
+                    )
+                    .await
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the visitor agreement for the guest portal");
+                return self
+                    .portal_page(&next, None, StatusCode::SERVICE_UNAVAILABLE)
+                    .await;
+            }
+        }
+        let client = match peer.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let name = field("name");
+        let accepted = store
+            .accept_guest_agreement(
+                &Actor::system("captive-portal"),
+                portal.school_id,
+                client,
+                Some(name.as_str()),
+                portal.acceptance_hours,
+                Utc::now(),
+            )
+            .await;
+        match accepted {
+            Ok(acceptance) => {
+                let until = DateTime::parse_from_rfc3339(&acceptance.expires_at)
+                    .map(|t| t.with_timezone(&Utc))
+                    .unwrap_or_else(|_| Utc::now());
+                guests.admit(client, until);
+                metrics::counter!("sheepdog_proxy_guest_acceptances_total").increment(1);
+                let local = until
+                    .with_timezone(&self.engine.current().time_zone())
+                    .format("%H:%M on %-d %B")
+                    .to_string();
+                no_store(html(StatusCode::OK, page::portal_accepted(&next, &local)))
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot record a guest's acceptance");
+                self.portal_page(
+                    &next,
+                    Some("Your acceptance could not be saved just now; please try again, or ask at reception."),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                )
+                .await
+            }
+        }
+    }
+
     /// The block page for a blocked plain-HTTP request.
     fn block_page(
         &self,
@@ -1508,6 +1718,26 @@ fn html(status: StatusCode, body: String) -> Response<Body> {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     response
+}
+
+/// Marks a response as never to be cached: a portal shown in place of a
+/// site must not stand in for it later.
+fn no_store(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The URL an origin-form request was for, from its Host header.
+fn requested_url(request: &Request<Incoming>) -> String {
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|host| format!("http://{host}{path}"))
+        .unwrap_or_default()
 }
 
 /// Marks a response as the last on its connection: hyper closes it after.

@@ -984,6 +984,28 @@ fn publish_check_reports_withdrawn_consent_and_hidden_names() {
         "{}",
         text(&output)
     );
+
+    // The school's own list (kept as the console's purposes form keeps
+    // it): a new purpose is checked, a retired one is refused by name.
+    deployment.sql(
+        "INSERT INTO consent_purposes (school_id, purpose, title, position, retired_at) VALUES \
+         (1, 'website', 'School website', 0, '2026-10-01T09:00:00.000000Z'), \
+         (1, 'sports_day', 'Sports day programme', 1, NULL)",
+    );
+    let output = deployment.run(&["publish-check", &dir, "--purpose", "sports_day"]);
+    let report = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    assert!(
+        report.contains("IMG_0001.jpg: Brisa Quorbin is in the image: no consent on record"),
+        "{report}"
+    );
+    let output = deployment.run(&["publish-check", &dir, "--purpose", "website"]);
+    assert!(!output.status.success());
+    let refused = text(&output);
+    assert!(
+        refused.contains("not one of the school's consent purposes; use one of: sports_day"),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -74,6 +74,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "applied filtering policy",
         sql: include_str!("../migrations/0012_applied_policy.sql"),
     },
+    Migration {
+        version: 13,
+        name: "guest portal, sealed governance files, retired consent purposes",
+        sql: include_str!("../migrations/0013_governance_portal.sql"),
+    },
 ];
 
 /// Every migration's version, in order.

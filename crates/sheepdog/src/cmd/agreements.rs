@@ -60,6 +60,13 @@ pub fn spawn_identity_refresh(
                     tracing::warn!(%error, "cannot refresh the identity map; keeping the last one");
                 }
             }
+            // Guests accept all day too; one accepted here is let through
+            // at once by the portal, so this catches other processes'.
+            if let Some(guests) = identities.guests() {
+                if let Err(error) = guests.refresh(&store).await {
+                    tracing::warn!(%error, "cannot read guests' acceptances; keeping the last ones");
+                }
+            }
         }
     })
 }

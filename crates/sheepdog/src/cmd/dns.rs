@@ -8,7 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use sheepdog_config::Config;
 use sheepdog_dns::{DnsServer, Resolver, ResolverSettings};
-use sheepdog_events::{EventSink, EventWriter, IdentityMap, IdentityResolver, WriterOptions};
+use sheepdog_events::{
+    EventSink, EventWriter, GuestNetworks, IdentityMap, IdentityResolver, WriterOptions,
+};
 use sheepdog_policy::Engine;
 use sheepdog_store::Store;
 use tokio::task::JoinHandle;
@@ -92,10 +94,15 @@ pub async fn start_identities(
             IdentityMap::new(&default_group)
         }
     };
-    let identities = Arc::new(
-        IdentityResolver::new(map)
-            .with_sign_ins(Duration::from_secs(u64::from(config.dns.sign_in_secs))),
-    );
+    let mut identities = IdentityResolver::new(map)
+        .with_sign_ins(Duration::from_secs(u64::from(config.dns.sign_in_secs)));
+    if let Some(guests) = guest_networks(config) {
+        if let Err(error) = guests.refresh(&store).await {
+            tracing::warn!(%error, "cannot read guests' acceptances; guests are asked again until it can");
+        }
+        identities = identities.with_guests(Arc::new(guests));
+    }
+    let identities = Arc::new(identities);
     let every = Duration::from_secs(u64::from(config.dns.identity_refresh_secs.max(1)));
     let refresher = super::agreements::spawn_identity_refresh(
         identities.clone(),
@@ -105,6 +112,18 @@ pub async fn start_identities(
         super::agreements::UNSIGNED_REFRESH,
     );
     (identities, refresher)
+}
+
+/// The guest networks of `[guest]`, when it names any (the configuration
+/// check refused entries that do not parse).
+pub fn guest_networks(config: &Config) -> Option<GuestNetworks> {
+    let networks: Vec<_> = config
+        .guest
+        .networks
+        .iter()
+        .filter_map(|n| sheepdog_events::identity::parse_net(n))
+        .collect();
+    (!networks.is_empty()).then(|| GuestNetworks::new(networks, config.guest.group.trim()))
 }
 
 /// Starts the DNS server on `[dns] listen` with the events writer from

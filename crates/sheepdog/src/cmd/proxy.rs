@@ -11,8 +11,8 @@ use sheepdog_events::{EventSink, EventWriter};
 use sheepdog_policy::Engine;
 use sheepdog_proxy::server::Mode;
 use sheepdog_proxy::{
-    Authenticator, CertificateAuthority, Inspection, Proxy, ProxyServer, ProxySettings, ProxyUser,
-    Verification,
+    Authenticator, CertificateAuthority, GuestPortal, Inspection, Proxy, ProxyServer,
+    ProxySettings, ProxyUser, Verification,
 };
 use sheepdog_store::Store;
 use tokio::task::JoinHandle;
@@ -101,6 +101,39 @@ fn inspection(config: &Config) -> anyhow::Result<Inspection> {
     )?)
 }
 
+/// Where guests' acceptances go: `[guest] school`, or the first school.
+/// `None` without guest networks.
+async fn guest_portal(config: &Config, store: &Store) -> anyhow::Result<Option<GuestPortal>> {
+    if config.guest.networks.is_empty() {
+        return Ok(None);
+    }
+    let schools = store.schools().await?;
+    if schools.is_empty() {
+        tracing::warn!("[guest] networks are set but no school exists yet: guests are told to ask at reception until one does (sheepdog init)");
+        return Ok(None);
+    }
+    let wanted = config.guest.school.trim();
+    let school = if wanted.is_empty() {
+        schools.first()
+    } else {
+        schools.iter().find(|s| s.name.eq_ignore_ascii_case(wanted))
+    };
+    let Some(school) = school else {
+        anyhow::bail!(
+            "[guest] school: no school is called `{wanted}`; use one of: {}",
+            schools
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    Ok(Some(GuestPortal {
+        school_id: school.id,
+        acceptance_hours: config.guest.acceptance_hours,
+    }))
+}
+
 /// Starts the proxy on `[proxy] listen`. Call it only when
 /// `config.proxy.enabled`.
 pub async fn start(
@@ -117,13 +150,26 @@ pub async fn start(
             (sink, identities, Some((writer, refresher)))
         }
     };
+    let mut settings = ProxySettings::from_config(&config.proxy);
+    // Guests reach the proxy only to be shown the portal and then filtered
+    // as guests; their networks are served whatever `client_networks` says.
+    let guest_networks = config
+        .guest
+        .networks
+        .iter()
+        .filter_map(|n| sheepdog_events::identity::parse_net(n));
+    settings.client_networks.extend(guest_networks);
+    let portal = guest_portal(config, &store).await?;
     let mut proxy = Proxy::new(
         engine,
         identities,
         Some(sink.clone()),
         Some(store.clone()),
-        ProxySettings::from_config(&config.proxy),
+        settings,
     );
+    if let Some(portal) = portal {
+        proxy = proxy.with_portal(portal);
+    }
     if config.proxy.inspection {
         proxy = proxy.with_inspection(Arc::new(inspection(config)?));
     }
@@ -287,7 +333,7 @@ gambling = "block"
             .await
             .unwrap();
         store
-            .add_group_member(&actor, ks2.id, pupil_id)
+            .add_group_member(&actor, ks2.id, pupil_id, "joins key stage 2")
             .await
             .unwrap();
         let hash = password::hash("plough-lantern-47").unwrap();

@@ -108,7 +108,7 @@ pub struct AgreementTemplate {
 }
 
 /// A signature as given.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NewSignature {
     /// Whom the agreement covers.
     pub person_id: i64,
@@ -437,6 +437,46 @@ impl Store {
         }
         .await;
         write.finish(result).await
+    }
+
+    /// The school's paper signatures kept with a scan, newest first, at
+    /// most `limit`: (whose agreement, who signed, when, the scan).
+    pub async fn agreement_scans(
+        &self,
+        school_id: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, String, String, FileInfo)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT p.given_name, p.family_name, s.signer_name, s.signed_at, f.id AS file_id, \
+             f.name AS file_name, f.media_type, f.sha256 FROM agreement_signatures s \
+             JOIN people p ON p.id = s.person_id \
+             JOIN governance_files f ON f.id = s.scan_file_id \
+             WHERE p.school_id = $1 ORDER BY s.signed_at DESC, s.id DESC LIMIT $2",
+        )
+        .bind(school_id)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    format!(
+                        "{} {}",
+                        row.try_get::<String, _>("given_name")?,
+                        row.try_get::<String, _>("family_name")?
+                    ),
+                    row.try_get("signer_name")?,
+                    row.try_get("signed_at")?,
+                    FileInfo {
+                        id: row.try_get("file_id")?,
+                        name: row.try_get("file_name")?,
+                        media_type: row.try_get("media_type")?,
+                        sha256: row.try_get("sha256")?,
+                        size: 0,
+                    },
+                ))
+            })
+            .collect()
     }
 
     /// A person's signatures, newest first.

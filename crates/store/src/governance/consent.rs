@@ -35,6 +35,15 @@ pub struct ConsentPurpose {
     pub title: String,
 }
 
+/// A purpose as the school keeps it, retired ones included.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeptPurpose {
+    pub key: String,
+    pub title: String,
+    /// When it left the forms and the publish check; its answers stay.
+    pub retired_at: Option<String>,
+}
+
 /// An answer as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewConsent {
@@ -157,14 +166,33 @@ fn purpose_key(text: &str) -> Result<String, StoreError> {
 }
 
 impl Store {
-    /// The school's purposes, in its order; the shipped list when it has
-    /// stored none.
+    /// The school's purposes in use, in its order; the shipped list when it
+    /// has stored none.
     pub async fn consent_purposes(
         &self,
         school_id: i64,
     ) -> Result<Vec<ConsentPurpose>, StoreError> {
+        Ok(self
+            .kept_consent_purposes(school_id)
+            .await?
+            .into_iter()
+            .filter(|p| p.retired_at.is_none())
+            .map(|p| ConsentPurpose {
+                key: p.key,
+                title: p.title,
+            })
+            .collect())
+    }
+
+    /// Every purpose the school has kept, retired ones included, in its
+    /// order; the shipped list when it has stored none.
+    pub async fn kept_consent_purposes(
+        &self,
+        school_id: i64,
+    ) -> Result<Vec<KeptPurpose>, StoreError> {
         let rows = sqlx::query(
-            "SELECT purpose, title FROM consent_purposes WHERE school_id = $1 ORDER BY position",
+            "SELECT purpose, title, retired_at FROM consent_purposes WHERE school_id = $1 \
+             ORDER BY position",
         )
         .bind(school_id)
         .fetch_all(self.pool())
@@ -172,24 +200,27 @@ impl Store {
         if rows.is_empty() {
             return Ok(DEFAULT_PURPOSES
                 .iter()
-                .map(|(key, title)| ConsentPurpose {
+                .map(|(key, title)| KeptPurpose {
                     key: (*key).to_owned(),
                     title: (*title).to_owned(),
+                    retired_at: None,
                 })
                 .collect());
         }
         rows.iter()
             .map(|row| {
-                Ok(ConsentPurpose {
+                Ok(KeptPurpose {
                     key: row.try_get("purpose")?,
                     title: row.try_get("title")?,
+                    retired_at: row.try_get("retired_at")?,
                 })
             })
             .collect()
     }
 
-    /// Replaces the school's list of purposes. Answers already recorded for
-    /// a purpose that leaves the list are kept.
+    /// Replaces the school's list of purposes in use. A purpose that leaves
+    /// the list is retired, not deleted: the answers recorded for it stay,
+    /// and listing it again brings it back.
     pub async fn set_consent_purposes(
         &self,
         actor: &Actor,
@@ -213,22 +244,158 @@ impl Store {
         if clean.is_empty() {
             return Err(StoreError::invalid("purpose", "list at least one purpose"));
         }
-        let before = self.consent_purposes(school_id).await?;
+        let before = self.kept_consent_purposes(school_id).await?;
+        let now = crate::now();
+        let mut after: Vec<KeptPurpose> = clean
+            .iter()
+            .map(|p| KeptPurpose {
+                key: p.key.clone(),
+                title: p.title.clone(),
+                retired_at: None,
+            })
+            .collect();
+        for old in &before {
+            if !clean.iter().any(|c| c.key == old.key) {
+                after.push(KeptPurpose {
+                    retired_at: old.retired_at.clone().or_else(|| Some(now.clone())),
+                    ..old.clone()
+                });
+            }
+        }
+        self.store_purposes(actor, school_id, &before, &after)
+            .await?;
+        Ok(clean)
+    }
+
+    /// Adds a purpose at the end of the school's list.
+    pub async fn add_consent_purpose(
+        &self,
+        actor: &Actor,
+        school_id: i64,
+        key: &str,
+        title: &str,
+    ) -> Result<KeptPurpose, StoreError> {
+        let key = purpose_key(key)?;
+        let title = required("purpose title", title)?.to_owned();
+        let before = self.kept_consent_purposes(school_id).await?;
+        if let Some(existing) = before.iter().find(|p| p.key == key) {
+            return Err(StoreError::invalid(
+                "purpose",
+                match existing.retired_at {
+                    Some(_) => {
+                        format!("`{key}` was retired; bring it back rather than adding it again")
+                    }
+                    None => format!("`{key}` is already a purpose ({})", existing.title),
+                },
+            ));
+        }
+        let added = KeptPurpose {
+            key,
+            title,
+            retired_at: None,
+        };
+        let mut after = before.clone();
+        after.push(added.clone());
+        self.store_purposes(actor, school_id, &before, &after)
+            .await?;
+        Ok(added)
+    }
+
+    /// Renames a purpose: its key, and so its answers, stay.
+    pub async fn rename_consent_purpose(
+        &self,
+        actor: &Actor,
+        school_id: i64,
+        key: &str,
+        title: &str,
+    ) -> Result<KeptPurpose, StoreError> {
+        let title = required("purpose title", title)?.to_owned();
+        self.change_purpose(actor, school_id, key, |p| p.title = title)
+            .await
+    }
+
+    /// Retires a purpose (`retired`) or brings it back: a retired purpose
+    /// leaves the forms and the publish check, and its answers are kept.
+    pub async fn retire_consent_purpose(
+        &self,
+        actor: &Actor,
+        school_id: i64,
+        key: &str,
+        retired: bool,
+    ) -> Result<KeptPurpose, StoreError> {
+        let before = self.kept_consent_purposes(school_id).await?;
+        if retired
+            && before
+                .iter()
+                .filter(|p| p.retired_at.is_none() && p.key != key)
+                .count()
+                == 0
+        {
+            return Err(StoreError::invalid(
+                "purpose",
+                "it is the last purpose in use; add another before retiring it",
+            ));
+        }
+        let now = crate::now();
+        self.change_purpose(actor, school_id, key, |p| {
+            p.retired_at = if retired {
+                p.retired_at.clone().or(Some(now))
+            } else {
+                None
+            }
+        })
+        .await
+    }
+
+    async fn change_purpose(
+        &self,
+        actor: &Actor,
+        school_id: i64,
+        key: &str,
+        change: impl FnOnce(&mut KeptPurpose),
+    ) -> Result<KeptPurpose, StoreError> {
+        let before = self.kept_consent_purposes(school_id).await?;
+        let mut after = before.clone();
+        let purpose =
+            after
+                .iter_mut()
+                .find(|p| p.key == key)
+                .ok_or_else(|| StoreError::NotFound {
+                    entity: "consent purpose",
+                    key: key.to_owned(),
+                })?;
+        change(purpose);
+        let changed = purpose.clone();
+        self.store_purposes(actor, school_id, &before, &after)
+            .await?;
+        Ok(changed)
+    }
+
+    /// Writes the school's whole list (the shipped list becomes the
+    /// school's own on its first change), audited with before and after.
+    async fn store_purposes(
+        &self,
+        actor: &Actor,
+        school_id: i64,
+        before: &[KeptPurpose],
+        after: &[KeptPurpose],
+    ) -> Result<(), StoreError> {
         let mut write = self.begin_write().await?;
         let result = async {
             sqlx::query("DELETE FROM consent_purposes WHERE school_id = $1")
                 .bind(school_id)
                 .execute(&mut *write.tx)
                 .await?;
-            for (position, p) in clean.iter().enumerate() {
+            for (position, p) in after.iter().enumerate() {
                 sqlx::query(
-                    "INSERT INTO consent_purposes (school_id, purpose, title, position) \
-                     VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO consent_purposes (school_id, purpose, title, position, retired_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
                 )
                 .bind(school_id)
                 .bind(&p.key)
                 .bind(&p.title)
                 .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                .bind(&p.retired_at)
                 .execute(&mut *write.tx)
                 .await?;
             }
@@ -237,10 +404,10 @@ impl Store {
                 actor,
                 Change::new("update", "consent_purposes", school_id)
                     .before(&before)
-                    .after(&clean),
+                    .after(&after),
             )
             .await?;
-            Ok(clean)
+            Ok(())
         }
         .await;
         write.finish(result).await

@@ -10,15 +10,17 @@
 
 use chrono::NaiveDate;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::audit::{append, Change};
+use crate::incidents::evidence::{digest, open_bound, seal_bound};
+use crate::incidents::EvidenceKey;
 use crate::{Actor, Store, StoreError, Write};
 
 pub mod agreements;
 pub mod assets;
 pub mod consent;
+pub mod guests;
 pub mod policies;
 pub mod training;
 
@@ -26,11 +28,34 @@ pub mod training;
 pub const MAX_FILE_BYTES: usize = 10 * 1024 * 1024;
 
 /// A file to keep with a record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NewFile {
     pub name: String,
     pub media_type: String,
     pub content: Vec<u8>,
+    /// The deployment's evidence key: a signed form or a certificate names
+    /// people, so it is sealed at rest like incident evidence.
+    pub key: EvidenceKey,
+}
+
+/// What a kept file belongs to, which decides who may open it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOwner {
+    /// The scan of a paper acceptable use agreement.
+    AgreementScan,
+    /// A training certificate.
+    TrainingEvidence,
+    /// A certificate of secure deletion.
+    DisposalCertificate,
+    /// Kept but attached to nothing (a record whose save failed later).
+    Unattached,
+}
+
+/// What sealed governance files are bound to, so that neither a governance
+/// file nor incident evidence opens as the other, nor as another school's.
+fn file_binding(school_id: i64, sha256: &str) -> Vec<u8> {
+    format!("sheepdog-governance-file-v1:{school_id}:{sha256}").into_bytes()
 }
 
 /// A kept file, without its content.
@@ -128,16 +153,18 @@ pub(crate) async fn keep_file(
         ));
     }
     let name = required("file name", &file.name)?.to_owned();
-    let sha256 = hex::encode(Sha256::digest(&file.content));
+    let sha256 = digest(&file.content);
+    let (nonce, sealed) = seal_bound(&file.key, &file_binding(school_id, &sha256), &file.content)?;
     let row = sqlx::query(
-        "INSERT INTO governance_files (school_id, name, media_type, sha256, content, created_by, \
-         created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "INSERT INTO governance_files (school_id, name, media_type, sha256, content, nonce, \
+         created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(school_id)
     .bind(&name)
     .bind(&file.media_type)
     .bind(&sha256)
-    .bind(&file.content)
+    .bind(sealed)
+    .bind(&nonce)
     .bind(actor.as_str())
     .bind(crate::now())
     .fetch_one(&mut *write.tx)
@@ -159,11 +186,46 @@ pub(crate) async fn keep_file(
 }
 
 impl Store {
-    /// A kept file with its content, if it belongs to the school.
-    pub async fn governance_file(
+    /// What a school's kept file belongs to; `None` when the school has no
+    /// such file.
+    pub async fn governance_file_owner(
         &self,
         school_id: i64,
         file_id: i64,
+    ) -> Result<Option<FileOwner>, StoreError> {
+        let row = sqlx::query(
+            "SELECT \
+               (SELECT COUNT(*) FROM agreement_signatures WHERE scan_file_id = f.id) AS scans, \
+               (SELECT COUNT(*) FROM training_records WHERE evidence_file_id = f.id) AS training, \
+               (SELECT COUNT(*) FROM assets WHERE certificate_file_id = f.id) AS disposals \
+             FROM governance_files f WHERE f.id = $1 AND f.school_id = $2",
+        )
+        .bind(file_id)
+        .bind(school_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let count = |column: &str| row.try_get::<i64, _>(column).map(|n| n > 0);
+        Ok(Some(if count("scans")? {
+            FileOwner::AgreementScan
+        } else if count("training")? {
+            FileOwner::TrainingEvidence
+        } else if count("disposals")? {
+            FileOwner::DisposalCertificate
+        } else {
+            FileOwner::Unattached
+        }))
+    }
+
+    /// Opens a kept file for `actor` (whose right to see it the caller has
+    /// checked): unseals it, checks its SHA-256, and records the download
+    /// in the audit log. `None` when the school has no such file.
+    pub async fn open_governance_file(
+        &self,
+        actor: &Actor,
+        school_id: i64,
+        file_id: i64,
+        key: &EvidenceKey,
     ) -> Result<Option<(FileInfo, Vec<u8>)>, StoreError> {
         let row = sqlx::query("SELECT * FROM governance_files WHERE id = $1 AND school_id = $2")
             .bind(file_id)
@@ -171,17 +233,34 @@ impl Store {
             .fetch_optional(self.pool())
             .await?;
         let Some(row) = row else { return Ok(None) };
-        let content: Vec<u8> = row.try_get("content")?;
-        Ok(Some((
-            FileInfo {
-                id: row.try_get("id")?,
-                name: row.try_get("name")?,
-                media_type: row.try_get("media_type")?,
-                sha256: row.try_get("sha256")?,
-                size: i64::try_from(content.len()).unwrap_or(i64::MAX),
-            },
-            content,
-        )))
+        let stored: Vec<u8> = row.try_get("content")?;
+        let nonce: Option<String> = row.try_get("nonce")?;
+        let sha256: String = row.try_get("sha256")?;
+        let content = match nonce {
+            Some(nonce) => open_bound(
+                key,
+                &file_binding(school_id, &sha256),
+                &sha256,
+                &nonce,
+                &stored,
+            )
+            .map_err(|problem| StoreError::Corrupt {
+                entity: "governance_files",
+                problem: format!("file {file_id}: {problem}"),
+            })?,
+            // Kept before files were sealed (migration 0013).
+            None => stored,
+        };
+        let info = FileInfo {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            media_type: row.try_get("media_type")?,
+            sha256,
+            size: i64::try_from(content.len()).unwrap_or(i64::MAX),
+        };
+        self.audit_only(actor, Change::new("download", "governance_file", file_id))
+            .await?;
+        Ok(Some((info, content)))
     }
 }
 

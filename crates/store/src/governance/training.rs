@@ -62,7 +62,7 @@ impl TrainingKind {
 }
 
 /// A training record as entered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NewTraining {
     pub person_id: i64,
     pub kind: TrainingKind,

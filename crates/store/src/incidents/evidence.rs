@@ -74,18 +74,22 @@ pub(crate) fn seal(
     sha256: &str,
     plain: &[u8],
 ) -> Result<(String, Vec<u8>), StoreError> {
+    seal_bound(key, &binding(incident_id, sha256), plain)
+}
+
+/// Seals bytes bound to `aad` (what they belong to): (hex nonce, sealed
+/// bytes). Shared by incident evidence and governance files, which bind to
+/// different things so that neither opens as the other.
+pub(crate) fn seal_bound(
+    key: &EvidenceKey,
+    aad: &[u8],
+    plain: &[u8],
+) -> Result<(String, Vec<u8>), StoreError> {
     let mut nonce = [0u8; 24];
     getrandom::fill(&mut nonce).map_err(|e| StoreError::invalid("evidence", e.to_string()))?;
-    let aad = binding(incident_id, sha256);
     let sealed = key
         .cipher()
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: plain,
-                aad: &aad,
-            },
-        )
+        .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain, aad })
         .map_err(|_| StoreError::invalid("evidence", "the file could not be sealed"))?;
     Ok((hex::encode(nonce), sealed))
 }
@@ -99,31 +103,33 @@ pub(crate) fn open(
     nonce: &str,
     sealed: &[u8],
 ) -> Result<Vec<u8>, StoreError> {
-    let broken = |problem: &str| StoreError::Corrupt {
-        entity: "incident_evidence",
-        problem: format!("evidence {evidence_id}: {problem}"),
-    };
-    let nonce = hex::decode(nonce).map_err(|_| broken("its nonce is not hex"))?;
+    open_bound(key, &binding(incident_id, sha256), sha256, nonce, sealed).map_err(|problem| {
+        StoreError::Corrupt {
+            entity: "incident_evidence",
+            problem: format!("evidence {evidence_id}: {problem}"),
+        }
+    })
+}
+
+/// Opens bytes sealed by [`seal_bound`] and checks their SHA-256; the error
+/// says what is wrong, for the caller to name the record.
+pub(crate) fn open_bound(
+    key: &EvidenceKey,
+    aad: &[u8],
+    sha256: &str,
+    nonce: &str,
+    sealed: &[u8],
+) -> Result<Vec<u8>, &'static str> {
+    let nonce = hex::decode(nonce).map_err(|_| "its nonce is not hex")?;
     if nonce.len() != 24 {
-        return Err(broken("its nonce is not 24 bytes"));
+        return Err("its nonce is not 24 bytes");
     }
-    let aad = binding(incident_id, sha256);
     let plain = key
         .cipher()
-        .decrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: sealed,
-                aad: &aad,
-            },
-        )
-        .map_err(|_| {
-            broken("it does not open with this evidence key, or it was altered or moved")
-        })?;
+        .decrypt(XNonce::from_slice(&nonce), Payload { msg: sealed, aad })
+        .map_err(|_| "it does not open with this evidence key, or it was altered or moved")?;
     if digest(&plain) != sha256 {
-        return Err(broken(
-            "its SHA-256 no longer matches the one taken at upload",
-        ));
+        return Err("its SHA-256 no longer matches the one taken at upload");
     }
     Ok(plain)
 }

@@ -25,7 +25,7 @@
 //! incident of suspected child sexual abuse imagery refuses every image
 //! upload, recognised by content, not by name.
 
-mod evidence;
+pub(crate) mod evidence;
 mod types;
 
 use std::collections::HashSet;

@@ -9,16 +9,24 @@ use crate::governance::assets::*;
 use crate::governance::consent::*;
 use crate::governance::policies::*;
 use crate::governance::training::*;
-use crate::governance::NewFile;
+use crate::governance::{FileOwner, NewFile};
 use crate::*;
+use sqlx::Row;
 
 on_both!(
     agreements_are_versioned_renewed_and_covered,
     image_consent_is_per_purpose_and_withdrawable,
     training_is_overdue_by_role_and_expiry,
     policies_fall_due_and_reviews_export,
-    assets_are_returned_and_disposed_with_certificates
+    assets_are_returned_and_disposed_with_certificates,
+    guests_accept_the_visitor_agreement_for_a_while,
+    consent_purposes_are_added_renamed_and_retired
 );
+
+/// One evidence key for every file a test keeps.
+fn file_key() -> crate::incidents::EvidenceKey {
+    crate::incidents::EvidenceKey::from_bytes(&[7u8; 32]).unwrap()
+}
 
 fn day(text: &str) -> NaiveDate {
     NaiveDate::parse_from_str(text, "%Y-%m-%d").unwrap()
@@ -139,6 +147,7 @@ async fn agreements_are_versioned_renewed_and_covered(store: Store) {
             name: "aup-staff.pdf".to_owned(),
             media_type: "application/pdf".to_owned(),
             content: b"%PDF-1.4 signed form".to_vec(),
+            key: file_key(),
         }),
         address: None,
         ..online(c.staff)
@@ -149,11 +158,51 @@ async fn agreements_are_versioned_renewed_and_covered(store: Store) {
         .unwrap();
     let scan = staff_signed.scan.unwrap();
     let (_, bytes) = store
-        .governance_file(c.school, scan.id)
+        .open_governance_file(&admin(), c.school, scan.id, &file_key())
         .await
         .unwrap()
         .unwrap();
     assert_eq!(bytes, b"%PDF-1.4 signed form");
+    assert_eq!(
+        store
+            .governance_file_owner(c.school, scan.id)
+            .await
+            .unwrap(),
+        Some(FileOwner::AgreementScan)
+    );
+    // Sealed at rest: the database holds no plain copy, another key cannot
+    // open it, and another school does not see it.
+    let stored: Vec<u8> = sqlx::query("SELECT content FROM governance_files WHERE id = $1")
+        .bind(scan.id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+        .get("content");
+    assert!(!stored
+        .windows(b"signed form".len())
+        .any(|w| w == b"signed form"));
+    let other = crate::incidents::EvidenceKey::generate().unwrap();
+    assert!(matches!(
+        store
+            .open_governance_file(&admin(), c.school, scan.id, &other)
+            .await,
+        Err(StoreError::Corrupt { .. })
+    ));
+    assert!(store
+        .open_governance_file(&admin(), c.school + 1, scan.id, &file_key())
+        .await
+        .unwrap()
+        .is_none());
+    let downloads = sqlx::query(
+        "SELECT COUNT(*) AS n FROM audit_log WHERE entity = 'governance_file' \
+         AND action = 'download' AND entity_id = $1",
+    )
+    .bind(scan.id.to_string())
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+    .get::<i64, _>("n");
+    assert_eq!(downloads, 1);
 
     let unsigned = store.unsigned_people(now).await.unwrap();
     assert!(!unsigned.contains(&c.brisa));
@@ -312,7 +361,8 @@ async fn image_consent_is_per_purpose_and_withdrawable(store: Store) {
         Err(StoreError::Invalid { .. })
     ));
 
-    // The school's own list replaces the shipped one.
+    // The school's own list replaces the shipped one; what leaves it is
+    // retired, not deleted.
     store
         .set_consent_purposes(
             &admin(),
@@ -325,6 +375,10 @@ async fn image_consent_is_per_purpose_and_withdrawable(store: Store) {
         .await
         .unwrap();
     assert_eq!(store.consent_purposes(c.school).await.unwrap().len(), 1);
+    assert_eq!(
+        store.kept_consent_purposes(c.school).await.unwrap().len(),
+        DEFAULT_PURPOSES.len()
+    );
     assert!(store
         .record_consent(&admin(), c.school, &answer(c.brisa, "social_media", true))
         .await
@@ -373,6 +427,7 @@ async fn training_is_overdue_by_role_and_expiry(store: Store) {
                     name: "certificate.pdf".to_owned(),
                     media_type: "application/pdf".to_owned(),
                     content: b"%PDF certificate".to_vec(),
+                    key: file_key(),
                 }),
                 ..course(TrainingKind::OnlineSafetyUpdate, "2025-09-01")
             },
@@ -627,6 +682,7 @@ async fn assets_are_returned_and_disposed_with_certificates(store: Store) {
         name: "deletion-LT-0042.pdf".to_owned(),
         media_type: "application/pdf".to_owned(),
         content: b"%PDF certificate of secure deletion".to_vec(),
+        key: file_key(),
     };
     let gone = store
         .dispose_asset(
@@ -642,5 +698,181 @@ async fn assets_are_returned_and_disposed_with_certificates(store: Store) {
     assert_eq!(gone.status, AssetStatus::Disposed);
     assert!(gone.certificate_file_id.is_some());
     assert!(store.save_asset(&admin(), c.school, &laptop).await.is_err());
+    assert!(store.verify_audit().await.unwrap().is_intact());
+}
+
+async fn guests_accept_the_visitor_agreement_for_a_while(store: Store) {
+    let c = cast(&store).await;
+    let guest: std::net::IpAddr = "10.9.0.23".parse().unwrap();
+    // Whole seconds: the store keeps times to the microsecond.
+    let now = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap();
+    // Before the school publishes a community agreement, sheepdog's own
+    // text is shown and accepted as version 0.
+    let shipped = store.guest_agreement(c.school).await.unwrap();
+    assert_eq!((shipped.template_id, shipped.version), (None, 0));
+    let first = store
+        .accept_guest_agreement(
+            &Actor::system("captive-portal"),
+            c.school,
+            guest,
+            None,
+            12,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!((first.version, first.method), (0, "captive portal"));
+
+    store
+        .publish_default_agreements(&admin(), c.school)
+        .await
+        .unwrap();
+    let published = store.guest_agreement(c.school).await.unwrap();
+    assert_eq!(published.version, 1);
+    let other: std::net::IpAddr = "10.9.0.24".parse().unwrap();
+    let second = store
+        .accept_guest_agreement(
+            &Actor::system("captive-portal"),
+            c.school,
+            other,
+            Some("  Visiting plumber  "),
+            1,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.template_id, published.template_id);
+    assert_eq!(second.name.as_deref(), Some("Visiting plumber"));
+
+    let current = store.current_guest_acceptances(now).await.unwrap();
+    assert_eq!(current.len(), 2);
+    assert!(current.contains(&(guest, now + Duration::hours(12))));
+    // Two hours on, the one-hour acceptance has lapsed.
+    let later = store
+        .current_guest_acceptances(now + Duration::hours(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        later.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+        vec![guest]
+    );
+    assert!(matches!(
+        store
+            .accept_guest_agreement(&admin(), c.school, guest, None, 0, now)
+            .await,
+        Err(StoreError::Invalid { .. })
+    ));
+    let listed = store.guest_acceptances(c.school, 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    let audited = sqlx::query(
+        "SELECT COUNT(*) AS n FROM audit_log WHERE entity = 'guest_acceptance' AND action = 'accept'",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+    .get::<i64, _>("n");
+    assert_eq!(audited, 2);
+    assert!(store.verify_audit().await.unwrap().is_intact());
+}
+
+async fn consent_purposes_are_added_renamed_and_retired(store: Store) {
+    let c = cast(&store).await;
+    let today = Utc::now().date_naive();
+    let answer = NewConsent {
+        pupil_id: c.brisa,
+        purpose: "local_press".to_owned(),
+        granted: true,
+        given_by_person_id: None,
+        given_by_name: "Signed form".to_owned(),
+        given_on: today,
+        expires_on: None,
+    };
+    store
+        .record_consent(&admin(), c.school, &answer)
+        .await
+        .unwrap();
+
+    let added = store
+        .add_consent_purpose(&admin(), c.school, "Sports_Day", "Sports day programme")
+        .await
+        .unwrap();
+    assert_eq!(added.key, "sports_day");
+    assert!(store
+        .add_consent_purpose(&admin(), c.school, "sports_day", "Again")
+        .await
+        .is_err());
+    assert!(store
+        .add_consent_purpose(&admin(), c.school, "sports day!", "Bad key")
+        .await
+        .is_err());
+    store
+        .rename_consent_purpose(&admin(), c.school, "local_press", "Newspapers")
+        .await
+        .unwrap();
+    let purposes = store.consent_purposes(c.school).await.unwrap();
+    assert_eq!(purposes.len(), DEFAULT_PURPOSES.len() + 1);
+    assert!(purposes
+        .iter()
+        .any(|p| p.key == "local_press" && p.title == "Newspapers"));
+
+    // Retired: gone from the list in use, and no new answers for it; the
+    // answer already given is kept.
+    store
+        .retire_consent_purpose(&admin(), c.school, "local_press", true)
+        .await
+        .unwrap();
+    assert!(!store
+        .consent_purposes(c.school)
+        .await
+        .unwrap()
+        .iter()
+        .any(|p| p.key == "local_press"));
+    let kept = store.kept_consent_purposes(c.school).await.unwrap();
+    assert!(kept
+        .iter()
+        .any(|p| p.key == "local_press" && p.retired_at.is_some()));
+    assert!(store
+        .record_consent(&admin(), c.school, &answer)
+        .await
+        .is_err());
+    assert_eq!(store.image_consents(c.brisa).await.unwrap().len(), 1);
+    // Brought back, it takes answers again.
+    store
+        .retire_consent_purpose(&admin(), c.school, "local_press", false)
+        .await
+        .unwrap();
+    store
+        .record_consent(&admin(), c.school, &answer)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .rename_consent_purpose(&admin(), c.school, "nothing", "x")
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // The last purpose in use cannot be retired.
+    store
+        .set_consent_purposes(
+            &admin(),
+            c.school,
+            &[ConsentPurpose {
+                key: "website".to_owned(),
+                title: "Website".to_owned(),
+            }],
+        )
+        .await
+        .unwrap();
+    assert!(store
+        .retire_consent_purpose(&admin(), c.school, "website", true)
+        .await
+        .is_err());
+    let changes =
+        sqlx::query("SELECT COUNT(*) AS n FROM audit_log WHERE entity = 'consent_purposes'")
+            .fetch_one(store.pool())
+            .await
+            .unwrap()
+            .get::<i64, _>("n");
+    assert_eq!(changes, 5);
     assert!(store.verify_audit().await.unwrap().is_intact());
 }
