@@ -1021,8 +1021,9 @@ impl Proxy {
         if upstream.write_all(&first).await.is_err() {
             return;
         }
-        let carried = if let Some(socket) = client.socket() {
-            crate::splice::splice_bidirectional(socket, &upstream).await
+        let spliced = client.socket().zip(crate::splice::Pipes::new());
+        let carried = if let Some((socket, pipes)) = spliced {
+            crate::splice::splice_bidirectional(socket, &upstream, pipes).await
         } else {
             // Larger buffers than tokio's 8 KiB default: a bulk download
             // moves in fewer, larger reads and writes.

@@ -17,29 +17,71 @@ use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// The most one splice call moves; also the size asked of each pipe.
-const CHUNK: usize = 256 * 1024;
+/// The size asked of each pipe, and the most one splice call moves: a
+/// bulk download then moves up to a megabyte per pair of calls.
+const CHUNK: usize = 1024 * 1024;
+
+/// Below this, splicing costs more calls than copying through a buffer of
+/// the proxy's own.
+const SMALLEST_PIPE: i32 = 64 * 1024;
+
+/// The two pipes of a tunnel, one per direction, each as (read end, write
+/// end).
+#[derive(Debug)]
+pub struct Pipes {
+    forward: (OwnedFd, OwnedFd),
+    backward: (OwnedFd, OwnedFd),
+}
+
+impl Pipes {
+    /// Two pipes of a useful size, or `None`. An unprivileged process that
+    /// holds many pipes is held to tiny ones by the kernel
+    /// (`fs.pipe-user-pages-soft`); the tunnel is then copied instead.
+    pub fn new() -> Option<Self> {
+        Some(Self {
+            forward: pipe()?,
+            backward: pipe()?,
+        })
+    }
+}
+
+/// One non-blocking pipe of at least [`SMALLEST_PIPE`] bytes.
+fn pipe() -> Option<(OwnedFd, OwnedFd)> {
+    let (out, into) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
+    // The kernel may refuse the larger size (a per-user limit); what it
+    // gives is checked below.
+    let _ = nix::fcntl::fcntl(&into, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
+    let size = nix::fcntl::fcntl(&into, nix::fcntl::FcntlArg::F_GETPIPE_SZ).ok()?;
+    (size >= SMALLEST_PIPE).then_some((out, into))
+}
 
 /// Carries bytes both ways until each side has finished sending; returns
 /// the bytes moved from `a` to `b` and from `b` to `a`. A side that ends
 /// its sending half has the other socket's sending half shut after the
 /// last byte, as a byte-for-byte copy would.
-pub async fn splice_bidirectional(a: &TcpStream, b: &TcpStream) -> io::Result<(u64, u64)> {
-    let (forward, backward) = tokio::join!(one_way(a, b), one_way(b, a));
+pub async fn splice_bidirectional(
+    a: &TcpStream,
+    b: &TcpStream,
+    pipes: Pipes,
+) -> io::Result<(u64, u64)> {
+    let (forward, backward) = tokio::join!(
+        one_way(a, b, &pipes.forward),
+        one_way(b, a, &pipes.backward)
+    );
     Ok((forward?, backward?))
 }
 
-async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
-    let (pipe_out, pipe_in) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC)?;
-    // A larger pipe than the 64 KiB default lets one splice move more; the
-    // kernel may refuse (a per-user limit), and the default still works.
-    let _ = nix::fcntl::fcntl(&pipe_in, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
+async fn one_way(
+    from: &TcpStream,
+    to: &TcpStream,
+    (pipe_out, pipe_in): &(OwnedFd, OwnedFd),
+) -> io::Result<u64> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     let mut total = 0u64;
     loop {
         from.readable().await?;
         let moved = match from.try_io(Interest::READABLE, || {
-            splice(from.as_fd(), None, &pipe_in, None, CHUNK, flags).map_err(io::Error::from)
+            splice(from.as_fd(), None, pipe_in, None, CHUNK, flags).map_err(io::Error::from)
         }) {
             Ok(moved) => moved,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
@@ -50,7 +92,7 @@ async fn one_way(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
             let _ = nix::sys::socket::shutdown(to.as_raw_fd(), nix::sys::socket::Shutdown::Write);
             return Ok(total);
         }
-        drain(&pipe_out, to, moved, flags).await?;
+        drain(pipe_out, to, moved, flags).await?;
         total += moved as u64;
     }
 }
