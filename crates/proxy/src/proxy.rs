@@ -566,24 +566,11 @@ impl Proxy {
 
     /// Stores a "report wrongly blocked" from the block page's form.
     async fn report(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
-        let body = match Limited::new(request.into_body(), MAX_REPORT_BYTES)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
-                return closing(text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "The report is too long.\n",
-                ))
-            }
+        let form = match Form::read(request, "report").await {
+            Ok(form) => form,
+            Err(refused) => return refused,
         };
-        let field = |name: &str| {
-            form_urlencoded::parse(&body)
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
+        let field = |name: &str| form.field(name);
         let (reference, site) = (field("reference"), field("site"));
         if reference.is_empty() || site.is_empty() {
             return text(
@@ -1340,24 +1327,11 @@ impl Proxy {
         if request.method() != Method::POST {
             return self.portal_page("", None, StatusCode::OK).await;
         }
-        let body = match Limited::new(request.into_body(), MAX_REPORT_BYTES)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
-                return closing(text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "The form is too long.\n",
-                ))
-            }
+        let form = match Form::read(request, "form").await {
+            Ok(form) => form,
+            Err(refused) => return refused,
         };
-        let field = |name: &str| {
-            form_urlencoded::parse(&body)
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default()
-        };
+        let field = |name: &str| form.field(name);
         let next = field("next");
         if field("agree") != "yes" {
             return self
@@ -1529,6 +1503,34 @@ impl Proxy {
         if let Some(sink) = &self.sink {
             sink.try_send(event);
         }
+    }
+}
+
+/// A small URL-encoded form posted to one of the proxy's own pages.
+struct Form(Bytes);
+
+impl Form {
+    /// Reads the body; one over [`MAX_REPORT_BYTES`] gets 413, naming
+    /// `what` was too long, and the connection closed.
+    async fn read(request: Request<Incoming>, what: &str) -> Result<Self, Response<Body>> {
+        match Limited::new(request.into_body(), MAX_REPORT_BYTES)
+            .collect()
+            .await
+        {
+            Ok(collected) => Ok(Self(collected.to_bytes())),
+            Err(_) => Err(closing(text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("The {what} is too long.\n"),
+            ))),
+        }
+    }
+
+    /// The first value of field `name`, or "".
+    fn field(&self, name: &str) -> String {
+        form_urlencoded::parse(&self.0)
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
     }
 }
 

@@ -81,10 +81,7 @@ mod tests {
     use sheepdog_lists::SnapshotBuilder;
     use sheepdog_policy::{Action, CompiledPolicy, Engine, PolicyDocument, Query, Target};
     use sheepdog_store::governance::agreements::{NewSignature, SignMethod};
-    use sheepdog_store::{
-        Actor, DeviceDetails, GroupKind, ImportBatch, Ownership, PersonDetails, PersonKind,
-        StoreOptions,
-    };
+    use sheepdog_store::{Actor, DeviceDetails, Ownership};
 
     use super::*;
 
@@ -123,54 +120,10 @@ allow = ["console.larkmoor.invalid", "ocsp.pki.invalid"]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unsigned_pupil_is_restricted_until_the_agreement_is_signed() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
-        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let (store, school, pupil_id) =
+            crate::cmd::fixtures::school_with_ks2_pupil(dir.path(), ("Brisa", "Quorbin"), "4K")
+                .await;
         let actor = Actor::command_line("test");
-        let school = store
-            .create_school(&actor, "Larkmoor Primary", None, "Europe/London")
-            .await
-            .unwrap()
-            .id;
-        let pupil = PersonDetails {
-            kind: PersonKind::Pupil,
-            external_id: None,
-            upn: Some("A123456789012".to_owned()),
-            given_name: "Brisa".to_owned(),
-            family_name: "Quorbin".to_owned(),
-            date_of_birth: None,
-            year_group: Some("4".to_owned()),
-            class_name: Some("4K".to_owned()),
-            email: None,
-            roles: vec![],
-            active: true,
-        };
-        store
-            .import_people(
-                &actor,
-                school,
-                &ImportBatch {
-                    people: vec![pupil],
-                    guardians: vec![],
-                },
-                false,
-            )
-            .await
-            .unwrap();
-        let pupil_id = store.people(school, Some(PersonKind::Pupil)).await.unwrap()[0].id;
-        let ks2 = store
-            .ensure_group(
-                &actor,
-                school,
-                "Key stage 2",
-                GroupKind::Filtering,
-                Some("ks2"),
-            )
-            .await
-            .unwrap();
-        store
-            .add_group_member(&actor, ks2.id, pupil_id, "Year 4 pupil")
-            .await
-            .unwrap();
         store
             .save_device(
                 &actor,

@@ -110,3 +110,69 @@ pub async fn shutdown_signal() {
         () = terminate => {}
     }
 }
+
+/// What the subcommands' tests share.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use sheepdog_store::{
+        Actor, GroupKind, ImportBatch, PersonDetails, PersonKind, Store, StoreOptions,
+    };
+
+    /// A school in a fresh SQLite file under `dir`, with one synthetic
+    /// pupil (`given` `family`, class `class`) in its "Key stage 2"
+    /// filtering group (profile `ks2`): the store, the school's id and the
+    /// pupil's id.
+    pub async fn school_with_ks2_pupil(
+        dir: &std::path::Path,
+        (given, family): (&str, &str),
+        class: &str,
+    ) -> (Store, i64, i64) {
+        let url = format!("sqlite://{}", dir.join("db.sqlite").display());
+        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let actor = Actor::command_line("test");
+        let school = store
+            .create_school(&actor, "Larkmoor Primary", None, "Europe/London")
+            .await
+            .unwrap()
+            .id;
+        let pupil = PersonDetails {
+            kind: PersonKind::Pupil,
+            external_id: None,
+            upn: Some("A123456789012".to_owned()),
+            given_name: given.to_owned(),
+            family_name: family.to_owned(),
+            date_of_birth: None,
+            year_group: class.get(..1).map(str::to_owned),
+            class_name: Some(class.to_owned()),
+            email: None,
+            roles: vec![],
+            active: true,
+        };
+        let batch = ImportBatch {
+            people: vec![pupil],
+            guardians: vec![],
+        };
+        store
+            .import_people(&actor, school, &batch, false)
+            .await
+            .unwrap();
+        let pupil_id = store.people(school, Some(PersonKind::Pupil)).await.unwrap()[0].id;
+        let ks2 = store
+            .ensure_group(
+                &actor,
+                school,
+                "Key stage 2",
+                GroupKind::Filtering,
+                Some("ks2"),
+            )
+            .await
+            .unwrap();
+        store
+            .add_group_member(&actor, ks2.id, pupil_id, "a key stage 2 pupil")
+            .await
+            .unwrap();
+        (store, school, pupil_id)
+    }
+}

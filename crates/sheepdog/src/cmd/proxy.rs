@@ -227,9 +227,7 @@ mod tests {
     use std::net::{IpAddr, SocketAddr};
 
     use sheepdog_policy::{build_snapshot, CompiledPolicy, PolicyDocument};
-    use sheepdog_store::{
-        Actor, EventFilter, GroupKind, ImportBatch, PersonDetails, PersonKind, StoreOptions,
-    };
+    use sheepdog_store::{Actor, EventFilter};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;
@@ -288,54 +286,10 @@ gambling = "block"
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_proxy_sign_in_carries_over_to_dns() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("db.sqlite").display());
-        let store = Store::open(&url, &StoreOptions::default()).await.unwrap();
+        let (store, _school, pupil_id) =
+            crate::cmd::fixtures::school_with_ks2_pupil(dir.path(), ("Tamsin", "Orrowby"), "5W")
+                .await;
         let actor = Actor::command_line("test");
-        let school = store
-            .create_school(&actor, "Larkmoor Primary", None, "Europe/London")
-            .await
-            .unwrap()
-            .id;
-        let pupil = PersonDetails {
-            kind: PersonKind::Pupil,
-            external_id: None,
-            upn: Some("A123456789012".to_owned()),
-            given_name: "Tamsin".to_owned(),
-            family_name: "Orrowby".to_owned(),
-            date_of_birth: None,
-            year_group: Some("5".to_owned()),
-            class_name: Some("5W".to_owned()),
-            email: None,
-            roles: vec![],
-            active: true,
-        };
-        store
-            .import_people(
-                &actor,
-                school,
-                &ImportBatch {
-                    people: vec![pupil],
-                    guardians: vec![],
-                },
-                false,
-            )
-            .await
-            .unwrap();
-        let pupil_id = store.people(school, Some(PersonKind::Pupil)).await.unwrap()[0].id;
-        let ks2 = store
-            .ensure_group(
-                &actor,
-                school,
-                "Key stage 2",
-                GroupKind::Filtering,
-                Some("ks2"),
-            )
-            .await
-            .unwrap();
-        store
-            .add_group_member(&actor, ks2.id, pupil_id, "joins key stage 2")
-            .await
-            .unwrap();
         let hash = password::hash("plough-lantern-47").unwrap();
         let account = store
             .create_account(&actor, "t.orrowby", "T Orrowby", &hash, &[])
