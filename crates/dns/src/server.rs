@@ -27,6 +27,45 @@ pub struct DnsServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// How many free ports to try when port 0 asks for any: the port the
+/// kernel picks for UDP can be taken for TCP (by another program's
+/// outgoing connection), so a fresh pair is tried.
+const PORT_TRIES: usize = 16;
+
+/// A UDP socket and a TCP listener on the same address and port.
+async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), DnsError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let udp = UdpSocket::bind(addr)
+            .await
+            .map_err(|source| DnsError::Bind {
+                addr,
+                transport: "UDP",
+                source,
+            })?;
+        let bound = udp.local_addr().map_err(|source| DnsError::Bind {
+            addr,
+            transport: "UDP",
+            source,
+        })?;
+        match TcpListener::bind(bound).await {
+            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Err(source)
+                if addr.port() == 0
+                    && source.kind() == std::io::ErrorKind::AddrInUse
+                    && tries < PORT_TRIES => {}
+            Err(source) => {
+                return Err(DnsError::Bind {
+                    addr: bound,
+                    transport: "TCP",
+                    source,
+                })
+            }
+        }
+    }
+}
+
 impl DnsServer {
     /// Listens on each address over UDP and TCP. Port 0 picks a free port,
     /// the same one for both transports.
@@ -37,25 +76,7 @@ impl DnsServer {
             tasks: Vec::new(),
         };
         for addr in listen {
-            let udp = UdpSocket::bind(addr)
-                .await
-                .map_err(|source| DnsError::Bind {
-                    addr: *addr,
-                    transport: "UDP",
-                    source,
-                })?;
-            let bound = udp.local_addr().map_err(|source| DnsError::Bind {
-                addr: *addr,
-                transport: "UDP",
-                source,
-            })?;
-            let tcp = TcpListener::bind(bound)
-                .await
-                .map_err(|source| DnsError::Bind {
-                    addr: bound,
-                    transport: "TCP",
-                    source,
-                })?;
+            let (udp, tcp, bound) = bind_pair(*addr).await?;
             server.udp.push(bound);
             server.tcp.push(bound);
             server
