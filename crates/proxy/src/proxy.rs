@@ -701,16 +701,13 @@ impl Proxy {
         let policy = self.engine.current();
         let mut outcome = self.decide(&policy, &identity, Target::Url(&url), at);
         let search = search_term(&url).map(|s| s.term);
-        if outcome.action == "warn" {
-            if self.heeded(&mut outcome, peer.ip(), &authority.host) {
-                // Acknowledged: carried on below like any allowed request.
-            } else {
-                let event = self.event(peer, &identity, url.clone(), outcome, None, search, at);
-                let response =
-                    self.warning_page(&policy, &event, &authority.host, peer.ip(), local);
-                self.send(event);
-                return Ok(response);
-            }
+        // An acknowledged warning is carried on below like any allowed
+        // request.
+        if outcome.action == "warn" && !self.heeded(&mut outcome, peer.ip(), &authority.host) {
+            let event = self.event(peer, &identity, url.clone(), outcome, None, search, at);
+            let response = self.warning_page(&policy, &event, &authority.host, peer.ip(), local);
+            self.send(event);
+            return Ok(response);
         }
         if outcome.blocked() {
             let reason = outcome.reason.clone();
@@ -1202,10 +1199,7 @@ impl Proxy {
         *response.status_mut() = StatusCode::SEE_OTHER;
         let location = HeaderValue::from_str(&url).ok()?;
         response.headers_mut().insert(header::LOCATION, location);
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        Some(response)
+        Some(no_store(response))
     }
 
     /// Whether a warned request goes ahead because its client continued
@@ -1238,17 +1232,7 @@ impl Proxy {
         let Some(warnings) = &self.warnings else {
             return self.block_page(policy, event, "", local);
         };
-        let group = event.group.clone().unwrap_or_default();
-        let audience = Audience::of_group(
-            &group,
-            &self.settings.young_groups,
-            &self.settings.staff_groups,
-        );
-        let local_time = event
-            .at
-            .with_timezone(&policy.time_zone())
-            .format("%-d %B %Y, %H:%M:%S")
-            .to_string();
+        let (_, audience, local_time) = self.reader(policy, event);
         let continue_to = warning::with_continue(&event.target, &warnings.token(client, host));
         let body = WarningPage {
             audience,
@@ -1260,11 +1244,7 @@ impl Proxy {
             minutes: self.settings.warning_lasts.as_secs() / 60,
         }
         .render();
-        let mut response = html(StatusCode::OK, body);
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        no_store(html(StatusCode::OK, body))
     }
 
     /// Whether a client is on a guest network.
@@ -1416,18 +1396,8 @@ impl Proxy {
         reason: &str,
         local: SocketAddr,
     ) -> Response<Body> {
-        let group = event.group.clone().unwrap_or_default();
-        let audience = Audience::of_group(
-            &group,
-            &self.settings.young_groups,
-            &self.settings.staff_groups,
-        );
+        let (group, audience, local_time) = self.reader(policy, event);
         let reference = page::reference(event);
-        let local_time = event
-            .at
-            .with_timezone(&policy.time_zone())
-            .format("%-d %B %Y, %H:%M:%S")
-            .to_string();
         let host = parse_authority(
             event
                 .target
@@ -1461,11 +1431,24 @@ impl Proxy {
             request_access,
         }
         .render();
-        let mut response = html(StatusCode::FORBIDDEN, body);
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response
+        no_store(html(StatusCode::FORBIDDEN, body))
+    }
+
+    /// Who a page about `event` is for (its group and that group's
+    /// audience) and the event's time as the school reads it.
+    fn reader(&self, policy: &CompiledPolicy, event: &DecisionEvent) -> (String, Audience, String) {
+        let group = event.group.clone().unwrap_or_default();
+        let audience = Audience::of_group(
+            &group,
+            &self.settings.young_groups,
+            &self.settings.staff_groups,
+        );
+        let local_time = event
+            .at
+            .with_timezone(&policy.time_zone())
+            .format("%-d %B %Y, %H:%M:%S")
+            .to_string();
+        (group, audience, local_time)
     }
 
     #[allow(clippy::too_many_arguments)]
