@@ -27,6 +27,13 @@ pub struct DnsServer {
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// The receive buffer asked for on each UDP socket. The kernel default
+/// (about 200 KiB) holds only a few hundred queries, so a burst from a
+/// school's NAT at the start of a lesson would be dropped before the
+/// listener wakes; unbound's `so-rcvbuf` exists for the same reason. The
+/// kernel caps it at `net.core.rmem_max`.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
 /// How many free ports to try when port 0 asks for any: the port the
 /// kernel picks for UDP can be taken for TCP (by another program's
 /// outgoing connection), so a fresh pair is tried.
@@ -50,7 +57,14 @@ async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAd
             source,
         })?;
         match TcpListener::bind(bound).await {
-            Ok(tcp) => return Ok((udp, tcp, bound)),
+            Ok(tcp) => {
+                if let Err(error) =
+                    socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RECEIVE_BUFFER)
+                {
+                    tracing::warn!(%bound, %error, "could not enlarge the UDP receive buffer");
+                }
+                return Ok((udp, tcp, bound));
+            }
             Err(source)
                 if addr.port() == 0
                     && source.kind() == std::io::ErrorKind::AddrInUse
