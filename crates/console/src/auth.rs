@@ -34,6 +34,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use sheepdog_store::incidents::EvidenceKey;
 use sheepdog_store::{Account, Actor, ConsoleSession, NewSession, SessionStage};
 use totp_rs::{Algorithm, TOTP};
 
@@ -742,7 +743,7 @@ async fn second_factor(
     let accepted = match state.store().two_factor(account.id).await? {
         Some(found) if found.confirmed => {
             if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) {
-                let totp = totp(&found.secret, &account.username)?;
+                let totp = totp(&found.secret(sealing_key(&state)?)?, &account.username)?;
                 match matching_step(&totp, &code) {
                     Some(step) => state.store().use_totp_step(account.id, step).await?,
                     None => false,
@@ -798,18 +799,30 @@ async fn pending_secret(
     current: &CurrentSession,
 ) -> Result<String, ConsoleError> {
     let account = &current.account;
+    let key = sealing_key(state)?;
     if let Some(found) = state.store().two_factor(account.id).await? {
         if !found.confirmed {
-            return Ok(found.secret);
+            return Ok(found.secret(key)?);
         }
     }
     let secret = data_encoding::BASE32_NOPAD.encode(&random_bytes(20)?);
     let actor = Actor::account(account.id, &account.username);
     state
         .store()
-        .begin_two_factor_enrolment(&actor, account.id, &secret)
+        .begin_two_factor_enrolment(&actor, key, account.id, &secret)
         .await?;
     Ok(secret)
+}
+
+/// The deployment's key, which seals TOTP secrets as it seals evidence.
+fn sealing_key(state: &ConsoleState) -> Result<&EvidenceKey, ConsoleError> {
+    state.evidence_key().ok_or_else(|| {
+        ConsoleError::Settings(
+            "the console has no key file to seal two-factor secrets with; start it with \
+             `sheepdog serve` or `sheepdog demo`"
+                .to_string(),
+        )
+    })
 }
 
 fn enrol_page(

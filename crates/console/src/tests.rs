@@ -93,7 +93,8 @@ async fn fixture_with(settings: ConsoleSettings, trust: bool) -> Fixture {
         .await
         .unwrap();
     Fixture {
-        state: ConsoleState::new(store, settings),
+        state: ConsoleState::new(store, settings)
+            .with_evidence_key(sheepdog_store::incidents::EvidenceKey::generate().unwrap()),
         school: school.id,
         other_school: other,
         pupil,
@@ -275,7 +276,8 @@ async fn dsl_enrols_totp_then_signs_in_with_a_code_and_a_recovery_code() {
         .await
         .unwrap()
         .unwrap()
-        .secret;
+        .secret(f.state.evidence_key().unwrap())
+        .unwrap();
     let csrf = hidden_csrf(&page.body);
     let wrong = post(
         &f,

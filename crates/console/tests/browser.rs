@@ -199,7 +199,8 @@ async fn dsl_signs_in_with_totp_searches_the_log_and_exports_it() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let console: SocketAddr = listener.local_addr().unwrap();
     let base = format!("http://{console}");
-    let state = ConsoleState::new(store.clone(), ConsoleSettings::default());
+    let state = ConsoleState::new(store.clone(), ConsoleSettings::default())
+        .with_evidence_key(sheepdog_store::incidents::EvidenceKey::generate().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(sheepdog_console::serve(listener, state, async {
         let _ = stopped.await;

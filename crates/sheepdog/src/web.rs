@@ -52,10 +52,11 @@ pub async fn serve_console(
     }
 }
 
-/// The key incident evidence is sealed with: `evidence.key` in the data
-/// directory, made on first start, readable by its owner alone. It is kept
-/// beside the database, not in it, so a copy of the database alone does not
-/// reveal evidence; back both up together.
+/// The key incident evidence, governance files and two-factor secrets are
+/// sealed with: `evidence.key` in the data directory, made on first start,
+/// readable by its owner alone. It is kept beside the database, not in it,
+/// so a copy of the database alone reveals neither evidence nor anyone's
+/// second factor; back both up together.
 pub fn evidence_key(data_dir: &Path) -> anyhow::Result<EvidenceKey> {
     use anyhow::Context;
     let path = data_dir.join("evidence.key");

@@ -20,6 +20,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use crate::audit::{append, Change};
+use crate::incidents::evidence::{open_sealed, seal_bound};
+use crate::incidents::EvidenceKey;
 use crate::people::{person_from_row, with_roles};
 use crate::{Account, Actor, AuditEntry, Person, Store, StoreError};
 
@@ -68,15 +70,64 @@ pub struct SignInFailures {
     pub last_failure_at: String,
 }
 
-/// An account's TOTP secret.
+/// An account's TOTP secret, as kept: sealed under the deployment's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TwoFactor {
-    /// Base32, as authenticator apps take it.
-    pub secret: String,
+    account_id: i64,
+    /// The column as stored: [`SEALED_SECRET`] and the sealed secret, or a
+    /// base32 secret from before secrets were sealed.
+    stored: String,
     /// False until the account has proved it can make codes.
     pub confirmed: bool,
     /// The newest time step a code was accepted for.
     pub last_step: i64,
+}
+
+/// How a sealed TOTP secret begins in `account_two_factor.secret`. Base32
+/// never holds a lower-case letter or a colon, so an unsealed secret left
+/// by an older version can be told apart and sealed at start-up.
+const SEALED_SECRET: &str = "sealed-v1:";
+
+impl TwoFactor {
+    /// The base32 secret, as authenticator apps take it. The server must
+    /// read it to check codes, so it is sealed rather than hashed: a copy
+    /// of the database without the key file does not give away anyone's
+    /// second factor.
+    pub fn secret(&self, key: &EvidenceKey) -> Result<String, StoreError> {
+        let Some(sealed) = self.stored.strip_prefix(SEALED_SECRET) else {
+            return Ok(self.stored.clone());
+        };
+        let corrupt = |problem: &str| StoreError::Corrupt {
+            entity: "account_two_factor",
+            problem: format!(
+                "account {}: the two-factor secret {problem}",
+                self.account_id
+            ),
+        };
+        let (nonce, sealed) = sealed
+            .split_once(':')
+            .ok_or_else(|| corrupt("has no nonce"))?;
+        let sealed = hex::decode(sealed).map_err(|_| corrupt("is not hex"))?;
+        let plain =
+            open_sealed(key, &secret_binding(self.account_id), nonce, &sealed).map_err(corrupt)?;
+        String::from_utf8(plain).map_err(|_| corrupt("is not text"))
+    }
+
+    /// True if the secret is still kept as it was before sealing.
+    pub fn is_sealed(&self) -> bool {
+        self.stored.starts_with(SEALED_SECRET)
+    }
+}
+
+/// What a TOTP secret is bound to: its account, so that a sealed secret
+/// copied to another account's row does not open.
+fn secret_binding(account_id: i64) -> Vec<u8> {
+    format!("sheepdog-totp-v1:{account_id}").into_bytes()
+}
+
+fn seal_secret(key: &EvidenceKey, account_id: i64, secret: &str) -> Result<String, StoreError> {
+    let (nonce, sealed) = seal_bound(key, &secret_binding(account_id), secret.as_bytes())?;
+    Ok(format!("{SEALED_SECRET}{nonce}:{}", hex::encode(sealed)))
 }
 
 /// An API token, without the token itself.
@@ -418,7 +469,8 @@ impl Store {
         row.map(|row| {
             let confirmed: Option<String> = row.try_get("confirmed_at")?;
             Ok(TwoFactor {
-                secret: row.try_get("secret")?,
+                account_id,
+                stored: row.try_get("secret")?,
                 confirmed: confirmed.is_some(),
                 last_step: row.try_get("last_step")?,
             })
@@ -427,13 +479,16 @@ impl Store {
     }
 
     /// Keeps a new, unconfirmed TOTP secret for an account that is
-    /// enrolling; a confirmed secret is never replaced this way.
+    /// enrolling, sealed under `key`; a confirmed secret is never replaced
+    /// this way.
     pub async fn begin_two_factor_enrolment(
         &self,
         actor: &Actor,
+        key: &EvidenceKey,
         account_id: i64,
         secret: &str,
     ) -> Result<(), StoreError> {
+        let secret = &seal_secret(key, account_id, secret)?;
         let mut write = self.begin_write().await?;
         let result = async {
             let existing: Option<Option<String>> =
@@ -475,6 +530,40 @@ impl Store {
             )
             .await?;
             Ok(())
+        }
+        .await;
+        write.finish(result).await
+    }
+
+    /// Seals every TOTP secret an older version kept unsealed, in one
+    /// audited change; returns how many. Run at start-up, where the key
+    /// file is at hand.
+    pub async fn seal_two_factor_secrets(&self, key: &EvidenceKey) -> Result<usize, StoreError> {
+        let mut write = self.begin_write().await?;
+        let result = async {
+            let rows = sqlx::query("SELECT account_id, secret FROM account_two_factor")
+                .fetch_all(&mut *write.tx)
+                .await?;
+            let mut sealed = 0;
+            for row in rows {
+                let account_id: i64 = row.try_get("account_id")?;
+                let stored: String = row.try_get("secret")?;
+                if stored.starts_with(SEALED_SECRET) {
+                    continue;
+                }
+                sqlx::query("UPDATE account_two_factor SET secret = $1 WHERE account_id = $2")
+                    .bind(seal_secret(key, account_id, &stored)?)
+                    .bind(account_id)
+                    .execute(&mut *write.tx)
+                    .await?;
+                sealed += 1;
+            }
+            if sealed > 0 {
+                let mut change = Change::new("two_factor_secrets_sealed", "account", 0);
+                change.after = Some(format!("{{\"sealed\":{sealed}}}"));
+                append(&mut write.tx, &Actor::system("start-up"), change).await?;
+            }
+            Ok(sealed)
         }
         .await;
         write.finish(result).await

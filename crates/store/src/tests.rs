@@ -958,10 +958,18 @@ async fn console_sessions_two_factor_and_tokens(store: Store) {
     );
 
     // Two-factor: a step is accepted once; recovery codes once each.
+    let key = crate::incidents::EvidenceKey::generate().unwrap();
     store
-        .begin_two_factor_enrolment(&actor, account.id, "JBSWY3DPEHPK3PXP")
+        .begin_two_factor_enrolment(&actor, &key, account.id, "JBSWY3DPEHPK3PXP")
         .await
         .unwrap();
+    let kept = store.two_factor(account.id).await.unwrap().unwrap();
+    assert!(kept.is_sealed());
+    assert_eq!(kept.secret(&key).unwrap(), "JBSWY3DPEHPK3PXP");
+    // Another deployment's key does not open it.
+    assert!(kept
+        .secret(&crate::incidents::EvidenceKey::generate().unwrap())
+        .is_err());
     assert!(
         !store
             .two_factor(account.id)
@@ -988,9 +996,23 @@ async fn console_sessions_two_factor_and_tokens(store: Store) {
             .confirmed
     );
     assert!(store
-        .begin_two_factor_enrolment(&actor, account.id, "AAAA")
+        .begin_two_factor_enrolment(&actor, &key, account.id, "AAAA")
         .await
         .is_err());
+    // A secret an older version kept in plain base32 still works, and is
+    // sealed at the next start-up, once.
+    sqlx::query("UPDATE account_two_factor SET secret = 'JBSWY3DPEHPK3PXP'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let legacy = store.two_factor(account.id).await.unwrap().unwrap();
+    assert!(!legacy.is_sealed());
+    assert_eq!(legacy.secret(&key).unwrap(), "JBSWY3DPEHPK3PXP");
+    assert_eq!(store.seal_two_factor_secrets(&key).await.unwrap(), 1);
+    assert_eq!(store.seal_two_factor_secrets(&key).await.unwrap(), 0);
+    let resealed = store.two_factor(account.id).await.unwrap().unwrap();
+    assert!(resealed.is_sealed() && resealed.confirmed);
+    assert_eq!(resealed.secret(&key).unwrap(), "JBSWY3DPEHPK3PXP");
     assert!(!store.use_totp_step(account.id, 100).await.unwrap());
     assert!(store.use_totp_step(account.id, 101).await.unwrap());
     assert!(store

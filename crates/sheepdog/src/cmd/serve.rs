@@ -175,6 +175,11 @@ pub async fn run_servers(
     // The certificate only: the key never leaves the proxy.
     settings.inspection_certificate = std::fs::read_to_string(config.inspection_files().0).ok();
     let tls = web::console_tls(config)?;
+    let key = web::evidence_key(&config.data_dir)?;
+    let sealed = store.seal_two_factor_secrets(&key).await?;
+    if sealed > 0 {
+        tracing::info!(sealed, "sealed two-factor secrets kept by an older version");
+    }
     tracing::info!(school = %label, tls = tls.is_some(), "console starting");
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(web::serve_console(
@@ -183,7 +188,7 @@ pub async fn run_servers(
         settings,
         filtering,
         tls,
-        web::evidence_key(&config.data_dir)?,
+        key,
         until_stopped(stopped.clone()),
     ));
     tasks.spawn(super::monitor::follow_events(

@@ -120,18 +120,27 @@ pub(crate) fn open_bound(
     nonce: &str,
     sealed: &[u8],
 ) -> Result<Vec<u8>, &'static str> {
-    let nonce = hex::decode(nonce).map_err(|_| "its nonce is not hex")?;
-    if nonce.len() != 24 {
-        return Err("its nonce is not 24 bytes");
-    }
-    let plain = key
-        .cipher()
-        .decrypt(XNonce::from_slice(&nonce), Payload { msg: sealed, aad })
-        .map_err(|_| "it does not open with this evidence key, or it was altered or moved")?;
+    let plain = open_sealed(key, aad, nonce, sealed)?;
     if digest(&plain) != sha256 {
         return Err("its SHA-256 no longer matches the one taken at upload");
     }
     Ok(plain)
+}
+
+/// Opens bytes sealed by [`seal_bound`] under the same `aad`.
+pub(crate) fn open_sealed(
+    key: &EvidenceKey,
+    aad: &[u8],
+    nonce: &str,
+    sealed: &[u8],
+) -> Result<Vec<u8>, &'static str> {
+    let nonce = hex::decode(nonce).map_err(|_| "its nonce is not hex")?;
+    if nonce.len() != 24 {
+        return Err("its nonce is not 24 bytes");
+    }
+    key.cipher()
+        .decrypt(XNonce::from_slice(&nonce), Payload { msg: sealed, aad })
+        .map_err(|_| "it does not open with this evidence key, or it was altered or moved")
 }
 
 /// The image format a file's first bytes announce, whatever its name or
