@@ -444,7 +444,10 @@ impl Proxy {
     }
 
     /// Who is browsing: the signed-in person when the proxy asks for
-    /// credentials, otherwise whoever the address belongs to.
+    /// credentials, otherwise whoever the address belongs to. Visitors on
+    /// the guest network have no account to sign in with: they are known
+    /// by address (captive until they accept the visitor agreement), so
+    /// the portal, not a password prompt, is what they meet.
     async fn identify(
         &self,
         request: &Request<Incoming>,
@@ -453,6 +456,9 @@ impl Proxy {
         let Some(authentication) = &self.authentication else {
             return Ok(self.identities.lookup(peer.ip()));
         };
+        if self.on_guest_network(peer) {
+            return Ok(self.identities.lookup(peer.ip()));
+        }
         let header = request
             .headers()
             .get(header::PROXY_AUTHORIZATION)

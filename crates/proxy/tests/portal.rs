@@ -4,7 +4,9 @@
 //! absolute URL, or a page on the address the DNS server sent it to, it
 //! gets the portal with the visitor agreement and the monitoring notice;
 //! it accepts; the acceptance is stored and audited, and the address is
-//! filtered as a guest at once, while its neighbour stays captive.
+//! filtered as a guest at once, while its neighbour stays captive. With
+//! proxy sign-in on, visitors (who have no account) still meet the portal,
+//! never a password prompt, while the school's own addresses are asked.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -15,7 +17,9 @@ use sheepdog_config::ProxyConfig;
 use sheepdog_events::identity::parse_net;
 use sheepdog_events::{GuestNetworks, IdentityMap, IdentityResolver, CAPTIVE_GROUP};
 use sheepdog_policy::{build_snapshot, CompiledPolicy, Engine, PolicyDocument};
-use sheepdog_proxy::{GuestPortal, Proxy, ProxyServer, ProxySettings};
+use sheepdog_proxy::{
+    Authenticator, GuestPortal, Proxy, ProxyServer, ProxySettings, ProxyUser, Verification,
+};
 use sheepdog_store::{Actor, Store, StoreOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
@@ -91,8 +95,34 @@ fn status(answer: &str) -> u16 {
         .unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_guest_sees_the_portal_accepts_and_is_filtered_as_a_guest() {
+/// Accepts one account, `staff` with password `right`, who is nobody's.
+#[derive(Debug)]
+struct OneAccount;
+
+impl Authenticator for OneAccount {
+    fn verify(&self, user: &str, password: &str) -> Verification {
+        let right = user == "staff" && password == "right";
+        Box::pin(async move {
+            Ok(right.then(|| ProxyUser {
+                account: "staff".to_string(),
+                person_id: None,
+            }))
+        })
+    }
+}
+
+/// A school with the default agreements, a proxy with the portal for
+/// 127.0.9.0/24 (asking everyone else to sign in when `sign_in` is set).
+struct Portal {
+    _dir: tempfile::TempDir,
+    store: Store,
+    school: i64,
+    version: i64,
+    identities: Arc<IdentityResolver>,
+    server: ProxyServer,
+}
+
+async fn portal(sign_in: bool) -> Portal {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("casinos.txt"), "casino.test\n").unwrap();
     let doc = PolicyDocument::from_toml(POLICY).unwrap();
@@ -106,12 +136,13 @@ async fn a_guest_sees_the_portal_accepts_and_is_filtered_as_a_guest() {
     let school = store
         .create_school(&actor, "Loopback Primary", None, "Europe/London")
         .await
-        .unwrap();
+        .unwrap()
+        .id;
     store
-        .publish_default_agreements(&actor, school.id)
+        .publish_default_agreements(&actor, school)
         .await
         .unwrap();
-    let version = store.guest_agreement(school.id).await.unwrap().version;
+    let version = store.guest_agreement(school).await.unwrap().version;
 
     let guests = Arc::new(GuestNetworks::new(
         vec![parse_net("127.0.9.0/24").unwrap()],
@@ -123,7 +154,7 @@ async fn a_guest_sees_the_portal_accepts_and_is_filtered_as_a_guest() {
         enabled: true,
         ..ProxyConfig::default()
     };
-    let proxy = Proxy::new(
+    let mut proxy = Proxy::new(
         engine,
         identities.clone(),
         None,
@@ -131,12 +162,36 @@ async fn a_guest_sees_the_portal_accepts_and_is_filtered_as_a_guest() {
         ProxySettings::from_config(&config),
     )
     .with_portal(GuestPortal {
-        school_id: school.id,
+        school_id: school,
         acceptance_hours: 12,
     });
+    if sign_in {
+        proxy = proxy.with_authentication(Arc::new(OneAccount));
+    }
     let server = ProxyServer::start(Arc::new(proxy), &["127.0.0.1:0".parse().unwrap()])
         .await
         .unwrap();
+    Portal {
+        _dir: dir,
+        store,
+        school,
+        version,
+        identities,
+        server,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_sees_the_portal_accepts_and_is_filtered_as_a_guest() {
+    let Portal {
+        _dir,
+        store,
+        school,
+        version,
+        identities,
+        server,
+    } = portal(false).await;
+    let actor = Actor::command_line("test");
     let proxy = server.addrs()[0];
     let origin = origin().await;
     let guest = "127.0.9.5";
@@ -183,7 +238,7 @@ async fn a_guest_sees_the_portal_accepts_and_is_filtered_as_a_guest() {
     assert_eq!(status(&unticked), 400, "{unticked}");
     assert!(unticked.contains("Tick the box"), "{unticked}");
     assert!(store
-        .guest_acceptances(school.id, 10)
+        .guest_acceptances(school, 10)
         .await
         .unwrap()
         .is_empty());
@@ -202,7 +257,7 @@ async fn a_guest_sees_the_portal_accepts_and_is_filtered_as_a_guest() {
         accepted.contains("href=\"http://example.test/\""),
         "{accepted}"
     );
-    let stored = store.guest_acceptances(school.id, 10).await.unwrap();
+    let stored = store.guest_acceptances(school, 10).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].address, guest);
     assert_eq!(stored[0].name.as_deref(), Some("Visiting plumber"));
@@ -248,7 +303,7 @@ async fn a_guest_sees_the_portal_accepts_and_is_filtered_as_a_guest() {
     store
         .publish_agreement(
             &actor,
-            school.id,
+            school,
             sheepdog_store::governance::agreements::Audience::Community,
             "# Visitors v2\n\nBe kind.",
         )
@@ -263,4 +318,58 @@ async fn a_guest_sees_the_portal_accepts_and_is_filtered_as_a_guest() {
     assert_eq!(status(&stale), 409, "{stale}");
     assert!(stale.contains("Visitors v2"), "{stale}");
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_proxy_sign_in_visitors_still_meet_the_portal_not_a_password_prompt() {
+    let Portal {
+        _dir,
+        store,
+        school,
+        version,
+        identities,
+        server,
+    } = portal(true).await;
+    let proxy = server.addrs()[0];
+    let origin = origin().await;
+    let site = get(&format!("http://{origin}/"), &origin.to_string());
+
+    // The school's own address is asked to sign in.
+    let staff = from("127.0.0.1", proxy, &site).await;
+    assert_eq!(status(&staff), 407, "{staff}");
+
+    // A captive visitor asking for a site by absolute URL gets the portal.
+    let guest = "127.0.9.7";
+    let captive = from(guest, proxy, &site).await;
+    assert_eq!(status(&captive), 200, "{captive}");
+    assert!(captive.contains("Before you use the school"), "{captive}");
+    assert!(!captive.contains("origin says hello"), "{captive}");
+
+    let accepted = from(
+        guest,
+        proxy,
+        &post_form(&format!("version={version}&agree=yes")),
+    )
+    .await;
+    assert_eq!(status(&accepted), 200, "{accepted}");
+    assert_eq!(store.guest_acceptances(school, 10).await.unwrap().len(), 1);
+    assert_eq!(&*identities.lookup(guest.parse().unwrap()).group, "guest");
+
+    // Accepted, the visitor browses as a guest without a password.
+    let allowed = from(guest, proxy, &site).await;
+    assert!(allowed.contains("origin says hello"), "{allowed}");
+    let blocked = from(guest, proxy, &get("http://casino.test/", "casino.test")).await;
+    assert_eq!(status(&blocked), 403, "{blocked}");
+
+    // Staff with the right password get through.
+    let signed_in = from(
+        "127.0.0.1",
+        proxy,
+        &format!(
+            "GET http://{origin}/ HTTP/1.1\r\nHost: {origin}\r\nConnection: close\r\n\
+             Proxy-Authorization: Basic c3RhZmY6cmlnaHQ=\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(signed_in.contains("origin says hello"), "{signed_in}");
 }
