@@ -249,7 +249,7 @@ impl Resolver {
             ),
         };
         let identity = self.identities.lookup(client);
-        let (answer, outcome, name) = self.answer(query, &identity).await;
+        let (answer, outcome, name) = self.answer(query, &identity, client).await;
         self.record(client, &identity, name, query.query_type(), outcome);
         if answer.drop {
             return None;
@@ -261,7 +261,12 @@ impl Resolver {
     }
 
     /// Decides and answers one question.
-    async fn answer(&self, query: &Query, identity: &Identity) -> (Answer, Outcome, String) {
+    async fn answer(
+        &self,
+        query: &Query,
+        identity: &Identity,
+        client: IpAddr,
+    ) -> (Answer, Outcome, String) {
         let qname = query.name().to_lowercase();
         let mut name = qname.to_ascii();
         if name.ends_with('.') {
@@ -317,7 +322,14 @@ impl Resolver {
             at: Utc::now(),
         };
         let verdict = policy.verdict(&q);
-        if blocks(verdict.action) {
+        // A warning the client continued past on the warning page (the
+        // proxy recorded it) no longer blocks the name for that client.
+        let heeded = verdict.action == Action::Warn
+            && self
+                .identities
+                .warnings()
+                .is_some_and(|w| w.acknowledged(client, &name));
+        if blocks(verdict.action) && !heeded {
             let decision = policy.explain(&q, &verdict);
             let answer = if captive {
                 self.captive_answer(query)
@@ -338,6 +350,13 @@ impl Resolver {
                 ..Outcome::default()
             }
         };
+        if heeded {
+            outcome.action = "allow";
+            outcome.rule = Some(format!(
+                "{} (warning acknowledged)",
+                outcome.rule.as_deref().unwrap_or(&name)
+            ));
+        }
 
         // Safe search: answer the engine's host with a CNAME to its
         // enforced host, followed by that host's own records.
@@ -567,7 +586,8 @@ impl Resolver {
 }
 
 /// DNS cannot show a warning page, so a warning blocks (to the block page
-/// when one is configured, where the proxy can offer to continue).
+/// when one is configured, where the proxy shows the warning and records a
+/// "continue" that the resolver then honours).
 fn blocks(action: Action) -> bool {
     matches!(action, Action::Block | Action::Warn)
 }

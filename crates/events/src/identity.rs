@@ -232,6 +232,9 @@ pub struct IdentityResolver {
     sign_in_for: Duration,
     /// The guest networks' captive state, when `[guest]` names networks.
     guests: Option<Arc<crate::GuestNetworks>>,
+    /// Who continued past a warning page, shared by the proxy (which
+    /// records it) and the DNS server (which then answers the site).
+    warnings: Option<Arc<crate::Warnings>>,
 }
 
 /// Remembered sign-ins at most, to bound memory.
@@ -244,7 +247,20 @@ impl IdentityResolver {
             sign_ins: ArcSwap::from_pointee(HashMap::new()),
             sign_in_for: Duration::ZERO,
             guests: None,
+            warnings: None,
         }
+    }
+
+    /// Shares acknowledged warnings between the servers that hold this
+    /// resolver (see [`crate::warning`]).
+    pub fn with_warnings(mut self, warnings: Arc<crate::Warnings>) -> Self {
+        self.warnings = Some(warnings);
+        self
+    }
+
+    /// The shared acknowledged warnings, when set.
+    pub fn warnings(&self) -> Option<&Arc<crate::Warnings>> {
+        self.warnings.as_ref()
     }
 
     /// Remembers proxy sign-ins for `lifetime`, so that lookups of the

@@ -10,6 +10,10 @@
 //! the writer replays, oldest first, once the database answers again. The
 //! writer also prunes events older than the configured retention.
 //!
+//! The [`warning`] module keeps who chose to continue past a warning
+//! page; the proxy records it and the DNS server honours it, through the
+//! identity resolver both share.
+//!
 //! The [`identity`] module maps a client address to its device, person and
 //! policy group. It lives here rather than in a crate of its own because it
 //! is small, and both servers need it exactly where they build events: the
@@ -24,12 +28,14 @@
 pub mod guest;
 pub mod identity;
 mod spool;
+pub mod warning;
 mod writer;
 
 pub use guest::{GuestNetworks, CAPTIVE_GROUP};
 pub use identity::{Identity, IdentityMap, IdentityResolver, UNSIGNED_GROUP};
 pub use sheepdog_store::{DecisionEvent, EventFilter, EventSource};
 pub use spool::{ReplayReport, Spool};
+pub use warning::Warnings;
 pub use writer::{EventSink, EventWriter, WriterOptions};
 
 /// Why an event operation failed.

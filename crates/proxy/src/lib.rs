@@ -37,7 +37,8 @@ pub mod server;
 pub mod sni;
 pub mod splice;
 pub mod transparent;
-pub mod warning;
+/// The warn action's acknowledgements, shared with the DNS server.
+pub use sheepdog_events::warning;
 
 pub use auth::{Authenticator, ProxyUser, Verification};
 pub use ca::CertificateAuthority;

@@ -33,13 +33,17 @@ use crate::page::{self, Audience, BlockPage, WarningPage};
 use crate::request::{parse_authority, Authority};
 use crate::search::{self, search_term};
 use crate::sni::{self, Hello};
-use crate::warning::{self, Warnings};
+use sheepdog_events::warning::{self, Warnings};
 
 /// The body of every response the proxy sends.
 pub type Body = BoxBody<Bytes, hyper::Error>;
 
 /// The path the block page's report form posts to.
 pub const REPORT_PATH: &str = "/sheepdog/report";
+/// The `Via` entry the proxy adds to requests it forwards.
+const VIA: &str = "1.1 sheepdog";
+/// The name in [`VIA`], looked for in requests that come back.
+const VIA_NAME: &str = "sheepdog";
 /// The guest network's captive portal; its form posts here too.
 pub const PORTAL_PATH: &str = "/sheepdog/portal";
 /// The client side of a tunnel: a plain socket is carried with splice(2),
@@ -133,7 +137,7 @@ pub struct Proxy {
     inspection: Option<Arc<Inspection>>,
     authentication: Option<Authentication>,
     /// `None` only if no key could be made; warnings then stay blocks.
-    warnings: Option<Warnings>,
+    warnings: Option<Arc<Warnings>>,
     portal: Option<GuestPortal>,
 }
 
@@ -205,9 +209,15 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
-        let warnings = Warnings::new(settings.warning_lasts)
-            .inspect_err(|_| tracing::error!("no key for warning pages: warnings stay blocks"))
-            .ok();
+        // The identity resolver's, shared with the DNS server, when it has
+        // them; a proxy on its own keeps its own.
+        let warnings = match identities.warnings() {
+            Some(shared) => Some(shared.clone()),
+            None => Warnings::new(settings.warning_lasts)
+                .inspect_err(|_| tracing::error!("no key for warning pages: warnings stay blocks"))
+                .ok()
+                .map(Arc::new),
+        };
         Self {
             engine,
             identities,
@@ -282,6 +292,11 @@ impl Proxy {
             let next = requested_url(&request);
             return Ok(self.portal_page(&next, None, StatusCode::OK).await);
         }
+        if !connect {
+            if let Some(url) = self.sent_by_dns(&request, local) {
+                return self.landed(request, peer, local, url).await;
+            }
+        }
         // The proxy's own pages (the PAC file above all) are fetched before
         // a browser knows it must sign in.
         if !connect && self.is_local(&request, local) {
@@ -297,6 +312,83 @@ impl Proxy {
             return Ok(self.connect(request, peer, local, identity).await);
         }
         metrics::counter!("sheepdog_proxy_requests_total", "kind" => "http").increment(1);
+        self.forward(request, peer, local, identity, None).await
+    }
+
+    /// The URL a browser meant when the DNS server's block answer (the
+    /// block page's address) sent it here: an origin-form request on port
+    /// 80 for a named host that is not this proxy. The proxy's own pages
+    /// (the PAC file by any name, as WPAD fetches it; the report form) and
+    /// visits by address stay the proxy's.
+    fn sent_by_dns(&self, request: &Request<Incoming>, local: SocketAddr) -> Option<String> {
+        if request.uri().authority().is_some()
+            || matches!(
+                request.uri().path(),
+                "/proxy.pac" | "/wpad.dat" | REPORT_PATH | PORTAL_PATH
+            )
+        {
+            return None;
+        }
+        let host = request.headers().get(header::HOST)?.to_str().ok()?;
+        let authority = parse_authority(host, Some(80)).ok()?;
+        if authority.port != 80 || authority.host.parse::<IpAddr>().is_ok() {
+            return None;
+        }
+        let own = Authority {
+            host: local.ip().to_string(),
+            port: local.port(),
+        };
+        let block_page = self
+            .settings
+            .block_page_url
+            .as_deref()
+            .and_then(|url| url.split_once("://"))
+            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
+            .and_then(|host| parse_authority(host, Some(80)).ok());
+        if authority == own || block_page.is_some_and(|page| page.host == authority.host) {
+            return None;
+        }
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        Some(format!("http://{}{path}", authority.url_host(80)))
+    }
+
+    /// A browser sent here by a DNS block answer, asking for `url`. It is
+    /// decided like any proxied request for that URL, by address (the
+    /// browser does not know it reached a proxy, so it cannot sign in):
+    /// a block gets the block page, a warning the warning page, whose
+    /// "continue" opens the site in DNS as well; a request the policy
+    /// now allows (the device's cache still holds an old answer, or the
+    /// warning was just continued past) is fetched for it.
+    async fn landed(
+        self: Arc<Self>,
+        mut request: Request<Incoming>,
+        peer: SocketAddr,
+        local: SocketAddr,
+        url: String,
+    ) -> Result<Response<Body>, hyper::Error> {
+        metrics::counter!("sheepdog_proxy_requests_total", "kind" => "dns_block_page").increment(1);
+        // Our own forwarded request, come back because the name leads here.
+        if request
+            .headers()
+            .get_all(header::VIA)
+            .iter()
+            .any(|via| via.to_str().is_ok_and(|v| v.contains(VIA_NAME)))
+        {
+            return Ok(closing(text(
+                StatusCode::LOOP_DETECTED,
+                "This is the sheepdog web filter. Set it as your proxy; see /proxy.pac.\n",
+            )));
+        }
+        match url.parse() {
+            Ok(uri) => *request.uri_mut() = uri,
+            Err(_) => {
+                return Ok(closing(text(
+                    StatusCode::BAD_REQUEST,
+                    "The request target is not a URL path.\n",
+                )))
+            }
+        }
+        let identity = self.identities.lookup(peer.ip());
         self.forward(request, peer, local, identity, None).await
     }
 
@@ -729,6 +821,11 @@ impl Proxy {
         }
 
         strip_hop_by_hop(request.headers_mut());
+        // RFC 9110 asks a proxy to say it forwarded the request; it also
+        // lets the proxy see its own request come back (see `landed`).
+        request
+            .headers_mut()
+            .append(header::VIA, HeaderValue::from_static(VIA));
         if let Some(dial) = dial {
             // Connect where the device meant, whatever its Host header says;
             // the Host header itself goes along unchanged.
@@ -1247,7 +1344,7 @@ impl Proxy {
             local_time,
             reference: &page::reference(event),
             continue_to: &continue_to,
-            minutes: self.settings.warning_lasts.as_secs() / 60,
+            minutes: warnings.lasts().as_secs() / 60,
         }
         .render();
         no_store(html(StatusCode::OK, body))

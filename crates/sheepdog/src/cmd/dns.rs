@@ -9,7 +9,7 @@ use anyhow::Context;
 use sheepdog_config::Config;
 use sheepdog_dns::{DnsServer, Resolver, ResolverSettings};
 use sheepdog_events::{
-    EventSink, EventWriter, GuestNetworks, IdentityMap, IdentityResolver, WriterOptions,
+    EventSink, EventWriter, GuestNetworks, IdentityMap, IdentityResolver, Warnings, WriterOptions,
 };
 use sheepdog_policy::Engine;
 use sheepdog_store::Store;
@@ -96,6 +96,13 @@ pub async fn start_identities(
     };
     let mut identities = IdentityResolver::new(map)
         .with_sign_ins(Duration::from_secs(u64::from(config.dns.sign_in_secs)));
+    // One record of who continued past a warning, for the proxy (which
+    // shows the warning page) and the DNS server (which then answers).
+    let lasts = Duration::from_secs(60 * u64::from(config.proxy.warning_minutes));
+    match Warnings::new(lasts) {
+        Ok(warnings) => identities = identities.with_warnings(Arc::new(warnings)),
+        Err(_) => tracing::error!("no key for warning pages: warnings stay blocks"),
+    }
     if let Some(guests) = guest_networks(config) {
         if let Err(error) = guests.refresh(&store).await {
             tracing::warn!(%error, "cannot read guests' acceptances; guests are asked again until it can");

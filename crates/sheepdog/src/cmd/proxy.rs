@@ -407,4 +407,145 @@ gambling = "block"
         assert_eq!(elsewhere[0].action, "allow");
         store.close().await;
     }
+
+    /// A browser the DNS server sent to the block page's address with a
+    /// request for `host` (origin form, as a browser that does not know
+    /// about the proxy sends it), from `from`; the whole answer.
+    async fn browse(proxy: SocketAddr, from: IpAddr, host: &str, target: &str) -> String {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        let mut browser = socket.connect(proxy).await.unwrap();
+        browser
+            .write_all(
+                format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        browser.read_to_string(&mut reply).await.unwrap();
+        reply
+    }
+
+    /// A pupil whose DNS answer for a "warn" site sent the browser to the
+    /// block page's address sees the warning page there, continues, and
+    /// from then on the DNS server answers the site for that computer
+    /// only, as `serve` and `demo` wire the two servers.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_warning_continued_past_at_the_block_page_opens_the_site_in_dns() {
+        const WARN: &str = r#"
+fallback_group = "guest"
+[school]
+name = "Test"
+time_zone = "Europe/London"
+[[lists]]
+name = "games"
+source = "games.txt"
+format = "domains"
+category = "games"
+[[groups]]
+name = "guest"
+default = "allow"
+[groups.categories]
+games = "warn"
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("test.sqlite").display());
+        let store = Store::open(&url, &sheepdog_store::StoreOptions::default())
+            .await
+            .unwrap();
+        std::fs::write(dir.path().join("games.txt"), "games.invalid\n").unwrap();
+        let doc = PolicyDocument::from_toml(WARN).unwrap();
+        let (snapshot, _) = build_snapshot(&doc, dir.path(), None).unwrap();
+        let engine = Arc::new(Engine::new(
+            CompiledPolicy::compile(&doc, Arc::new(snapshot)).unwrap(),
+        ));
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.dns.timeout_ms = 300;
+        config.dns.health_check_secs = 0;
+        config.proxy.enabled = true;
+        config.proxy.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.events.flush_ms = 10;
+        let dns = super::super::dns::start(&config, store.clone(), engine.clone())
+            .await
+            .unwrap();
+        let proxy = start(&config, store.clone(), engine, Some(&dns))
+            .await
+            .unwrap();
+        let pupil: IpAddr = "127.0.0.7".parse().unwrap();
+        let neighbour: IpAddr = "127.0.0.8".parse().unwrap();
+
+        ask(dns.udp_addr(), pupil, 1, "games.invalid").await;
+        let warning = browse(proxy.addr(), pupil, "games.invalid", "/play?level=2").await;
+        assert!(warning.starts_with("HTTP/1.1 "), "{warning}");
+        let marker = "http://games.invalid/play?level=2&amp;sheepdog-continue=";
+        let start = warning.find(marker).expect("a continue link") + marker.len();
+        let token: String = warning[start..]
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        assert!(!token.is_empty(), "{warning}");
+
+        // A made-up token, or the pupil's token from another computer,
+        // opens nothing.
+        let forged = browse(
+            proxy.addr(),
+            neighbour,
+            "games.invalid",
+            &format!("/play?level=2&sheepdog-continue={token}"),
+        )
+        .await;
+        assert!(forged.starts_with("HTTP/1.1 303"), "{forged}");
+        let continued = browse(
+            proxy.addr(),
+            pupil,
+            "games.invalid",
+            &format!("/play?level=2&sheepdog-continue={token}"),
+        )
+        .await;
+        assert!(continued.starts_with("HTTP/1.1 303"), "{continued}");
+        assert!(
+            continued.contains("location: http://games.invalid/play?level=2\r\n"),
+            "{continued}"
+        );
+
+        ask(dns.udp_addr(), pupil, 2, "games.invalid").await;
+        ask(dns.udp_addr(), neighbour, 3, "games.invalid").await;
+        proxy.shutdown().await;
+        dns.shutdown().await.unwrap();
+
+        let dns_actions = |client: IpAddr| {
+            let store = store.clone();
+            async move {
+                store
+                    .events(&EventFilter {
+                        client: Some(client.to_string()),
+                        ..EventFilter::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .filter(|e| e.source.as_str() == "dns")
+                    .map(|e| (e.action, e.rule.unwrap_or_default()))
+                    .collect::<Vec<_>>()
+            }
+        };
+        // Newest first.
+        let pupil_events = dns_actions(pupil).await;
+        assert_eq!(pupil_events.len(), 2, "{pupil_events:?}");
+        assert_eq!(pupil_events[0].0, "allow", "{pupil_events:?}");
+        assert!(
+            pupil_events[0].1.ends_with("(warning acknowledged)"),
+            "{pupil_events:?}"
+        );
+        assert_eq!(pupil_events[1].0, "warn", "{pupil_events:?}");
+        let neighbour_events = dns_actions(neighbour).await;
+        assert_eq!(neighbour_events.len(), 1, "{neighbour_events:?}");
+        assert_eq!(neighbour_events[0].0, "warn", "{neighbour_events:?}");
+        store.close().await;
+    }
 }

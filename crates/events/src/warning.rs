@@ -4,11 +4,13 @@
 //! A group's "warn" category is blocked until the user acknowledges it
 //! (issue 3). The warning page links to the same URL with a
 //! `sheepdog-continue` parameter carrying a token; following it opens the
-//! site's host to that client address for `[proxy] warning_minutes`. The
-//! token is a keyed hash of the address and host under a key made when
-//! the proxy starts, so a link cannot be made up, copied to another
-//! device, or reused for another site, and nothing has to be stored until
-//! someone continues.
+//! site's host to that client address for `[proxy] warning_minutes`, at
+//! the proxy and at the DNS server alike (they share one [`Warnings`]
+//! through the identity resolver, so a warning shown for a DNS block
+//! answer can be continued past too). The token is a keyed hash of the
+//! address and host under a key made at start-up, so a link cannot be
+//! made up, copied to another device, or reused for another site, and
+//! nothing has to be stored until someone continues.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,6 +35,11 @@ pub struct Warnings {
 }
 
 impl Warnings {
+    /// How long an acknowledgement lasts.
+    pub fn lasts(&self) -> Duration {
+        self.lasts
+    }
+
     /// Acknowledgements last `lasts`; the key is fresh and random.
     pub fn new(lasts: Duration) -> Result<Self, ring::error::Unspecified> {
         let rng = ring::rand::SystemRandom::new();
