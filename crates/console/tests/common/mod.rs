@@ -60,6 +60,11 @@ fn artefacts_dir() -> PathBuf {
 /// Starts chromedriver and a headless Chromium session; `None` (said on
 /// standard error) when `SHEEPDOG_TEST_BROWSER=skip`.
 pub async fn start() -> Option<Browser> {
+    start_with(&[]).await
+}
+
+/// As [`start`], with more Chromium command-line arguments (a proxy, say).
+pub async fn start_with(extra: &[&str]) -> Option<Browser> {
     if std::env::var("SHEEPDOG_TEST_BROWSER").as_deref() == Ok("skip") {
         eprintln!("SHEEPDOG_TEST_BROWSER=skip: the browser test is not run");
         return None;
@@ -82,14 +87,19 @@ pub async fn start() -> Option<Browser> {
             .unwrap(),
     );
     let webdriver = format!("http://127.0.0.1:{port}");
+    let mut args = vec![
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1400",
+        "--lang=en-GB",
+    ];
+    args.extend_from_slice(extra);
     let mut capabilities = serde_json::Map::new();
     capabilities.insert(
         "goog:chromeOptions".to_string(),
-        serde_json::json!({
-            "binary": chromium,
-            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                     "--window-size=1280,1400", "--lang=en-GB"],
-        }),
+        serde_json::json!({ "binary": chromium, "args": args }),
     );
     let mut builder = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
     builder.capabilities(capabilities);
