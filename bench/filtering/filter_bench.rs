@@ -291,6 +291,9 @@ enum Rebuild {
     /// `SCHED_IDLE`: runs only on a CPU nothing else wants, as a
     /// deployment runs list reloads.
     Idle,
+    /// No rebuild: the decider alone for `FILTER_BENCH_SECONDS` (default
+    /// 4), to count the slow decisions the machine causes without us.
+    Without,
 }
 
 /// Lowers the calling thread's priority (`renice` or `chrt`, which on Linux
@@ -303,7 +306,7 @@ fn lower_this_thread(how: Rebuild) -> bool {
         return false;
     };
     let (cmd, args): (&str, Vec<&str>) = match how {
-        Rebuild::Normal => return true,
+        Rebuild::Normal | Rebuild::Without => return true,
         Rebuild::Nice => ("renice", vec!["-n", "10", "-p", &tid]),
         Rebuild::Idle => ("chrt", vec!["--idle", "-p", "0", &tid]),
     };
@@ -314,25 +317,67 @@ fn lower_this_thread(how: Rebuild) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// This thread's time spent runnable but waiting for a CPU, in ns (Linux
-/// schedstat). Waiting for a lock or for I/O is not counted there, so a
-/// decision's wall time minus this is the time it took or blocked itself.
-struct RunDelay(Option<std::fs::File>);
-impl RunDelay {
+/// This thread's scheduler and fault counters (Linux): time spent
+/// runnable but waiting for a CPU (`schedstat`), times it was put on a CPU
+/// (`schedstat`), and minor and major page faults (`stat`). Waiting for a
+/// lock or for I/O is not counted as run delay, so a decision's wall time
+/// minus the run delay is the time it took or blocked itself.
+struct ThreadCounters {
+    schedstat: Option<std::fs::File>,
+    stat: Option<std::fs::File>,
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Counters {
+    run_delay_ns: u64,
+    slices: u64,
+    minor_faults: u64,
+    major_faults: u64,
+}
+
+impl ThreadCounters {
     fn new() -> Self {
-        RunDelay(std::fs::File::open("/proc/thread-self/schedstat").ok())
+        ThreadCounters {
+            schedstat: std::fs::File::open("/proc/thread-self/schedstat").ok(),
+            stat: std::fs::File::open("/proc/thread-self/stat").ok(),
+        }
     }
-    fn read(&self) -> u64 {
+    fn read(&self) -> Counters {
         use std::os::unix::fs::FileExt;
-        let Some(f) = &self.0 else { return 0 };
-        let mut buf = [0u8; 96];
-        let n = f.read_at(&mut buf, 0).unwrap_or(0);
-        std::str::from_utf8(&buf[..n])
-            .ok()
-            .and_then(|t| t.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        let mut c = Counters::default();
+        let mut buf = [0u8; 512];
+        if let Some(f) = &self.schedstat {
+            let n = f.read_at(&mut buf, 0).unwrap_or(0);
+            let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
+            let mut fields = text.split_whitespace().skip(1);
+            c.run_delay_ns = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            c.slices = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+        if let Some(f) = &self.stat {
+            let n = f.read_at(&mut buf, 0).unwrap_or(0);
+            let text = std::str::from_utf8(&buf[..n]).unwrap_or("");
+            // Fields after the command name: state is field 3; minflt 10, majflt 12.
+            if let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                c.minor_faults = f.get(7).and_then(|v| v.parse().ok()).unwrap_or(0);
+                c.major_faults = f.get(9).and_then(|v| v.parse().ok()).unwrap_or(0);
+            }
+        }
+        c
     }
+}
+
+/// A decision over 1 ms and what the thread's counters say about the
+/// interval holding it (the decision and at most 63 before it).
+#[derive(Debug, Clone, Copy)]
+struct SlowDecision {
+    wall_ns: u64,
+    /// Run delay in the interval: time runnable but not on a CPU.
+    waited_ns: u64,
+    /// Times put back on a CPU in the interval (1 = never descheduled).
+    slices: u64,
+    minor_faults: u64,
+    major_faults: u64,
 }
 
 /// Rebuilds a list three times while another thread decides. `nice`: the
@@ -361,9 +406,14 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
             let mut n = 0u64;
             // Touched up front, so recording never page-faults.
             let mut lat = vec![1u64; 8_000_000];
-            let sched = RunDelay::new();
+            let mut slow: Vec<SlowDecision> = Vec::with_capacity(4096);
+            let counters = ThreadCounters::new();
+            // Counters are read every 64 decisions and after every slow
+            // one, so each slow decision is explained by an interval of at
+            // most 64 decisions (about 20 us of other work) around it.
+            let mut last = counters.read();
             // The worst decision once time spent preempted (runnable, waiting
-            // for a CPU) is taken out; counted only for slow decisions.
+            // for a CPU) is taken out, for every decision over 1 ms.
             let mut worst_own = Duration::ZERO;
             let mut over_1ms_own = 0u64;
             while !stop.load(Ordering::Relaxed) {
@@ -372,7 +422,9 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
                     target: Target::Name(&names[n as usize % names.len()]),
                     at,
                 };
-                let delay_before = if n % 64 == 0 { sched.read() } else { 0 };
+                if n % 64 == 0 {
+                    last = counters.read();
+                }
                 let t = Instant::now();
                 if full {
                     std::hint::black_box(engine.decide(&q));
@@ -380,19 +432,27 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
                     std::hint::black_box(engine.verdict(&q));
                 }
                 let e = t.elapsed();
-                if n % 64 == 0 {
-                    // One decision in 64 is also timed net of preemption.
-                    let waited = sched.read().saturating_sub(delay_before);
+                if e > Duration::from_millis(1) {
+                    over_1ms += 1;
+                    let now = counters.read();
+                    let waited = now.run_delay_ns.saturating_sub(last.run_delay_ns);
                     let own = e.saturating_sub(Duration::from_nanos(waited));
                     worst_own = worst_own.max(own);
                     if own > Duration::from_millis(1) {
                         over_1ms_own += 1;
                     }
+                    if slow.len() < slow.capacity() {
+                        slow.push(SlowDecision {
+                            wall_ns: e.as_nanos() as u64,
+                            waited_ns: waited,
+                            slices: now.slices.saturating_sub(last.slices),
+                            minor_faults: now.minor_faults.saturating_sub(last.minor_faults),
+                            major_faults: now.major_faults.saturating_sub(last.major_faults),
+                        });
+                    }
+                    last = now;
                 }
                 worst = worst.max(e);
-                if e > Duration::from_millis(1) {
-                    over_1ms += 1;
-                }
                 if e > Duration::from_micros(100) {
                     over_100us += 1;
                 }
@@ -417,6 +477,7 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
                 pct(0.9999),
                 worst_own,
                 over_1ms_own,
+                slow,
             )
         })
     };
@@ -425,6 +486,14 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
         std::thread::spawn(move || {
             let lowered = lower_this_thread(how);
             let t = Instant::now();
+            if how == Rebuild::Without {
+                let seconds = std::env::var("FILTER_BENCH_SECONDS")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(4);
+                std::thread::sleep(Duration::from_secs(seconds));
+                return (t.elapsed(), lowered);
+            }
             for _ in 0..3 {
                 let p = build();
                 drop(engine.swap(p));
@@ -436,13 +505,14 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
     };
     let (reloads, lowered) = reloader.join().unwrap();
     stop.store(true, Ordering::Relaxed);
-    let (n, worst, over, over100, p50, p9999, worst_own, over_own) = decider.join().unwrap();
+    let (n, worst, over, over100, p50, p9999, worst_own, over_own, slow) = decider.join().unwrap();
     println!(
-        "reload ({}, rebuild thread {}): 3 rebuilds+swaps of the list in {:.2}s while deciding: {n} decisions, median {p50} ns, p99.99 {:.1} us, worst {:.3} ms, over 100 us: {over100}, over 1 ms: {over}; sampled 1 in 64 net of time preempted: worst {:.3} ms, over 1 ms: {over_own}",
+        "reload ({}, rebuild thread {}): 3 rebuilds+swaps of the list (none when absent) over {:.2}s while deciding: {n} decisions, median {p50} ns, p99.99 {:.1} us, worst {:.3} ms, over 100 us: {over100}, over 1 ms: {over}; net of time preempted (every decision over 1 ms): worst {:.3} ms, over 1 ms: {over_own}",
         if full { "decide" } else { "verdict" },
         match (how, lowered) {
             (Rebuild::Nice, true) => "nice 10",
             (Rebuild::Idle, true) => "SCHED_IDLE",
+            (Rebuild::Without, _) => "absent: no rebuild",
             _ => "nice 0",
         },
         reloads.as_secs_f64(),
@@ -450,6 +520,23 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
         worst.as_secs_f64() * 1e3,
         worst_own.as_secs_f64() * 1e3,
     );
+    // The first ten slow decisions, then any whose time net of waiting for
+    // a CPU is over 0.2 ms (those are the ones our code could be causing).
+    let own = |d: &&SlowDecision| d.wall_ns.saturating_sub(d.waited_ns) > 200_000;
+    let shown = slow
+        .iter()
+        .take(10)
+        .chain(slow.iter().skip(10).filter(own).take(20));
+    for d in shown {
+        println!(
+            "  slow decision: {:.3} ms wall, {:.3} ms runnable but waiting for a CPU, {} CPU slices, {} minor / {} major faults",
+            d.wall_ns as f64 / 1e6,
+            d.waited_ns as f64 / 1e6,
+            d.slices,
+            d.minor_faults,
+            d.major_faults
+        );
+    }
 }
 
 fn main() {
@@ -467,11 +554,13 @@ fn main() {
                 Rebuild::Nice
             } else if args.iter().any(|a| a == "idle") {
                 Rebuild::Idle
+            } else if args.iter().any(|a| a == "without") {
+                Rebuild::Without
             } else {
                 Rebuild::Normal
             },
             args.iter().any(|a| a == "decide"),
         ),
-        _ => eprintln!("usage: filter_bench gen N FILE | compile LIST SNAP | load SNAP [resident] | decide SNAP LIST [resident] | lookup SNAP LIST [resident] | reload LIST [nice|idle] [decide]"),
+        _ => eprintln!("usage: filter_bench gen N FILE | compile LIST SNAP | load SNAP [resident] | decide SNAP LIST [resident] | lookup SNAP LIST [resident] | reload LIST [nice|idle|without] [decide]"),
     }
 }

@@ -311,6 +311,7 @@ impl Snapshot {
             return;
         }
         if let Some(index) = &self.index {
+            let table = index.bytes();
             // Label suffixes, shortest first (`com`, `example.com`, ...):
             // their starts, then every bucket, then every comparison, so
             // the memory reads of different suffixes overlap.
@@ -331,12 +332,12 @@ impl Snapshot {
                     end = start.saturating_sub(1);
                 }
                 for i in 0..n {
-                    ranges[i] = index.locate(&bytes[usize::from(starts[i])..]);
+                    ranges[i] = index.locate_in(table, &bytes[usize::from(starts[i])..]);
                 }
                 for i in 0..n {
                     let start = usize::from(starts[i]);
                     let suffix = &bytes[start..];
-                    if let Some(set) = index.scan(ranges[i], suffix) {
+                    if let Some(set) = index.scan_in(table, ranges[i], suffix) {
                         self.set_hits(set, start == 0, suffix.len(), &mut f);
                     }
                 }

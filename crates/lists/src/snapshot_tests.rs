@@ -325,3 +325,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn another_snapshot_format_is_refused_with_the_fix() {
+    let s = build(&[(
+        "gambling",
+        false,
+        "gambling",
+        ListFormat::Domains,
+        "example-casino.test\n",
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("snap.bin");
+    s.write_to(&path).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[14..16].copy_from_slice(b"01");
+    std::fs::write(&path, &bytes).unwrap();
+    let error = Snapshot::open(&path).unwrap_err().to_string();
+    assert!(error.contains("format 01"), "{error}");
+    assert!(error.contains("sheepdog lists update"), "{error}");
+}

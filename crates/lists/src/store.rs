@@ -21,6 +21,8 @@ use crate::table::NameTable;
 /// Version 02: the name index is a hashed name table (version 01 was an
 /// fst over label-reversed names).
 const MAGIC: &[u8; 16] = b"SHEEPDOG-SNAP-02";
+/// The start of every version's magic, to name an older version.
+const MAGIC_FAMILY: &[u8; 14] = b"SHEEPDOG-SNAP-";
 const HEADER: usize = 64;
 
 /// The bytes behind a name index: owned, or a slice of a mapped file.
@@ -135,8 +137,17 @@ pub(crate) fn open(path: &Path, resident: bool) -> Result<Snapshot, ListError> {
     let file = File::open(path).map_err(|e| ListError::io(path, e))?;
     let mapped = MappedFile::map(&file).map_err(|e| ListError::io(path, e))?;
     let bytes = mapped.bytes();
+    if bytes.len() >= HEADER && bytes.starts_with(MAGIC_FAMILY) && &bytes[..16] != MAGIC {
+        let version = String::from_utf8_lossy(&bytes[14..16]).into_owned();
+        return Err(bad(
+            path,
+            format!(
+                "snapshot format {version} is not the format this sheepdog reads (02); rebuild it with `sheepdog lists update`"
+            ),
+        ));
+    }
     if bytes.len() < HEADER || &bytes[..16] != MAGIC {
-        return Err(bad(path, "not a sheepdog snapshot of this version"));
+        return Err(bad(path, "not a sheepdog snapshot"));
     }
     let read_u64 = |at: usize| {
         let mut b = [0u8; 8];

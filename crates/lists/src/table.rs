@@ -245,8 +245,17 @@ impl NameTable {
     /// allocation.
     #[cfg(test)]
     pub(crate) fn find(&self, name: &[u8]) -> Option<u64> {
-        let range = self.locate(name);
-        self.scan(range, name)
+        let bytes = self.bytes();
+        let range = self.locate_in(bytes, name);
+        self.scan_in(bytes, range, name)
+    }
+
+    /// The section bytes, for [`NameTable::locate_in`] and
+    /// [`NameTable::scan_in`]: a lookup of several suffixes resolves the
+    /// backing once instead of once per read.
+    #[inline]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.bytes.as_ref()
     }
 
     /// First step of a lookup: where the name's bucket is in the blob, or
@@ -254,25 +263,36 @@ impl NameTable {
     /// of several names run this for all of them first, so that their
     /// memory reads overlap instead of queueing one behind another.
     #[inline]
-    pub(crate) fn locate(&self, name: &[u8]) -> (u32, u32) {
-        let bytes = self.bytes.as_ref();
+    pub(crate) fn locate_in(&self, bytes: &[u8], name: &[u8]) -> (u32, u32) {
         let hash = name_hash(name);
         let at = HEADER + bucket_of(hash, self.bits) * ENTRY;
         let want = filter_bits(hash);
-        match (
-            read_u32(bytes, at),
-            read_u32(bytes, at + 4),
-            read_u32(bytes, at + ENTRY),
-        ) {
-            (Some(start), Some(filter), Some(end)) if filter & want == want => (start, end),
+        // One bounds check for the entry and the next one's offset.
+        match bytes.get(at..at + ENTRY + 4) {
+            Some(&[s0, s1, s2, s3, f0, f1, f2, f3, e0, e1, e2, e3]) => {
+                let filter = u32::from_le_bytes([f0, f1, f2, f3]);
+                if filter & want == want {
+                    (
+                        u32::from_le_bytes([s0, s1, s2, s3]),
+                        u32::from_le_bytes([e0, e1, e2, e3]),
+                    )
+                } else {
+                    (0, 0)
+                }
+            }
             _ => (0, 0),
         }
     }
 
     /// Second step: compares the name with the names of its bucket.
     #[inline]
-    pub(crate) fn scan(&self, (start, end): (u32, u32), name: &[u8]) -> Option<u64> {
-        let blob = self.bytes.as_ref().get(self.blob_start..)?;
+    pub(crate) fn scan_in(
+        &self,
+        bytes: &[u8],
+        (start, end): (u32, u32),
+        name: &[u8],
+    ) -> Option<u64> {
+        let blob = bytes.get(self.blob_start..)?;
         let bucket = blob.get(..end as usize)?;
         let mut pos = start as usize;
         while pos < bucket.len() {

@@ -85,6 +85,12 @@ pub struct Group {
     pub allow_private_relay: bool,
     pub(crate) category_actions: Vec<Option<Action>>,
     pub(crate) local_names: FastMap<LocalEntry>,
+    /// Bit `n` set when some local name is `n` bytes long: a suffix of a
+    /// query of another length is not looked up (most decisions then skip
+    /// the map entirely).
+    pub(crate) local_name_lengths: [u64; 4],
+    /// The length of the shortest local name.
+    pub(crate) local_name_shortest: usize,
     pub(crate) local_urls: Vec<(UrlKey, LocalEntry)>,
     pub(crate) schedule_rules: Vec<ScheduleRule>,
     /// Time-bound exceptions, in document order.
@@ -392,6 +398,12 @@ fn compile_group(
             )?;
         }
     }
+    let mut local_name_lengths = [0u64; 4];
+    let local_name_shortest = local_names.keys().map(String::len).min().unwrap_or(0);
+    for name in local_names.keys() {
+        let len = name.len().min(255);
+        local_name_lengths[len / 64] |= 1 << (len % 64);
+    }
     let mut schedule_rules = Vec::new();
     for rule in &def.schedule {
         let schedule = schedules
@@ -450,6 +462,8 @@ fn compile_group(
         allow_private_relay: def.allow_private_relay,
         category_actions,
         local_names,
+        local_name_lengths,
+        local_name_shortest,
         local_urls,
         schedule_rules,
         exceptions,

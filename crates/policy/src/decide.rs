@@ -211,14 +211,14 @@ impl CompiledPolicy {
 
     /// Collects the hits that count: a list's exception rules cancel that
     /// list's other hits.
-    fn effective_hits(&self, s: &Subject<'_>) -> Hits {
-        let mut hits = Hits::new();
+    /// Fills the caller's `hits` rather than returning them: moving the
+    /// inline array out cost a `memcpy` call per decision.
+    fn effective_hits(&self, s: &Subject<'_>, hits: &mut Hits) {
         self.snapshot.for_each_name_hit(&s.name, |h| hits.push(h));
         if let Some(url) = &s.url {
             self.snapshot.for_each_url_hit(url, |h| hits.push(h));
         }
         hits.apply_exceptions();
-        hits
     }
 
     fn resolve_group(&self, name: &str) -> Option<usize> {
@@ -248,7 +248,8 @@ impl CompiledPolicy {
         let Some(s) = subject(q.target) else {
             return v;
         };
-        let hits = self.effective_hits(&s);
+        let mut hits = Hits::new();
+        self.effective_hits(&s, &mut hits);
         let hits = hits.as_slice();
 
         // 1. Illegal content: nothing can allow it.
@@ -471,12 +472,23 @@ fn local_decision(group: &Group, s: &Subject<'_>) -> Option<(Action, usize)> {
         return None;
     }
     let name: &str = &s.name;
+    let bytes = name.as_bytes();
     let mut start = 0;
     loop {
-        if let Some(e) = group.local_names.get(&name[start..]) {
-            return Some((e.action, start));
+        // Suffixes only get shorter: none can match once shorter than the
+        // shortest local name.
+        let len = bytes.len() - start;
+        if len < group.local_name_shortest {
+            return None;
         }
-        match name[start..].find('.') {
+        let maybe = len < 256 && group.local_name_lengths[len / 64] & (1 << (len % 64)) != 0;
+        if maybe {
+            if let Some(e) = group.local_names.get(&name[start..]) {
+                return Some((e.action, start));
+            }
+        }
+        // A byte loop: `str::find` calls `memchr`, slower on short names.
+        match bytes[start..].iter().position(|&b| b == b'.') {
             Some(dot) => start += dot + 1,
             None => return None,
         }

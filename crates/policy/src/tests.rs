@@ -525,6 +525,49 @@ proptest! {
         prop_assert!(d.illegal);
     }
 
+    /// Local lists: the longest listed suffix of the name decides, whatever
+    /// its length (decisions skip suffixes no local name is as long as).
+    #[test]
+    fn local_lists_match_the_longest_listed_suffix(
+        prefix in "([a-z]{1,7}\\.){0,3}",
+        base in prop_oneof![
+            Just("example-news.test"),
+            Just("good.example-news.test"),
+            Just("example-bingo.test"),
+            Just("blocked-everywhere.test"),
+            Just("news.test"),
+            Just("xample-news.test"),
+            Just("test"),
+        ],
+    ) {
+        let p = policy();
+        let listed = [
+            ("example-news.test", Action::Block),
+            ("good.example-news.test", Action::Allow),
+            ("example-bingo.test", Action::Allow),
+            ("blocked-everywhere.test", Action::Block),
+        ];
+        let query = format!("{prefix}{base}");
+        let mut expected = None;
+        let mut start = 0;
+        loop {
+            let suffix = &query[start..];
+            if let Some((_, action)) = listed.iter().find(|(n, _)| *n == suffix) {
+                expected = Some(*action);
+                break;
+            }
+            match suffix.find('.') {
+                Some(dot) => start += dot + 1,
+                None => break,
+            }
+        }
+        let d = name(&p, "ks2", &query, lesson());
+        match expected {
+            Some(action) => prop_assert_eq!((d.action, d.stage), (action, Stage::LocalList)),
+            None => prop_assert_ne!(d.stage, Stage::LocalList),
+        }
+    }
+
     /// Decisions never panic, whatever the input.
     #[test]
     fn decide_never_panics(target in "\\PC{0,80}", url in any::<bool>()) {
