@@ -138,6 +138,9 @@ pub struct Proxy {
     authentication: Option<Authentication>,
     /// `None` only if no key could be made; warnings then stay blocks.
     warnings: Option<Arc<Warnings>>,
+    /// `block_page_url`'s host and port, parsed once: every request asks
+    /// whether it is for the proxy's own pages.
+    block_page: Option<Authority>,
     portal: Option<GuestPortal>,
 }
 
@@ -218,11 +221,20 @@ impl Proxy {
                 .ok()
                 .map(Arc::new),
         };
+        let block_page = settings
+            .block_page_url
+            .as_deref()
+            .and_then(|url| url.split_once("://"))
+            .and_then(|(scheme, rest)| {
+                let host = rest.split('/').next().unwrap_or(rest);
+                parse_authority(host, Some(if scheme == "https" { 443 } else { 80 })).ok()
+            });
         Self {
             engine,
             identities,
             sink,
             store,
+            block_page,
             settings,
             client,
             inspection: None,
@@ -334,22 +346,16 @@ impl Proxy {
         if authority.port != 80 || authority.host.parse::<IpAddr>().is_ok() {
             return None;
         }
-        let own = Authority {
-            host: local.ip().to_string(),
-            port: local.port(),
-        };
-        let block_page = self
-            .settings
-            .block_page_url
-            .as_deref()
-            .and_then(|url| url.split_once("://"))
-            .map(|(_, rest)| rest.split('/').next().unwrap_or(rest))
-            .and_then(|host| parse_authority(host, Some(80)).ok());
-        if authority == own || block_page.is_some_and(|page| page.host == authority.host) {
+        if is_address(&authority, local)
+            || self
+                .block_page
+                .as_ref()
+                .is_some_and(|page| page.host == authority.host)
+        {
             return None;
         }
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        Some(format!("http://{}{path}", authority.url_host(80)))
+        Some(authority.url("http", 80, path))
     }
 
     /// A browser sent here by a DNS block answer, asking for `url`. It is
@@ -444,7 +450,7 @@ impl Proxy {
             )));
         }
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        match format!("http://{}{path}", authority.url_host(80)).parse() {
+        match authority.url("http", 80, path).parse() {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => {
                 return Ok(closing(text(
@@ -604,23 +610,7 @@ impl Proxy {
         let Ok(target) = parse_authority(authority.as_str(), Some(80)) else {
             return false;
         };
-        let reached = Authority {
-            host: local.ip().to_string(),
-            port: local.port(),
-        };
-        if target == reached {
-            return true;
-        }
-        self.settings
-            .block_page_url
-            .as_deref()
-            .and_then(|url| url.split_once("://"))
-            .map(|(scheme, rest)| {
-                let host = rest.split('/').next().unwrap_or(rest);
-                let default = if scheme == "https" { 443 } else { 80 };
-                parse_authority(host, Some(default)).is_ok_and(|a| a == target)
-            })
-            .unwrap_or(false)
+        is_address(&target, local) || self.block_page.as_ref() == Some(&target)
     }
 
     /// Where block pages' forms post.
@@ -791,7 +781,7 @@ impl Proxy {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
-        let url = format!("http://{}{path}", authority.url_host(80));
+        let url = authority.url("http", 80, &path);
         if let Some(answer) = self.continue_link(&url, &authority.host, peer.ip()) {
             return Ok(answer);
         }
@@ -1218,7 +1208,7 @@ impl Proxy {
                 port: link.authority.port,
             });
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let url = format!("https://{}{path}", site.url_host(443));
+        let url = site.url("https", 443, path);
         if let Some(answer) = self.continue_link(&url, &site.host, link.peer.ip()) {
             return answer;
         }
@@ -1762,20 +1752,36 @@ fn blocked_text(host: &str, outcome: &Outcome) -> String {
     )
 }
 
+/// Whether `authority` is `local`'s address and port, compared as
+/// addresses (no string is made: this runs for every request).
+fn is_address(authority: &Authority, local: SocketAddr) -> bool {
+    authority.port == local.port()
+        && authority
+            .host
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip == local.ip())
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers the Connection header names are hop-by-hop too.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_str(name.trim()).ok())
+    // Most messages carry none, or only `Connection`: one pass over the
+    // names finds them, where a removal per listed name would parse and
+    // hash each of them every time.
+    let mut found: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
+        .cloned()
         .collect();
-    for name in named {
+    // Headers the Connection header names are hop-by-hop too.
+    found.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_str(name.trim()).ok()),
+    );
+    for name in found {
         headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
     }
 }
 
