@@ -367,7 +367,7 @@ impl Proxy {
     /// warning was just continued past) is fetched for it.
     async fn landed(
         self: Arc<Self>,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         peer: SocketAddr,
         local: SocketAddr,
         url: String,
@@ -385,6 +385,21 @@ impl Proxy {
                 "This is the sheepdog web filter. Set it as your proxy; see /proxy.pac.\n",
             )));
         }
+        self.forward_by_address(request, url, peer, local, None)
+            .await
+    }
+
+    /// Forwards an origin-form request from a device that does not know
+    /// it reached a proxy, as `url`: it cannot answer 407, so its address
+    /// says who it is.
+    async fn forward_by_address(
+        self: Arc<Self>,
+        mut request: Request<Incoming>,
+        url: String,
+        peer: SocketAddr,
+        local: SocketAddr,
+        original: Option<SocketAddr>,
+    ) -> Result<Response<Body>, hyper::Error> {
         match url.parse() {
             Ok(uri) => *request.uri_mut() = uri,
             Err(_) => {
@@ -395,7 +410,7 @@ impl Proxy {
             }
         }
         let identity = self.identities.lookup(peer.ip());
-        self.forward(request, peer, local, identity, None).await
+        self.forward(request, peer, local, identity, original).await
     }
 
     /// A plain-HTTP request redirected to a transparent listener: origin
@@ -403,7 +418,7 @@ impl Proxy {
     /// the Host header's URL; sent to the original address.
     pub async fn handle_transparent(
         self: Arc<Self>,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
         peer: SocketAddr,
         local: SocketAddr,
         original: Option<SocketAddr>,
@@ -450,19 +465,9 @@ impl Proxy {
             )));
         }
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        match authority.url("http", 80, path).parse() {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(_) => {
-                return Ok(closing(text(
-                    StatusCode::BAD_REQUEST,
-                    "The request target is not a URL path.\n",
-                )))
-            }
-        }
-        // Devices that do not know about the proxy cannot answer 407: the
-        // address says who they are.
-        let identity = self.identities.lookup(peer.ip());
-        self.forward(request, peer, local, identity, original).await
+        let url = authority.url("http", 80, path);
+        self.forward_by_address(request, url, peer, local, original)
+            .await
     }
 
     /// A TLS connection redirected to a transparent listener: decided on

@@ -264,6 +264,40 @@ gambling = "block"
         packet
     }
 
+    /// The DNS server and the proxy on loopback ports, wired to each other
+    /// as `serve` wires them, filtering by `policy` (its lists in `dir`),
+    /// with `adjust` applied to the configuration first.
+    async fn dns_and_proxy(
+        dir: &std::path::Path,
+        store: &Store,
+        policy: &str,
+        adjust: impl FnOnce(&mut Config),
+    ) -> (DnsRuntime, ProxyRuntime) {
+        let doc = PolicyDocument::from_toml(policy).unwrap();
+        let (snapshot, _) = build_snapshot(&doc, dir, None).unwrap();
+        let engine = Arc::new(Engine::new(
+            CompiledPolicy::compile(&doc, Arc::new(snapshot)).unwrap(),
+        ));
+        let mut config = Config {
+            data_dir: dir.join("data"),
+            ..Config::default()
+        };
+        config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.dns.timeout_ms = 300;
+        config.dns.health_check_secs = 0;
+        config.proxy.enabled = true;
+        config.proxy.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        config.events.flush_ms = 10;
+        adjust(&mut config);
+        let dns = super::super::dns::start(&config, store.clone(), engine.clone())
+            .await
+            .unwrap();
+        let proxy = start(&config, store.clone(), engine, Some(&dns))
+            .await
+            .unwrap();
+        (dns, proxy)
+    }
+
     /// Asks the DNS server from `from` and waits for its answer.
     async fn ask(dns: SocketAddr, from: IpAddr, id: u16, name: &str) {
         let socket = tokio::net::UdpSocket::bind((from, 0)).await.unwrap();
@@ -301,29 +335,10 @@ gambling = "block"
             .unwrap();
 
         std::fs::write(dir.path().join("betting.txt"), "bets.invalid\n").unwrap();
-        let doc = PolicyDocument::from_toml(POLICY).unwrap();
-        let (snapshot, _) = build_snapshot(&doc, dir.path(), None).unwrap();
-        let engine = Arc::new(Engine::new(
-            CompiledPolicy::compile(&doc, Arc::new(snapshot)).unwrap(),
-        ));
-        let mut config = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        config.dns.timeout_ms = 300;
-        config.dns.health_check_secs = 0;
-        config.proxy.enabled = true;
-        config.proxy.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        config.proxy.authentication = ProxyAuthentication::Basic;
-        config.events.flush_ms = 10;
-
-        let dns = super::super::dns::start(&config, store.clone(), engine.clone())
-            .await
-            .unwrap();
-        let proxy = start(&config, store.clone(), engine, Some(&dns))
-            .await
-            .unwrap();
+        let (dns, proxy) = dns_and_proxy(dir.path(), &store, POLICY, |config| {
+            config.proxy.authentication = ProxyAuthentication::Basic;
+        })
+        .await;
         let shared_pc: IpAddr = "127.0.0.5".parse().unwrap();
 
         // Before anyone signs in: the default group, which allows betting.
@@ -455,27 +470,7 @@ games = "warn"
             .await
             .unwrap();
         std::fs::write(dir.path().join("games.txt"), "games.invalid\n").unwrap();
-        let doc = PolicyDocument::from_toml(WARN).unwrap();
-        let (snapshot, _) = build_snapshot(&doc, dir.path(), None).unwrap();
-        let engine = Arc::new(Engine::new(
-            CompiledPolicy::compile(&doc, Arc::new(snapshot)).unwrap(),
-        ));
-        let mut config = Config {
-            data_dir: dir.path().join("data"),
-            ..Config::default()
-        };
-        config.dns.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        config.dns.timeout_ms = 300;
-        config.dns.health_check_secs = 0;
-        config.proxy.enabled = true;
-        config.proxy.listen = vec!["127.0.0.1:0".parse().unwrap()];
-        config.events.flush_ms = 10;
-        let dns = super::super::dns::start(&config, store.clone(), engine.clone())
-            .await
-            .unwrap();
-        let proxy = start(&config, store.clone(), engine, Some(&dns))
-            .await
-            .unwrap();
+        let (dns, proxy) = dns_and_proxy(dir.path(), &store, WARN, |_| {}).await;
         let pupil: IpAddr = "127.0.0.7".parse().unwrap();
         let neighbour: IpAddr = "127.0.0.8".parse().unwrap();
 
