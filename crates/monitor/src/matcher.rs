@@ -9,15 +9,25 @@
 //! that run words together, when that variant is long enough not to
 //! collide with ordinary words.
 //!
-//! A second automaton holds every pattern with its letter runs squeezed,
-//! for the squeezed view of stretched text; a hit there counts only when
-//! it covers a stretched run, so that `wed` is not read as `weed` but
+//! A second set holds every pattern with its letter runs squeezed, for
+//! the squeezed view of stretched text; a hit there counts only when it
+//! covers a stretched run, so that `wed` is not read as `weed` but
 //! `weeeed` is.
+//!
+//! Nearly every pattern is whole words, and those are not run through an
+//! automaton at all: each word of the text is looked up in a hash table of
+//! the patterns' first words, and the few candidates are checked against
+//! the words that follow. Only the few dozen prefix and anywhere patterns
+//! (` suicid`, `porn`) go through an Aho-Corasick automaton, small enough
+//! to stay in cache and to skip ahead with a prefilter. Together they find
+//! exactly the occurrences one automaton of all the patterns would, in the
+//! same order (the tests keep that automaton as the oracle).
 
 use std::collections::HashMap;
 use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use foldhash::fast::FixedState;
 use serde::Serialize;
 
 use crate::library::{Category, Library, Position};
@@ -88,15 +98,39 @@ pub struct Matcher {
     squeezed: Automaton,
 }
 
+/// One set of patterns (plain or squeezed), split by how they are found.
 #[derive(Debug, Clone)]
 struct Automaton {
-    automaton: AhoCorasick,
-    /// Per pattern: the entries it stands for, and whether the pattern
-    /// has a leading and a trailing boundary space.
-    patterns: Vec<(Vec<usize>, bool, bool)>,
+    /// Whole-word patterns, by their first word.
+    words: HashMap<Box<[u8]>, Vec<usize>, FixedState>,
+    /// The length of the longest first word in `words`; longer words
+    /// cannot start a pattern and are not looked up.
+    longest_word: usize,
+    /// Prefix and anywhere patterns, without their leading space.
+    partial: AhoCorasick,
+    /// Per pattern of `partial`: the patterns it stands for.
+    partial_patterns: Vec<Vec<usize>>,
+    patterns: Vec<Pattern>,
     /// The longest pattern, in bytes.
     longest: usize,
 }
+
+#[derive(Debug, Clone)]
+struct Pattern {
+    /// The entries the pattern stands for.
+    entries: Vec<usize>,
+    /// Whether the pattern has a leading and a trailing boundary space.
+    lead: bool,
+    trail: bool,
+    /// The pattern without its boundary spaces.
+    key: Box<[u8]>,
+}
+
+/// One occurrence of a pattern, where a single automaton of every pattern
+/// (boundary spaces included) would report it: its end, its start and the
+/// pattern. Sorted, these come in that automaton's order: by end, and at
+/// one end the longer first.
+type Occurrence = (usize, usize, usize);
 
 /// A pattern found in one view, in that view's coordinates.
 #[derive(Debug, Clone, Copy)]
@@ -219,8 +253,19 @@ impl Matcher {
     }
 
     fn scan_normalised(&self, base: &Normalised) -> Vec<Hit> {
+        self.scan_normalised_by(base, Automaton::occurrences)
+    }
+
+    /// Scans a normalised text, finding patterns with `find`: the word
+    /// table and small automaton, or in tests the single-automaton oracle.
+    fn scan_normalised_by(
+        &self,
+        base: &Normalised,
+        find: impl Fn(&Automaton, &[u8]) -> Vec<Occurrence>,
+    ) -> Vec<Hit> {
+        let find = &find;
         let mut hits = Vec::new();
-        self.scan_view(base, &self.main, None, &mut hits);
+        self.scan_view(base, &self.main, None, find, &mut hits);
         if base.is_spelled_out() {
             // Any exclusion or context word that bears on a hit in a run
             // lies within this margin of it. Hits outside the runs are the
@@ -228,7 +273,7 @@ impl Matcher {
             let margin = 2 * self.main.longest + CONTEXT_WINDOW;
             let (view, runs) = base.joined_near(margin);
             let mut joined = Vec::new();
-            self.scan_view(&view, &self.main, None, &mut joined);
+            self.scan_view(&view, &self.main, None, find, &mut joined);
             hits.extend(joined.into_iter().filter(|hit| {
                 runs.iter()
                     .any(|run| hit.span.start < run.end && run.start < hit.span.end)
@@ -236,7 +281,7 @@ impl Matcher {
         }
         if base.is_stretched() {
             let (view, long_runs) = base.squeezed();
-            self.scan_view(&view, &self.squeezed, Some(&long_runs), &mut hits);
+            self.scan_view(&view, &self.squeezed, Some(&long_runs), find, &mut hits);
         }
         hits.sort_by(|a, b| {
             (a.span.start, a.span.end, &a.term, a.category).cmp(&(
@@ -255,6 +300,7 @@ impl Matcher {
         view: &Normalised,
         automaton: &Automaton,
         long_runs: Option<&[bool]>,
+        find: &impl Fn(&Automaton, &[u8]) -> Vec<Occurrence>,
         hits: &mut Vec<Hit>,
     ) {
         let bytes = view.bytes();
@@ -262,13 +308,18 @@ impl Matcher {
         let mut exclusions: Vec<Found> = Vec::new();
         let mut raises: Vec<Found> = Vec::new();
         let mut lowers: Vec<Found> = Vec::new();
-        for m in automaton.automaton.find_overlapping_iter(bytes) {
-            let Some((entries, lead, trail)) = automaton.patterns.get(m.pattern().as_usize())
+        for (m_end, m_start, pattern) in find(automaton, bytes) {
+            let Some(Pattern {
+                entries,
+                lead,
+                trail,
+                ..
+            }) = automaton.patterns.get(pattern)
             else {
                 continue;
             };
-            let start = m.start() + usize::from(*lead);
-            let end = m.end() - usize::from(*trail);
+            let start = m_start + usize::from(*lead);
+            let end = m_end - usize::from(*trail);
             if start >= end {
                 continue;
             }
@@ -395,8 +446,8 @@ impl Automaton {
         transform: impl Fn(&str) -> String,
     ) -> Result<Self, MonitorError> {
         let mut by_pattern: HashMap<String, usize> = HashMap::new();
-        let mut patterns: Vec<(Vec<usize>, bool, bool)> = Vec::new();
-        let mut texts: Vec<String> = Vec::new();
+        let mut patterns: Vec<Pattern> = Vec::new();
+        let mut longest = 0;
         for (entry, (key, position)) in keys.iter().enumerate() {
             let key = transform(key);
             let mut variants = vec![key.clone()];
@@ -415,30 +466,173 @@ impl Automaton {
                     if lead { " " } else { "" },
                     if trail { " " } else { "" }
                 );
-                let index = *by_pattern.entry(pattern.clone()).or_insert_with(|| {
-                    texts.push(pattern);
-                    patterns.push((Vec::new(), lead, trail));
+                longest = longest.max(pattern.len());
+                let index = *by_pattern.entry(pattern).or_insert_with(|| {
+                    patterns.push(Pattern {
+                        entries: Vec::new(),
+                        lead,
+                        trail,
+                        key: variant.into_bytes().into_boxed_slice(),
+                    });
                     patterns.len() - 1
                 });
-                if !patterns[index].0.contains(&entry) {
-                    patterns[index].0.push(entry);
+                if !patterns[index].entries.contains(&entry) {
+                    patterns[index].entries.push(entry);
                 }
             }
         }
-        let automaton = AhoCorasick::builder()
+        let mut words: HashMap<Box<[u8]>, Vec<usize>, FixedState> = HashMap::default();
+        let mut partial_index: HashMap<&[u8], usize> = HashMap::new();
+        let mut partial_texts: Vec<&[u8]> = Vec::new();
+        let mut partial_patterns: Vec<Vec<usize>> = Vec::new();
+        for (index, pattern) in patterns.iter().enumerate() {
+            if pattern.key.is_empty() {
+                // `  ` or ` `: no word lies between its boundaries, so it
+                // never yields a hit.
+                continue;
+            }
+            if pattern.lead && pattern.trail {
+                let first = pattern.key.split(|&b| b == b' ').next().unwrap_or_default();
+                words.entry(first.into()).or_default().push(index);
+            } else {
+                let at = *partial_index.entry(&pattern.key).or_insert_with(|| {
+                    partial_texts.push(&pattern.key);
+                    partial_patterns.push(Vec::new());
+                    partial_texts.len() - 1
+                });
+                partial_patterns[at].push(index);
+            }
+        }
+        let longest_word = words.keys().map(|w| w.len()).max().unwrap_or(0);
+        let partial = AhoCorasick::builder()
             .kind(Some(AhoCorasickKind::DFA))
             .match_kind(MatchKind::Standard)
-            // Nearly every pattern starts with a space, so no prefilter
-            // could skip ahead usefully.
-            .prefilter(false)
-            .build(&texts)
+            .build(&partial_texts)
             .map_err(|e| MonitorError::Build(e.to_string()))?;
-        let longest = texts.iter().map(String::len).max().unwrap_or(0);
         Ok(Self {
-            automaton,
+            words,
+            longest_word,
+            partial,
+            partial_patterns,
             patterns,
             longest,
         })
+    }
+
+    /// Every occurrence of every pattern in `bytes`, in order.
+    fn occurrences(&self, bytes: &[u8]) -> Vec<Occurrence> {
+        let mut found = Vec::new();
+        let mut previous: Option<usize> = None;
+        for_each_space(bytes, |space| {
+            if let Some(before) = previous {
+                let start = before + 1;
+                if space > start && space - start <= self.longest_word {
+                    self.whole_words_at(bytes, start, space, &mut found);
+                }
+            }
+            previous = Some(space);
+        });
+        for m in self.partial.find_overlapping_iter(bytes) {
+            let Some(patterns) = self.partial_patterns.get(m.pattern().as_usize()) else {
+                continue;
+            };
+            for &index in patterns {
+                let Some(pattern) = self.patterns.get(index) else {
+                    continue;
+                };
+                if !pattern.lead {
+                    found.push((m.end(), m.start(), index));
+                } else if m.start() > 0 && bytes[m.start() - 1] == b' ' {
+                    found.push((m.end(), m.start() - 1, index));
+                }
+            }
+        }
+        found.sort_unstable();
+        found
+    }
+
+    /// The whole-word patterns that start with the word `bytes[start..end]`
+    /// and match the words from there.
+    #[inline]
+    fn whole_words_at(&self, bytes: &[u8], start: usize, end: usize, found: &mut Vec<Occurrence>) {
+        let Some(candidates) = self.words.get(&bytes[start..end]) else {
+            return;
+        };
+        for &index in candidates {
+            let Some(pattern) = self.patterns.get(index) else {
+                continue;
+            };
+            let after = start + pattern.key.len();
+            if bytes.get(after) == Some(&b' ') && bytes.get(start..after) == Some(&pattern.key[..])
+            {
+                found.push((after + 1, start - 1, index));
+            }
+        }
+    }
+
+    /// The single automaton of every pattern, boundary spaces included,
+    /// that the word table and small automaton stand in for.
+    #[cfg(test)]
+    fn oracle(&self) -> AhoCorasick {
+        let texts: Vec<Vec<u8>> = self
+            .patterns
+            .iter()
+            .map(|p| {
+                let mut text = Vec::with_capacity(p.key.len() + 2);
+                if p.lead {
+                    text.push(b' ');
+                }
+                text.extend_from_slice(&p.key);
+                if p.trail {
+                    text.push(b' ');
+                }
+                text
+            })
+            .collect();
+        AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::DFA))
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(&texts)
+            .unwrap()
+    }
+
+    /// The occurrences as the single automaton reports them.
+    #[cfg(test)]
+    fn oracle_occurrences(&self, oracle: &AhoCorasick, bytes: &[u8]) -> Vec<Occurrence> {
+        oracle
+            .find_overlapping_iter(bytes)
+            .map(|m| (m.end(), m.start(), m.pattern().as_usize()))
+            .collect()
+    }
+}
+
+/// Calls `f` with the position of every space in `bytes`, in order,
+/// testing eight bytes at a time.
+#[inline]
+fn for_each_space(bytes: &[u8], mut f: impl FnMut(usize)) {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        // Spaces become zero bytes; adding 0x7f to the low seven bits of a
+        // byte sets its top bit unless they were all zero, and no sum
+        // carries into the next byte.
+        let x = u64::from_le_bytes(word) ^ (0x20 * LOW);
+        let mut spaces = !(((x & !HIGH) + !HIGH) | x) & HIGH;
+        while spaces != 0 {
+            f(base + (spaces.trailing_zeros() / 8) as usize);
+            spaces &= spaces - 1;
+        }
+        base += 8;
+    }
+    for (k, &b) in chunks.remainder().iter().enumerate() {
+        if b == b' ' {
+            f(base + k);
+        }
     }
 }
 
@@ -544,6 +738,162 @@ mod tests {
         assert_eq!(terms(&m, "how to suicide")[0].1, 4);
         assert_eq!(terms(&m, "suicide prevention charity")[0].1, 1);
         assert_eq!(terms(&m, "suicide")[0].1, 3);
+    }
+
+    /// The shipped matcher and the single automaton of each of its
+    /// pattern sets, built once.
+    fn shipped_with_oracles() -> &'static (Matcher, AhoCorasick, AhoCorasick) {
+        static SHIPPED: std::sync::OnceLock<(Matcher, AhoCorasick, AhoCorasick)> =
+            std::sync::OnceLock::new();
+        SHIPPED.get_or_init(|| {
+            let m = Matcher::shipped().unwrap();
+            let main = m.main.oracle();
+            let squeezed = m.squeezed.oracle();
+            (m, main, squeezed)
+        })
+    }
+
+    /// The hits the single automaton of every pattern gives.
+    fn scan_with_oracle(text: &str) -> Vec<Hit> {
+        let (m, main, squeezed) = shipped_with_oracles();
+        let text = truncate_to_char_boundary(text, MAX_SCAN_BYTES);
+        m.scan_normalised_by(&normalise(text), |automaton, bytes| {
+            let oracle = if std::ptr::eq(automaton, &m.main) {
+                main
+            } else {
+                squeezed
+            };
+            automaton.oracle_occurrences(oracle, bytes)
+        })
+    }
+
+    /// The occurrences both ways, leaving out patterns with nothing
+    /// between their boundaries, which the word table does not hold and
+    /// which never make a hit.
+    fn both_occurrences(
+        automaton: &Automaton,
+        oracle: &AhoCorasick,
+        bytes: &[u8],
+    ) -> (Vec<Occurrence>, Vec<Occurrence>) {
+        let mut expected = automaton.oracle_occurrences(oracle, bytes);
+        expected.retain(|&(_, _, p)| !automaton.patterns[p].key.is_empty());
+        (automaton.occurrences(bytes), expected)
+    }
+
+    fn check_against_oracle(text: &str) {
+        let (m, main, squeezed) = shipped_with_oracles();
+        let base = normalise(text);
+        let (got, expected) = both_occurrences(&m.main, main, base.bytes());
+        assert_eq!(got, expected, "{text:?}");
+        let (view, _) = base.squeezed();
+        let (got, expected) = both_occurrences(&m.squeezed, squeezed, view.bytes());
+        assert_eq!(got, expected, "{text:?}");
+        let (view, _) = base.joined_near(usize::MAX);
+        let (got, expected) = both_occurrences(&m.main, main, view.bytes());
+        assert_eq!(got, expected, "{text:?}");
+        assert_eq!(m.scan(text), scan_with_oracle(text), "{text:?}");
+    }
+
+    /// Every phrase of the shipped libraries: terms, context words and
+    /// exclusions.
+    fn shipped_phrases() -> &'static Vec<String> {
+        static PHRASES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        PHRASES.get_or_init(|| {
+            let mut phrases = Vec::new();
+            for library in Library::shipped().unwrap() {
+                for group in library.terms {
+                    phrases.extend(group.phrases);
+                }
+                for context in library.contexts {
+                    phrases.extend(context.raise);
+                    phrases.extend(context.lower);
+                }
+                for exclusion in library.exclusions {
+                    phrases.extend(exclusion.phrases);
+                }
+            }
+            phrases
+        })
+    }
+
+    /// Text made of library phrases, disguised or cut, and noise.
+    fn library_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let count = shipped_phrases().len();
+        let phrase = (0..count).prop_map(|i| shipped_phrases()[i].clone());
+        let piece = prop_oneof![
+            4 => phrase.clone(),
+            1 => phrase.clone().prop_map(|p| p.replace(' ', "")),
+            1 => phrase.clone().prop_map(|p| p.to_uppercase().replace('o', "0").replace('e', "3")),
+            1 => phrase.clone().prop_map(|p| p.chars().flat_map(|c| [c, ' ']).collect()),
+            1 => phrase.clone().prop_map(|p| p.chars().flat_map(|c| [c, c, c]).collect()),
+            1 => (phrase, 0usize..8).prop_map(|(p, cut)| p.chars().skip(cut).collect()),
+            2 => "[a-z]{1,8}",
+            1 => Just("the".to_string()),
+            1 => Just("%20".to_string()),
+            1 => "[ .,!?'@$0-9-]{1,3}",
+            1 => any::<char>().prop_map(String::from),
+        ];
+        let gap = prop_oneof![
+            6 => Just(" ".to_string()),
+            1 => Just("".to_string()),
+            1 => Just(", ".to_string()),
+            1 => Just("-".to_string()),
+        ];
+        proptest::collection::vec((piece, gap), 0..24)
+            .prop_map(|parts| parts.into_iter().flat_map(|(p, g)| [p, g]).collect())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn word_table_finds_what_one_automaton_finds(text in library_text()) {
+            check_against_oracle(&text);
+        }
+
+        #[test]
+        fn word_table_finds_what_one_automaton_finds_in_anything(text in proptest::prelude::any::<String>()) {
+            check_against_oracle(&text);
+        }
+    }
+
+    #[test]
+    fn word_table_agrees_with_one_automaton_at_the_hit_limit() {
+        // Past MAX_HITS the order in which occurrences come decides which
+        // hits are kept, so the order must be the automaton's too.
+        let text = "kill myself suicide sexchat porn weed sussex how to kill ".repeat(1200);
+        let (m, _, _) = shipped_with_oracles();
+        let hits = m.scan(&text);
+        assert!(hits.len() >= MAX_HITS / 2, "{}", hits.len());
+        assert_eq!(hits, scan_with_oracle(&text));
+        check_against_oracle("i want to kill myself, sexchat and suicidal");
+    }
+
+    #[test]
+    fn spaces_are_found_eight_bytes_at_a_time() {
+        for len in 0..20 {
+            for byte in 0..=255u8 {
+                for at in [0, 3, 7, 8, 12, 19] {
+                    let mut bytes = vec![b'a'; len];
+                    if at < len {
+                        bytes[at] = byte;
+                    }
+                    let expected: Vec<usize> = bytes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &b)| b == b' ')
+                        .map(|(i, _)| i)
+                        .collect();
+                    let mut got = Vec::new();
+                    for_each_space(&bytes, |i| got.push(i));
+                    assert_eq!(got, expected, "{byte:#x} at {at} of {len}");
+                }
+            }
+        }
+        let mut got = Vec::new();
+        for_each_space(b"  a  bc d        e", |i| got.push(i));
+        assert_eq!(got, vec![0, 1, 3, 4, 7, 9, 10, 11, 12, 13, 14, 15, 16]);
     }
 
     #[test]
