@@ -26,8 +26,8 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+#[cfg(test)]
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
-use foldhash::fast::FixedState;
 use serde::Serialize;
 
 use crate::library::{Category, Library, Position};
@@ -102,17 +102,67 @@ pub struct Matcher {
 #[derive(Debug, Clone)]
 struct Automaton {
     /// Whole-word patterns, by their first word.
-    words: HashMap<Box<[u8]>, Vec<usize>, FixedState>,
-    /// The length of the longest first word in `words`; longer words
-    /// cannot start a pattern and are not looked up.
-    longest_word: usize,
-    /// Prefix and anywhere patterns, without their leading space.
-    partial: AhoCorasick,
-    /// Per pattern of `partial`: the patterns it stands for.
-    partial_patterns: Vec<Vec<usize>>,
+    words: WordTable,
+    /// Prefix and anywhere patterns, by their first two bytes.
+    partial: PartialTable,
     patterns: Vec<Pattern>,
     /// The longest pattern, in bytes.
     longest: usize,
+}
+
+/// Whole-word patterns by the hash of their first word: an open hash
+/// table would cost a probe and a key comparison per word of text, where
+/// this costs one multiply and one load for the nine words in ten that
+/// start no pattern.
+///
+/// The hash is a fixed multiply-rotate, not a keyed one: the table is
+/// built from the libraries, and text only looks words up, so a child
+/// choosing words cannot make it degrade.
+#[derive(Debug, Clone)]
+struct WordTable {
+    /// Bucket `b` holds `candidates[starts[b]..starts[b + 1]]`.
+    starts: Vec<u32>,
+    candidates: Vec<Candidate>,
+    /// The bucket of a hash is its top bits: `hash >> shift`.
+    shift: u32,
+    /// Longer words start no pattern and are not hashed.
+    longest_word: usize,
+}
+
+/// A whole-word pattern in its first word's bucket.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    /// The hash of the pattern's first word.
+    first: u64,
+    /// The pattern's next eight bytes after its first word, counting the
+    /// boundary space after it, and which of those bytes there are: most
+    /// candidates (`how old are you`, `how to hide weed` for the word
+    /// `how`) differ from the text there, and are rejected without a
+    /// comparison of the whole pattern.
+    next: u64,
+    next_mask: u64,
+    /// The pattern.
+    index: usize,
+}
+
+/// Prefix and anywhere patterns (a few dozen): the first three bytes at
+/// each position of the text are hashed into a bitmap of the patterns'
+/// first three bytes, and only where that bit is set are the patterns
+/// compared. Common letter pairs (`se`, `he`) start patterns, so two bytes
+/// would pass a tenth of the text; three pass almost none.
+#[derive(Debug, Clone)]
+struct PartialTable {
+    /// One bit per hash of three bytes.
+    trigrams: Vec<u64>,
+    /// (hash of the first three bytes, pattern), sorted.
+    by_trigram: Vec<(u32, usize)>,
+    /// Patterns of one or two bytes, which the bitmap cannot hold,
+    /// compared wherever the searcher stops.
+    short: Vec<usize>,
+    /// Finds, with SIMD, the next position where any of the patterns
+    /// starts; `None` where the CPU or the patterns do not allow it, and
+    /// then every position is tested against the bitmap instead.
+    searcher: Option<aho_corasick::packed::Searcher>,
 }
 
 #[derive(Debug, Clone)]
@@ -481,10 +531,8 @@ impl Automaton {
                 }
             }
         }
-        let mut words: HashMap<Box<[u8]>, Vec<usize>, FixedState> = HashMap::default();
-        let mut partial_index: HashMap<&[u8], usize> = HashMap::new();
-        let mut partial_texts: Vec<&[u8]> = Vec::new();
-        let mut partial_patterns: Vec<Vec<usize>> = Vec::new();
+        let mut whole = Vec::new();
+        let mut partial = Vec::new();
         for (index, pattern) in patterns.iter().enumerate() {
             if pattern.key.is_empty() {
                 // `  ` or ` `: no word lies between its boundaries, so it
@@ -492,28 +540,16 @@ impl Automaton {
                 continue;
             }
             if pattern.lead && pattern.trail {
-                let first = pattern.key.split(|&b| b == b' ').next().unwrap_or_default();
-                words.entry(first.into()).or_default().push(index);
+                whole.push(index);
             } else {
-                let at = *partial_index.entry(&pattern.key).or_insert_with(|| {
-                    partial_texts.push(&pattern.key);
-                    partial_patterns.push(Vec::new());
-                    partial_texts.len() - 1
-                });
-                partial_patterns[at].push(index);
+                partial.push(index);
             }
         }
-        let longest_word = words.keys().map(|w| w.len()).max().unwrap_or(0);
-        let partial = AhoCorasick::builder()
-            .kind(Some(AhoCorasickKind::DFA))
-            .match_kind(MatchKind::Standard)
-            .build(&partial_texts)
-            .map_err(|e| MonitorError::Build(e.to_string()))?;
+        let words = WordTable::build(&patterns, &whole);
+        let partial = PartialTable::build(&patterns, &partial);
         Ok(Self {
             words,
-            longest_word,
             partial,
-            partial_patterns,
             patterns,
             longest,
         })
@@ -522,50 +558,141 @@ impl Automaton {
     /// Every occurrence of every pattern in `bytes`, in order.
     fn occurrences(&self, bytes: &[u8]) -> Vec<Occurrence> {
         let mut found = Vec::new();
-        let mut previous: Option<usize> = None;
-        for_each_space(bytes, |space| {
-            if let Some(before) = previous {
-                let start = before + 1;
-                if space > start && space - start <= self.longest_word {
-                    self.whole_words_at(bytes, start, space, &mut found);
-                }
+        let longest = self.words.longest_word;
+        // Where the current word starts; 0 until a space has been seen,
+        // since a word needs the space before it.
+        let mut start = 0;
+        let mut word_ends = |space: usize, found: &mut Vec<Occurrence>| {
+            if start != 0 && space > start && space - start <= longest {
+                self.whole_words_at(bytes, start, space, found);
             }
-            previous = Some(space);
-        });
-        for m in self.partial.find_overlapping_iter(bytes) {
-            let Some(patterns) = self.partial_patterns.get(m.pattern().as_usize()) else {
-                continue;
-            };
-            for &index in patterns {
-                let Some(pattern) = self.patterns.get(index) else {
-                    continue;
-                };
-                if !pattern.lead {
-                    found.push((m.end(), m.start(), index));
-                } else if m.start() > 0 && bytes[m.start() - 1] == b' ' {
-                    found.push((m.end(), m.start() - 1, index));
-                }
+            start = space + 1;
+        };
+        let mut chunks = bytes.chunks_exact(8);
+        let mut base = 0;
+        for chunk in &mut chunks {
+            let mut spaces = space_mask(chunk);
+            while spaces != 0 {
+                word_ends(base + (spaces.trailing_zeros() / 8) as usize, &mut found);
+                spaces &= spaces - 1;
+            }
+            base += 8;
+        }
+        for (k, &b) in chunks.remainder().iter().enumerate() {
+            if b == b' ' {
+                word_ends(base + k, &mut found);
             }
         }
-        found.sort_unstable();
-        found
+        let mut partial = Vec::new();
+        self.partial_at_every_byte(bytes, &mut partial);
+        if partial.is_empty() {
+            return found;
+        }
+        if !partial.is_sorted() {
+            partial.sort_unstable();
+        }
+        merge(found, partial)
     }
 
     /// The whole-word patterns that start with the word `bytes[start..end]`
     /// and match the words from there.
-    #[inline]
+    #[inline(always)]
     fn whole_words_at(&self, bytes: &[u8], start: usize, end: usize, found: &mut Vec<Occurrence>) {
-        let Some(candidates) = self.words.get(&bytes[start..end]) else {
+        let hash = word_hash(bytes, start, end);
+        let bucket = (hash >> self.words.shift) as usize;
+        let (Some(&from), Some(&to)) = (
+            self.words.starts.get(bucket),
+            self.words.starts.get(bucket + 1),
+        ) else {
             return;
         };
-        for &index in candidates {
-            let Some(pattern) = self.patterns.get(index) else {
+        if from == to {
+            return;
+        }
+        let Some(candidates) = self.words.candidates.get(from as usize..to as usize) else {
+            return;
+        };
+        let next = eight_at(bytes, end);
+        for candidate in candidates {
+            if candidate.first != hash || next & candidate.next_mask != candidate.next {
+                continue;
+            }
+            let Some(pattern) = self.patterns.get(candidate.index) else {
                 continue;
             };
+            // The pattern followed by a space at `start` is the pattern's
+            // words there, whichever first word had this hash.
             let after = start + pattern.key.len();
             if bytes.get(after) == Some(&b' ') && bytes.get(start..after) == Some(&pattern.key[..])
             {
-                found.push((after + 1, start - 1, index));
+                insert_in_order(found, (after + 1, start - 1, candidate.index));
+            }
+        }
+    }
+
+    /// The prefix and anywhere patterns starting at any byte of `bytes`.
+    fn partial_at_every_byte(&self, bytes: &[u8], found: &mut Vec<Occurrence>) {
+        let table = &self.partial;
+        let mut check = |at: usize, index: usize| {
+            let Some(pattern) = self.patterns.get(index) else {
+                return;
+            };
+            let end = at + pattern.key.len();
+            if bytes.get(at..end) != Some(&pattern.key[..]) {
+                return;
+            }
+            if !pattern.lead {
+                found.push((end, at, index));
+            } else if at > 0 && bytes.get(at - 1) == Some(&b' ') {
+                found.push((end, at - 1, index));
+            }
+        };
+        let at_position = |at: usize, check: &mut dyn FnMut(usize, usize)| {
+            if let Some(three) = bytes.get(at..at + 3) {
+                let hash = trigram_hash(three[0], three[1], three[2]);
+                let set = table
+                    .trigrams
+                    .get((hash >> 6) as usize)
+                    .is_some_and(|bits| bits >> (hash & 63) & 1 != 0);
+                if set {
+                    let from = table.by_trigram.partition_point(|&(h, _)| h < hash);
+                    for &(h, index) in &table.by_trigram[from..] {
+                        if h != hash {
+                            break;
+                        }
+                        check(at, index);
+                    }
+                }
+            }
+            for &index in &table.short {
+                check(at, index);
+            }
+        };
+        match &table.searcher {
+            // Too short for the SIMD searcher, which would fall back to
+            // a slower search of its own.
+            Some(searcher) if bytes.len() >= searcher.minimum_len() => {
+                // The leftmost start of any pattern from `at` on; every
+                // pattern starting there is then compared, and the search
+                // goes on from the next byte.
+                let mut at = 0;
+                while at < bytes.len() {
+                    let Some(m) =
+                        searcher.find_in(bytes, aho_corasick::Span::from(at..bytes.len()))
+                    else {
+                        break;
+                    };
+                    at_position(m.start(), &mut check);
+                    at = m.start() + 1;
+                }
+            }
+            _ => {
+                if table.by_trigram.is_empty() && table.short.is_empty() {
+                    return;
+                }
+                for at in 0..bytes.len() {
+                    at_position(at, &mut check);
+                }
             }
         }
     }
@@ -607,33 +734,194 @@ impl Automaton {
     }
 }
 
-/// Calls `f` with the position of every space in `bytes`, in order,
-/// testing eight bytes at a time.
+/// Adds `occurrence` to the sorted `found`. Words are found by where
+/// they start, and wanted by where they end: only a phrase of several
+/// words is followed by occurrences that end before it, a few at most.
 #[inline]
-fn for_each_space(bytes: &[u8], mut f: impl FnMut(usize)) {
+fn insert_in_order(found: &mut Vec<Occurrence>, occurrence: Occurrence) {
+    let mut at = found.len();
+    while at > 0 && found[at - 1] > occurrence {
+        at -= 1;
+    }
+    found.insert(at, occurrence);
+}
+
+/// The two sorted lists as one.
+fn merge(a: Vec<Occurrence>, b: Vec<Occurrence>) -> Vec<Occurrence> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let mut b = b.into_iter().peekable();
+    for x in a {
+        while let Some(y) = b.next_if(|y| *y < x) {
+            out.push(y);
+        }
+        out.push(x);
+    }
+    out.extend(b);
+    out
+}
+
+impl WordTable {
+    fn build(patterns: &[Pattern], whole: &[usize]) -> Self {
+        let mut longest_word = 0;
+        let mut keyed: Vec<Candidate> = whole
+            .iter()
+            .filter_map(|&index| {
+                let key = &patterns.get(index)?.key;
+                let first = key.iter().position(|&b| b == b' ').unwrap_or(key.len());
+                longest_word = longest_word.max(first);
+                let mut next: Vec<u8> = key[first..].iter().copied().take(8).collect();
+                if next.len() < 8 {
+                    next.push(b' ');
+                }
+                let next_mask = if next.len() == 8 {
+                    u64::MAX
+                } else {
+                    (1u64 << (8 * next.len())) - 1
+                };
+                Some(Candidate {
+                    first: word_hash(key, 0, first),
+                    next: eight_at(&next, 0),
+                    next_mask,
+                    index,
+                })
+            })
+            .collect();
+        // About four buckets per first word, so that most words of text
+        // land in an empty one.
+        let bits = (keyed.len().max(1) * 4)
+            .next_power_of_two()
+            .trailing_zeros()
+            .max(4);
+        let shift = 64 - bits;
+        keyed.sort_by_key(|c| (c.first >> shift, c.index));
+        let mut starts = vec![0u32; (1usize << bits) + 1];
+        for c in &keyed {
+            starts[(c.first >> shift) as usize + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        Self {
+            starts,
+            candidates: keyed,
+            shift,
+            longest_word,
+        }
+    }
+}
+
+impl PartialTable {
+    fn build(patterns: &[Pattern], partial: &[usize]) -> Self {
+        let mut trigrams = vec![0u64; (TRIGRAM_MASK as usize + 1) / 64];
+        let mut by_trigram = Vec::new();
+        let mut short = Vec::new();
+        for &index in partial {
+            let Some(pattern) = patterns.get(index) else {
+                continue;
+            };
+            match *pattern.key {
+                [a, b, c, ..] => {
+                    let hash = trigram_hash(a, b, c);
+                    trigrams[(hash >> 6) as usize] |= 1 << (hash & 63);
+                    by_trigram.push((hash, index));
+                }
+                [] => {}
+                _ => short.push(index),
+            }
+        }
+        by_trigram.sort_unstable();
+        let keys: Vec<&[u8]> = partial
+            .iter()
+            .filter_map(|&index| Some(&patterns.get(index)?.key[..]))
+            .filter(|key| !key.is_empty())
+            .collect();
+        let searcher = if keys.is_empty() {
+            None
+        } else {
+            aho_corasick::packed::Config::new()
+                .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
+                .builder()
+                .extend(keys)
+                .build()
+        };
+        Self {
+            trigrams,
+            by_trigram,
+            short,
+            searcher,
+        }
+    }
+}
+
+/// Three bytes hashed to 16 bits (a bitmap of 8 KiB).
+const TRIGRAM_MASK: u32 = (1 << 16) - 1;
+
+#[inline]
+fn trigram_hash(a: u8, b: u8, c: u8) -> u32 {
+    let x = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16;
+    (x.wrapping_mul(0x9e37_79b1) >> 16) & TRIGRAM_MASK
+}
+
+/// The eight bytes of `bytes` from `at`, as a little-endian `u64`, zero
+/// past the end.
+#[inline]
+fn eight_at(bytes: &[u8], at: usize) -> u64 {
+    let mut eight = [0u8; 8];
+    match bytes.get(at..at + 8) {
+        Some(chunk) => eight.copy_from_slice(chunk),
+        None => {
+            for (to, from) in eight.iter_mut().zip(bytes.get(at..).unwrap_or_default()) {
+                *to = *from;
+            }
+        }
+    }
+    u64::from_le_bytes(eight)
+}
+
+/// The hash of the word `bytes[start..end]`: eight bytes at a time, the
+/// last eight zero-padded, each mixed in by a rotate, an exclusive or and
+/// a multiply; the top bits pick the bucket. Normalised words hold no zero
+/// bytes, so the padding cannot make two words of up to eight bytes one.
+#[inline(always)]
+fn word_hash(bytes: &[u8], start: usize, end: usize) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let len = end - start;
+    if (1..=8).contains(&len) {
+        // The common case: one load, masked.
+        if let Some(chunk) = bytes.get(start..start + 8) {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(chunk);
+            let word = u64::from_le_bytes(eight) & (u64::MAX >> (64 - 8 * len));
+            return word.wrapping_mul(K);
+        }
+    }
+    let mut hash = 0u64;
+    let mut at = start;
+    while at < end {
+        let take = (end - at).min(8);
+        let mut eight = [0u8; 8];
+        for (to, from) in eight.iter_mut().zip(&bytes[at..at + take]) {
+            *to = *from;
+        }
+        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(eight)).wrapping_mul(K);
+        at += take;
+    }
+    hash
+}
+
+/// The top bit of each byte of `chunk` (eight bytes) that is a space, as
+/// a little-endian `u64`.
+#[inline(always)]
+fn space_mask(chunk: &[u8]) -> u64 {
     const LOW: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = bytes.chunks_exact(8);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        // Spaces become zero bytes; adding 0x7f to the low seven bits of a
-        // byte sets its top bit unless they were all zero, and no sum
-        // carries into the next byte.
-        let x = u64::from_le_bytes(word) ^ (0x20 * LOW);
-        let mut spaces = !(((x & !HIGH) + !HIGH) | x) & HIGH;
-        while spaces != 0 {
-            f(base + (spaces.trailing_zeros() / 8) as usize);
-            spaces &= spaces - 1;
-        }
-        base += 8;
-    }
-    for (k, &b) in chunks.remainder().iter().enumerate() {
-        if b == b' ' {
-            f(base + k);
-        }
-    }
+    let mut eight = [0u8; 8];
+    eight.copy_from_slice(chunk);
+    // Spaces become zero bytes; adding 0x7f to the low seven bits of a
+    // byte sets its top bit unless they were all zero, and no sum carries
+    // into the next byte.
+    let x = u64::from_le_bytes(eight) ^ (0x20 * LOW);
+    !(((x & !HIGH) + !HIGH) | x) & HIGH
 }
 
 #[cfg(test)]
@@ -868,6 +1156,25 @@ mod tests {
         assert!(hits.len() >= MAX_HITS / 2, "{}", hits.len());
         assert_eq!(hits, scan_with_oracle(&text));
         check_against_oracle("i want to kill myself, sexchat and suicidal");
+    }
+
+    /// Every space of `bytes`, found as `occurrences` finds them.
+    fn for_each_space(bytes: &[u8], mut f: impl FnMut(usize)) {
+        let mut chunks = bytes.chunks_exact(8);
+        let mut base = 0;
+        for chunk in &mut chunks {
+            let mut spaces = space_mask(chunk);
+            while spaces != 0 {
+                f(base + (spaces.trailing_zeros() / 8) as usize);
+                spaces &= spaces - 1;
+            }
+            base += 8;
+        }
+        for (k, &b) in chunks.remainder().iter().enumerate() {
+            if b == b' ' {
+                f(base + k);
+            }
+        }
     }
 
     #[test]
