@@ -9,24 +9,14 @@
 //! that run words together, when that variant is long enough not to
 //! collide with ordinary words.
 //!
-//! A second set holds every pattern with its letter runs squeezed, for
-//! the squeezed view of stretched text; a hit there counts only when it
-//! covers a stretched run, so that `wed` is not read as `weed` but
+//! A second automaton holds every pattern with its letter runs squeezed,
+//! for the squeezed view of stretched text; a hit there counts only when
+//! it covers a stretched run, so that `wed` is not read as `weed` but
 //! `weeeed` is.
-//!
-//! Nearly every pattern is whole words, and those are not run through an
-//! automaton at all: each word of the text is looked up in a hash table of
-//! the patterns' first words, and the few candidates are checked against
-//! the words that follow. Only the few dozen prefix and anywhere patterns
-//! (` suicid`, `porn`) go through an Aho-Corasick automaton, small enough
-//! to stay in cache and to skip ahead with a prefilter. Together they find
-//! exactly the occurrences one automaton of all the patterns would, in the
-//! same order (the tests keep that automaton as the oracle).
 
 use std::collections::HashMap;
 use std::ops::Range;
 
-#[cfg(test)]
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use serde::Serialize;
 
@@ -98,89 +88,15 @@ pub struct Matcher {
     squeezed: Automaton,
 }
 
-/// One set of patterns (plain or squeezed), split by how they are found.
 #[derive(Debug, Clone)]
 struct Automaton {
-    /// Whole-word patterns, by their first word.
-    words: WordTable,
-    /// Prefix and anywhere patterns, by their first two bytes.
-    partial: PartialTable,
-    patterns: Vec<Pattern>,
+    automaton: AhoCorasick,
+    /// Per pattern: the entries it stands for, and whether the pattern
+    /// has a leading and a trailing boundary space.
+    patterns: Vec<(Vec<usize>, bool, bool)>,
     /// The longest pattern, in bytes.
     longest: usize,
 }
-
-/// Whole-word patterns by the hash of their first word: an open hash
-/// table would cost a probe and a key comparison per word of text, where
-/// this costs one multiply and one load for the nine words in ten that
-/// start no pattern.
-///
-/// The hash is a fixed multiply-rotate, not a keyed one: the table is
-/// built from the libraries, and text only looks words up, so a child
-/// choosing words cannot make it degrade.
-#[derive(Debug, Clone)]
-struct WordTable {
-    /// Bucket `b` holds `candidates[starts[b]..starts[b + 1]]`.
-    starts: Vec<u32>,
-    candidates: Vec<Candidate>,
-    /// The bucket of a hash is its top bits: `hash >> shift`.
-    shift: u32,
-    /// Longer words start no pattern and are not hashed.
-    longest_word: usize,
-}
-
-/// A whole-word pattern in its first word's bucket.
-#[derive(Debug, Clone, Copy)]
-struct Candidate {
-    /// The hash of the pattern's first word.
-    first: u64,
-    /// The pattern's next eight bytes after its first word, counting the
-    /// boundary space after it, and which of those bytes there are: most
-    /// candidates (`how old are you`, `how to hide weed` for the word
-    /// `how`) differ from the text there, and are rejected without a
-    /// comparison of the whole pattern.
-    next: u64,
-    next_mask: u64,
-    /// The pattern.
-    index: usize,
-}
-
-/// Prefix and anywhere patterns (a few dozen): the first three bytes at
-/// each position of the text are hashed into a bitmap of the patterns'
-/// first three bytes, and only where that bit is set are the patterns
-/// compared. Common letter pairs (`se`, `he`) start patterns, so two bytes
-/// would pass a tenth of the text; three pass almost none.
-#[derive(Debug, Clone)]
-struct PartialTable {
-    /// One bit per hash of three bytes.
-    trigrams: Vec<u64>,
-    /// (hash of the first three bytes, pattern), sorted.
-    by_trigram: Vec<(u32, usize)>,
-    /// Patterns of one or two bytes, which the bitmap cannot hold,
-    /// compared wherever the searcher stops.
-    short: Vec<usize>,
-    /// Finds, with SIMD, the next position where any of the patterns
-    /// starts; `None` where the CPU or the patterns do not allow it, and
-    /// then every position is tested against the bitmap instead.
-    searcher: Option<aho_corasick::packed::Searcher>,
-}
-
-#[derive(Debug, Clone)]
-struct Pattern {
-    /// The entries the pattern stands for.
-    entries: Vec<usize>,
-    /// Whether the pattern has a leading and a trailing boundary space.
-    lead: bool,
-    trail: bool,
-    /// The pattern without its boundary spaces.
-    key: Box<[u8]>,
-}
-
-/// One occurrence of a pattern, where a single automaton of every pattern
-/// (boundary spaces included) would report it: its end, its start and the
-/// pattern. Sorted, these come in that automaton's order: by end, and at
-/// one end the longer first.
-type Occurrence = (usize, usize, usize);
 
 /// A pattern found in one view, in that view's coordinates.
 #[derive(Debug, Clone, Copy)]
@@ -303,19 +219,8 @@ impl Matcher {
     }
 
     fn scan_normalised(&self, base: &Normalised) -> Vec<Hit> {
-        self.scan_normalised_by(base, Automaton::occurrences)
-    }
-
-    /// Scans a normalised text, finding patterns with `find`: the word
-    /// table and small automaton, or in tests the single-automaton oracle.
-    fn scan_normalised_by(
-        &self,
-        base: &Normalised,
-        find: impl Fn(&Automaton, &[u8]) -> Vec<Occurrence>,
-    ) -> Vec<Hit> {
-        let find = &find;
         let mut hits = Vec::new();
-        self.scan_view(base, &self.main, None, find, &mut hits);
+        self.scan_view(base, &self.main, None, &mut hits);
         if base.is_spelled_out() {
             // Any exclusion or context word that bears on a hit in a run
             // lies within this margin of it. Hits outside the runs are the
@@ -323,7 +228,7 @@ impl Matcher {
             let margin = 2 * self.main.longest + CONTEXT_WINDOW;
             let (view, runs) = base.joined_near(margin);
             let mut joined = Vec::new();
-            self.scan_view(&view, &self.main, None, find, &mut joined);
+            self.scan_view(&view, &self.main, None, &mut joined);
             hits.extend(joined.into_iter().filter(|hit| {
                 runs.iter()
                     .any(|run| hit.span.start < run.end && run.start < hit.span.end)
@@ -331,7 +236,7 @@ impl Matcher {
         }
         if base.is_stretched() {
             let (view, long_runs) = base.squeezed();
-            self.scan_view(&view, &self.squeezed, Some(&long_runs), find, &mut hits);
+            self.scan_view(&view, &self.squeezed, Some(&long_runs), &mut hits);
         }
         hits.sort_by(|a, b| {
             (a.span.start, a.span.end, &a.term, a.category).cmp(&(
@@ -350,7 +255,6 @@ impl Matcher {
         view: &Normalised,
         automaton: &Automaton,
         long_runs: Option<&[bool]>,
-        find: &impl Fn(&Automaton, &[u8]) -> Vec<Occurrence>,
         hits: &mut Vec<Hit>,
     ) {
         let bytes = view.bytes();
@@ -358,18 +262,13 @@ impl Matcher {
         let mut exclusions: Vec<Found> = Vec::new();
         let mut raises: Vec<Found> = Vec::new();
         let mut lowers: Vec<Found> = Vec::new();
-        for (m_end, m_start, pattern) in find(automaton, bytes) {
-            let Some(Pattern {
-                entries,
-                lead,
-                trail,
-                ..
-            }) = automaton.patterns.get(pattern)
+        for m in automaton.automaton.find_overlapping_iter(bytes) {
+            let Some((entries, lead, trail)) = automaton.patterns.get(m.pattern().as_usize())
             else {
                 continue;
             };
-            let start = m_start + usize::from(*lead);
-            let end = m_end - usize::from(*trail);
+            let start = m.start() + usize::from(*lead);
+            let end = m.end() - usize::from(*trail);
             if start >= end {
                 continue;
             }
@@ -496,8 +395,8 @@ impl Automaton {
         transform: impl Fn(&str) -> String,
     ) -> Result<Self, MonitorError> {
         let mut by_pattern: HashMap<String, usize> = HashMap::new();
-        let mut patterns: Vec<Pattern> = Vec::new();
-        let mut longest = 0;
+        let mut patterns: Vec<(Vec<usize>, bool, bool)> = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
         for (entry, (key, position)) in keys.iter().enumerate() {
             let key = transform(key);
             let mut variants = vec![key.clone()];
@@ -516,412 +415,31 @@ impl Automaton {
                     if lead { " " } else { "" },
                     if trail { " " } else { "" }
                 );
-                longest = longest.max(pattern.len());
-                let index = *by_pattern.entry(pattern).or_insert_with(|| {
-                    patterns.push(Pattern {
-                        entries: Vec::new(),
-                        lead,
-                        trail,
-                        key: variant.into_bytes().into_boxed_slice(),
-                    });
+                let index = *by_pattern.entry(pattern.clone()).or_insert_with(|| {
+                    texts.push(pattern);
+                    patterns.push((Vec::new(), lead, trail));
                     patterns.len() - 1
                 });
-                if !patterns[index].entries.contains(&entry) {
-                    patterns[index].entries.push(entry);
+                if !patterns[index].0.contains(&entry) {
+                    patterns[index].0.push(entry);
                 }
             }
         }
-        let mut whole = Vec::new();
-        let mut partial = Vec::new();
-        for (index, pattern) in patterns.iter().enumerate() {
-            if pattern.key.is_empty() {
-                // `  ` or ` `: no word lies between its boundaries, so it
-                // never yields a hit.
-                continue;
-            }
-            if pattern.lead && pattern.trail {
-                whole.push(index);
-            } else {
-                partial.push(index);
-            }
-        }
-        let words = WordTable::build(&patterns, &whole);
-        let partial = PartialTable::build(&patterns, &partial);
+        let automaton = AhoCorasick::builder()
+            .kind(Some(AhoCorasickKind::DFA))
+            .match_kind(MatchKind::Standard)
+            // Nearly every pattern starts with a space, so no prefilter
+            // could skip ahead usefully.
+            .prefilter(false)
+            .build(&texts)
+            .map_err(|e| MonitorError::Build(e.to_string()))?;
+        let longest = texts.iter().map(String::len).max().unwrap_or(0);
         Ok(Self {
-            words,
-            partial,
+            automaton,
             patterns,
             longest,
         })
     }
-
-    /// Every occurrence of every pattern in `bytes`, in order.
-    fn occurrences(&self, bytes: &[u8]) -> Vec<Occurrence> {
-        let mut found = Vec::new();
-        let longest = self.words.longest_word;
-        // Where the current word starts; 0 until a space has been seen,
-        // since a word needs the space before it.
-        let mut start = 0;
-        let mut word_ends = |space: usize, found: &mut Vec<Occurrence>| {
-            if start != 0 && space > start && space - start <= longest {
-                self.whole_words_at(bytes, start, space, found);
-            }
-            start = space + 1;
-        };
-        let mut chunks = bytes.chunks_exact(8);
-        let mut base = 0;
-        for chunk in &mut chunks {
-            let mut spaces = space_mask(chunk);
-            while spaces != 0 {
-                word_ends(base + (spaces.trailing_zeros() / 8) as usize, &mut found);
-                spaces &= spaces - 1;
-            }
-            base += 8;
-        }
-        for (k, &b) in chunks.remainder().iter().enumerate() {
-            if b == b' ' {
-                word_ends(base + k, &mut found);
-            }
-        }
-        let mut partial = Vec::new();
-        self.partial_at_every_byte(bytes, &mut partial);
-        if partial.is_empty() {
-            return found;
-        }
-        if !partial.is_sorted() {
-            partial.sort_unstable();
-        }
-        merge(found, partial)
-    }
-
-    /// The whole-word patterns that start with the word `bytes[start..end]`
-    /// and match the words from there.
-    #[inline(always)]
-    fn whole_words_at(&self, bytes: &[u8], start: usize, end: usize, found: &mut Vec<Occurrence>) {
-        let hash = word_hash(bytes, start, end);
-        let bucket = (hash >> self.words.shift) as usize;
-        let (Some(&from), Some(&to)) = (
-            self.words.starts.get(bucket),
-            self.words.starts.get(bucket + 1),
-        ) else {
-            return;
-        };
-        if from == to {
-            return;
-        }
-        let Some(candidates) = self.words.candidates.get(from as usize..to as usize) else {
-            return;
-        };
-        let next = eight_at(bytes, end);
-        for candidate in candidates {
-            if candidate.first != hash || next & candidate.next_mask != candidate.next {
-                continue;
-            }
-            let Some(pattern) = self.patterns.get(candidate.index) else {
-                continue;
-            };
-            // The pattern followed by a space at `start` is the pattern's
-            // words there, whichever first word had this hash.
-            let after = start + pattern.key.len();
-            if bytes.get(after) == Some(&b' ') && bytes.get(start..after) == Some(&pattern.key[..])
-            {
-                insert_in_order(found, (after + 1, start - 1, candidate.index));
-            }
-        }
-    }
-
-    /// The prefix and anywhere patterns starting at any byte of `bytes`.
-    fn partial_at_every_byte(&self, bytes: &[u8], found: &mut Vec<Occurrence>) {
-        let table = &self.partial;
-        let mut check = |at: usize, index: usize| {
-            let Some(pattern) = self.patterns.get(index) else {
-                return;
-            };
-            let end = at + pattern.key.len();
-            if bytes.get(at..end) != Some(&pattern.key[..]) {
-                return;
-            }
-            if !pattern.lead {
-                found.push((end, at, index));
-            } else if at > 0 && bytes.get(at - 1) == Some(&b' ') {
-                found.push((end, at - 1, index));
-            }
-        };
-        let at_position = |at: usize, check: &mut dyn FnMut(usize, usize)| {
-            if let Some(three) = bytes.get(at..at + 3) {
-                let hash = trigram_hash(three[0], three[1], three[2]);
-                let set = table
-                    .trigrams
-                    .get((hash >> 6) as usize)
-                    .is_some_and(|bits| bits >> (hash & 63) & 1 != 0);
-                if set {
-                    let from = table.by_trigram.partition_point(|&(h, _)| h < hash);
-                    for &(h, index) in &table.by_trigram[from..] {
-                        if h != hash {
-                            break;
-                        }
-                        check(at, index);
-                    }
-                }
-            }
-            for &index in &table.short {
-                check(at, index);
-            }
-        };
-        match &table.searcher {
-            // Too short for the SIMD searcher, which would fall back to
-            // a slower search of its own.
-            Some(searcher) if bytes.len() >= searcher.minimum_len() => {
-                // The leftmost start of any pattern from `at` on; every
-                // pattern starting there is then compared, and the search
-                // goes on from the next byte.
-                let mut at = 0;
-                while at < bytes.len() {
-                    let Some(m) =
-                        searcher.find_in(bytes, aho_corasick::Span::from(at..bytes.len()))
-                    else {
-                        break;
-                    };
-                    at_position(m.start(), &mut check);
-                    at = m.start() + 1;
-                }
-            }
-            _ => {
-                if table.by_trigram.is_empty() && table.short.is_empty() {
-                    return;
-                }
-                for at in 0..bytes.len() {
-                    at_position(at, &mut check);
-                }
-            }
-        }
-    }
-
-    /// The single automaton of every pattern, boundary spaces included,
-    /// that the word table and small automaton stand in for.
-    #[cfg(test)]
-    fn oracle(&self) -> AhoCorasick {
-        let texts: Vec<Vec<u8>> = self
-            .patterns
-            .iter()
-            .map(|p| {
-                let mut text = Vec::with_capacity(p.key.len() + 2);
-                if p.lead {
-                    text.push(b' ');
-                }
-                text.extend_from_slice(&p.key);
-                if p.trail {
-                    text.push(b' ');
-                }
-                text
-            })
-            .collect();
-        AhoCorasick::builder()
-            .kind(Some(AhoCorasickKind::DFA))
-            .match_kind(MatchKind::Standard)
-            .prefilter(false)
-            .build(&texts)
-            .unwrap()
-    }
-
-    /// The occurrences as the single automaton reports them.
-    #[cfg(test)]
-    fn oracle_occurrences(&self, oracle: &AhoCorasick, bytes: &[u8]) -> Vec<Occurrence> {
-        oracle
-            .find_overlapping_iter(bytes)
-            .map(|m| (m.end(), m.start(), m.pattern().as_usize()))
-            .collect()
-    }
-}
-
-/// Adds `occurrence` to the sorted `found`. Words are found by where
-/// they start, and wanted by where they end: only a phrase of several
-/// words is followed by occurrences that end before it, a few at most.
-#[inline]
-fn insert_in_order(found: &mut Vec<Occurrence>, occurrence: Occurrence) {
-    let mut at = found.len();
-    while at > 0 && found[at - 1] > occurrence {
-        at -= 1;
-    }
-    found.insert(at, occurrence);
-}
-
-/// The two sorted lists as one.
-fn merge(a: Vec<Occurrence>, b: Vec<Occurrence>) -> Vec<Occurrence> {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    let mut b = b.into_iter().peekable();
-    for x in a {
-        while let Some(y) = b.next_if(|y| *y < x) {
-            out.push(y);
-        }
-        out.push(x);
-    }
-    out.extend(b);
-    out
-}
-
-impl WordTable {
-    fn build(patterns: &[Pattern], whole: &[usize]) -> Self {
-        let mut longest_word = 0;
-        let mut keyed: Vec<Candidate> = whole
-            .iter()
-            .filter_map(|&index| {
-                let key = &patterns.get(index)?.key;
-                let first = key.iter().position(|&b| b == b' ').unwrap_or(key.len());
-                longest_word = longest_word.max(first);
-                let mut next: Vec<u8> = key[first..].iter().copied().take(8).collect();
-                if next.len() < 8 {
-                    next.push(b' ');
-                }
-                let next_mask = if next.len() == 8 {
-                    u64::MAX
-                } else {
-                    (1u64 << (8 * next.len())) - 1
-                };
-                Some(Candidate {
-                    first: word_hash(key, 0, first),
-                    next: eight_at(&next, 0),
-                    next_mask,
-                    index,
-                })
-            })
-            .collect();
-        // About four buckets per first word, so that most words of text
-        // land in an empty one.
-        let bits = (keyed.len().max(1) * 4)
-            .next_power_of_two()
-            .trailing_zeros()
-            .max(4);
-        let shift = 64 - bits;
-        keyed.sort_by_key(|c| (c.first >> shift, c.index));
-        let mut starts = vec![0u32; (1usize << bits) + 1];
-        for c in &keyed {
-            starts[(c.first >> shift) as usize + 1] += 1;
-        }
-        for b in 1..starts.len() {
-            starts[b] += starts[b - 1];
-        }
-        Self {
-            starts,
-            candidates: keyed,
-            shift,
-            longest_word,
-        }
-    }
-}
-
-impl PartialTable {
-    fn build(patterns: &[Pattern], partial: &[usize]) -> Self {
-        let mut trigrams = vec![0u64; (TRIGRAM_MASK as usize + 1) / 64];
-        let mut by_trigram = Vec::new();
-        let mut short = Vec::new();
-        for &index in partial {
-            let Some(pattern) = patterns.get(index) else {
-                continue;
-            };
-            match *pattern.key {
-                [a, b, c, ..] => {
-                    let hash = trigram_hash(a, b, c);
-                    trigrams[(hash >> 6) as usize] |= 1 << (hash & 63);
-                    by_trigram.push((hash, index));
-                }
-                [] => {}
-                _ => short.push(index),
-            }
-        }
-        by_trigram.sort_unstable();
-        let keys: Vec<&[u8]> = partial
-            .iter()
-            .filter_map(|&index| Some(&patterns.get(index)?.key[..]))
-            .filter(|key| !key.is_empty())
-            .collect();
-        let searcher = if keys.is_empty() {
-            None
-        } else {
-            aho_corasick::packed::Config::new()
-                .match_kind(aho_corasick::packed::MatchKind::LeftmostFirst)
-                .builder()
-                .extend(keys)
-                .build()
-        };
-        Self {
-            trigrams,
-            by_trigram,
-            short,
-            searcher,
-        }
-    }
-}
-
-/// Three bytes hashed to 16 bits (a bitmap of 8 KiB).
-const TRIGRAM_MASK: u32 = (1 << 16) - 1;
-
-#[inline]
-fn trigram_hash(a: u8, b: u8, c: u8) -> u32 {
-    let x = u32::from(a) | u32::from(b) << 8 | u32::from(c) << 16;
-    (x.wrapping_mul(0x9e37_79b1) >> 16) & TRIGRAM_MASK
-}
-
-/// The eight bytes of `bytes` from `at`, as a little-endian `u64`, zero
-/// past the end.
-#[inline]
-fn eight_at(bytes: &[u8], at: usize) -> u64 {
-    let mut eight = [0u8; 8];
-    match bytes.get(at..at + 8) {
-        Some(chunk) => eight.copy_from_slice(chunk),
-        None => {
-            for (to, from) in eight.iter_mut().zip(bytes.get(at..).unwrap_or_default()) {
-                *to = *from;
-            }
-        }
-    }
-    u64::from_le_bytes(eight)
-}
-
-/// The hash of the word `bytes[start..end]`: eight bytes at a time, the
-/// last eight zero-padded, each mixed in by a rotate, an exclusive or and
-/// a multiply; the top bits pick the bucket. Normalised words hold no zero
-/// bytes, so the padding cannot make two words of up to eight bytes one.
-#[inline(always)]
-fn word_hash(bytes: &[u8], start: usize, end: usize) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let len = end - start;
-    if (1..=8).contains(&len) {
-        // The common case: one load, masked.
-        if let Some(chunk) = bytes.get(start..start + 8) {
-            let mut eight = [0u8; 8];
-            eight.copy_from_slice(chunk);
-            let word = u64::from_le_bytes(eight) & (u64::MAX >> (64 - 8 * len));
-            return word.wrapping_mul(K);
-        }
-    }
-    let mut hash = 0u64;
-    let mut at = start;
-    while at < end {
-        let take = (end - at).min(8);
-        let mut eight = [0u8; 8];
-        for (to, from) in eight.iter_mut().zip(&bytes[at..at + take]) {
-            *to = *from;
-        }
-        hash = (hash.rotate_left(5) ^ u64::from_le_bytes(eight)).wrapping_mul(K);
-        at += take;
-    }
-    hash
-}
-
-/// The top bit of each byte of `chunk` (eight bytes) that is a space, as
-/// a little-endian `u64`.
-#[inline(always)]
-fn space_mask(chunk: &[u8]) -> u64 {
-    const LOW: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut eight = [0u8; 8];
-    eight.copy_from_slice(chunk);
-    // Spaces become zero bytes; adding 0x7f to the low seven bits of a
-    // byte sets its top bit unless they were all zero, and no sum carries
-    // into the next byte.
-    let x = u64::from_le_bytes(eight) ^ (0x20 * LOW);
-    !(((x & !HIGH) + !HIGH) | x) & HIGH
 }
 
 #[cfg(test)]
@@ -1026,181 +544,6 @@ mod tests {
         assert_eq!(terms(&m, "how to suicide")[0].1, 4);
         assert_eq!(terms(&m, "suicide prevention charity")[0].1, 1);
         assert_eq!(terms(&m, "suicide")[0].1, 3);
-    }
-
-    /// The shipped matcher and the single automaton of each of its
-    /// pattern sets, built once.
-    fn shipped_with_oracles() -> &'static (Matcher, AhoCorasick, AhoCorasick) {
-        static SHIPPED: std::sync::OnceLock<(Matcher, AhoCorasick, AhoCorasick)> =
-            std::sync::OnceLock::new();
-        SHIPPED.get_or_init(|| {
-            let m = Matcher::shipped().unwrap();
-            let main = m.main.oracle();
-            let squeezed = m.squeezed.oracle();
-            (m, main, squeezed)
-        })
-    }
-
-    /// The hits the single automaton of every pattern gives.
-    fn scan_with_oracle(text: &str) -> Vec<Hit> {
-        let (m, main, squeezed) = shipped_with_oracles();
-        let text = truncate_to_char_boundary(text, MAX_SCAN_BYTES);
-        m.scan_normalised_by(&normalise(text), |automaton, bytes| {
-            let oracle = if std::ptr::eq(automaton, &m.main) {
-                main
-            } else {
-                squeezed
-            };
-            automaton.oracle_occurrences(oracle, bytes)
-        })
-    }
-
-    /// The occurrences both ways, leaving out patterns with nothing
-    /// between their boundaries, which the word table does not hold and
-    /// which never make a hit.
-    fn both_occurrences(
-        automaton: &Automaton,
-        oracle: &AhoCorasick,
-        bytes: &[u8],
-    ) -> (Vec<Occurrence>, Vec<Occurrence>) {
-        let mut expected = automaton.oracle_occurrences(oracle, bytes);
-        expected.retain(|&(_, _, p)| !automaton.patterns[p].key.is_empty());
-        (automaton.occurrences(bytes), expected)
-    }
-
-    fn check_against_oracle(text: &str) {
-        let (m, main, squeezed) = shipped_with_oracles();
-        let base = normalise(text);
-        let (got, expected) = both_occurrences(&m.main, main, base.bytes());
-        assert_eq!(got, expected, "{text:?}");
-        let (view, _) = base.squeezed();
-        let (got, expected) = both_occurrences(&m.squeezed, squeezed, view.bytes());
-        assert_eq!(got, expected, "{text:?}");
-        let (view, _) = base.joined_near(usize::MAX);
-        let (got, expected) = both_occurrences(&m.main, main, view.bytes());
-        assert_eq!(got, expected, "{text:?}");
-        assert_eq!(m.scan(text), scan_with_oracle(text), "{text:?}");
-    }
-
-    /// Every phrase of the shipped libraries: terms, context words and
-    /// exclusions.
-    fn shipped_phrases() -> &'static Vec<String> {
-        static PHRASES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-        PHRASES.get_or_init(|| {
-            let mut phrases = Vec::new();
-            for library in Library::shipped().unwrap() {
-                for group in library.terms {
-                    phrases.extend(group.phrases);
-                }
-                for context in library.contexts {
-                    phrases.extend(context.raise);
-                    phrases.extend(context.lower);
-                }
-                for exclusion in library.exclusions {
-                    phrases.extend(exclusion.phrases);
-                }
-            }
-            phrases
-        })
-    }
-
-    /// Text made of library phrases, disguised or cut, and noise.
-    fn library_text() -> impl proptest::strategy::Strategy<Value = String> {
-        use proptest::prelude::*;
-        let count = shipped_phrases().len();
-        let phrase = (0..count).prop_map(|i| shipped_phrases()[i].clone());
-        let piece = prop_oneof![
-            4 => phrase.clone(),
-            1 => phrase.clone().prop_map(|p| p.replace(' ', "")),
-            1 => phrase.clone().prop_map(|p| p.to_uppercase().replace('o', "0").replace('e', "3")),
-            1 => phrase.clone().prop_map(|p| p.chars().flat_map(|c| [c, ' ']).collect()),
-            1 => phrase.clone().prop_map(|p| p.chars().flat_map(|c| [c, c, c]).collect()),
-            1 => (phrase, 0usize..8).prop_map(|(p, cut)| p.chars().skip(cut).collect()),
-            2 => "[a-z]{1,8}",
-            1 => Just("the".to_string()),
-            1 => Just("%20".to_string()),
-            1 => "[ .,!?'@$0-9-]{1,3}",
-            1 => any::<char>().prop_map(String::from),
-        ];
-        let gap = prop_oneof![
-            6 => Just(" ".to_string()),
-            1 => Just("".to_string()),
-            1 => Just(", ".to_string()),
-            1 => Just("-".to_string()),
-        ];
-        proptest::collection::vec((piece, gap), 0..24)
-            .prop_map(|parts| parts.into_iter().flat_map(|(p, g)| [p, g]).collect())
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
-
-        #[test]
-        fn word_table_finds_what_one_automaton_finds(text in library_text()) {
-            check_against_oracle(&text);
-        }
-
-        #[test]
-        fn word_table_finds_what_one_automaton_finds_in_anything(text in proptest::prelude::any::<String>()) {
-            check_against_oracle(&text);
-        }
-    }
-
-    #[test]
-    fn word_table_agrees_with_one_automaton_at_the_hit_limit() {
-        // Past MAX_HITS the order in which occurrences come decides which
-        // hits are kept, so the order must be the automaton's too.
-        let text = "kill myself suicide sexchat porn weed sussex how to kill ".repeat(1200);
-        let (m, _, _) = shipped_with_oracles();
-        let hits = m.scan(&text);
-        assert!(hits.len() >= MAX_HITS / 2, "{}", hits.len());
-        assert_eq!(hits, scan_with_oracle(&text));
-        check_against_oracle("i want to kill myself, sexchat and suicidal");
-    }
-
-    /// Every space of `bytes`, found as `occurrences` finds them.
-    fn for_each_space(bytes: &[u8], mut f: impl FnMut(usize)) {
-        let mut chunks = bytes.chunks_exact(8);
-        let mut base = 0;
-        for chunk in &mut chunks {
-            let mut spaces = space_mask(chunk);
-            while spaces != 0 {
-                f(base + (spaces.trailing_zeros() / 8) as usize);
-                spaces &= spaces - 1;
-            }
-            base += 8;
-        }
-        for (k, &b) in chunks.remainder().iter().enumerate() {
-            if b == b' ' {
-                f(base + k);
-            }
-        }
-    }
-
-    #[test]
-    fn spaces_are_found_eight_bytes_at_a_time() {
-        for len in 0..20 {
-            for byte in 0..=255u8 {
-                for at in [0, 3, 7, 8, 12, 19] {
-                    let mut bytes = vec![b'a'; len];
-                    if at < len {
-                        bytes[at] = byte;
-                    }
-                    let expected: Vec<usize> = bytes
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, &b)| b == b' ')
-                        .map(|(i, _)| i)
-                        .collect();
-                    let mut got = Vec::new();
-                    for_each_space(&bytes, |i| got.push(i));
-                    assert_eq!(got, expected, "{byte:#x} at {at} of {len}");
-                }
-            }
-        }
-        let mut got = Vec::new();
-        for_each_space(b"  a  bc d        e", |i| got.push(i));
-        assert_eq!(got, vec![0, 1, 3, 4, 7, 9, 10, 11, 12, 13, 14, 15, 16]);
     }
 
     #[test]
