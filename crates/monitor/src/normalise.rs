@@ -523,26 +523,21 @@ impl Builder {
         // looking for stretched letters in a second, pays less than
         // pushing byte by byte.
         out.text.extend(letters.iter().map(|&b| b | 0x20));
-        let prev = match at.checked_sub(1) {
+        let mut prev = match at.checked_sub(1) {
             Some(last) if self.run > 0 => out.text[last],
             _ => 0,
         };
-        let added = &out.text[at..];
-        // The letters that carry on the run the last letter began.
-        let lead = added.iter().take_while(|&&b| b == prev).count() as u32;
-        if (lead > 0 && self.run + lead >= 3) || has_triple(added) {
+        let mut run = self.run;
+        let mut longest = 0;
+        for &byte in &out.text[at..] {
+            run = if byte == prev { run + 1 } else { 1 };
+            prev = byte;
+            longest = longest.max(run);
+        }
+        if longest >= 3 {
             out.stretched = true;
         }
-        self.run = if lead as usize == added.len() {
-            self.run + lead
-        } else {
-            let last = added.len() - 1;
-            1 + added[..last]
-                .iter()
-                .rev()
-                .take_while(|&&b| b == added[last])
-                .count() as u32
-        };
+        self.run = run;
     }
 
     #[inline(always)]
@@ -850,32 +845,6 @@ fn letter_run(bytes: &[u8]) -> usize {
         .unwrap_or(bytes.len() - n)
 }
 
-/// Whether `text` holds one byte three times in a row, tested in
-/// overlapping eight-byte windows: a byte equal to the next and to the one
-/// after it is a zero byte in `(w ^ w >> 8) | (w ^ w >> 16)`, and each
-/// window can say so for its first six bytes.
-fn has_triple(text: &[u8]) -> bool {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    const FIRST_SIX: u64 = 0x0000_ffff_ffff_ffff;
-    let mut k = 0;
-    while let Some(chunk) = text.get(k..k + 8) {
-        let mut eight = [0u8; 8];
-        eight.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(eight);
-        let z = (w ^ (w >> 8)) | (w ^ (w >> 16));
-        // Adding 0x7f to the low seven bits of a byte sets its top bit
-        // unless they were all zero, and no sum carries into the next.
-        let zero = !(((z & !HIGH) + !HIGH) | z) & HIGH & FIRST_SIX;
-        if zero != 0 {
-            return true;
-        }
-        k += 6;
-    }
-    text[k.min(text.len())..]
-        .windows(3)
-        .any(|w| w[0] == w[1] && w[1] == w[2])
-}
-
 /// The normaliser without its fast path for runs of letters: one byte at a
 /// time, as the reference the fast path is tested against.
 #[cfg(test)]
@@ -1034,27 +1003,6 @@ mod tests {
                     .unwrap_or(bytes.len());
                 assert_eq!(letter_run(&bytes), expected, "{byte:#x} at {at}");
                 bytes[at] = b'q';
-            }
-        }
-    }
-
-    #[test]
-    fn triples_are_found_in_eight_byte_windows() {
-        for len in 0..20 {
-            for at in 0..len {
-                for repeat in 1..=4 {
-                    let mut text: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
-                    for k in at..(at + repeat).min(len) {
-                        text[k] = b'z';
-                    }
-                    let expected = text.windows(3).any(|w| w[0] == w[1] && w[1] == w[2]);
-                    assert_eq!(
-                        has_triple(&text),
-                        expected,
-                        "{:?}",
-                        String::from_utf8_lossy(&text)
-                    );
-                }
             }
         }
     }
