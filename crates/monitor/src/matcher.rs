@@ -473,10 +473,11 @@ impl Automaton {
         }
         for (at, &byte) in bytes.iter().enumerate() {
             sid = dfa.next_state(Anchored::No, sid, byte);
-            if dfa.is_special(sid) {
-                if dfa.is_dead(sid) || (dfa.is_match(sid) && !report(sid, at + 1)) {
-                    return;
-                }
+            // Only dead and match states are special without a prefilter.
+            if dfa.is_special(sid)
+                && (dfa.is_dead(sid) || (dfa.is_match(sid) && !report(sid, at + 1)))
+            {
+                return;
             }
         }
     }
