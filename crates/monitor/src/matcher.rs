@@ -17,7 +17,9 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::automaton::Automaton as _;
+use aho_corasick::dfa::DFA;
+use aho_corasick::{Anchored, MatchKind, StartKind};
 use serde::Serialize;
 
 use crate::library::{Category, Library, Position};
@@ -90,7 +92,10 @@ pub struct Matcher {
 
 #[derive(Debug, Clone)]
 struct Automaton {
-    automaton: AhoCorasick,
+    automaton: DFA,
+    /// The pattern texts, for checking the scan against aho-corasick's own.
+    #[cfg(test)]
+    texts: Vec<String>,
     /// Per pattern: the entries it stands for, and whether the pattern
     /// has a leading and a trailing boundary space.
     patterns: Vec<(Vec<usize>, bool, bool)>,
@@ -262,19 +267,18 @@ impl Matcher {
         let mut exclusions: Vec<Found> = Vec::new();
         let mut raises: Vec<Found> = Vec::new();
         let mut lowers: Vec<Found> = Vec::new();
-        for m in automaton.automaton.find_overlapping_iter(bytes) {
-            let Some((entries, lead, trail)) = automaton.patterns.get(m.pattern().as_usize())
-            else {
-                continue;
+        automaton.each_overlapping(bytes, |m_start, m_end, pattern| {
+            let Some((entries, lead, trail)) = automaton.patterns.get(pattern) else {
+                return true;
             };
-            let start = m.start() + usize::from(*lead);
-            let end = m.end() - usize::from(*trail);
+            let start = m_start + usize::from(*lead);
+            let end = m_end - usize::from(*trail);
             if start >= end {
-                continue;
+                return true;
             }
             if let Some(long_runs) = long_runs {
                 if !long_runs.get(start..end).is_some_and(|r| r.contains(&true)) {
-                    continue;
+                    return true;
                 }
             }
             for &entry in entries {
@@ -289,10 +293,8 @@ impl Matcher {
                     EntryKind::Lower => lowers.push(found),
                 }
             }
-            if hits.len() + terms.len() >= MAX_HITS {
-                break;
-            }
-        }
+            hits.len() + terms.len() < MAX_HITS
+        });
         if terms.is_empty() {
             return;
         }
@@ -425,9 +427,9 @@ impl Automaton {
                 }
             }
         }
-        let automaton = AhoCorasick::builder()
-            .kind(Some(AhoCorasickKind::DFA))
+        let automaton = DFA::builder()
             .match_kind(MatchKind::Standard)
+            .start_kind(StartKind::Unanchored)
             // Nearly every pattern starts with a space, so no prefilter
             // could skip ahead usefully.
             .prefilter(false)
@@ -436,9 +438,48 @@ impl Automaton {
         let longest = texts.iter().map(String::len).max().unwrap_or(0);
         Ok(Self {
             automaton,
+            #[cfg(test)]
+            texts,
             patterns,
             longest,
         })
+    }
+
+    /// Calls `f` with the start, end and pattern of every occurrence of
+    /// every pattern in `bytes`, overlapping ones included, in the order
+    /// aho-corasick's overlapping search gives them (by end, and at one
+    /// end in the automaton's order), until `f` returns false. The same
+    /// walk as that search, with its position and state kept in locals
+    /// instead of a resumable state: that search cost about 22
+    /// instructions per byte.
+    #[inline]
+    fn each_overlapping(&self, bytes: &[u8], mut f: impl FnMut(usize, usize, usize) -> bool) {
+        let dfa = &self.automaton;
+        let Ok(mut sid) = dfa.start_state(Anchored::No) else {
+            return;
+        };
+        let mut report = |sid, end: usize| {
+            for i in 0..dfa.match_len(sid) {
+                let pattern = dfa.match_pattern(sid, i);
+                let start = end.saturating_sub(dfa.pattern_len(pattern));
+                if !f(start, end, pattern.as_usize()) {
+                    return false;
+                }
+            }
+            true
+        };
+        if dfa.is_match(sid) && !report(sid, 0) {
+            return;
+        }
+        for (at, &byte) in bytes.iter().enumerate() {
+            sid = dfa.next_state(Anchored::No, sid, byte);
+            // Only dead and match states are special without a prefilter.
+            if dfa.is_special(sid)
+                && (dfa.is_dead(sid) || (dfa.is_match(sid) && !report(sid, at + 1)))
+            {
+                return;
+            }
+        }
     }
 }
 
@@ -544,6 +585,144 @@ mod tests {
         assert_eq!(terms(&m, "how to suicide")[0].1, 4);
         assert_eq!(terms(&m, "suicide prevention charity")[0].1, 1);
         assert_eq!(terms(&m, "suicide")[0].1, 3);
+    }
+
+    /// aho-corasick's own overlapping search over the same patterns.
+    fn reference_search(automaton: &Automaton) -> aho_corasick::AhoCorasick {
+        aho_corasick::AhoCorasick::builder()
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .match_kind(MatchKind::Standard)
+            .prefilter(false)
+            .build(&automaton.texts)
+            .unwrap()
+    }
+
+    /// Every occurrence as that search reports it.
+    fn reference_with(
+        search: &aho_corasick::AhoCorasick,
+        bytes: &[u8],
+    ) -> Vec<(usize, usize, usize)> {
+        search
+            .find_overlapping_iter(bytes)
+            .map(|m| (m.start(), m.end(), m.pattern().as_usize()))
+            .collect()
+    }
+
+    fn reference(automaton: &Automaton, bytes: &[u8]) -> Vec<(usize, usize, usize)> {
+        static SHIPPED: std::sync::OnceLock<(
+            aho_corasick::AhoCorasick,
+            aho_corasick::AhoCorasick,
+        )> = std::sync::OnceLock::new();
+        let m = shipped();
+        if std::ptr::eq(automaton, &m.main) || std::ptr::eq(automaton, &m.squeezed) {
+            let (main, squeezed) =
+                SHIPPED.get_or_init(|| (reference_search(&m.main), reference_search(&m.squeezed)));
+            let search = if std::ptr::eq(automaton, &m.main) {
+                main
+            } else {
+                squeezed
+            };
+            return reference_with(search, bytes);
+        }
+        reference_with(&reference_search(automaton), bytes)
+    }
+
+    fn walked(automaton: &Automaton, bytes: &[u8]) -> Vec<(usize, usize, usize)> {
+        let mut found = Vec::new();
+        automaton.each_overlapping(bytes, |start, end, pattern| {
+            found.push((start, end, pattern));
+            true
+        });
+        found
+    }
+
+    fn shipped() -> &'static Matcher {
+        static SHIPPED: std::sync::OnceLock<Matcher> = std::sync::OnceLock::new();
+        SHIPPED.get_or_init(|| Matcher::shipped().unwrap())
+    }
+
+    /// Text made of shipped library phrases, disguised or cut, and noise.
+    fn library_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        static PHRASES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        let phrases = PHRASES.get_or_init(|| {
+            let mut phrases = Vec::new();
+            for library in Library::shipped().unwrap() {
+                for group in library.terms {
+                    phrases.extend(group.phrases);
+                }
+                for context in library.contexts {
+                    phrases.extend(context.raise);
+                    phrases.extend(context.lower);
+                }
+                for exclusion in library.exclusions {
+                    phrases.extend(exclusion.phrases);
+                }
+            }
+            phrases
+        });
+        let phrase = (0..phrases.len()).prop_map(move |i| phrases[i].clone());
+        let piece = prop_oneof![
+            4 => phrase.clone(),
+            1 => phrase.clone().prop_map(|p| p.replace(' ', "")),
+            1 => phrase.clone().prop_map(|p| p.chars().flat_map(|c| [c, ' ']).collect()),
+            1 => phrase.clone().prop_map(|p| p.chars().flat_map(|c| [c, c, c]).collect()),
+            1 => (phrase, 0usize..8).prop_map(|(p, cut)| p.chars().skip(cut).collect()),
+            2 => "[a-z]{1,8}",
+            1 => "[ .,!?'@$0-9-]{1,3}",
+            1 => any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec((piece, prop_oneof![Just(" "), Just(""), Just(", ")]), 0..24)
+            .prop_map(|parts| parts.into_iter().map(|(p, g)| p + g).collect())
+    }
+
+    fn check_walk(text: &str) {
+        let m = shipped();
+        let base = normalise(text);
+        let views = [
+            (&m.main, base.bytes().to_vec()),
+            (&m.squeezed, base.squeezed().0.bytes().to_vec()),
+            (&m.main, base.joined().bytes().to_vec()),
+            (&m.main, text.as_bytes().to_vec()),
+        ];
+        for (automaton, bytes) in &views {
+            assert_eq!(
+                walked(automaton, bytes),
+                reference(automaton, bytes),
+                "{text:?}"
+            );
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn the_walk_finds_what_overlapping_search_finds(text in library_text()) {
+            check_walk(&text);
+        }
+    }
+
+    #[test]
+    fn the_walk_agrees_with_overlapping_search_at_the_edges() {
+        check_walk("");
+        check_walk("kill myself suicide sexchat porn weed sussex how to kill");
+        // Libraries refuse phrases with nothing to match, but a pattern
+        // with nothing in it would match at every position, the start
+        // included, and the walk reports it as the search does.
+        let keys = [
+            (String::new(), Position::Anywhere),
+            ("weed".to_string(), Position::Anywhere),
+            ("we".to_string(), Position::Word),
+        ];
+        let automaton = Automaton::build(&keys, |k| k.to_string()).unwrap();
+        for text in ["", "weed", " we weed "] {
+            let found = walked(&automaton, text.as_bytes());
+            assert_eq!(found, reference(&automaton, text.as_bytes()), "{text:?}");
+            assert!(found.len() > text.len(), "{found:?}");
+        }
+        let m = shipped();
+        assert_eq!(m.scan("weed").len(), 1);
     }
 
     #[test]
