@@ -395,6 +395,9 @@ impl Resolver {
                     .map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD)),
             ),
         };
+        if let Some(bytes) = write_simple(request, query, &answer, limit) {
+            return Some(bytes);
+        }
         let mut response = reply_to(request, answer.response_code);
         response.insert_answers(answer.answers);
         response.insert_name_servers(answer.authority);
@@ -803,6 +806,76 @@ fn reply_to(request: &Message, response_code: ResponseCode) -> Message {
     response
 }
 
+/// The bytes of a simple answer, written directly rather than built as a
+/// `Message` and encoded: no records, or only A/AAAA records for the
+/// question's own name (block answers, the canary, captive guests). The
+/// same bytes as [`reply_to`] and [`encode`] give (a property test
+/// compares them); `None` for anything else, which takes that path.
+fn write_simple(
+    request: &Message,
+    query: &Query,
+    answer: &Answer,
+    limit: Option<u16>,
+) -> Option<Vec<u8>> {
+    if !answer.authority.is_empty() || answer.answers.len() > 2 {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(128);
+    bytes.extend_from_slice(&request.id().to_be_bytes());
+    let op_code: u8 = request.op_code().into();
+    bytes.push(0x80 | (op_code & 0x0f) << 3 | u8::from(request.recursion_desired()));
+    bytes.push(
+        0x80 | if request.checking_disabled() { 0x10 } else { 0 }
+            | (answer.response_code.low() & 0x0f),
+    );
+    let edns = request.extensions().is_some();
+    let count = u16::try_from(answer.answers.len()).ok()?;
+    for field in [1, count, 0, u16::from(edns)] {
+        bytes.extend_from_slice(&field.to_be_bytes());
+    }
+    let name = query.name();
+    if !name.is_fqdn() {
+        return None;
+    }
+    for label in name.iter() {
+        bytes.push(u8::try_from(label.len()).ok()?);
+        bytes.extend_from_slice(label);
+    }
+    bytes.push(0);
+    bytes.extend_from_slice(&u16::from(query.query_type()).to_be_bytes());
+    bytes.extend_from_slice(&u16::from(query.query_class()).to_be_bytes());
+    for record in &answer.answers {
+        if record.name() != name || record.dns_class() != DNSClass::IN {
+            return None;
+        }
+        let (record_type, data): (u16, &[u8]) = match record.data() {
+            RData::A(A(v4)) => (1, &v4.octets()),
+            RData::AAAA(AAAA(v6)) => (28, &v6.octets()),
+            _ => return None,
+        };
+        // The owner is the question's name: a pointer to offset 12.
+        bytes.extend_from_slice(&[0xc0, 0x0c]);
+        bytes.extend_from_slice(&record_type.to_be_bytes());
+        bytes.extend_from_slice(&1u16.to_be_bytes());
+        bytes.extend_from_slice(&record.ttl().to_be_bytes());
+        bytes.extend_from_slice(&u16::try_from(data.len()).ok()?.to_be_bytes());
+        bytes.extend_from_slice(data);
+    }
+    if edns {
+        // OPT: root owner, our payload size as the class, then extended
+        // code, version 0 and no flags, and no options.
+        bytes.push(0);
+        bytes.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
+        bytes.extend_from_slice(&UPSTREAM_PAYLOAD.to_be_bytes());
+        bytes.push(answer.response_code.high());
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0]);
+    }
+    match limit {
+        Some(limit) if bytes.len() > usize::from(limit) => None,
+        _ => Some(bytes),
+    }
+}
+
 /// Encodes a response; over UDP, one larger than the client's limit is sent
 /// truncated (TC set, records dropped) so the client retries over TCP.
 fn encode(response: &Message, limit: Option<u16>) -> Option<Vec<u8>> {
@@ -990,6 +1063,57 @@ default = "block"
                 Outcome::from_decision(&policy.explain(&q, &verdict))
             };
             prop_assert_eq!(Outcome::of_verdict(&policy, &q, &verdict), explained);
+        }
+
+        /// A simple answer written directly is, byte for byte, the one
+        /// built as a `Message` and encoded.
+        #[test]
+        fn written_answers_are_the_encoded_ones(
+            id in any::<u16>(),
+            recursion_desired in any::<bool>(),
+            checking_disabled in any::<bool>(),
+            edns in proptest::option::of(512u16..=4096),
+            labels in proptest::collection::vec("[a-zA-Z0-9_-]{1,20}", 1..6),
+            record_type in proptest::sample::select(vec![
+                RecordType::A, RecordType::AAAA, RecordType::HTTPS, RecordType::MX, RecordType::TXT,
+            ]),
+            response_code in proptest::sample::select(vec![
+                ResponseCode::NoError, ResponseCode::NXDomain, ResponseCode::ServFail,
+                ResponseCode::Refused, ResponseCode::NotImp, ResponseCode::FormErr,
+            ]),
+            addresses in any::<bool>(),
+            v4 in any::<[u8; 4]>(),
+            v6 in any::<[u8; 16]>(),
+            ttl in any::<u32>(),
+            transport in proptest::sample::select(vec![Transport::Udp, Transport::Tcp]),
+        ) {
+            let mut name = Name::from_labels(labels.iter().map(|l| l.as_bytes())).unwrap();
+            name.set_fqdn(true);
+            let mut request = Message::new();
+            request
+                .set_id(id)
+                .set_recursion_desired(recursion_desired)
+                .set_checking_disabled(checking_disabled)
+                .add_query(Query::query(name, record_type));
+            if let Some(payload) = edns {
+                let mut e = Edns::new();
+                e.set_max_payload(payload);
+                request.set_edns(e);
+            }
+            let request = Message::from_vec(&request.to_vec().unwrap()).unwrap();
+            let query = request.queries()[0].clone();
+            let answer = if addresses {
+                Resolver::addresses(&query, Ipv4Addr::from(v4), Ipv6Addr::from(v6), ttl)
+            } else {
+                Answer::code(response_code)
+            };
+            let limit = (transport == Transport::Udp)
+                .then(|| edns.map_or(512, |p| p.clamp(512, MAX_UDP_PAYLOAD)));
+            let written = write_simple(&request, &query, &answer, limit).unwrap();
+            let mut response = reply_to(&request, answer.response_code);
+            response.insert_answers(answer.answers);
+            let encoded = encode(&response, limit).unwrap();
+            prop_assert_eq!(written, encoded);
         }
 
         #[test]
