@@ -79,8 +79,13 @@ default = "allow"
 [groups.categories]
 malware = "block"
 POLICY
-(cd "$root" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} cargo build -q --release -p sheepdog-dns --example bench_server)
-server_bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/bench_server
+# BENCH_SERVER_BIN: a bench_server built elsewhere (an older commit, to
+# compare); otherwise this checkout's is built.
+server_bin=${BENCH_SERVER_BIN:-}
+if [ -z "$server_bin" ]; then
+  (cd "$root" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} cargo build -q --release -p sheepdog-dns --example bench_server)
+  server_bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/bench_server
+fi
 "$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" 127.0.0.1:1 "127.0.0.1:$upstream"
 
 first_answer() { # port start_ns
@@ -138,7 +143,7 @@ kill -INT "$pid"; wait "$pid" 2>/dev/null || true
 # cannot keep up drops events (counted, never waited for), which would
 # flatter the logged figures.
 stored=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM decision_events").fetchone()[0])' "$work/events.sqlite")
-spooled=$(cat "$work/events.spool"/*.jsonl 2>/dev/null | wc -l)
+spooled=$( (cat "$work/events.spool"/*.jsonl 2>/dev/null || true) | wc -l)
 echo "sheepdog (every query logged): $stored events stored and $spooled spooled for $answered queries answered (first-answer probes included)" >&2
 echo "| sheepdog (every query logged) | events stored / answered | $stored / $answered | | | |"
 
