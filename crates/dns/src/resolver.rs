@@ -462,7 +462,7 @@ impl Resolver {
             at,
         };
         let verdict = policy.verdict(&q);
-        let outcome = Outcome::of_verdict(&policy, &q, &verdict);
+        let outcome = self.outcome(&policy, &q, &verdict);
         if blocks(verdict.action) {
             let answer = if captive {
                 self.captive_answer(query)
@@ -569,7 +569,7 @@ impl Resolver {
             };
             let v = policy.verdict(&cq);
             if blocks(v.action) {
-                let mut blocked = Outcome::of_verdict(&policy, &cq, &v);
+                let mut blocked = self.outcome(&policy, &cq, &v);
                 let answer = self.block(&policy, &v, blocked.category.as_deref(), &name, query);
                 blocked.rule = Some(format!(
                     "{} (reached through CNAME {target})",
@@ -588,6 +588,33 @@ impl Resolver {
             drop: false,
         };
         (answer, outcome, name)
+    }
+
+    /// A verdict's event fields. Without an event sink only those the
+    /// answer itself needs (the group, for safe search; the category, for
+    /// the blocked metric): the list and the rule text are for the event.
+    fn outcome(
+        &self,
+        policy: &CompiledPolicy,
+        q: &sheepdog_policy::Query<'_>,
+        v: &Verdict,
+    ) -> Outcome {
+        if self.sink.is_some() {
+            return Outcome::of_verdict(policy, q, v);
+        }
+        Outcome {
+            action: v.action.as_str(),
+            category: v
+                .category
+                .filter(|_| v.hit.is_some() || v.action != Action::Allow)
+                .and_then(|c| policy.categories().get(usize::from(c)))
+                .map(|c| c.id.to_string()),
+            group: v
+                .group
+                .and_then(|i| policy.groups().get(i))
+                .map(|g| g.name.to_string()),
+            ..Outcome::default()
+        }
     }
 
     /// A live cache entry, counted as a hit; a miss is counted by
@@ -732,7 +759,7 @@ impl Resolver {
             person_id: identity.person_id,
             group: outcome.group.or_else(|| Some(identity.group.to_string())),
             target: name,
-            query_type: Some(record_type.to_string()),
+            query_type: Some(<&'static str>::from(record_type).to_owned()),
             action: outcome.action.to_string(),
             illegal: outcome.illegal,
             category: outcome.category,
@@ -1062,7 +1089,20 @@ default = "block"
             } else {
                 Outcome::from_decision(&policy.explain(&q, &verdict))
             };
-            prop_assert_eq!(Outcome::of_verdict(&policy, &q, &verdict), explained);
+            let full = Outcome::of_verdict(&policy, &q, &verdict);
+            prop_assert_eq!(&full, &explained);
+            // Without an event sink: the fields the answer needs, the same.
+            let resolver = Resolver::new(
+                Arc::new(Engine::new(self::policy())),
+                Arc::new(IdentityResolver::new(sheepdog_events::IdentityMap::new("ks2"))),
+                None,
+                ResolverSettings::from_config(&DnsConfig::default()),
+            );
+            let light = resolver.outcome(&policy, &q, &verdict);
+            prop_assert_eq!(
+                (light.action, light.category, light.group),
+                (full.action, full.category, full.group)
+            );
         }
 
         /// A simple answer written directly is, byte for byte, the one
