@@ -4,8 +4,11 @@
 //! translates packets into [`sheepdog_policy::Query`]s and decisions into
 //! answers and [`sheepdog_events::DecisionEvent`]s, and nothing else.
 //!
-//! - [`server`] listens on UDP and TCP, one task per packet or connection,
-//!   with limits on both so a flood cannot exhaust memory.
+//! - [`server`] listens on UDP (one `SO_REUSEPORT` socket per core) and
+//!   TCP. A UDP question that needs no upstream (a block, a cache hit) is
+//!   answered in the socket's receive loop; only one for the upstream gets
+//!   a task, as does each TCP connection, with limits on both so a flood
+//!   cannot exhaust memory.
 //! - [`resolver`] is the request handler: it parses with `hickory-proto`,
 //!   answers malformed packets with FORMERR (or drops them when not even a
 //!   header can be read), finds the client's identity, asks the engine, and
@@ -29,7 +32,7 @@ pub mod safesearch;
 pub mod server;
 pub mod upstream;
 
-pub use resolver::{Resolver, ResolverSettings, Transport};
+pub use resolver::{Immediate, Resolver, ResolverSettings, Transport};
 pub use server::DnsServer;
 
 /// Why the DNS server could not start or answer.

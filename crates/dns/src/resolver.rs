@@ -15,7 +15,7 @@ use sheepdog_events::{
     DecisionEvent, EventSink, EventSource, Identity, IdentityResolver, CAPTIVE_GROUP,
 };
 use sheepdog_lists::RpzAction;
-use sheepdog_policy::{Action, CompiledPolicy, Decision, Engine, Target};
+use sheepdog_policy::{Action, CompiledPolicy, Decision, Engine, Stage, Target, Verdict};
 use tokio::sync::OnceCell;
 
 use crate::cache::{Cache, CacheKey, CachedAnswer, TtlPolicy};
@@ -118,6 +118,34 @@ pub struct Resolver {
     in_flight: Mutex<HashMap<CacheKey, Arc<OnceCell<Fetch>>>>,
 }
 
+/// What [`Resolver::answer_now`] could do without waiting.
+#[derive(Debug)]
+pub enum Immediate {
+    /// The reply to send; `None`: send nothing.
+    Reply(Option<Vec<u8>>),
+    /// The question needs the upstream: finish it with
+    /// [`Resolver::answer_upstream`].
+    Upstream(Box<Message>),
+}
+
+/// A decided question: answered, or waiting for an upstream answer.
+enum Step {
+    Done(Answer, Outcome, String),
+    Fetch(Box<Pending>),
+}
+
+/// What finishing a question with an upstream answer needs.
+struct Pending {
+    key: CacheKey,
+    fetch_name: Name,
+    /// Safe search: answer with a CNAME to `fetch_name` and its records.
+    rewrite: bool,
+    policy: Arc<CompiledPolicy>,
+    outcome: Outcome,
+    name: String,
+    at: chrono::DateTime<Utc>,
+}
+
 /// What the resolver decided to send, before it is encoded.
 struct Answer {
     response_code: ResponseCode,
@@ -139,7 +167,7 @@ impl Answer {
 }
 
 /// The event fields a decision fills in.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct Outcome {
     action: &'static str,
     illegal: bool,
@@ -151,6 +179,55 @@ struct Outcome {
 }
 
 impl Outcome {
+    /// The event fields of a verdict, with the same values as
+    /// [`Outcome::from_decision`] of [`CompiledPolicy::explain`] but
+    /// without building the reason sentence, which the DNS answer and the
+    /// event do not carry. The stages whose rule `explain` words itself
+    /// (local lists, exceptions, schedules) still go through it.
+    fn of_verdict(policy: &CompiledPolicy, q: &sheepdog_policy::Query<'_>, v: &Verdict) -> Self {
+        let group = v
+            .group
+            .and_then(|i| policy.groups().get(i))
+            .map(|g| g.name.to_string());
+        if v.hit.is_none() && v.action == Action::Allow {
+            return Self {
+                action: v.action.as_str(),
+                group,
+                ..Self::default()
+            };
+        }
+        if matches!(
+            v.stage,
+            Stage::LocalList | Stage::Exception | Stage::Schedule
+        ) {
+            return Self::from_decision(&policy.explain(q, v));
+        }
+        let rule = v.hit.map(|hit| {
+            let subject = match q.target {
+                Target::Name(name) => sheepdog_lists::normalize_name(name).ok(),
+                Target::Url(_) => None,
+            };
+            policy
+                .snapshot()
+                .describe_rule(&hit, subject.as_deref().unwrap_or(""))
+        });
+        Self {
+            action: v.action.as_str(),
+            illegal: v.illegal,
+            category: v
+                .category
+                .and_then(|c| policy.categories().get(usize::from(c)))
+                .map(|c| c.id.to_string()),
+            list: v
+                .hit
+                .and_then(|h| policy.snapshot().lists().get(usize::from(h.list)))
+                .map(|l| l.name.clone()),
+            rule,
+            group,
+            upstream_ms: None,
+        }
+    }
+
     fn from_decision(d: &Decision) -> Self {
         Self {
             action: d.action.as_str(),
@@ -214,19 +291,33 @@ impl Resolver {
         client: IpAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
+        match self.answer_now(packet, client, transport) {
+            Immediate::Reply(reply) => reply,
+            Immediate::Upstream(request) => self.answer_upstream(&request, client, transport).await,
+        }
+    }
+
+    /// Answers without waiting whatever can be answered so: malformed
+    /// packets, refusals, block answers, the canary, captive guests and
+    /// cache hits. A question that needs the upstream comes back parsed,
+    /// for [`Resolver::answer_upstream`]; the UDP listener answers the rest
+    /// in its receive loop without spawning a task. The same decisions,
+    /// answers, events and metrics as [`Resolver::handle`], which is this
+    /// followed by `answer_upstream` when needed.
+    pub fn answer_now(&self, packet: &[u8], client: IpAddr, transport: Transport) -> Immediate {
         metrics::counter!("sheepdog_dns_queries_total", "transport" => transport.as_str())
             .increment(1);
         let request = match Message::from_vec(packet) {
             Ok(request) => request,
             Err(_) => {
                 metrics::counter!("sheepdog_dns_malformed_total").increment(1);
-                return form_error(packet);
+                return Immediate::Reply(form_error(packet));
             }
         };
         if request.message_type() != MessageType::Query {
-            return None;
+            return Immediate::Reply(None);
         }
-        let refuse = |code| encode(&reply_to(&request, code), None);
+        let refuse = |code| Immediate::Reply(encode(&reply_to(&request, code), None));
         if request.op_code() != OpCode::Query {
             return refuse(ResponseCode::NotImp);
         }
@@ -239,6 +330,62 @@ impl Resolver {
         {
             return refuse(ResponseCode::Refused);
         }
+        let identity = self.identities.lookup(client);
+        let (answer, outcome, name) = match self.prepare(query, &identity, client) {
+            Step::Done(answer, outcome, name) => (answer, outcome, name),
+            Step::Fetch(pending) => match self.cached(&pending.key) {
+                Some(hit) => self.complete(*pending, Ok((hit, false)), query, &identity),
+                None => return Immediate::Upstream(Box::new(request)),
+            },
+        };
+        Immediate::Reply(self.reply(
+            &request, query, client, &identity, answer, outcome, name, transport,
+        ))
+    }
+
+    /// Finishes a request [`Resolver::answer_now`] handed back: asks the
+    /// upstream (or joins the same question in flight) and answers.
+    pub async fn answer_upstream(
+        &self,
+        request: &Message,
+        client: IpAddr,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        let [query] = request.queries() else {
+            return None;
+        };
+        let identity = self.identities.lookup(client);
+        let (answer, outcome, name) = match self.prepare(query, &identity, client) {
+            Step::Done(answer, outcome, name) => (answer, outcome, name),
+            Step::Fetch(pending) => {
+                let fetched = self
+                    .fetch(&pending.key, &pending.fetch_name, query.query_type())
+                    .await;
+                self.complete(*pending, fetched, query, &identity)
+            }
+        };
+        self.reply(
+            request, query, client, &identity, answer, outcome, name, transport,
+        )
+    }
+
+    /// Records the event and encodes the answer within the transport's size.
+    #[allow(clippy::too_many_arguments)]
+    fn reply(
+        &self,
+        request: &Message,
+        query: &Query,
+        client: IpAddr,
+        identity: &Identity,
+        answer: Answer,
+        outcome: Outcome,
+        name: String,
+        transport: Transport,
+    ) -> Option<Vec<u8>> {
+        self.record(client, identity, name, query.query_type(), outcome);
+        if answer.drop {
+            return None;
+        }
         let limit = match transport {
             Transport::Tcp => None,
             Transport::Udp => Some(
@@ -248,31 +395,23 @@ impl Resolver {
                     .map_or(512, |e| e.max_payload().clamp(512, MAX_UDP_PAYLOAD)),
             ),
         };
-        let identity = self.identities.lookup(client);
-        let (answer, outcome, name) = self.answer(query, &identity, client).await;
-        self.record(client, &identity, name, query.query_type(), outcome);
-        if answer.drop {
-            return None;
+        if let Some(bytes) = write_simple(request, query, &answer, limit) {
+            return Some(bytes);
         }
-        let mut response = reply_to(&request, answer.response_code);
+        let mut response = reply_to(request, answer.response_code);
         response.insert_answers(answer.answers);
         response.insert_name_servers(answer.authority);
         encode(&response, limit)
     }
 
-    /// Decides and answers one question.
-    async fn answer(
-        &self,
-        query: &Query,
-        identity: &Identity,
-        client: IpAddr,
-    ) -> (Answer, Outcome, String) {
+    /// Decides one question for `client`: the answer when no upstream is
+    /// needed, or what to fetch and how to finish.
+    fn prepare(&self, query: &Query, identity: &Identity, client: IpAddr) -> Step {
         let qname = query.name().to_lowercase();
         let mut name = qname.to_ascii();
         if name.ends_with('.') {
             name.pop();
         }
-        let record_type = query.query_type();
 
         if name == DOH_CANARY {
             metrics::counter!("sheepdog_dns_doh_canary_total").increment(1);
@@ -283,7 +422,7 @@ impl Resolver {
                 group: Some(identity.group.to_string()),
                 ..Outcome::default()
             };
-            return (Answer::code(ResponseCode::NXDomain), outcome, name);
+            return Step::Done(Answer::code(ResponseCode::NXDomain), outcome, name);
         }
 
         let policy = self.engine.current();
@@ -300,7 +439,7 @@ impl Resolver {
                 group: Some(identity.group.to_string()),
                 ..Outcome::default()
             };
-            return (Answer::code(ResponseCode::NXDomain), outcome, name);
+            return Step::Done(Answer::code(ResponseCode::NXDomain), outcome, name);
         }
         // A guest who has not accepted the visitor agreement is sent to
         // the block page's address, where the proxy shows the portal; with
@@ -314,12 +453,13 @@ impl Resolver {
                 group: Some(CAPTIVE_GROUP.to_string()),
                 ..Outcome::default()
             };
-            return (self.captive_answer(query), outcome, name);
+            return Step::Done(self.captive_answer(query), outcome, name);
         }
+        let at = Utc::now();
         let q = sheepdog_policy::Query {
             group: &identity.group,
             target: Target::Name(&name),
-            at: Utc::now(),
+            at,
         };
         let verdict = policy.verdict(&q);
         // A warning the client continued past on the warning page (the
@@ -329,27 +469,15 @@ impl Resolver {
                 .identities
                 .warnings()
                 .is_some_and(|w| w.acknowledged(client, &name));
+        let mut outcome = self.outcome(&policy, &q, &verdict);
         if blocks(verdict.action) && !heeded {
-            let decision = policy.explain(&q, &verdict);
             let answer = if captive {
                 self.captive_answer(query)
             } else {
-                self.block(&policy, &decision, &name, query)
+                self.block(&policy, &verdict, outcome.category.as_deref(), &name, query)
             };
-            return (answer, Outcome::from_decision(&decision), name);
+            return Step::Done(answer, outcome, name);
         }
-        let mut outcome = if verdict.hit.is_some() || verdict.action != Action::Allow {
-            Outcome::from_decision(&policy.explain(&q, &verdict))
-        } else {
-            Outcome {
-                action: verdict.action.as_str(),
-                group: verdict
-                    .group
-                    .and_then(|i| policy.groups().get(i))
-                    .map(|g| g.name.to_string()),
-                ..Outcome::default()
-            }
-        };
         if heeded {
             outcome.action = "allow";
             outcome.rule = Some(format!(
@@ -367,11 +495,58 @@ impl Resolver {
             .and_then(|g| safesearch::rewrite(&name, &g.safe_search));
         if let Some(target) = safe {
             let Ok(target_name) = Name::from_ascii(format!("{target}.")) else {
-                return (Answer::code(ResponseCode::ServFail), outcome, name);
+                return Step::Done(Answer::code(ResponseCode::ServFail), outcome, name);
             };
+            let mut outcome = outcome;
             outcome.action = "rewrite";
             outcome.rule = Some(format!("safe search: {target}"));
-            let fetched = self.fetch(target, &target_name, record_type).await;
+            return Step::Fetch(Box::new(Pending {
+                key: CacheKey {
+                    name: target.into(),
+                    record_type: query.query_type(),
+                },
+                fetch_name: target_name,
+                rewrite: true,
+                policy,
+                outcome,
+                name,
+                at,
+            }));
+        }
+        Step::Fetch(Box::new(Pending {
+            key: CacheKey {
+                name: name.as_str().into(),
+                record_type: query.query_type(),
+            },
+            fetch_name: qname,
+            rewrite: false,
+            policy,
+            outcome,
+            name,
+            at,
+        }))
+    }
+
+    /// Finishes a question with the upstream's (or the cache's) answer:
+    /// the safe-search CNAME, or the answer once every name its CNAME
+    /// chain reaches has been checked.
+    fn complete(
+        &self,
+        pending: Pending,
+        fetched: Fetched,
+        query: &Query,
+        identity: &Identity,
+    ) -> (Answer, Outcome, String) {
+        let Pending {
+            policy,
+            mut outcome,
+            name,
+            at,
+            rewrite,
+            fetch_name,
+            ..
+        } = pending;
+        if rewrite {
             let Ok((cached, fresh)) = fetched else {
                 return (Answer::code(ResponseCode::ServFail), outcome, name);
             };
@@ -380,7 +555,7 @@ impl Resolver {
             let mut answers = vec![Record::from_rdata(
                 query.name().clone(),
                 remaining.min(300),
-                RData::CNAME(CNAME(target_name)),
+                RData::CNAME(CNAME(fetch_name)),
             )];
             answers.extend(CachedAnswer::records_at(&cached.answers, remaining));
             let answer = Answer {
@@ -392,7 +567,6 @@ impl Resolver {
             return (answer, outcome, name);
         }
 
-        let fetched = self.fetch(&name, &qname, record_type).await;
         let Ok((cached, fresh)) = fetched else {
             metrics::counter!("sheepdog_dns_servfail_total").increment(1);
             return (Answer::code(ResponseCode::ServFail), outcome, name);
@@ -405,16 +579,15 @@ impl Resolver {
             let cq = sheepdog_policy::Query {
                 group: &identity.group,
                 target: Target::Name(&target),
-                at: q.at,
+                at,
             };
             let v = policy.verdict(&cq);
             if blocks(v.action) {
-                let decision = policy.explain(&cq, &v);
-                let answer = self.block(&policy, &decision, &name, query);
-                let mut blocked = Outcome::from_decision(&decision);
+                let mut blocked = self.outcome(&policy, &cq, &v);
+                let answer = self.block(&policy, &v, blocked.category.as_deref(), &name, query);
                 blocked.rule = Some(format!(
                     "{} (reached through CNAME {target})",
-                    decision.rule.as_deref().unwrap_or(&target)
+                    blocked.rule.as_deref().unwrap_or(&target)
                 ));
                 blocked.upstream_ms = outcome.upstream_ms;
                 return (answer, blocked, name);
@@ -431,15 +604,45 @@ impl Resolver {
         (answer, outcome, name)
     }
 
+    /// A verdict's event fields. Without an event sink only those the
+    /// answer itself needs (the group, for safe search; the category, for
+    /// the blocked metric): the list and the rule text are for the event.
+    fn outcome(
+        &self,
+        policy: &CompiledPolicy,
+        q: &sheepdog_policy::Query<'_>,
+        v: &Verdict,
+    ) -> Outcome {
+        if self.sink.is_some() {
+            return Outcome::of_verdict(policy, q, v);
+        }
+        Outcome {
+            action: v.action.as_str(),
+            category: v
+                .category
+                .filter(|_| v.hit.is_some() || v.action != Action::Allow)
+                .and_then(|c| policy.categories().get(usize::from(c)))
+                .map(|c| c.id.to_string()),
+            group: v
+                .group
+                .and_then(|i| policy.groups().get(i))
+                .map(|g| g.name.to_string()),
+            ..Outcome::default()
+        }
+    }
+
+    /// A live cache entry, counted as a hit; a miss is counted by
+    /// [`Resolver::fetch`], which looks again before asking upstream.
+    fn cached(&self, key: &CacheKey) -> Option<Arc<CachedAnswer>> {
+        let hit = self.cache.get(key, Instant::now())?;
+        metrics::counter!("sheepdog_dns_cache_hits_total").increment(1);
+        Some(hit)
+    }
+
     /// The cached answer, or the upstream's; identical questions in flight
     /// share one exchange.
-    async fn fetch(&self, key_name: &str, name: &Name, record_type: RecordType) -> Fetched {
-        let key = CacheKey {
-            name: key_name.into(),
-            record_type,
-        };
-        if let Some(hit) = self.cache.get(&key, Instant::now()) {
-            metrics::counter!("sheepdog_dns_cache_hits_total").increment(1);
+    async fn fetch(&self, key: &CacheKey, name: &Name, record_type: RecordType) -> Fetched {
+        if let Some(hit) = self.cached(key) {
             return Ok((hit, false));
         }
         metrics::counter!("sheepdog_dns_cache_misses_total").increment(1);
@@ -473,8 +676,8 @@ impl Resolver {
             .await
             .clone();
         if let Ok(mut map) = self.in_flight.lock() {
-            if map.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                map.remove(&key);
+            if map.get(key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                map.remove(key);
             }
         }
         result.map(|answer| (answer, leader))
@@ -484,17 +687,14 @@ impl Resolver {
     fn block(
         &self,
         policy: &CompiledPolicy,
-        decision: &Decision,
+        verdict: &Verdict,
+        category: Option<&str>,
         name: &str,
         query: &Query,
     ) -> Answer {
-        let category = decision
-            .category
-            .as_deref()
-            .unwrap_or("uncategorised")
-            .to_string();
+        let category = category.unwrap_or("uncategorised").to_string();
         metrics::counter!("sheepdog_dns_blocked_total", "category" => category).increment(1);
-        let mode = match decision.rpz {
+        let mode = match verdict.hit.and_then(|h| h.rpz) {
             Some(RpzAction::NxDomain) => BlockAnswer::Nxdomain,
             Some(RpzAction::NoData) => BlockAnswer::Nodata,
             Some(RpzAction::Drop) => {
@@ -573,7 +773,7 @@ impl Resolver {
             person_id: identity.person_id,
             group: outcome.group.or_else(|| Some(identity.group.to_string())),
             target: name,
-            query_type: Some(record_type.to_string()),
+            query_type: Some(<&'static str>::from(record_type).to_owned()),
             action: outcome.action.to_string(),
             illegal: outcome.illegal,
             category: outcome.category,
@@ -648,6 +848,76 @@ fn reply_to(request: &Message, response_code: ResponseCode) -> Message {
     response
 }
 
+/// The bytes of a simple answer, written directly rather than built as a
+/// `Message` and encoded: no records, or only A/AAAA records for the
+/// question's own name (block answers, the canary, captive guests). The
+/// same bytes as [`reply_to`] and [`encode`] give (a property test
+/// compares them); `None` for anything else, which takes that path.
+fn write_simple(
+    request: &Message,
+    query: &Query,
+    answer: &Answer,
+    limit: Option<u16>,
+) -> Option<Vec<u8>> {
+    if !answer.authority.is_empty() || answer.answers.len() > 2 {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(128);
+    bytes.extend_from_slice(&request.id().to_be_bytes());
+    let op_code: u8 = request.op_code().into();
+    bytes.push(0x80 | (op_code & 0x0f) << 3 | u8::from(request.recursion_desired()));
+    bytes.push(
+        0x80 | if request.checking_disabled() { 0x10 } else { 0 }
+            | (answer.response_code.low() & 0x0f),
+    );
+    let edns = request.extensions().is_some();
+    let count = u16::try_from(answer.answers.len()).ok()?;
+    for field in [1, count, 0, u16::from(edns)] {
+        bytes.extend_from_slice(&field.to_be_bytes());
+    }
+    let name = query.name();
+    if !name.is_fqdn() {
+        return None;
+    }
+    for label in name.iter() {
+        bytes.push(u8::try_from(label.len()).ok()?);
+        bytes.extend_from_slice(label);
+    }
+    bytes.push(0);
+    bytes.extend_from_slice(&u16::from(query.query_type()).to_be_bytes());
+    bytes.extend_from_slice(&u16::from(query.query_class()).to_be_bytes());
+    for record in &answer.answers {
+        if record.name() != name || record.dns_class() != DNSClass::IN {
+            return None;
+        }
+        let (record_type, data): (u16, &[u8]) = match record.data() {
+            RData::A(A(v4)) => (1, &v4.octets()),
+            RData::AAAA(AAAA(v6)) => (28, &v6.octets()),
+            _ => return None,
+        };
+        // The owner is the question's name: a pointer to offset 12.
+        bytes.extend_from_slice(&[0xc0, 0x0c]);
+        bytes.extend_from_slice(&record_type.to_be_bytes());
+        bytes.extend_from_slice(&1u16.to_be_bytes());
+        bytes.extend_from_slice(&record.ttl().to_be_bytes());
+        bytes.extend_from_slice(&u16::try_from(data.len()).ok()?.to_be_bytes());
+        bytes.extend_from_slice(data);
+    }
+    if edns {
+        // OPT: root owner, our payload size as the class, then extended
+        // code, version 0 and no flags, and no options.
+        bytes.push(0);
+        bytes.extend_from_slice(&u16::from(RecordType::OPT).to_be_bytes());
+        bytes.extend_from_slice(&UPSTREAM_PAYLOAD.to_be_bytes());
+        bytes.push(answer.response_code.high());
+        bytes.extend_from_slice(&[0, 0, 0, 0, 0]);
+    }
+    match limit {
+        Some(limit) if bytes.len() > usize::from(limit) => None,
+        _ => Some(bytes),
+    }
+}
+
 /// Encodes a response; over UDP, one larger than the client's limit is sent
 /// truncated (TC set, records dropped) so the client retries over TCP.
 fn encode(response: &Message, limit: Option<u16>) -> Option<Vec<u8>> {
@@ -694,7 +964,213 @@ mod tests {
         assert!(form_error(&[0, 1, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_none());
     }
 
+    /// A policy with each kind of deciding stage: illegal, category (block,
+    /// warn, monitor), local deny and allow, an exception, a schedule, an
+    /// RPZ list, subdomain rules and group defaults.
+    fn policy() -> CompiledPolicy {
+        use sheepdog_lists::{parse::parse_str, ListFormat, SnapshotBuilder};
+        let mut b = SnapshotBuilder::new();
+        let lists: &[(&str, bool, Option<&str>, ListFormat, &str)] = &[
+            (
+                "iwf",
+                true,
+                Some("iwf"),
+                ListFormat::Domains,
+                "abuse.invalid\n",
+            ),
+            (
+                "gambling",
+                false,
+                Some("gambling"),
+                ListFormat::Domains,
+                "casino.test\nbingo.test\ndice.test\n",
+            ),
+            (
+                "games",
+                false,
+                Some("games"),
+                ListFormat::Domains,
+                "games.test\ncasino.test\n",
+            ),
+            (
+                "social",
+                false,
+                Some("social-networking"),
+                ListFormat::Adblock,
+                "||social.test^\n@@||help.social.test^\n",
+            ),
+            (
+                "rpz",
+                false,
+                Some("malware"),
+                ListFormat::Rpz,
+                "bad.test CNAME .\nlocal.test A 192.0.2.9\n",
+            ),
+        ];
+        for (name, legal, category, format, text) in lists {
+            let id = b.add_list(name, *legal, *category).unwrap();
+            let report = parse_str(text, *format, name, &mut |o, e| b.add_entry(id, None, o, e));
+            b.add_report(id, report);
+        }
+        let doc = sheepdog_policy::PolicyDocument::from_toml(
+            r#"
+fallback_group = "unsigned"
+[school]
+name = "Test Primary"
+time_zone = "Europe/London"
+[[schedules]]
+name = "always"
+days = ["all"]
+start = "00:00"
+end = "23:59"
+[local]
+deny = ["denied.test"]
+allow = ["bingo.test"]
+[[groups]]
+name = "ks2"
+default = "allow"
+[groups.categories]
+gambling = "block"
+games = "warn"
+social-networking = "block"
+malware = "block"
+[[groups.schedule]]
+schedule = "always"
+category = "games"
+action = "monitor"
+[[groups.exceptions]]
+target = "social.test"
+action = "allow"
+start = "2020-01-01T00:00:00Z"
+end = "2100-01-01T00:00:00Z"
+reason = "a lesson"
+[[groups]]
+name = "staff"
+default = "allow"
+[groups.categories]
+gambling = "monitor"
+[[groups]]
+name = "unsigned"
+default = "block"
+"#,
+        )
+        .unwrap();
+        CompiledPolicy::compile(&doc, Arc::new(b.build().unwrap())).unwrap()
+    }
+
+    #[test]
+    fn the_policy_covers_every_stage() {
+        let policy = policy();
+        let stage = |group, name| {
+            let q = sheepdog_policy::Query {
+                group,
+                target: Target::Name(name),
+                at: Utc::now(),
+            };
+            policy.verdict(&q).stage
+        };
+        assert_eq!(stage("ks2", "abuse.invalid"), Stage::Illegal);
+        assert_eq!(stage("ks2", "denied.test"), Stage::LocalList);
+        assert_eq!(stage("ks2", "social.test"), Stage::Exception);
+        assert_eq!(stage("ks2", "games.test"), Stage::Schedule);
+        assert_eq!(stage("ks2", "dice.test"), Stage::Category);
+        assert_eq!(stage("ks2", "example.test"), Stage::GroupDefault);
+    }
+
     proptest! {
+        /// The event fields the resolver builds from a verdict are those
+        /// `explain` gives, for every stage and group.
+        #[test]
+        fn outcome_of_a_verdict_matches_the_explained_decision(
+            label in "(|www\\.|a\\.b\\.|HELP\\.|[a-z0-9-]{1,8}\\.)",
+            base in proptest::sample::select(vec![
+                "abuse.invalid", "casino.test", "dice.test", "bingo.test", "games.test", "social.test",
+                "bad.test", "local.test", "denied.test", "example.test", "xn--bcher-kva.test",
+                "-bad-.test", "test",
+            ]),
+            group in proptest::sample::select(vec!["ks2", "staff", "unsigned", "nobody"]),
+        ) {
+            let policy = policy();
+            let name = format!("{label}{base}");
+            let q = sheepdog_policy::Query { group, target: Target::Name(&name), at: Utc::now() };
+            let verdict = policy.verdict(&q);
+            let explained = if verdict.hit.is_none() && verdict.action == Action::Allow {
+                // What the resolver recorded for a plain allow before.
+                Outcome {
+                    action: verdict.action.as_str(),
+                    group: verdict.group.and_then(|i| policy.groups().get(i)).map(|g| g.name.to_string()),
+                    ..Outcome::default()
+                }
+            } else {
+                Outcome::from_decision(&policy.explain(&q, &verdict))
+            };
+            let full = Outcome::of_verdict(&policy, &q, &verdict);
+            prop_assert_eq!(&full, &explained);
+            // Without an event sink: the fields the answer needs, the same.
+            let resolver = Resolver::new(
+                Arc::new(Engine::new(self::policy())),
+                Arc::new(IdentityResolver::new(sheepdog_events::IdentityMap::new("ks2"))),
+                None,
+                ResolverSettings::from_config(&DnsConfig::default()),
+            );
+            let light = resolver.outcome(&policy, &q, &verdict);
+            prop_assert_eq!(
+                (light.action, light.category, light.group),
+                (full.action, full.category, full.group)
+            );
+        }
+
+        /// A simple answer written directly is, byte for byte, the one
+        /// built as a `Message` and encoded.
+        #[test]
+        fn written_answers_are_the_encoded_ones(
+            id in any::<u16>(),
+            recursion_desired in any::<bool>(),
+            checking_disabled in any::<bool>(),
+            edns in proptest::option::of(512u16..=4096),
+            labels in proptest::collection::vec("[a-zA-Z0-9_-]{1,20}", 1..6),
+            record_type in proptest::sample::select(vec![
+                RecordType::A, RecordType::AAAA, RecordType::HTTPS, RecordType::MX, RecordType::TXT,
+            ]),
+            response_code in proptest::sample::select(vec![
+                ResponseCode::NoError, ResponseCode::NXDomain, ResponseCode::ServFail,
+                ResponseCode::Refused, ResponseCode::NotImp, ResponseCode::FormErr,
+            ]),
+            addresses in any::<bool>(),
+            v4 in any::<[u8; 4]>(),
+            v6 in any::<[u8; 16]>(),
+            ttl in any::<u32>(),
+            transport in proptest::sample::select(vec![Transport::Udp, Transport::Tcp]),
+        ) {
+            let mut name = Name::from_labels(labels.iter().map(|l| l.as_bytes())).unwrap();
+            name.set_fqdn(true);
+            let mut request = Message::new();
+            request
+                .set_id(id)
+                .set_recursion_desired(recursion_desired)
+                .set_checking_disabled(checking_disabled)
+                .add_query(Query::query(name, record_type));
+            if let Some(payload) = edns {
+                let mut e = Edns::new();
+                e.set_max_payload(payload);
+                request.set_edns(e);
+            }
+            let request = Message::from_vec(&request.to_vec().unwrap()).unwrap();
+            let query = request.queries()[0].clone();
+            let answer = if addresses {
+                Resolver::addresses(&query, Ipv4Addr::from(v4), Ipv6Addr::from(v6), ttl)
+            } else {
+                Answer::code(response_code)
+            };
+            let limit = (transport == Transport::Udp)
+                .then(|| edns.map_or(512, |p| p.clamp(512, MAX_UDP_PAYLOAD)));
+            let written = write_simple(&request, &query, &answer, limit).unwrap();
+            let mut response = reply_to(&request, answer.response_code);
+            response.insert_answers(answer.answers);
+            let encoded = encode(&response, limit).unwrap();
+            prop_assert_eq!(written, encoded);
+        }
+
         #[test]
         fn form_error_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = form_error(&bytes);

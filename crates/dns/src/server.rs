@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::resolver::Immediate;
 use crate::{DnsError, Resolver, Transport};
 
 /// UDP requests being answered at once; more are dropped (a client
@@ -39,31 +40,54 @@ const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 /// outgoing connection), so a fresh pair is tried.
 const PORT_TRIES: usize = 16;
 
-/// A UDP socket and a TCP listener on the same address and port.
-async fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), DnsError> {
+/// UDP sockets per address: one per core (at most this many), all bound
+/// to the same port with `SO_REUSEPORT`, so the kernel spreads clients
+/// over them (by address and port) and each receive loop runs on its own
+/// worker instead of one loop receiving for every core.
+const MAX_UDP_SOCKETS: usize = 8;
+
+/// A UDP socket on `addr` that other sockets of this process may share
+/// (`SO_REUSEPORT`; the kernel lets only the same user join), with the
+/// large receive buffer.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    if let Err(error) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
+        tracing::warn!(%addr, %error, "could not enlarge the UDP receive buffer");
+    }
+    UdpSocket::from_std(socket.into())
+}
+
+/// UDP sockets and a TCP listener on the same address and port.
+async fn bind_pair(
+    addr: SocketAddr,
+) -> Result<(Vec<UdpSocket>, TcpListener, SocketAddr), DnsError> {
+    let udp_error = |addr, source| DnsError::Bind {
+        addr,
+        transport: "UDP",
+        source,
+    };
     let mut tries = 0;
     loop {
         tries += 1;
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| DnsError::Bind {
-                addr,
-                transport: "UDP",
-                source,
-            })?;
-        let bound = udp.local_addr().map_err(|source| DnsError::Bind {
-            addr,
-            transport: "UDP",
-            source,
-        })?;
+        let udp = bind_udp(addr).map_err(|source| udp_error(addr, source))?;
+        let bound = udp.local_addr().map_err(|source| udp_error(addr, source))?;
         match TcpListener::bind(bound).await {
             Ok(tcp) => {
-                if let Err(error) =
-                    socket2::SockRef::from(&udp).set_recv_buffer_size(UDP_RECEIVE_BUFFER)
-                {
-                    tracing::warn!(%bound, %error, "could not enlarge the UDP receive buffer");
+                let mut sockets = vec![udp];
+                let wanted = std::thread::available_parallelism()
+                    .map_or(1, usize::from)
+                    .min(MAX_UDP_SOCKETS);
+                while sockets.len() < wanted {
+                    sockets.push(bind_udp(bound).map_err(|source| udp_error(bound, source))?);
                 }
-                return Ok((udp, tcp, bound));
+                return Ok((sockets, tcp, bound));
             }
             Err(source)
                 if addr.port() == 0
@@ -93,9 +117,15 @@ impl DnsServer {
             let (udp, tcp, bound) = bind_pair(*addr).await?;
             server.udp.push(bound);
             server.tcp.push(bound);
-            server
-                .tasks
-                .push(tokio::spawn(serve_udp(Arc::new(udp), resolver.clone())));
+            // One in-flight limit per address, shared by its sockets.
+            let limit = Arc::new(Semaphore::new(UDP_IN_FLIGHT));
+            for socket in udp {
+                server.tasks.push(tokio::spawn(serve_udp(
+                    Arc::new(socket),
+                    resolver.clone(),
+                    limit.clone(),
+                )));
+            }
             server
                 .tasks
                 .push(tokio::spawn(serve_tcp(tcp, resolver.clone())));
@@ -123,9 +153,16 @@ impl DnsServer {
     }
 }
 
-async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
-    let limit = Arc::new(Semaphore::new(UDP_IN_FLIGHT));
-    let mut buffer = vec![0u8; 65_535];
+/// The largest UDP request read: any datagram, so an oversized one is
+/// judged whole (parsed or refused as malformed), never cut short.
+const UDP_REQUEST_MAX: usize = 65_535;
+
+/// One socket's receive loop. Whatever can be answered without waiting
+/// (blocks, cache hits, refusals) is answered here, in the loop, without a
+/// task or a copy of the packet; only a question for the upstream is
+/// spawned, within the in-flight limit.
+async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, limit: Arc<Semaphore>) {
+    let mut buffer = vec![0u8; UDP_REQUEST_MAX];
     loop {
         let (len, peer) = match socket.recv_from(&mut buffer).await {
             Ok(received) => received,
@@ -136,21 +173,42 @@ async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>) {
                 continue;
             }
         };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            metrics::counter!("sheepdog_dns_overload_dropped_total").increment(1);
-            continue;
-        };
-        let packet = buffer.get(..len).unwrap_or(&[]).to_vec();
-        let socket = socket.clone();
-        let resolver = resolver.clone();
-        tokio::spawn(async move {
-            if let Some(reply) = resolver.handle(&packet, peer.ip(), Transport::Udp).await {
-                if let Err(error) = socket.send_to(&reply, peer).await {
-                    tracing::debug!(%error, %peer, "UDP send failed");
-                }
+        let packet = buffer.get(..len).unwrap_or(&[]);
+        match resolver.answer_now(packet, peer.ip(), Transport::Udp) {
+            Immediate::Reply(None) => {}
+            Immediate::Reply(Some(reply)) => send(&socket, &reply, peer).await,
+            Immediate::Upstream(request) => {
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    metrics::counter!("sheepdog_dns_overload_dropped_total").increment(1);
+                    continue;
+                };
+                let socket = socket.clone();
+                let resolver = resolver.clone();
+                tokio::spawn(async move {
+                    let reply = resolver
+                        .answer_upstream(&request, peer.ip(), Transport::Udp)
+                        .await;
+                    if let Some(reply) = reply {
+                        send(&socket, &reply, peer).await;
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+        }
+    }
+}
+
+/// Sends one datagram: at once when the socket can take it, else waiting
+/// for room (which holds back the receive loop: backpressure, not a queue).
+async fn send(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
+    let sent = match socket.try_send_to(reply, peer) {
+        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+            socket.send_to(reply, peer).await
+        }
+        other => other,
+    };
+    if let Err(error) = sent {
+        tracing::debug!(%error, %peer, "UDP send failed");
     }
 }
 

@@ -102,9 +102,35 @@ const INSERT_COLUMNS: &str = "at, source, client, device_id, device_name, person
                               target, query_type, action, illegal, category, list_name, rule, \
                               upstream_ms, search_term, host_key";
 const COLUMN_COUNT: usize = 17;
-/// Rows per INSERT: 17 columns × 200 rows stays far below the bind-parameter
-/// limits of both SQLite (32 766) and PostgreSQL (65 535).
-const ROWS_PER_STATEMENT: usize = 200;
+/// Rows per INSERT. Few, because binding is quadratic in the statement's
+/// parameters on SQLite: sqlx looks up each `$N` parameter's name, and
+/// SQLite finds a name by scanning every named parameter. At 200 rows
+/// (3 400 parameters) that lookup was over half of the event writer's
+/// instructions (callgrind, bench/dns/callgrind.sh); at 8 rows it is a few
+/// per cent, and a batch still needs only an eighth of the round trips of
+/// one row per statement.
+const ROWS_PER_STATEMENT: usize = 8;
+
+/// `INSERT INTO decision_events (...) VALUES ($1, ...), ...` for `rows`
+/// rows. A batch uses only two shapes, full statements and single rows,
+/// so both stay prepared in each connection's statement cache.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = format!("INSERT INTO decision_events ({INSERT_COLUMNS}) VALUES ");
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..COLUMN_COUNT {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * COLUMN_COUNT + column + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
 
 fn event_from_row(row: &AnyRow) -> Result<DecisionEvent, StoreError> {
     let at: String = row.try_get("at")?;
@@ -148,22 +174,17 @@ impl Store {
         let _lock = self.write_lock.clone().lock_owned().await;
         let mut tx = self.pool().begin().await?;
         let mut written = 0;
-        for chunk in events.chunks(ROWS_PER_STATEMENT) {
-            let mut sql = format!("INSERT INTO decision_events ({INSERT_COLUMNS}) VALUES ");
-            for row in 0..chunk.len() {
-                if row > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('(');
-                for column in 0..COLUMN_COUNT {
-                    if column > 0 {
-                        sql.push_str(", ");
-                    }
-                    sql.push_str(&format!("${}", row * COLUMN_COUNT + column + 1));
-                }
-                sql.push(')');
-            }
-            let mut query = sqlx::query(&sql);
+        let full = events.len() - events.len() % ROWS_PER_STATEMENT;
+        let (whole, rest) = events.split_at(full);
+        let chunks = whole.chunks(ROWS_PER_STATEMENT).chain(rest.chunks(1));
+        let (many_rows, one_row) = (insert_sql(ROWS_PER_STATEMENT), insert_sql(1));
+        for chunk in chunks {
+            let sql = if chunk.len() == 1 {
+                &one_row
+            } else {
+                &many_rows
+            };
+            let mut query = sqlx::query(sql);
             for event in chunk {
                 query = query
                     .bind(crate::format_time(event.at))
