@@ -788,7 +788,7 @@ impl Resolver {
 /// (a property test holds the two together). Hickory's conversion was a
 /// tenth of the cost of answering a blocked name.
 fn question_name(name: &Name) -> String {
-    let mut out = String::with_capacity(usize::from(name.len()));
+    let mut out = String::with_capacity(name.len());
     for label in name.iter() {
         // Hickory escapes a leading `-`.
         if label.first() == Some(&b'-')
