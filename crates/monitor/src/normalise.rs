@@ -1248,6 +1248,11 @@ mod tests {
         assert_eq!(view.as_str(), " kil me ");
         assert!(long[3]);
         assert!(!normalise("kill all").is_stretched());
+        // A run carried across a letter from outside ASCII and a dropped
+        // apostrophe.
+        assert!(normalise("üu'u").is_stretched());
+        assert!(normalise("ßs").is_stretched());
+        assert!(!normalise("üu'").is_stretched());
         assert_eq!(squeeze_key("kill"), "kil");
     }
 

@@ -164,6 +164,9 @@ fn prose() -> impl Strategy<Value = String> {
         1 => Just("ｋｉｌｌ".to_string()),
         1 => Just("\u{200B}".to_string()),
         1 => Just("ß".to_string()),
+        1 => Just("ü".to_string()),
+        1 => Just("'".to_string()),
+        1 => "[uU]{1,3}",
         1 => "[.,!?@$|()\\-]",
         1 => any::<char>().prop_map(String::from),
     ];
