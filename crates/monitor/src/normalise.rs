@@ -550,11 +550,10 @@ impl Builder {
         out.spans.note_run(at as u32, start, plain.len() as u32);
         // Letters have bit 0x40 set and separators do not; every
         // separator here becomes a space.
-        out.text.extend(
-            plain
-                .iter()
-                .map(|&b| if b & 0x40 != 0 { b | 0x20 } else { b' ' }),
-        );
+        out.text.extend_from_slice(plain);
+        for b in &mut out.text[at..] {
+            *b = if *b & 0x40 != 0 { *b | 0x20 } else { b' ' };
+        }
         let mut prev = match at.checked_sub(1) {
             Some(last) if self.run > 0 => out.text[last],
             _ => 0,
