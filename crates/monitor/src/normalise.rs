@@ -873,11 +873,57 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
                 break;
             };
             let len = c.len_utf8();
-            builder.unicode(c, i as u32, (i + len) as u32);
+            let (start, end) = (i as u32, (i + len) as u32);
+            match latin_letters(c) {
+                Some(letters) => {
+                    for &b in letters {
+                        builder.ascii(b, start, end);
+                    }
+                }
+                None => builder.unicode(c, start, end),
+            }
             i += len;
         }
     }
     *out = builder.finish(bytes.len() as u32);
+}
+
+/// The Latin letters with diacritics and the Latin letters spelled out in
+/// ASCII that Polish, French, German and other European languages write
+/// (U+00C0 to U+024F), and the ASCII letters each becomes.
+const LATIN: std::ops::RangeInclusive<u32> = 0xC0..=0x24F;
+
+/// The ASCII letters `c` becomes, when it is one of the [`LATIN`] letters
+/// whose decomposition, folding and lower-casing end in ASCII letters
+/// only; looked up in a table made once by sending each of them through
+/// [`Builder::unicode`], so that it cannot disagree with it.
+fn latin_letters(c: char) -> Option<&'static [u8]> {
+    static TABLE: std::sync::OnceLock<Vec<([u8; 3], u8)>> = std::sync::OnceLock::new();
+    let index = u32::from(c).checked_sub(*LATIN.start())?;
+    let table = TABLE.get_or_init(|| {
+        LATIN
+            .filter_map(char::from_u32)
+            .map(|c| {
+                let mut builder = Builder::new(Normalised::default(), 8);
+                builder.unicode(c, 0, 2);
+                let out = &builder.out;
+                let letters = out.text.get(1..).unwrap_or_default();
+                let plain = c.is_alphabetic()
+                    && (1..=3).contains(&letters.len())
+                    && letters.iter().all(u8::is_ascii_lowercase)
+                    && out.soft_spaces.is_empty()
+                    && !builder.token_mixed;
+                let mut entry = ([0u8; 3], 0u8);
+                if plain {
+                    entry.0[..letters.len()].copy_from_slice(letters);
+                    entry.1 = letters.len() as u8;
+                }
+                entry
+            })
+            .collect()
+    });
+    let (letters, len) = table.get(usize::try_from(index).ok()?)?;
+    letters.get(..usize::from(*len)).filter(|l| !l.is_empty())
 }
 
 /// Whether each byte of `w` equals `byte`, as the top bit of each byte:
@@ -1173,6 +1219,34 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn latin_letters_from_the_table_normalise_as_decomposed() {
+        let mut looked_up = 0;
+        for c in LATIN.filter_map(char::from_u32) {
+            if latin_letters(c).is_some() {
+                looked_up += 1;
+            }
+            for text in [
+                format!("{c}"),
+                format!("a{c}{c}b"),
+                format!("{c}{c}{c} x"),
+                format!("5{c}1 {c} {c} {c}"),
+            ] {
+                assert_eq!(
+                    normalise(&text).parts(),
+                    normalise_bytewise(&text).parts(),
+                    "{text:?}"
+                );
+            }
+        }
+        // Most of the range: accented letters, `ł`, `ß`, `ø`.
+        assert!(looked_up > 250, "{looked_up}");
+        assert_eq!(latin_letters('ż'), Some(&b"z"[..]));
+        assert_eq!(latin_letters('ß'), Some(&b"ss"[..]));
+        assert_eq!(latin_letters('×'), None);
+        assert_eq!(latin_letters('a'), None);
     }
 
     #[test]
