@@ -224,9 +224,16 @@ impl Matcher {
     }
 
     fn scan_normalised(&self, base: &Normalised) -> Vec<Hit> {
+        self.scan_normalised_with(base, true)
+    }
+
+    /// `screen`: whether to look for terms in a narrow joined view first
+    /// and skip the wide one when there are none (off only in tests, to
+    /// show that the screen changes nothing).
+    fn scan_normalised_with(&self, base: &Normalised, screen: bool) -> Vec<Hit> {
         let mut hits = Vec::new();
         self.scan_view(base, &self.main, None, &mut hits);
-        if base.is_spelled_out() {
+        if base.is_spelled_out() && (!screen || self.joined_terms_possible(base)) {
             // Any exclusion or context word that bears on a hit in a run
             // lies within this margin of it. Hits outside the runs are the
             // base view's to report, with their full context.
@@ -253,6 +260,39 @@ impl Matcher {
         });
         hits.dedup_by(|a, b| a.span == b.span && a.term == b.term && a.category == b.category);
         subsume(hits)
+    }
+
+    /// Whether the joined view may hold a term overlapping a run of
+    /// one-letter words. Such a term lies within the longest pattern of
+    /// the run, and between two runs joining changes nothing, so a window
+    /// of that width joins to the same bytes around the run as the wide
+    /// window does; most runs (`U.K. a`) join into nothing the libraries
+    /// hold, and then the wide window, which exists for exclusions and
+    /// context words, need not be joined and scanned at all.
+    fn joined_terms_possible(&self, base: &Normalised) -> bool {
+        let (view, runs) = base.joined_near(self.main.longest + 1);
+        let mut possible = false;
+        self.main
+            .each_overlapping(view.bytes(), |m_start, m_end, pattern| {
+                let Some((entries, lead, trail)) = self.main.patterns.get(pattern) else {
+                    return true;
+                };
+                let start = m_start + usize::from(*lead);
+                let end = m_end - usize::from(*trail);
+                if start >= end
+                    || !entries
+                        .iter()
+                        .any(|&e| matches!(self.entries[e].kind, EntryKind::Term { .. }))
+                {
+                    return true;
+                }
+                let span = view.original_span(start..end);
+                possible = runs
+                    .iter()
+                    .any(|run| span.start < run.end && run.start < span.end);
+                !possible
+            });
+        possible
     }
 
     fn scan_view(
@@ -694,6 +734,38 @@ mod tests {
         }
     }
 
+    /// Scanning with the narrow screen before the joined view finds what
+    /// scanning the joined view every time finds.
+    fn check_screen(text: &str) {
+        let m = shipped();
+        let base = normalise(text);
+        assert_eq!(
+            m.scan_normalised_with(&base, true),
+            m.scan_normalised_with(&base, false),
+            "{text:?}"
+        );
+    }
+
+    /// Library phrases spelled out next to one-letter words, context
+    /// words, exclusions and other phrases.
+    fn spelled_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let spelled = library_text().prop_map(|t| {
+            t.chars()
+                .flat_map(|c| [c, if c == ' ' { '.' } else { ' ' }])
+                .collect::<String>()
+        });
+        let piece = prop_oneof![
+            2 => library_text(),
+            2 => spelled,
+            1 => Just("U.K. a i 7 x".to_string()),
+            1 => Just("k y s".to_string()),
+            1 => Just("s.u.i.c.i.d.e".to_string()),
+            1 => "([a-z] ){1,5}",
+        ];
+        proptest::collection::vec(piece, 0..6).prop_map(|p| p.join(" "))
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
 
@@ -701,6 +773,25 @@ mod tests {
         fn the_walk_finds_what_overlapping_search_finds(text in library_text()) {
             check_walk(&text);
         }
+
+        #[test]
+        fn the_joined_screen_changes_no_hit(text in spelled_text()) {
+            check_screen(&text);
+        }
+    }
+
+    #[test]
+    fn the_joined_screen_keeps_spelled_out_terms() {
+        for text in [
+            "k y s",
+            "i said k.y.s to him",
+            "s u i c i d e prevention charity",
+            "U.K. a i 7 x",
+            "how to s h o o t a basketball",
+        ] {
+            check_screen(text);
+        }
+        assert!(!shipped().scan("just k y s already").is_empty());
     }
 
     #[test]

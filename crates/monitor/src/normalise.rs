@@ -540,6 +540,64 @@ impl Builder {
         self.run = run;
     }
 
+    /// A run of plain prose as [`plain_run`] finds it, starting with a
+    /// letter, in a word with no leetspeak so far: the same as
+    /// [`Builder::ascii`] on each byte, with the text lower-cased and
+    /// copied in one pass and one span mark for all of it.
+    fn plain(&mut self, plain: &[u8], start: u32) {
+        let out = &mut self.out;
+        let at = out.text.len();
+        out.spans.note_run(at as u32, start, plain.len() as u32);
+        // Letters have bit 0x40 set and separators do not; every
+        // separator here becomes a space.
+        out.text.extend_from_slice(plain);
+        for b in &mut out.text[at..] {
+            *b = if *b & 0x40 != 0 { *b | 0x20 } else { b' ' };
+        }
+        let mut prev = match at.checked_sub(1) {
+            Some(last) if self.run > 0 => out.text[last],
+            _ => 0,
+        };
+        let mut run = self.run;
+        let mut longest = 0;
+        let mut token_start = self.token_start;
+        for (k, &byte) in out.text[at..].iter().enumerate() {
+            if byte == b' ' {
+                // What `end_token` does for a word without leetspeak: it
+                // holds at least the letter before this space.
+                let here = at + k;
+                if here - token_start == 1 {
+                    self.singles += 1;
+                    if self.singles == 1 {
+                        self.singles_start = token_start as u32;
+                    }
+                    if self.singles == 3 {
+                        out.spelled_out = true;
+                        out.spelled_runs.push((self.singles_start, here as u32));
+                    } else if self.singles > 3 {
+                        if let Some(run) = out.spelled_runs.last_mut() {
+                            run.1 = here as u32;
+                        }
+                    }
+                } else {
+                    self.singles = 0;
+                }
+                token_start = here + 1;
+                run = 0;
+                prev = b' ';
+            } else {
+                run = if byte == prev { run + 1 } else { 1 };
+                prev = byte;
+                longest = longest.max(run);
+            }
+        }
+        if longest >= 3 {
+            out.stretched = true;
+        }
+        self.run = run;
+        self.token_start = token_start;
+    }
+
     #[inline(always)]
     fn ascii(&mut self, byte: u8, start: u32, end: u32) {
         match CLASSES[usize::from(byte & 0x7f)] {
@@ -788,9 +846,15 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
     while i < bytes.len() {
         let byte = bytes[i];
         if byte.is_ascii_alphabetic() {
-            let run = letter_run(&bytes[i..]);
-            builder.letters(&bytes[i..i + run], i as u32);
-            i += run;
+            if builder.token_mixed {
+                let run = letter_run(&bytes[i..]);
+                builder.letters(&bytes[i..i + run], i as u32);
+                i += run;
+            } else {
+                let run = plain_run(&bytes[i..]);
+                builder.plain(&bytes[i..i + run], i as u32);
+                i += run;
+            }
             continue;
         }
         if byte == b'%' {
@@ -809,11 +873,109 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
                 break;
             };
             let len = c.len_utf8();
-            builder.unicode(c, i as u32, (i + len) as u32);
+            let (start, end) = (i as u32, (i + len) as u32);
+            match latin_letters(c) {
+                Some(letters) => {
+                    for &b in letters {
+                        builder.ascii(b, start, end);
+                    }
+                }
+                None => builder.unicode(c, start, end),
+            }
             i += len;
         }
     }
     *out = builder.finish(bytes.len() as u32);
+}
+
+/// The Latin letters with diacritics and the Latin letters spelled out in
+/// ASCII that Polish, French, German and other European languages write
+/// (U+00C0 to U+024F), and the ASCII letters each becomes.
+const LATIN: std::ops::RangeInclusive<u32> = 0xC0..=0x24F;
+
+/// The ASCII letters `c` becomes, when it is one of the [`LATIN`] letters
+/// whose decomposition, folding and lower-casing end in ASCII letters
+/// only; looked up in a table made once by sending each of them through
+/// [`Builder::unicode`], so that it cannot disagree with it.
+fn latin_letters(c: char) -> Option<&'static [u8]> {
+    static TABLE: std::sync::OnceLock<Vec<([u8; 3], u8)>> = std::sync::OnceLock::new();
+    let index = u32::from(c).checked_sub(*LATIN.start())?;
+    let table = TABLE.get_or_init(|| {
+        LATIN
+            .filter_map(char::from_u32)
+            .map(|c| {
+                let mut builder = Builder::new(Normalised::default(), 8);
+                builder.unicode(c, 0, 2);
+                let out = &builder.out;
+                let letters = out.text.get(1..).unwrap_or_default();
+                let plain = c.is_alphabetic()
+                    && (1..=3).contains(&letters.len())
+                    && letters.iter().all(u8::is_ascii_lowercase)
+                    && out.soft_spaces.is_empty()
+                    && !builder.token_mixed;
+                let mut entry = ([0u8; 3], 0u8);
+                if plain {
+                    entry.0[..letters.len()].copy_from_slice(letters);
+                    entry.1 = letters.len() as u8;
+                }
+                entry
+            })
+            .collect()
+    });
+    let (letters, len) = table.get(usize::try_from(index).ok()?)?;
+    letters.get(..usize::from(*len)).filter(|l| !l.is_empty())
+}
+
+/// Whether each byte of `w` equals `byte`, as the top bit of each byte:
+/// exact, with no borrow between bytes.
+#[inline(always)]
+fn bytes_equal(w: u64, byte: u8) -> u64 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = w ^ (u64::from(byte) * LOW);
+    // The top bit of each byte of `differs` is set when the byte of `x`
+    // is not zero; clearing the top bits first keeps the addition from
+    // carrying into the next byte.
+    let differs = ((x & !HIGH) + !HIGH) | x;
+    !differs & HIGH
+}
+
+/// How many bytes of plain prose `bytes` starts with: ASCII letters and
+/// single spaces or line breaks, the text the normaliser copies as it is
+/// (lower-cased) with a span mark for the whole run. Stops before a second
+/// separator in a row, which collapses, and before anything else.
+fn plain_run(bytes: &[u8]) -> usize {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut n = 0;
+    // Whether the byte before the current eight was a separator.
+    let mut carry = 0u64;
+    while let Some(chunk) = bytes.get(n..n + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        // As in `letter_run`.
+        let x = (w | (0x20 * LOW)) & !HIGH;
+        let letters = (x + 0x1f * LOW) & !(x + 0x05 * LOW) & !w & HIGH;
+        let spaces = bytes_equal(w, b' ') | bytes_equal(w, b'\n');
+        let repeated = spaces & ((spaces << 8) | carry);
+        let stop = (!(letters | spaces) | repeated) & HIGH;
+        if stop != 0 {
+            return n + (stop.trailing_zeros() / 8) as usize;
+        }
+        carry = spaces >> 56;
+        n += 8;
+    }
+    let mut after_space = carry != 0;
+    for &b in &bytes[n..] {
+        let space = b == b' ' || b == b'\n';
+        if !(b.is_ascii_alphabetic() || space) || (space && after_space) {
+            break;
+        }
+        after_space = space;
+        n += 1;
+    }
+    n
 }
 
 /// How many ASCII letters `bytes` starts with, eight bytes at a time:
@@ -882,13 +1044,14 @@ pub(crate) fn normalise_bytewise(input: &str) -> Normalised {
 impl Normalised {
     /// Everything but the allocations, for comparing two normalisations.
     #[allow(clippy::type_complexity)]
-    pub(crate) fn parts(&self) -> (&[u8], Vec<(u32, u32)>, bool, bool, &[u32]) {
+    pub(crate) fn parts(&self) -> (&[u8], Vec<(u32, u32)>, bool, bool, &[u32], &[(u32, u32)]) {
         (
             &self.text,
             self.spans.iter().take(self.text.len()).collect(),
             self.stretched,
             self.spelled_out,
             &self.soft_spaces,
+            &self.spelled_runs,
         )
     }
 }
@@ -1008,6 +1171,85 @@ mod tests {
     }
 
     #[test]
+    fn plain_runs_stop_at_anything_but_letters_and_single_separators() {
+        let reference = |bytes: &[u8]| {
+            let mut n = 0;
+            let mut after_space = false;
+            for &b in bytes {
+                let space = b == b' ' || b == b'\n';
+                if !(b.is_ascii_alphabetic() || space) || (space && after_space) {
+                    break;
+                }
+                after_space = space;
+                n += 1;
+            }
+            n
+        };
+        for text in [
+            "",
+            "a",
+            "abc def ghi jkl",
+            "abcdefg  hij",
+            "abcdefgh ijk",
+            "abcdefg\n\nhij",
+            "abcdefg\nhij kl\tm",
+            "Hello World. Again",
+            "one two three 4",
+            "żółw",
+        ] {
+            assert_eq!(
+                plain_run(text.as_bytes()),
+                reference(text.as_bytes()),
+                "{text:?}"
+            );
+        }
+        for byte in 0..=255u8 {
+            for second in [b'q', b' ', b'\n', byte] {
+                let mut bytes = *b"abcdefghijklmnopqrstuvwx";
+                for at in [0, 3, 6, 7, 8, 12, 15, 16, 22] {
+                    bytes[at] = byte;
+                    bytes[at + 1] = second;
+                    assert_eq!(
+                        plain_run(&bytes),
+                        reference(&bytes),
+                        "{byte:#x} {second:#x} at {at}"
+                    );
+                    bytes[at] = b'q';
+                    bytes[at + 1] = b'r';
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn latin_letters_from_the_table_normalise_as_decomposed() {
+        let mut looked_up = 0;
+        for c in LATIN.filter_map(char::from_u32) {
+            if latin_letters(c).is_some() {
+                looked_up += 1;
+            }
+            for text in [
+                format!("{c}"),
+                format!("a{c}{c}b"),
+                format!("{c}{c}{c} x"),
+                format!("5{c}1 {c} {c} {c}"),
+            ] {
+                assert_eq!(
+                    normalise(&text).parts(),
+                    normalise_bytewise(&text).parts(),
+                    "{text:?}"
+                );
+            }
+        }
+        // Most of the range: accented letters, `ł`, `ß`, `ø`.
+        assert!(looked_up > 250, "{looked_up}");
+        assert_eq!(latin_letters('ż'), Some(&b"z"[..]));
+        assert_eq!(latin_letters('ß'), Some(&b"ss"[..]));
+        assert_eq!(latin_letters('×'), None);
+        assert_eq!(latin_letters('a'), None);
+    }
+
+    #[test]
     fn folds_case_diacritics_and_compatibility_forms() {
         assert_eq!(norm("Chcę się ZABIĆ"), " chce sie zabic ");
         assert_eq!(norm("Żółć łódź"), " zolc lodz ");
@@ -1079,6 +1321,11 @@ mod tests {
         assert_eq!(view.as_str(), " kil me ");
         assert!(long[3]);
         assert!(!normalise("kill all").is_stretched());
+        // A run carried across a letter from outside ASCII and a dropped
+        // apostrophe.
+        assert!(normalise("üu'u").is_stretched());
+        assert!(normalise("ßs").is_stretched());
+        assert!(!normalise("üu'").is_stretched());
         assert_eq!(squeeze_key("kill"), "kil");
     }
 

@@ -137,8 +137,49 @@ fn check_joined_windows(text: &str) {
     }
 }
 
+/// Prose with the disguises mixed in: runs of plain words, single and
+/// doubled spaces and line breaks, capitals, one-letter words, leetspeak,
+/// separators inside words, percent and plus encoding, stretched letters
+/// and Unicode, so that plain runs start and stop at every kind of byte.
+fn prose() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        4 => "[a-zA-Z]{1,9}",
+        3 => Just(" ".to_string()),
+        1 => Just("\n".to_string()),
+        1 => Just("  ".to_string()),
+        1 => Just(" \n\t\r".to_string()),
+        1 => "[a-z]",
+        1 => Just("a b c".to_string()),
+        1 => Just("U.K.".to_string()),
+        1 => Just("s.u.i.c.i.d.e".to_string()),
+        1 => Just("k1ll".to_string()),
+        1 => Just("5u1c1d3".to_string()),
+        1 => Just("2026".to_string()),
+        1 => Just("self-harm".to_string()),
+        1 => Just("don't".to_string()),
+        1 => Just("%6B%69ll+me".to_string()),
+        1 => Just("killllll".to_string()),
+        1 => Just("żółw".to_string()),
+        1 => Just("рorn".to_string()),
+        1 => Just("ｋｉｌｌ".to_string()),
+        1 => Just("\u{200B}".to_string()),
+        1 => Just("ß".to_string()),
+        1 => Just("ü".to_string()),
+        1 => Just("'".to_string()),
+        1 => "[uU]{1,3}",
+        1 => "[.,!?@$|()\\-]",
+        1 => any::<char>().prop_map(String::from),
+    ];
+    prop::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn fast_path_agrees_with_bytewise_on_prose(text in prose()) {
+        check_fast_path(&text);
+    }
 
     #[test]
     fn fast_path_agrees_with_bytewise(text in tricky()) {
