@@ -2,7 +2,6 @@
 //! bounds and on character boundaries, bounded work.
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
 use proptest::prelude::*;
 
@@ -91,15 +90,21 @@ proptest! {
 
 #[test]
 fn huge_inputs_are_bounded() {
+    // Only the first MAX_SCAN_BYTES are read, however long the input:
+    // no hit lies beyond them. (Time is not asserted: the machines that
+    // run the tests are too noisy; a quadratic path would show as a test
+    // that never ends.)
     let huge = "suicide ".repeat(MAX_SCAN_BYTES / 4);
-    let started = Instant::now();
     let hits = matcher().scan(&huge);
+    assert!(!hits.is_empty());
     assert!(hits.iter().all(|h| h.span.end <= MAX_SCAN_BYTES));
     let stretched = "k".repeat(4 * MAX_SCAN_BYTES);
     assert!(matcher().scan(&stretched).is_empty());
     let spelled = "a ".repeat(2 * MAX_SCAN_BYTES);
-    matcher().scan(&spelled);
-    assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
+    assert!(matcher()
+        .scan(&spelled)
+        .iter()
+        .all(|h| h.span.end <= MAX_SCAN_BYTES));
 }
 
 /// The fast path for runs of letters gives exactly what the byte-at-a-time
