@@ -502,7 +502,10 @@ async fn upstream_down_gives_servfail_within_the_timeout() {
     let out = dig_async(h.addr, &["www.example.test", "A"]).await;
     let took = started.elapsed();
     assert!(out.contains("status: SERVFAIL"), "{out}");
-    assert!(took < Duration::from_millis(1500), "{took:?}");
+    // The behaviour under test is "an answer, not a hang": the bound is
+    // well above timeout_ms (0.6 s) so that a loaded machine does not fail
+    // it, and below dig's own 5 s retry, which a hang would run into.
+    assert!(took < Duration::from_millis(4000), "{took:?}");
     assert_eq!(next_event(&mut h.events).await.action, "allow");
 
     // No upstreams at all: SERVFAIL at once.
