@@ -17,6 +17,7 @@ set -euo pipefail
 names=${1:-100000}
 queries=${2:-20000}
 root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/bench/common/policy.sh"
 work=$(mktemp -d)
 pid=
 cleanup() {
@@ -52,29 +53,8 @@ with open(f"{work}/q-warm", "w") as f:
         f.write(f"{name} A\n")
 PY
 upstream=$("$root/scripts/dns-upstream" start unbound "$work/upstream" "$work/records")
-cat >"$work/policy.toml" <<POLICY
-fallback_group = "guest"
-[school]
-name = "Bench"
-time_zone = "Europe/London"
-[[lists]]
-name = "bench"
-source = "blocked.txt"
-format = "domains"
-category = "malware"
-[[groups]]
-name = "guest"
-default = "allow"
-[groups.categories]
-malware = "block"
-POLICY
-# BENCH_SERVER_BIN: a bench_server built elsewhere (an older commit, to
-# compare); otherwise this checkout's is built.
-server_bin=${BENCH_SERVER_BIN:-}
-if [ -z "$server_bin" ]; then
-  (cd "$root" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} cargo build -q --release -p sheepdog-dns --example bench_server)
-  server_bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/bench_server
-fi
+bench_policy "$work/policy.toml"
+server_bin=$(bench_dns_server "$root")
 "$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" 127.0.0.1:1 "127.0.0.1:$upstream"
 
 # instructions LOG MIX: total instructions of one run; MIX "none" sends

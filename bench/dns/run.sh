@@ -13,6 +13,7 @@ set -euo pipefail
 names=${1:-1000000}
 seconds=${2:-10}
 root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/bench/common/policy.sh"
 work=$(mktemp -d)
 pids=()
 cleanup() {
@@ -63,29 +64,8 @@ echo "upstream (unbound, local data only) on 127.0.0.1:$upstream" >&2
 
 # sheepdog: build the snapshot once (not timed as start-up: a deployment
 # keeps the last snapshot on disk), then start from it.
-cat >"$work/policy.toml" <<POLICY
-fallback_group = "guest"
-[school]
-name = "Bench"
-time_zone = "Europe/London"
-[[lists]]
-name = "bench"
-source = "blocked.txt"
-format = "domains"
-category = "malware"
-[[groups]]
-name = "guest"
-default = "allow"
-[groups.categories]
-malware = "block"
-POLICY
-# BENCH_SERVER_BIN: a bench_server built elsewhere (an older commit, to
-# compare); otherwise this checkout's is built.
-server_bin=${BENCH_SERVER_BIN:-}
-if [ -z "$server_bin" ]; then
-  (cd "$root" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} cargo build -q --release -p sheepdog-dns --example bench_server)
-  server_bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/bench_server
-fi
+bench_policy "$work/policy.toml"
+server_bin=$(bench_dns_server "$root")
 "$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" 127.0.0.1:1 "127.0.0.1:$upstream"
 
 first_answer() { # port start_ns

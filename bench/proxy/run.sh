@@ -21,6 +21,7 @@ names=${1:-1000000}
 seconds=${2:-10}
 connections=${3:-32}
 root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/bench/common/policy.sh"
 work=$(mktemp -d)
 chmod 755 "$work"
 pids=()
@@ -119,22 +120,7 @@ d_mbs=$(download)
 echo "direct: $d_rps req/s, p99 $d_p99 ms, $d_mbs MiB/s" >&2
 
 # sheepdog: build the snapshot once, then start from it.
-cat >"$work/policy.toml" <<POLICY
-fallback_group = "guest"
-[school]
-name = "Bench"
-time_zone = "Europe/London"
-[[lists]]
-name = "bench"
-source = "blocked.txt"
-format = "domains"
-category = "malware"
-[[groups]]
-name = "guest"
-default = "allow"
-[groups.categories]
-malware = "block"
-POLICY
+bench_policy "$work/policy.toml"
 (cd "$root" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} cargo build -q --release -p sheepdog-proxy --example bench_proxy)
 proxy_bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/bench_proxy
 "$proxy_bin" "$work/policy.toml" "$work/snapshot.sdsnap" 127.0.0.1:1
