@@ -84,14 +84,33 @@ impl Warnings {
         true
     }
 
-    /// Whether `client` has continued past a warning for `host` lately.
+    /// Whether `client` has continued past a warning for `host`, or for a
+    /// domain above it, lately. A site's pages pull from its other hosts
+    /// (`static.games.example` for `games.example`); each would otherwise
+    /// need its own warning, which a picture or a script cannot show.
+    /// Only a warning is passed this way: a block stays a block.
     pub fn acknowledged(&self, client: IpAddr, host: &str) -> bool {
         let Ok(acknowledged) = self.acknowledged.lock() else {
             return false;
         };
-        acknowledged
-            .get(&(client, host.to_ascii_lowercase()))
-            .is_some_and(|until| *until > Instant::now())
+        if acknowledged.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        let mut key = (client, host.to_ascii_lowercase());
+        loop {
+            if acknowledged.get(&key).is_some_and(|until| *until > now) {
+                return true;
+            }
+            // Parent domains, never a bare top-level name.
+            let Some((_, parent)) = key.1.split_once('.') else {
+                return false;
+            };
+            if !parent.contains('.') {
+                return false;
+            }
+            key.1 = parent.to_string();
+        }
     }
 
     fn message(client: IpAddr, host: &str) -> Vec<u8> {
@@ -148,6 +167,22 @@ mod tests {
         assert!(warnings.acknowledge(pupil, "Games.Example", &token));
         assert!(warnings.acknowledged(pupil, "games.example"));
         assert!(!warnings.acknowledged(other, "games.example"));
+    }
+
+    #[test]
+    fn a_continued_site_covers_its_own_hosts_but_not_its_parents() {
+        let warnings = Warnings::new(Duration::from_secs(60)).unwrap();
+        let pupil: IpAddr = "10.0.0.7".parse().unwrap();
+        let token = warnings.token(pupil, "games.example");
+        assert!(warnings.acknowledge(pupil, "games.example", &token));
+        assert!(warnings.acknowledged(pupil, "static.games.example"));
+        assert!(warnings.acknowledged(pupil, "a.b.Games.Example"));
+        assert!(!warnings.acknowledged(pupil, "example"));
+        assert!(!warnings.acknowledged(pupil, "othergames.example"));
+        let token = warnings.token(pupil, "www.chat.example");
+        assert!(warnings.acknowledge(pupil, "www.chat.example", &token));
+        assert!(!warnings.acknowledged(pupil, "chat.example"));
+        assert!(!warnings.acknowledged(pupil, "cdn.chat.example"));
     }
 
     #[test]
