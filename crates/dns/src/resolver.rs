@@ -125,7 +125,17 @@ pub enum Immediate {
     Reply(Option<Vec<u8>>),
     /// The question needs the upstream: finish it with
     /// [`Resolver::answer_upstream`].
-    Upstream(Box<Message>),
+    Upstream(Box<Unanswered>),
+}
+
+/// A question decided by [`Resolver::answer_now`] that waits for the
+/// upstream: the request, who asked, and the decision, so that finishing
+/// it does not decide it again.
+#[derive(Debug)]
+pub struct Unanswered {
+    request: Message,
+    identity: Arc<Identity>,
+    pending: Box<Pending>,
 }
 
 /// A decided question: answered, or waiting for an upstream answer.
@@ -135,6 +145,7 @@ enum Step {
 }
 
 /// What finishing a question with an upstream answer needs.
+#[derive(Debug)]
 struct Pending {
     key: CacheKey,
     fetch_name: Name,
@@ -293,7 +304,9 @@ impl Resolver {
     ) -> Option<Vec<u8>> {
         match self.answer_now(packet, client, transport) {
             Immediate::Reply(reply) => reply,
-            Immediate::Upstream(request) => self.answer_upstream(&request, client, transport).await,
+            Immediate::Upstream(question) => {
+                self.answer_upstream(*question, client, transport).await
+            }
         }
     }
 
@@ -335,7 +348,13 @@ impl Resolver {
             Step::Done(answer, outcome, name) => (answer, outcome, name),
             Step::Fetch(pending) => match self.cached(&pending.key) {
                 Some(hit) => self.complete(*pending, Ok((hit, false)), query, &identity),
-                None => return Immediate::Upstream(Box::new(request)),
+                None => {
+                    return Immediate::Upstream(Box::new(Unanswered {
+                        request,
+                        identity,
+                        pending,
+                    }))
+                }
             },
         };
         Immediate::Reply(self.reply(
@@ -347,25 +366,24 @@ impl Resolver {
     /// upstream (or joins the same question in flight) and answers.
     pub async fn answer_upstream(
         &self,
-        request: &Message,
+        question: Unanswered,
         client: IpAddr,
         transport: Transport,
     ) -> Option<Vec<u8>> {
+        let Unanswered {
+            request,
+            identity,
+            pending,
+        } = question;
         let [query] = request.queries() else {
             return None;
         };
-        let identity = self.identities.lookup(client);
-        let (answer, outcome, name) = match self.prepare(query, &identity, client) {
-            Step::Done(answer, outcome, name) => (answer, outcome, name),
-            Step::Fetch(pending) => {
-                let fetched = self
-                    .fetch(&pending.key, &pending.fetch_name, query.query_type())
-                    .await;
-                self.complete(*pending, fetched, query, &identity)
-            }
-        };
+        let fetched = self
+            .fetch(&pending.key, &pending.fetch_name, query.query_type())
+            .await;
+        let (answer, outcome, name) = self.complete(*pending, fetched, query, &identity);
         self.reply(
-            request, query, client, &identity, answer, outcome, name, transport,
+            &request, query, client, &identity, answer, outcome, name, transport,
         )
     }
 

@@ -177,7 +177,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, limit: Arc<S
         match resolver.answer_now(packet, peer.ip(), Transport::Udp) {
             Immediate::Reply(None) => {}
             Immediate::Reply(Some(reply)) => send(&socket, &reply, peer).await,
-            Immediate::Upstream(request) => {
+            Immediate::Upstream(question) => {
                 let Ok(permit) = limit.clone().try_acquire_owned() else {
                     metrics::counter!("sheepdog_dns_overload_dropped_total").increment(1);
                     continue;
@@ -186,7 +186,7 @@ async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, limit: Arc<S
                 let resolver = resolver.clone();
                 tokio::spawn(async move {
                     let reply = resolver
-                        .answer_upstream(&request, peer.ip(), Transport::Udp)
+                        .answer_upstream(*question, peer.ip(), Transport::Udp)
                         .await;
                     if let Some(reply) = reply {
                         send(&socket, &reply, peer).await;
