@@ -305,7 +305,7 @@ impl Proxy {
             return Ok(self.portal_page(&next, None, StatusCode::OK).await);
         }
         if !connect {
-            if let Some(url) = self.sent_by_dns(&request, local) {
+            if let Some(url) = self.sent_by_dns(&request) {
                 return self.landed(request, peer, local, url).await;
             }
         }
@@ -332,7 +332,7 @@ impl Proxy {
     /// 80 for a named host that is not this proxy. The proxy's own pages
     /// (the PAC file by any name, as WPAD fetches it; the report form) and
     /// visits by address stay the proxy's.
-    fn sent_by_dns(&self, request: &Request<Incoming>, local: SocketAddr) -> Option<String> {
+    fn sent_by_dns(&self, request: &Request<Incoming>) -> Option<String> {
         if request.uri().authority().is_some()
             || matches!(
                 request.uri().path(),
@@ -343,10 +343,10 @@ impl Proxy {
         }
         let host = request.headers().get(header::HOST)?.to_str().ok()?;
         let authority = parse_authority(host, Some(80)).ok()?;
-        if authority.port != 80 || authority.host.parse::<IpAddr>().is_ok() {
-            return None;
-        }
-        if is_address(&authority, local)
+        // A visit by address (this proxy's own included) is not a name
+        // the DNS server answered.
+        if authority.port != 80
+            || authority.host.parse::<IpAddr>().is_ok()
             || self
                 .block_page
                 .as_ref()
