@@ -93,6 +93,39 @@ pub fn cache_dir_for(cache_root: &Path, name: &str) -> PathBuf {
     cache_root.join(safe)
 }
 
+/// When `name`'s source was last fetched or found unchanged, if ever: what
+/// a refresh schedule counts from, across restarts.
+pub fn last_checked(cache_root: &Path, name: &str) -> Option<std::time::SystemTime> {
+    let meta_path = cache_dir_for(cache_root, name).join("meta.json");
+    let meta: CacheMeta = serde_json::from_slice(&std::fs::read(meta_path).ok()?).ok()?;
+    (meta.fetched_at_unix > 0)
+        .then(|| std::time::UNIX_EPOCH + Duration::from_secs(meta.fetched_at_unix))
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The outcome for a source whose last good copy is still current, with
+/// the check recorded.
+fn unchanged(
+    current: PathBuf,
+    meta_path: &Path,
+    checked: &CacheMeta,
+) -> Result<FetchOutcome, ListError> {
+    std::fs::write(meta_path, serde_json::to_vec_pretty(checked)?)
+        .map_err(|e| ListError::io(meta_path, e))?;
+    Ok(FetchOutcome {
+        path: current,
+        status: FetchStatus::NotModified,
+        warning: None,
+        entries: checked.entries,
+    })
+}
+
 /// Refreshes one source into `cache_root`, keeping the last good copy when
 /// the new one fails. Errors only when there is no usable copy at all.
 pub fn refresh(
@@ -145,12 +178,11 @@ pub fn refresh(
     let fetched = match attempt {
         Ok(Some(f)) => f,
         Ok(None) if have_last_good => {
-            return Ok(FetchOutcome {
-                path: current,
-                status: FetchStatus::NotModified,
-                warning: None,
-                entries: meta.entries,
-            })
+            let checked = CacheMeta {
+                fetched_at_unix: now_unix(),
+                ..meta
+            };
+            return unchanged(current, &meta_path, &checked);
         }
         Ok(None) => return keep("server said not modified but there is no copy".to_owned()),
         Err(e) => return keep(e.to_string()),
@@ -166,6 +198,18 @@ pub fn refresh(
                 .to_string(),
             );
         }
+    }
+    // The same bytes again (a local file, or a server without ETag or
+    // Last-Modified): nothing to rebuild.
+    if have_last_good && fetched.sha256 == meta.sha256 {
+        let _ = std::fs::remove_file(&incoming);
+        let checked = CacheMeta {
+            etag: fetched.etag,
+            last_modified: fetched.last_modified,
+            fetched_at_unix: now_unix(),
+            ..meta
+        };
+        return unchanged(current, &meta_path, &checked);
     }
     let entries = match count_entries(&incoming, spec.format) {
         Ok(n) => n,
@@ -183,10 +227,7 @@ pub fn refresh(
         last_modified: fetched.last_modified,
         entries,
         sha256: fetched.sha256,
-        fetched_at_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        fetched_at_unix: now_unix(),
     };
     std::fs::write(&meta_path, serde_json::to_vec_pretty(&new_meta)?)
         .map_err(|e| ListError::io(&meta_path, e))?;
@@ -342,6 +383,13 @@ mod tests {
         let first = refresh(&spec("l.txt"), base.path(), cache.path()).unwrap();
         assert_eq!(first.status, FetchStatus::Updated);
         assert_eq!(first.entries, 100);
+        let checked = last_checked(cache.path(), "test list").unwrap();
+
+        // The same bytes again: nothing to rebuild, but the check counts.
+        let again = refresh(&spec("l.txt"), base.path(), cache.path()).unwrap();
+        assert_eq!(again.status, FetchStatus::NotModified);
+        assert_eq!(again.entries, 100);
+        assert!(last_checked(cache.path(), "test list").unwrap() >= checked);
 
         // Shrinks by more than half: refused, warned.
         std::fs::write(base.path().join("l.txt"), "site1.test\n").unwrap();

@@ -126,6 +126,10 @@ pub struct CompiledPolicy {
     pub(crate) terms: Vec<Term>,
     pub(crate) time_zone: Tz,
     pub(crate) school: String,
+    /// The document this was compiled from, so a new snapshot can be put
+    /// under the rules in force (exceptions included) without asking the
+    /// caller for them again.
+    pub(crate) document: Arc<PolicyDocument>,
 }
 
 fn check_action(place: &str, category: &Category, action: Action) -> Result<(), PolicyError> {
@@ -301,12 +305,18 @@ impl CompiledPolicy {
             terms: doc.terms.clone(),
             time_zone,
             school: doc.school.name.clone(),
+            document: Arc::new(doc.clone()),
         })
     }
 
     /// The list snapshot this policy decides against.
     pub fn snapshot(&self) -> &Arc<Snapshot> {
         &self.snapshot
+    }
+
+    /// The document this policy was compiled from.
+    pub fn document(&self) -> &PolicyDocument {
+        &self.document
     }
 
     /// Every category, shipped, school-defined and found in lists.

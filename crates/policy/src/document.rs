@@ -94,7 +94,8 @@ pub struct ListDef {
     /// Largest accepted download, in bytes.
     #[serde(default)]
     pub max_bytes: Option<u64>,
-    /// How often to refresh, in minutes (the scheduler reads this).
+    /// How often `serve` refreshes the list, in minutes: 360 when unset,
+    /// 0 for never (see `cmd/list_refresh.rs` in the binary).
     #[serde(default)]
     pub refresh_minutes: Option<u32>,
 }

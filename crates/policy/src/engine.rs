@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use sheepdog_lists::Snapshot;
 
 use crate::compile::{build_snapshot, CompiledPolicy, ListOutcome};
 use crate::decide::{Decision, Query, Verdict};
@@ -39,6 +40,11 @@ pub struct Engine {
     /// Replaced policies, kept until no reader holds them; touched only by
     /// writers.
     retired: Mutex<Vec<Arc<CompiledPolicy>>>,
+    /// Held by every change that reads the policy in force and puts a new
+    /// one built from it: without it a list reload and an exception
+    /// recompile running together could each swap in a policy missing the
+    /// other's change. Decisions never take it.
+    writer: Mutex<()>,
 }
 
 impl Engine {
@@ -47,6 +53,7 @@ impl Engine {
         Engine {
             current: ArcSwap::from_pointee(policy),
             retired: Mutex::new(Vec::new()),
+            writer: Mutex::new(()),
         }
     }
 
@@ -121,11 +128,34 @@ impl Engine {
     /// changes that need no list rebuilt, such as time-bound exceptions.
     /// Lists the document adds are not read; use [`Engine::rebuild`].
     pub fn recompile(&self, doc: &PolicyDocument) -> Result<(), PolicyError> {
-        let snapshot = self.current.load().snapshot().clone();
-        let policy = CompiledPolicy::compile(doc, snapshot)?;
-        drop(self.swap(policy));
+        {
+            let _writer = self.writer_lock();
+            let snapshot = self.current.load().snapshot().clone();
+            let policy = CompiledPolicy::compile(doc, snapshot)?;
+            drop(self.swap(policy));
+        }
         self.reclaim_within(Duration::from_millis(50));
         Ok(())
+    }
+
+    /// Puts `snapshot` (freshly built lists) under the rules in force: the
+    /// current policy's document, with whatever exceptions were applied to
+    /// it, is compiled against the new snapshot and swapped in. Build the
+    /// snapshot first, off the hot path; this only compiles the rules
+    /// (milliseconds). On error the live policy stays.
+    pub fn replace_snapshot(&self, snapshot: Arc<Snapshot>) -> Result<(), PolicyError> {
+        {
+            let _writer = self.writer_lock();
+            let current = self.current.load_full();
+            let policy = CompiledPolicy::compile(current.document(), snapshot)?;
+            drop(self.swap(policy));
+        }
+        self.reclaim_within(Duration::from_millis(50));
+        Ok(())
+    }
+
+    fn writer_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Rebuilds from a document and its lists (refreshing sources into
@@ -138,8 +168,11 @@ impl Engine {
         cache_dir: Option<&Path>,
     ) -> Result<Vec<ListOutcome>, PolicyError> {
         let (snapshot, outcomes) = build_snapshot(doc, base_dir, cache_dir)?;
-        let policy = CompiledPolicy::compile(doc, Arc::new(snapshot))?;
-        drop(self.swap(policy));
+        {
+            let _writer = self.writer_lock();
+            let policy = CompiledPolicy::compile(doc, Arc::new(snapshot))?;
+            drop(self.swap(policy));
+        }
         self.reclaim_within(Duration::from_millis(50));
         Ok(outcomes)
     }

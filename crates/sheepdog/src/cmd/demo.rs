@@ -111,6 +111,12 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
         store.clone(),
         super::requests::REFRESH,
     );
+    let _lists = super::list_refresh::spawn(
+        engine.clone(),
+        &config.filtering.policy,
+        &config.data_dir,
+        super::list_refresh::CHECK_EVERY,
+    )?;
     config.proxy.enabled = true;
     config.proxy.listen = vec![web::bind(args.proxy, true).await?.local_addr()?];
     let proxy = serve::start_proxy(&config, &store, Some(&engine), dns.as_ref()).await?;

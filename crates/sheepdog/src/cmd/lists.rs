@@ -42,11 +42,11 @@ pub fn snapshot_path(data_dir: &Path) -> PathBuf {
     data_dir.join("lists").join("snapshot.sdsnap")
 }
 
-fn cache_dir(data_dir: &Path) -> PathBuf {
+pub(crate) fn cache_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("lists").join("cache")
 }
 
-fn base_dir(policy_path: &Path) -> PathBuf {
+pub(crate) fn base_dir(policy_path: &Path) -> PathBuf {
     policy_path
         .parent()
         .map(Path::to_path_buf)
@@ -73,7 +73,7 @@ pub fn run(cmd: ListsCommand, policy_path: &Path, data_dir: &Path) -> anyhow::Re
             let outcome = sources::import_file(&spec, &file, &cache_dir(data_dir))
                 .with_context(|| format!("importing {}", file.display()))?;
             println!("imported {} entries into list {list}", outcome.entries);
-            let snapshot = snapshot_from_last_good(&doc, &base, data_dir)?;
+            let snapshot = snapshot_from_last_good_warning(&doc, &base, data_dir)?;
             finish(&doc, snapshot, data_dir)
         }
         ListsCommand::Update => {
@@ -125,7 +125,7 @@ pub fn load_engine(policy_path: &Path, data_dir: &Path) -> anyhow::Result<Engine
     let snapshot = if let Some(snapshot) = saved {
         snapshot
     } else {
-        let snapshot = snapshot_from_last_good(&doc, &base_dir(policy_path), data_dir)?;
+        let snapshot = snapshot_from_last_good_warning(&doc, &base_dir(policy_path), data_dir)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -140,32 +140,47 @@ pub fn load_engine(policy_path: &Path, data_dir: &Path) -> anyhow::Result<Engine
 }
 
 /// Builds a snapshot from each list's last good copy, or from its source
-/// when it is a local file or folder and has no copy yet.
-fn snapshot_from_last_good(
+/// when it is a local file or folder and has no copy yet. Also returns what
+/// the operator must be told: lists left out, and why.
+pub(crate) fn snapshot_from_last_good(
     doc: &PolicyDocument,
     base: &Path,
     data_dir: &Path,
-) -> anyhow::Result<Snapshot> {
+) -> anyhow::Result<(Snapshot, Vec<String>)> {
     let mut builder = SnapshotBuilder::new();
+    let mut warnings = Vec::new();
     for def in &doc.lists {
         let cached = sources::cache_dir_for(&cache_dir(data_dir), &def.name).join("current");
         let path = if cached.is_file() {
             cached
         } else if def.source.starts_with("http://") || def.source.starts_with("https://") {
-            eprintln!(
-                "warning: list {} has no local copy yet; run `sheepdog lists update`",
+            warnings.push(format!(
+                "list {} has no local copy yet; run `sheepdog lists update`",
                 def.name
-            );
+            ));
             continue;
         } else {
             base.join(&def.source)
         };
         let id = builder.add_list(&def.name, def.legal_requirement, def.category.as_deref())?;
         if let Err(e) = sheepdog_lists::add_path(&mut builder, id, &path, def.format) {
-            eprintln!("warning: list {}: {e}; it is not in force", def.name);
+            warnings.push(format!("list {}: {e}; it is not in force", def.name));
         }
     }
-    Ok(builder.build()?)
+    Ok((builder.build()?, warnings))
+}
+
+/// [`snapshot_from_last_good`] for a command: warnings go to stderr.
+fn snapshot_from_last_good_warning(
+    doc: &PolicyDocument,
+    base: &Path,
+    data_dir: &Path,
+) -> anyhow::Result<Snapshot> {
+    let (snapshot, warnings) = snapshot_from_last_good(doc, base, data_dir)?;
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(snapshot)
 }
 
 /// Checks the snapshot against the policy, writes it, prints stats.

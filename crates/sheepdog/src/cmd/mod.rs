@@ -16,6 +16,7 @@ pub mod demo;
 pub mod dns;
 pub mod import;
 pub mod init;
+pub mod list_refresh;
 pub mod lists;
 pub mod monitor;
 pub mod policy;

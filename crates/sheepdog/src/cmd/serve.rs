@@ -59,6 +59,15 @@ pub async fn run(
         )),
         None => None,
     };
+    let _lists = match &engine {
+        Some(engine) => Some(super::list_refresh::spawn(
+            engine.clone(),
+            &config.filtering.policy,
+            &config.data_dir,
+            super::list_refresh::CHECK_EVERY,
+        )?),
+        None => None,
+    };
     let proxy = start_proxy(&config, &store, engine.as_ref(), dns.as_ref()).await?;
     let filtering = match &engine {
         Some(engine) => Some(super::requests::console_filtering(&config, engine.clone())?),
