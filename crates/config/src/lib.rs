@@ -147,6 +147,9 @@ pub struct FilteringConfig {
     /// The longest time one unblock request may ask for, in hours (the
     /// seed policy asks for "a clear time frame"; a lesson or a day).
     pub request_max_hours: u32,
+    /// How often `serve` looks for lists due a refresh and for a snapshot
+    /// written by `sheepdog lists update`, in seconds.
+    pub list_check_seconds: u32,
 }
 
 /// The filtering DNS resolver.
@@ -889,6 +892,14 @@ impl Config {
                 "use between 1 and 336 hours (two weeks); 8 covers a school day",
             );
         }
+        let seconds = self.filtering.list_check_seconds;
+        if !(1..=86_400).contains(&seconds) {
+            return fail(
+                "filtering.list_check_seconds",
+                &format!("{seconds} seconds is not a usable interval"),
+                "use between 1 and 86400 seconds; 60 keeps a list update within a minute",
+            );
+        }
         for (key, value, least) in [
             ("proxy.max_request_line", proxy.max_request_line, 256),
             ("proxy.max_header_bytes", proxy.max_header_bytes, 1024),
@@ -1189,6 +1200,7 @@ impl Default for FilteringConfig {
         Self {
             policy: PathBuf::from("policy.toml"),
             request_max_hours: 8,
+            list_check_seconds: 60,
         }
     }
 }

@@ -523,6 +523,74 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
     );
 }
 
+/// A technician imports a new copy of a list while `serve` runs: the DNS
+/// server blocks the new name without a restart (issue 3, hot reload).
+#[test]
+fn serve_takes_up_an_imported_list_without_a_restart() {
+    let deployment = Deployment::new();
+    // A policy of this test's own, so that what DNS answers depends on the
+    // list alone (the example policy blocks everything after hours).
+    deployment.write("blocked.txt", "www.first-blocked.test\n");
+    let policy = deployment.write(
+        "policy.toml",
+        "fallback_group = \"guest\"\n[school]\nname = \"Brackenfield Academy\"\n\
+         time_zone = \"Europe/London\"\n\
+         [[lists]]\nname = \"local-block\"\nsource = \"blocked.txt\"\nformat = \"domains\"\n\
+         category = \"gambling\"\nrefresh_minutes = 0\n\
+         [[groups]]\nname = \"guest\"\ndefault = \"allow\"\n[groups.categories]\ngambling = \"block\"\n",
+    );
+    let (console, dns) = (free_port(), free_port());
+    std::fs::write(
+        deployment.config(),
+        format!(
+            "data_dir = \"data\"\n[filtering]\npolicy = \"{policy}\"\nlist_check_seconds = 1\n\
+             [console]\nlisten = \"127.0.0.1:{console}\"\ntls = false\n\
+             [dns]\nlisten = [\"127.0.0.1:{dns}\"]\n"
+        ),
+    )
+    .unwrap();
+    let child = sheepdog()
+        .args(["--config", &deployment.config(), "serve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let server = format!("127.0.0.1:{dns}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dig_a(&server, "www.first-blocked.test") != "0.0.0.0" {
+        assert!(Instant::now() < deadline, "serve did not answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Allowed, and with no upstream configured, not answered with an address.
+    assert_eq!(dig_a(&server, "www.lucky-meadow.test"), "");
+
+    let copy = deployment.write(
+        "new-copy.txt",
+        "www.first-blocked.test\nwww.lucky-meadow.test\n",
+    );
+    let output = deployment.run(&["lists", "import", "--list", "local-block", &copy]);
+    assert!(output.status.success(), "{}", text(&output));
+    // Bounded, so a server that never takes the new list up fails here.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dig_a(&server, "www.lucky-meadow.test") != "0.0.0.0" {
+        assert!(
+            Instant::now() < deadline,
+            "the imported list never came into force"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(logs.contains("new list snapshot in force"), "{logs}");
+}
+
 /// A free loopback port.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

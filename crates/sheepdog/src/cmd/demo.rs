@@ -115,7 +115,7 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
         engine.clone(),
         &config.filtering.policy,
         &config.data_dir,
-        super::list_refresh::CHECK_EVERY,
+        std::time::Duration::from_secs(u64::from(config.filtering.list_check_seconds)),
     )?;
     config.proxy.enabled = true;
     config.proxy.listen = vec![web::bind(args.proxy, true).await?.local_addr()?];

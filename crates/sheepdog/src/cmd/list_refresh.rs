@@ -1,7 +1,8 @@
 //! Lists kept current while serving (issue 3: sources refreshed on a
 //! schedule, hot reload).
 //!
-//! A background thread wakes every [`CHECK_EVERY`] and does one *round*:
+//! A background thread wakes every `[filtering] list_check_seconds` (60 by
+//! default) and does one *round*:
 //! - every list whose refresh is due (`refresh_minutes` in the policy,
 //!   [`DEFAULT_REFRESH_MINUTES`] when unset, `0` for never) is fetched into
 //!   its cache folder, conditionally, keeping the last good copy when the
@@ -31,9 +32,6 @@ use sheepdog_lists::Snapshot;
 use sheepdog_policy::{Engine, PolicyDocument};
 
 use super::lists;
-
-/// How often the thread looks for due lists and a replaced snapshot.
-pub const CHECK_EVERY: Duration = Duration::from_secs(60);
 
 /// How often a list is refreshed when the policy does not say.
 pub const DEFAULT_REFRESH_MINUTES: u32 = 360;

@@ -64,7 +64,7 @@ pub async fn run(
             engine.clone(),
             &config.filtering.policy,
             &config.data_dir,
-            super::list_refresh::CHECK_EVERY,
+            std::time::Duration::from_secs(u64::from(config.filtering.list_check_seconds)),
         )?),
         None => None,
     };
