@@ -286,7 +286,7 @@ fn lookup(snap: &Path, list: &Path, resident: bool) {
 enum Rebuild {
     /// Same priority as the decider.
     Normal,
-    /// `nice 10`.
+    /// `nice 19`, as `serve`'s list refresh thread runs.
     Nice,
     /// `SCHED_IDLE`: runs only on a CPU nothing else wants, as a
     /// deployment runs list reloads.
@@ -307,7 +307,7 @@ fn lower_this_thread(how: Rebuild) -> bool {
     };
     let (cmd, args): (&str, Vec<&str>) = match how {
         Rebuild::Normal | Rebuild::Without => return true,
-        Rebuild::Nice => ("renice", vec!["-n", "10", "-p", &tid]),
+        Rebuild::Nice => ("renice", vec!["-n", "19", "-p", &tid]),
         Rebuild::Idle => ("chrt", vec!["--idle", "-p", "0", &tid]),
     };
     std::process::Command::new(cmd)
@@ -381,7 +381,7 @@ struct SlowDecision {
 }
 
 /// Rebuilds a list three times while another thread decides. `nice`: the
-/// rebuild thread at nice 10. `decide`: time `Engine::decide` (strings)
+/// rebuild thread at nice 19. `decide`: time `Engine::decide` (strings)
 /// instead of the hot path `Engine::verdict`.
 fn reload(list: &Path, how: Rebuild, full: bool) {
     let list = list.to_owned();
@@ -510,7 +510,7 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
         "reload ({}, rebuild thread {}): 3 rebuilds+swaps of the list (none when absent) over {:.2}s while deciding: {n} decisions, median {p50} ns, p99.99 {:.1} us, worst {:.3} ms, over 100 us: {over100}, over 1 ms: {over}; net of time preempted (every decision over 1 ms): worst {:.3} ms, over 1 ms: {over_own}",
         if full { "decide" } else { "verdict" },
         match (how, lowered) {
-            (Rebuild::Nice, true) => "nice 10",
+            (Rebuild::Nice, true) => "nice 19",
             (Rebuild::Idle, true) => "SCHED_IDLE",
             (Rebuild::Without, _) => "absent: no rebuild",
             _ => "nice 0",
