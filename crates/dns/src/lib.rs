@@ -26,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+mod batch;
 pub mod cache;
 pub mod resolver;
 pub mod safesearch;

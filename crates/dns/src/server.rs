@@ -9,6 +9,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::batch::{send, Outgoing, Received};
 use crate::resolver::Immediate;
 use crate::{DnsError, Resolver, Transport};
 
@@ -153,19 +154,17 @@ impl DnsServer {
     }
 }
 
-/// The largest UDP request read: any datagram, so an oversized one is
-/// judged whole (parsed or refused as malformed), never cut short.
-const UDP_REQUEST_MAX: usize = 65_535;
-
-/// One socket's receive loop. Whatever can be answered without waiting
-/// (blocks, cache hits, refusals) is answered here, in the loop, without a
-/// task or a copy of the packet; only a question for the upstream is
-/// spawned, within the in-flight limit.
+/// One socket's receive loop. Queries are taken in batches (see
+/// [`crate::batch`]); whatever can be answered without waiting (blocks,
+/// cache hits, refusals) is answered here, in the loop, without a task or a
+/// copy of the packet, and the batch's answers leave together. Only a
+/// question for the upstream is spawned, within the in-flight limit.
 async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, limit: Arc<Semaphore>) {
-    let mut buffer = vec![0u8; UDP_REQUEST_MAX];
+    let mut received = Received::new();
+    let mut outgoing = Outgoing::new();
     loop {
-        let (len, peer) = match socket.recv_from(&mut buffer).await {
-            Ok(received) => received,
+        let count = match received.receive(&socket).await {
+            Ok(count) => count,
             Err(error) => {
                 // ICMP errors from earlier sends surface here on some
                 // systems; they concern one peer, not the socket.
@@ -173,42 +172,34 @@ async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, limit: Arc<S
                 continue;
             }
         };
-        let packet = buffer.get(..len).unwrap_or(&[]);
-        match resolver.answer_now(packet, peer.ip(), Transport::Udp) {
-            Immediate::Reply(None) => {}
-            Immediate::Reply(Some(reply)) => send(&socket, &reply, peer).await,
-            Immediate::Upstream(question) => {
-                let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    metrics::counter!("sheepdog_dns_overload_dropped_total").increment(1);
-                    continue;
-                };
-                let socket = socket.clone();
-                let resolver = resolver.clone();
-                tokio::spawn(async move {
-                    let reply = resolver
-                        .answer_upstream(*question, peer.ip(), Transport::Udp)
-                        .await;
-                    if let Some(reply) = reply {
-                        send(&socket, &reply, peer).await;
-                    }
-                    drop(permit);
-                });
+        for i in 0..count {
+            let Some((packet, peer)) = received.get(i) else {
+                metrics::counter!("sheepdog_dns_oversized_dropped_total").increment(1);
+                continue;
+            };
+            match resolver.answer_now(packet, peer.ip(), Transport::Udp) {
+                Immediate::Reply(None) => {}
+                Immediate::Reply(Some(reply)) => outgoing.push(reply, peer),
+                Immediate::Upstream(question) => {
+                    let Ok(permit) = limit.clone().try_acquire_owned() else {
+                        metrics::counter!("sheepdog_dns_overload_dropped_total").increment(1);
+                        continue;
+                    };
+                    let socket = socket.clone();
+                    let resolver = resolver.clone();
+                    tokio::spawn(async move {
+                        let reply = resolver
+                            .answer_upstream(*question, peer.ip(), Transport::Udp)
+                            .await;
+                        if let Some(reply) = reply {
+                            send(&socket, &reply, peer).await;
+                        }
+                        drop(permit);
+                    });
+                }
             }
         }
-    }
-}
-
-/// Sends one datagram: at once when the socket can take it, else waiting
-/// for room (which holds back the receive loop: backpressure, not a queue).
-async fn send(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
-    let sent = match socket.try_send_to(reply, peer) {
-        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-            socket.send_to(reply, peer).await
-        }
-        other => other,
-    };
-    if let Err(error) = sent {
-        tracing::debug!(%error, %peer, "UDP send failed");
+        outgoing.flush(&socket).await;
     }
 }
 

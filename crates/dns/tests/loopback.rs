@@ -482,6 +482,84 @@ async fn garbage_over_udp_and_tcp_never_stops_the_server() {
     assert_eq!(short(&out), ["192.0.2.10"], "{out}");
 }
 
+/// A blocked question with this ID, as bytes.
+fn blocked_question(id: u16, name: &str) -> Vec<u8> {
+    let mut request = Message::new();
+    request
+        .set_id(id)
+        .set_message_type(MessageType::Query)
+        .set_recursion_desired(true)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    request.to_vec().unwrap()
+}
+
+/// Queries arriving faster than they are answered are taken and answered
+/// in batches (recvmmsg, sendmmsg): every one is answered, once, to the
+/// socket that asked, with its own ID and question.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_several_clients_is_answered_in_full_each_to_its_sender() {
+    let h = harness(vec![], |_| {}).await;
+    const CLIENTS: u16 = 4;
+    const EACH: u16 = 24;
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        clients.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let socket = clients.last().unwrap();
+        for n in 0..EACH {
+            let id = c << 8 | n;
+            let name = format!("q{n}.c{c}.blocked.test.");
+            socket
+                .send_to(&blocked_question(id, &name), h.addr)
+                .await
+                .unwrap();
+        }
+    }
+    let mut buffer = vec![0u8; 4096];
+    for (c, socket) in (0..CLIENTS).zip(&clients) {
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < usize::from(EACH) {
+            let (len, _) =
+                tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer))
+                    .await
+                    .expect("every query answered")
+                    .unwrap();
+            let reply = Message::from_vec(&buffer[..len]).unwrap();
+            assert_eq!(reply.id() >> 8, c, "an answer reached another client");
+            let n = reply.id() & 0xff;
+            assert_eq!(
+                reply.queries()[0].name().to_ascii(),
+                format!("q{n}.c{c}.blocked.test.")
+            );
+            assert_eq!(reply.message_type(), MessageType::Response);
+            assert!(seen.insert(n), "query {n} of client {c} answered twice");
+        }
+    }
+}
+
+/// A datagram longer than any DNS question is dropped whole, not judged by
+/// its first bytes; the question after it is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_datagram_is_dropped_and_the_next_question_answered() {
+    let h = harness(vec![], |_| {}).await;
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // A valid question padded far past any real one.
+    let mut oversized = blocked_question(0x7777, "big.blocked.test.");
+    oversized.resize(20_000, 0);
+    socket.send_to(&oversized, h.addr).await.unwrap();
+    socket
+        .send_to(&blocked_question(0x7778, "next.blocked.test."), h.addr)
+        .await
+        .unwrap();
+    let mut buffer = vec![0u8; 4096];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(5), socket.recv_from(&mut buffer))
+        .await
+        .expect("the next question answered")
+        .unwrap();
+    // Answers go in order of arrival: an answer to the oversized one would
+    // come first.
+    assert_eq!(Message::from_vec(&buffer[..len]).unwrap().id(), 0x7778);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_down_gives_servfail_within_the_timeout() {
     // One upstream refuses (a closed port), one swallows queries (a bound
