@@ -120,6 +120,7 @@ async fn world() -> World {
                 device_name: None,
                 person_id: None,
                 group: Arc::from(group),
+                school_id: None,
             },
         );
     }

@@ -167,6 +167,7 @@ async fn harness(upstreams: Vec<Upstream>, tweak: impl FnOnce(&mut DnsConfig)) -
             device_name: Some(Arc::from("KS2-LAPTOP-07")),
             person_id: Some(42),
             group: Arc::from("ks2"),
+            school_id: None,
         },
     );
     let mut config = DnsConfig {

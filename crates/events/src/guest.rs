@@ -52,6 +52,7 @@ fn nobody_in(group: &str) -> Arc<Identity> {
         device_name: None,
         person_id: None,
         group: Arc::from(group),
+        school_id: None,
     })
 }
 

@@ -47,6 +47,10 @@ pub struct Identity {
     pub person_id: Option<i64>,
     /// The policy group whose rules apply.
     pub group: Arc<str>,
+    /// The school the device or person belongs to, so that a school's own
+    /// staff in a trust see their school's log and no other's. `None` for
+    /// clients nobody registered.
+    pub school_id: Option<i64>,
 }
 
 /// Client addresses and ranges to identities.
@@ -57,9 +61,9 @@ pub struct IdentityMap {
     /// Ranges, longest prefix first, so the first match is the best.
     ranges: Vec<(IpNet, Arc<Identity>)>,
     default: Arc<Identity>,
-    /// Each person's filtering group, for identities that come from a
-    /// sign-in (proxy authentication) rather than an address.
-    people: HashMap<i64, Arc<str>>,
+    /// Each person's filtering group and school, for identities that come
+    /// from a sign-in (proxy authentication) rather than an address.
+    people: HashMap<i64, (Arc<str>, i64)>,
 }
 
 impl IdentityMap {
@@ -73,14 +77,16 @@ impl IdentityMap {
                 device_name: None,
                 person_id: None,
                 group: Arc::from(default_group),
+                school_id: None,
             }),
             people: HashMap::new(),
         }
     }
 
-    /// Records a person's filtering group (from their group membership).
-    pub fn insert_person(&mut self, person_id: i64, group: Arc<str>) {
-        self.people.insert(person_id, group);
+    /// Records a person's filtering group (from their group membership)
+    /// and school.
+    pub fn insert_person(&mut self, person_id: i64, group: Arc<str>, school_id: i64) {
+        self.people.insert(person_id, (group, school_id));
     }
 
     /// The identity of `person_id` signed in from `client`: the device the
@@ -88,15 +94,13 @@ impl IdentityMap {
     /// default group when they are in none with a filtering profile).
     pub fn signed_in(&self, client: IpAddr, person_id: i64) -> Identity {
         let device = self.lookup(client);
+        let person = self.people.get(&person_id);
         Identity {
             device_id: device.device_id,
             device_name: device.device_name.clone(),
             person_id: Some(person_id),
-            group: self
-                .people
-                .get(&person_id)
-                .cloned()
-                .unwrap_or_else(|| self.default.group.clone()),
+            group: person.map_or_else(|| self.default.group.clone(), |(group, _)| group.clone()),
+            school_id: person.map(|&(_, school)| school).or(device.school_id),
         }
     }
 
@@ -169,7 +173,7 @@ impl IdentityMap {
                 }
             }
             for (person, profile) in &profile_of_person {
-                map.insert_person(*person, profile.clone());
+                map.insert_person(*person, profile.clone(), school.id);
             }
             for device in store.devices(school.id).await? {
                 let details = &device.details;
@@ -197,6 +201,7 @@ impl IdentityMap {
                         device_name: Some(Arc::from(details.name.as_str())),
                         person_id: details.owner_id,
                         group,
+                        school_id: Some(school.id),
                     },
                 );
             }
@@ -370,20 +375,24 @@ mod tests {
             parse_net("10.0.4.17").unwrap_or_else(|| panic!()),
             who("SHARED-PC-3", "ks2"),
         );
-        map.insert_person(43, Arc::from("staff"));
+        map.insert_person(43, Arc::from("staff"), 2);
         let at_shared_pc = map.signed_in("10.0.4.17".parse().unwrap_or_else(|_| panic!()), 43);
         assert_eq!(&*at_shared_pc.group, "staff");
+        // The person's school, not the device's (a trust's shared room).
+        assert_eq!(at_shared_pc.school_id, Some(2));
         assert_eq!(at_shared_pc.person_id, Some(43));
         assert_eq!(at_shared_pc.device_name.as_deref(), Some("SHARED-PC-3"));
         // Someone in no filtering group gets the default, not the device's.
         let nobody = map.signed_in("10.0.4.17".parse().unwrap_or_else(|_| panic!()), 99);
         assert_eq!(&*nobody.group, "guest");
+        // Whose school is not known: the device's.
+        assert_eq!(nobody.school_id, Some(1));
     }
 
     #[test]
     fn a_proxy_sign_in_is_the_addresses_identity_until_it_lapses() {
         let mut map = IdentityMap::new("guest");
-        map.insert_person(43, Arc::from("staff"));
+        map.insert_person(43, Arc::from("staff"), 1);
         let pc: IpAddr = "10.0.4.17".parse().unwrap_or_else(|_| panic!());
         let mapped: IpAddr = "::ffff:10.0.4.17".parse().unwrap_or_else(|_| panic!());
         let lasting = IdentityResolver::new(map.clone()).with_sign_ins(Duration::from_secs(600));
@@ -415,6 +424,7 @@ mod tests {
             device_name: Some(Arc::from(name)),
             person_id: None,
             group: Arc::from(group),
+            school_id: Some(1),
         }
     }
 

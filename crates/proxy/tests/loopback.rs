@@ -126,6 +126,7 @@ async fn harness(tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
             device_name: Some(Arc::from("KS2-LAPTOP-07")),
             person_id: Some(42),
             group: Arc::from("ks2"),
+            school_id: None,
         },
     );
     map.insert(
@@ -135,6 +136,7 @@ async fn harness(tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
             device_name: Some(Arc::from("STAFF-LAPTOP-01")),
             person_id: Some(43),
             group: Arc::from("staff"),
+            school_id: None,
         },
     );
     map.insert(
@@ -144,6 +146,7 @@ async fn harness(tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
             device_name: Some(Arc::from("SIXTH-LAPTOP-02")),
             person_id: Some(44),
             group: Arc::from("sixth_form"),
+            school_id: None,
         },
     );
     let url = format!("sqlite://{}", dir.path().join("test.sqlite").display());
