@@ -1123,9 +1123,9 @@ mod tests {
         let base = normalise(text);
         let (squeezed, long_runs) = base.squeezed();
         let joined = base.joined();
-        let views: [(&Automaton, &[u8], Option<&[bool]>); 3] = [
+        let views = [
             (&m.main, base.bytes(), None),
-            (&m.squeezed, squeezed.bytes(), Some(&long_runs)),
+            (&m.squeezed, squeezed.bytes(), Some(&long_runs[..])),
             (&m.main, joined.bytes(), None),
         ];
         for (automaton, bytes, long_runs) in views {
