@@ -880,12 +880,77 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
                         builder.ascii(b, start, end);
                     }
                 }
-                None => builder.unicode(c, start, end),
+                None => match punctuation(c) {
+                    Some(Punctuation::Dropped) => {}
+                    Some(Punctuation::Separator { soft }) => builder.separator(soft, start, end),
+                    None => builder.unicode(c, start, end),
+                },
             }
             i += len;
         }
     }
     *out = builder.finish(bytes.len() as u32);
+}
+
+/// The punctuation, spaces and invisible characters outside ASCII that
+/// text is full of: the Latin-1 signs (U+0080 to U+00BF: no-break space,
+/// `«`, `»`, `°`, `´`) and General Punctuation (U+2000 to U+206F: dashes,
+/// curly quotes, `…`, bullets, zero-width and typographic spaces).
+const PUNCTUATION: [std::ops::RangeInclusive<u32>; 2] = [0x80..=0xBF, 0x2000..=0x206F];
+
+/// What one of the [`PUNCTUATION`] characters does to the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Punctuation {
+    /// Nothing: invisible characters and apostrophes.
+    Dropped,
+    /// It separates words, as [`Builder::separator`] with `soft`.
+    Separator { soft: bool },
+}
+
+/// What `c` does, when it is one of the [`PUNCTUATION`] characters that
+/// are dropped or separate words whatever comes before them; looked up in
+/// a table made once by sending each of them through [`Builder::unicode`]
+/// after a letter, so that it cannot disagree with it. The em dash alone
+/// cost a thousand instructions on that path.
+fn punctuation(c: char) -> Option<Punctuation> {
+    static TABLE: std::sync::OnceLock<Vec<Option<Punctuation>>> = std::sync::OnceLock::new();
+    let code = u32::from(c);
+    let index = if PUNCTUATION[0].contains(&code) {
+        code - PUNCTUATION[0].start()
+    } else if PUNCTUATION[1].contains(&code) {
+        code - PUNCTUATION[1].start() + (PUNCTUATION[0].end() - PUNCTUATION[0].start() + 1)
+    } else {
+        return None;
+    };
+    let table = TABLE.get_or_init(|| {
+        PUNCTUATION
+            .iter()
+            .flat_map(|range| range.clone())
+            .map(|code| {
+                let c = char::from_u32(code)?;
+                let mut builder = Builder::new(Normalised::default(), 8);
+                builder.ascii(b'a', 0, 1);
+                builder.unicode(c, 1, 2);
+                let out = &builder.out;
+                if builder.token_mixed || out.stretched || out.spelled_out {
+                    return None;
+                }
+                // A separator ends the one-letter word `a`.
+                match (
+                    &out.text[..],
+                    builder.run,
+                    builder.singles,
+                    &out.soft_spaces[..],
+                ) {
+                    (b" a", 1, 0, []) => Some(Punctuation::Dropped),
+                    (b" a ", 0, 1, []) => Some(Punctuation::Separator { soft: false }),
+                    (b" a ", 0, 1, [2]) => Some(Punctuation::Separator { soft: true }),
+                    _ => None,
+                }
+            })
+            .collect()
+    });
+    table.get(usize::try_from(index).ok()?).copied().flatten()
 }
 
 /// The Latin letters with diacritics and the Latin letters spelled out in
@@ -1247,6 +1312,52 @@ mod tests {
         assert_eq!(latin_letters('ß'), Some(&b"ss"[..]));
         assert_eq!(latin_letters('×'), None);
         assert_eq!(latin_letters('a'), None);
+    }
+
+    #[test]
+    fn punctuation_from_the_table_normalises_as_decomposed() {
+        let mut looked_up = 0;
+        for c in PUNCTUATION
+            .iter()
+            .flat_map(|r| r.clone())
+            .filter_map(char::from_u32)
+        {
+            if punctuation(c).is_some() {
+                looked_up += 1;
+            }
+            for text in [
+                format!("{c}"),
+                format!("a{c}b"),
+                format!("a{c}{c} b"),
+                format!("a {c} b"),
+                format!("a.{c}b"),
+                format!("a{c}.b"),
+                format!("5{c}1 x{c}y{c}z w"),
+                format!("k i {c} l l"),
+                format!("kil{c}l"),
+            ] {
+                assert_eq!(
+                    normalise(&text).parts(),
+                    normalise_bytewise(&text).parts(),
+                    "{text:?}"
+                );
+            }
+        }
+        // Most of the two blocks.
+        assert!(looked_up > 120, "{looked_up}");
+        assert_eq!(
+            punctuation('—'),
+            Some(Punctuation::Separator { soft: true })
+        );
+        assert_eq!(
+            punctuation('\u{A0}'),
+            Some(Punctuation::Separator { soft: false })
+        );
+        assert_eq!(punctuation('\u{200B}'), Some(Punctuation::Dropped));
+        assert_eq!(punctuation('’'), Some(Punctuation::Dropped));
+        // A superscript digit is a digit, not punctuation.
+        assert_eq!(punctuation('²'), None);
+        assert_eq!(punctuation('a'), None);
     }
 
     #[test]
