@@ -367,10 +367,15 @@ impl Matcher {
     /// hold, and then the wide window, which exists for exclusions and
     /// context words, need not be joined and scanned at all.
     fn joined_terms_possible(&self, base: &Normalised) -> bool {
-        let (view, runs) = base.joined_near(self.main.longest + 1);
+        // Without spans: a term overlaps a run in the original text when
+        // it overlaps the run's bytes in the view, as every byte of the
+        // view stands for its own stretch of the original, in order.
+        let mut bytes = Vec::new();
+        let mut runs = Vec::new();
+        base.joined_bytes_near(self.main.longest + 1, &mut bytes, &mut runs);
         let mut possible = false;
         self.main
-            .each_overlapping(view.bytes(), |m_start, m_end, pattern| {
+            .each_overlapping(&bytes, |m_start, m_end, pattern| {
                 let Some((entries, lead, trail)) = self.main.patterns.get(pattern) else {
                     return true;
                 };
@@ -383,10 +388,7 @@ impl Matcher {
                 {
                     return true;
                 }
-                let span = view.original_span(start..end);
-                possible = runs
-                    .iter()
-                    .any(|run| span.start < run.end && run.start < span.end);
+                possible = runs.iter().any(|run| start < run.end && run.start < end);
                 !possible
             });
         possible
@@ -1034,6 +1036,20 @@ mod tests {
     fn check_screen(text: &str) {
         let m = shipped();
         let base = normalise(text);
+        // The screen's view without spans is the spanned view's bytes,
+        // and its runs are where the spanned view's runs are.
+        for margin in [0, 5, m.main.longest + 1] {
+            let (view, runs) = base.joined_near(margin);
+            let mut bytes = Vec::new();
+            let mut view_runs = Vec::new();
+            base.joined_bytes_near(margin, &mut bytes, &mut view_runs);
+            assert_eq!(bytes, view.bytes(), "{text:?}");
+            let mapped: Vec<_> = view_runs
+                .iter()
+                .map(|r| view.original_span(r.clone()))
+                .collect();
+            assert_eq!(mapped, runs, "{text:?} at {margin}");
+        }
         assert_eq!(
             m.scan_normalised_with(&base, true),
             m.scan_normalised_with(&base, false),

@@ -202,6 +202,107 @@ impl Normalised {
         (view, runs)
     }
 
+    /// The bytes of [`Normalised::joined_near`]'s view without their
+    /// spans, into `bytes`, and where in them each run of one-character
+    /// words lies (its letters, and the spaces kept between its words),
+    /// into `runs`: enough to tell whether a pattern found in the view
+    /// overlaps a run, at a fraction of the cost of the spanned view.
+    pub(crate) fn joined_bytes_near(
+        &self,
+        margin: usize,
+        bytes: &mut Vec<u8>,
+        runs: &mut Vec<Range<usize>>,
+    ) {
+        bytes.clear();
+        runs.clear();
+        bytes.push(b' ');
+        let len = self.text.len();
+        let mut leading = true;
+        let mut tokens = Vec::new();
+        let mut w = 0;
+        while w < self.spelled_runs.len() {
+            let (first, _) = self.spelled_runs[w];
+            let mut from = (first as usize).saturating_sub(margin);
+            let mut to = (self.spelled_runs[w].1 as usize)
+                .saturating_add(margin)
+                .min(len);
+            w += 1;
+            while w < self.spelled_runs.len() && (self.spelled_runs[w].0 as usize) <= to {
+                to = (self.spelled_runs[w].1 as usize)
+                    .saturating_add(margin)
+                    .min(len);
+                w += 1;
+            }
+            while from > 0 && self.text[from - 1] != b' ' {
+                from -= 1;
+            }
+            while to < len && self.text[to] != b' ' {
+                to += 1;
+            }
+            self.join_bytes(from.max(1), to, bytes, runs, &mut leading, &mut tokens);
+        }
+        if bytes.last() != Some(&b' ') || bytes.len() == 1 {
+            bytes.push(b' ');
+        }
+    }
+
+    /// [`Normalised::join_words`] without spans, noting where each run
+    /// of three or more one-character words lies in `bytes`.
+    fn join_bytes(
+        &self,
+        from: usize,
+        to: usize,
+        bytes: &mut Vec<u8>,
+        runs: &mut Vec<Range<usize>>,
+        leading: &mut bool,
+        tokens: &mut Vec<Range<usize>>,
+    ) {
+        tokens.clear();
+        let mut i = from;
+        while i < to {
+            if self.text[i] == b' ' {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < to && self.text[i] != b' ' {
+                i += 1;
+            }
+            tokens.push(start..i);
+        }
+        let single = |r: &Range<usize>| one_char(&self.text[r.clone()]);
+        let soft = |space: usize| {
+            u32::try_from(space).is_ok_and(|space| self.soft_spaces.binary_search(&space).is_ok())
+        };
+        let mut t = 0;
+        while t < tokens.len() {
+            let mut run_end = t;
+            while run_end < tokens.len() && single(&tokens[run_end]) {
+                run_end += 1;
+            }
+            let is_run = run_end - t >= 3;
+            let group = if is_run { run_end } else { t + 1 };
+            let punctuated = (t + 1..group).any(|k| soft(tokens[k].start - 1));
+            let mut run_start = bytes.len();
+            for (k, token) in tokens.iter().enumerate().take(group).skip(t) {
+                let space = token.start - 1;
+                let first = k == t;
+                if (first && !*leading) || (!first && punctuated && !soft(space)) {
+                    bytes.push(b' ');
+                }
+                if first {
+                    run_start = bytes.len();
+                }
+                bytes.extend_from_slice(&self.text[token.clone()]);
+            }
+            if is_run {
+                runs.push(run_start..bytes.len());
+            }
+            *leading = false;
+            t = group;
+        }
+    }
+
     /// Appends the words of `self.text[from..to]` to `view`, closing up
     /// runs of three or more one-character words.
     fn join_words(&self, from: usize, to: usize, view: &mut Normalised, leading: &mut bool) {
