@@ -641,11 +641,12 @@ impl Builder {
         self.run = run;
     }
 
-    /// A run of plain prose as [`plain_run`] finds it, starting with a
+    /// A run of plain prose as [`plain_shape`] finds it, starting with a
     /// letter, in a word with no leetspeak so far: the same as
     /// [`Builder::ascii`] on each byte, with the text lower-cased and
-    /// copied in one pass and one span mark for all of it.
-    fn plain(&mut self, plain: &[u8], start: u32) {
+    /// copied in one pass and one span mark for all of it; `shape` is what
+    /// [`plain_shape`] found in it.
+    fn plain(&mut self, plain: &[u8], start: u32, shape: &PlainShape) {
         let out = &mut self.out;
         let at = out.text.len();
         out.spans.note_run(at as u32, start, plain.len() as u32);
@@ -654,6 +655,33 @@ impl Builder {
         out.text.extend_from_slice(plain);
         for b in &mut out.text[at..] {
             *b = if *b & 0x40 != 0 { *b | 0x20 } else { b' ' };
+        }
+        if !shape.single {
+            // What the loop below would do, from the shape: with no
+            // one-letter word in the run, the word before its last space
+            // had more letters and ended any count of such words.
+            if shape.stretched {
+                out.stretched = true;
+            }
+            let text = &out.text[at..];
+            if let Some(space) = text.iter().rposition(|&b| b == b' ') {
+                self.singles = 0;
+                self.token_start = at + space + 1;
+            }
+            self.run = match text.last() {
+                None | Some(b' ') => 0,
+                Some(&last) => {
+                    let same = text.iter().rev().take_while(|&&b| b == last).count();
+                    let carried =
+                        self.run > 0 && at.checked_sub(1).map(|p| out.text[p]) == Some(last);
+                    if same == text.len() && carried {
+                        self.run + same as u32
+                    } else {
+                        same as u32
+                    }
+                }
+            };
+            return;
         }
         let mut prev = match at.checked_sub(1) {
             Some(last) if self.run > 0 => out.text[last],
@@ -952,9 +980,18 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
                 builder.letters(&bytes[i..i + run], i as u32);
                 i += run;
             } else {
-                let run = plain_run(&bytes[i..]);
-                builder.plain(&bytes[i..i + run], i as u32);
-                i += run;
+                let carried = Carried {
+                    letter: if builder.run > 0 {
+                        builder.out.text.last().copied().unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    twice: builder.run >= 2,
+                    word_start: builder.token_start == builder.out.text.len(),
+                };
+                let shape = plain_shape(&bytes[i..], carried);
+                builder.plain(&bytes[i..i + shape.len], i as u32, &shape);
+                i += shape.len;
             }
             continue;
         }
@@ -1106,42 +1143,121 @@ fn bytes_equal(w: u64, byte: u8) -> u64 {
     !differs & HIGH
 }
 
-/// How many bytes of plain prose `bytes` starts with: ASCII letters and
-/// single spaces or line breaks, the text the normaliser copies as it is
-/// (lower-cased) with a span mark for the whole run. Stops before a second
-/// separator in a row, which collapses, and before anything else.
+/// Whether each byte of `a` equals the byte of `b` in the same place, as
+/// the top bit of each byte: exact, as in [`bytes_equal`].
+#[inline(always)]
+fn words_equal(a: u64, b: u64) -> u64 {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = a ^ b;
+    let differs = ((x & !HIGH) + !HIGH) | x;
+    !differs & HIGH
+}
+
+/// How many bytes of plain prose `bytes` starts with (see
+/// [`plain_shape`]).
+#[cfg(test)]
 fn plain_run(bytes: &[u8]) -> usize {
+    plain_shape(bytes, Carried::default()).len
+}
+
+/// What [`Builder::plain`] needs to know about the text before a run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Carried {
+    /// The last letter while it repeats (the builder's run is not 0),
+    /// else 0.
+    letter: u8,
+    /// That letter has repeated at least twice already.
+    twice: bool,
+    /// A word starts where the run starts.
+    word_start: bool,
+}
+
+/// A run of plain prose and what the normaliser's word-by-word pass over
+/// it would find (see [`plain_shape`]).
+#[derive(Debug, Clone, Copy)]
+struct PlainShape {
+    len: usize,
+    /// A letter is repeated three or more times in a row (counting the
+    /// letters carried from before the run).
+    stretched: bool,
+    /// A one-letter word ends in the run: such words in a row are counted
+    /// word by word.
+    single: bool,
+}
+
+/// The fewer than eight bytes `rest` as a word, padded with zeros; apart
+/// from the whole-word loads so that those stay one load each.
+#[inline(never)]
+fn last_word(rest: &[u8]) -> u64 {
+    rest.iter()
+        .rev()
+        .fold(0u64, |w, &b| (w << 8) | u64::from(b))
+}
+
+/// The run of plain prose `bytes` starts with: ASCII letters and single
+/// spaces or line breaks, the text the normaliser copies as it is
+/// (lower-cased) with a span mark for the whole run; it stops before a
+/// second separator in a row, which collapses, and before anything else.
+/// Found eight bytes at a time, and in the same steps whether it holds a
+/// stretched letter or a one-letter word, which the word-by-word pass
+/// over the copied run found a byte at a time at about twelve
+/// instructions a byte.
+fn plain_shape(bytes: &[u8], carried: Carried) -> PlainShape {
     const LOW: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut n = 0;
-    // Whether the byte before the current eight was a separator.
+    // The last step's bytes, moved to where this step's shifted views
+    // expect them: whether the byte before was a separator, the byte
+    // before (lower-cased), whether it equalled the one before it, and
+    // whether the two before were separators.
     let mut carry = 0u64;
-    while let Some(chunk) = bytes.get(n..n + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
+    let mut carry_byte = u64::from(carried.letter);
+    let mut carry_equal = if carried.twice { 0x80 } else { 0 };
+    let mut carry_space = if carried.word_start { 0x8000 } else { 0 };
+    let mut stretched = 0u64;
+    let mut single = 0u64;
+    loop {
+        let w = match bytes.get(n..n + 8) {
+            Some(chunk) => {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                u64::from_le_bytes(word)
+            }
+            // The last bytes, padded with zeros, which end the run.
+            None => last_word(bytes.get(n..).unwrap_or_default()),
+        };
         // As in `letter_run`.
         let x = (w | (0x20 * LOW)) & !HIGH;
         let letters = (x + 0x1f * LOW) & !(x + 0x05 * LOW) & !w & HIGH;
         let spaces = bytes_equal(w, b' ') | bytes_equal(w, b'\n');
         let repeated = spaces & ((spaces << 8) | carry);
         let stop = (!(letters | spaces) | repeated) & HIGH;
+        // The bytes before the stop, as top bits.
+        let valid = if stop == 0 {
+            HIGH
+        } else {
+            ((stop & stop.wrapping_neg()) - 1) & HIGH
+        };
+        // Lower-cased letters are equal only to the same letter, and
+        // separators (0x20, 0x2a) to no letter; two separators are never
+        // next to each other in a run.
+        let equal = words_equal(x, (x << 8) | carry_byte) & valid;
+        stretched |= equal & ((equal << 8) | carry_equal);
+        let space = spaces & valid;
+        single |= space & ((space << 16) | carry_space);
         if stop != 0 {
-            return n + (stop.trailing_zeros() / 8) as usize;
+            return PlainShape {
+                len: n + (stop.trailing_zeros() / 8) as usize,
+                stretched: stretched != 0,
+                single: single != 0,
+            };
         }
         carry = spaces >> 56;
+        carry_byte = x >> 56;
+        carry_equal = equal >> 56;
+        carry_space = space >> 48;
         n += 8;
     }
-    let mut after_space = carry != 0;
-    for &b in &bytes[n..] {
-        let space = b == b' ' || b == b'\n';
-        if !(b.is_ascii_alphabetic() || space) || (space && after_space) {
-            break;
-        }
-        after_space = space;
-        n += 1;
-    }
-    n
 }
 
 /// How many ASCII letters `bytes` starts with, eight bytes at a time:
