@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
-use aho_corasick::automaton::Automaton as _;
+use aho_corasick::automaton::{Automaton as _, StateID};
 use aho_corasick::dfa::DFA;
 use aho_corasick::{Anchored, MatchKind, StartKind};
 use serde::Serialize;
@@ -90,9 +90,60 @@ pub struct Matcher {
     squeezed: Automaton,
 }
 
+/// The list of a scan an entry's occurrences are collected in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    Term,
+    Exclusion,
+    Raise,
+    Lower,
+}
+
+impl List {
+    fn of(kind: &EntryKind) -> Self {
+        match kind {
+            EntryKind::Term { .. } => List::Term,
+            EntryKind::Exclude { .. } => List::Exclusion,
+            EntryKind::Raise => List::Raise,
+            EntryKind::Lower => List::Lower,
+        }
+    }
+}
+
+/// aho-corasick's DFA for the patterns, copied into a table of our own:
+/// its states renumbered so that every match state (and the dead state,
+/// if there is one) has a smaller id than any other, which makes the
+/// walk's test for "anything to report here" one comparison, and each
+/// match state's occurrences laid out flat, ready to collect.
 #[derive(Debug, Clone)]
 struct Automaton {
-    automaton: DFA,
+    /// `trans[state + class]` is the next state; state ids are
+    /// premultiplied by the number of byte classes.
+    trans: Vec<u32>,
+    /// The class of each byte: every byte some pattern holds is a class
+    /// of its own, and the bytes no pattern holds share one (from any
+    /// state they lead back to the start).
+    classes: [u8; 256],
+    /// Bytes per state in `trans`.
+    stride: u32,
+    start: u32,
+    /// States below this id are match states or the dead state.
+    special: u32,
+    /// The dead state, or `u32::MAX` when there is none (an unanchored
+    /// search never ends early).
+    dead: u32,
+    /// Per special state (its id divided by `stride`), where its patterns
+    /// start in `matched`; one more entry than there are special states.
+    matched_from: Vec<u32>,
+    /// The patterns each match state matches, in aho-corasick's order.
+    matched: Vec<u32>,
+    /// Per special state, where its occurrences start in `occurrences`;
+    /// filled in by [`Automaton::collect_into`] once the entries' lists
+    /// are known.
+    occurrences_from: Vec<u32>,
+    occurrences: Vec<Occurrence>,
+    /// Per pattern, its length in bytes.
+    pattern_lens: Vec<u32>,
     /// The pattern texts, for checking the scan against aho-corasick's own.
     #[cfg(test)]
     texts: Vec<String>,
@@ -101,6 +152,46 @@ struct Automaton {
     patterns: Vec<(Vec<usize>, bool, bool)>,
     /// The longest pattern, in bytes.
     longest: usize,
+}
+
+/// One entry a match state reports: the pattern's words end `trail`
+/// bytes before the state's position and start `lead_back` bytes before
+/// it.
+#[derive(Debug, Clone, Copy)]
+struct Occurrence {
+    entry: u32,
+    lead_back: u32,
+    trail: u32,
+    list: List,
+    /// The last entry of its pattern, after which the hit limit is
+    /// checked.
+    last: bool,
+}
+
+/// The occurrences one scan of one view collects, kept between scans so
+/// that a scan allocates nothing for them.
+#[derive(Debug, Default)]
+struct Lists {
+    terms: Vec<Found>,
+    exclusions: Vec<Found>,
+    raises: Vec<Found>,
+    lowers: Vec<Found>,
+}
+
+impl Lists {
+    fn clear(&mut self) {
+        self.terms.clear();
+        self.exclusions.clear();
+        self.raises.clear();
+        self.lowers.clear();
+    }
+}
+
+/// What a thread keeps between scans.
+#[derive(Debug, Default)]
+struct Scratch {
+    base: Normalised,
+    lists: Lists,
 }
 
 /// A pattern found in one view, in that view's coordinates.
@@ -182,8 +273,11 @@ impl Matcher {
             .iter()
             .map(|(phrase, position)| (key_of(phrase), *position))
             .collect();
-        let main = Automaton::build(&keys, |k| k.to_string())?;
-        let squeezed = Automaton::build(&keys, squeeze_key)?;
+        let lists: Vec<List> = entries.iter().map(|e| List::of(&e.kind)).collect();
+        let mut main = Automaton::build(&keys, |k| k.to_string())?;
+        let mut squeezed = Automaton::build(&keys, squeeze_key)?;
+        main.collect_into(&lists)?;
+        squeezed.collect_into(&lists)?;
         Ok(Self {
             entries,
             libraries: names,
@@ -210,29 +304,32 @@ impl Matcher {
         let text = truncate_to_char_boundary(text, MAX_SCAN_BYTES);
         // One normalisation buffer per thread, reused: most inputs are
         // short, and allocating it per input cost more than matching.
+        // So are the lists of occurrences.
         thread_local! {
-            static BASE: std::cell::RefCell<Normalised> = std::cell::RefCell::default();
+            static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
         }
-        BASE.with(|base| match base.try_borrow_mut() {
-            Ok(mut base) => {
-                normalise_into(text, &mut base);
-                self.scan_normalised(&base)
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut scratch) => {
+                let Scratch { base, lists } = &mut *scratch;
+                normalise_into(text, base);
+                self.scan_normalised(base, lists, true)
             }
             // Only reachable if scanning re-entered itself; still correct.
-            Err(_) => self.scan_normalised(&normalise(text)),
+            Err(_) => self.scan_normalised(&normalise(text), &mut Lists::default(), true),
         })
-    }
-
-    fn scan_normalised(&self, base: &Normalised) -> Vec<Hit> {
-        self.scan_normalised_with(base, true)
     }
 
     /// `screen`: whether to look for terms in a narrow joined view first
     /// and skip the wide one when there are none (off only in tests, to
     /// show that the screen changes nothing).
+    #[cfg(test)]
     fn scan_normalised_with(&self, base: &Normalised, screen: bool) -> Vec<Hit> {
+        self.scan_normalised(base, &mut Lists::default(), screen)
+    }
+
+    fn scan_normalised(&self, base: &Normalised, lists: &mut Lists, screen: bool) -> Vec<Hit> {
         let mut hits = Vec::new();
-        self.scan_view(base, &self.main, None, &mut hits);
+        self.scan_view(base, &self.main, None, lists, &mut hits);
         if base.is_spelled_out() && (!screen || self.joined_terms_possible(base)) {
             // Any exclusion or context word that bears on a hit in a run
             // lies within this margin of it. Hits outside the runs are the
@@ -240,7 +337,7 @@ impl Matcher {
             let margin = 2 * self.main.longest + CONTEXT_WINDOW;
             let (view, runs) = base.joined_near(margin);
             let mut joined = Vec::new();
-            self.scan_view(&view, &self.main, None, &mut joined);
+            self.scan_view(&view, &self.main, None, lists, &mut joined);
             hits.extend(joined.into_iter().filter(|hit| {
                 runs.iter()
                     .any(|run| hit.span.start < run.end && run.start < hit.span.end)
@@ -248,7 +345,7 @@ impl Matcher {
         }
         if base.is_stretched() {
             let (view, long_runs) = base.squeezed();
-            self.scan_view(&view, &self.squeezed, Some(&long_runs), &mut hits);
+            self.scan_view(&view, &self.squeezed, Some(&long_runs), lists, &mut hits);
         }
         hits.sort_by(|a, b| {
             (a.span.start, a.span.end, &a.term, a.category).cmp(&(
@@ -270,10 +367,15 @@ impl Matcher {
     /// hold, and then the wide window, which exists for exclusions and
     /// context words, need not be joined and scanned at all.
     fn joined_terms_possible(&self, base: &Normalised) -> bool {
-        let (view, runs) = base.joined_near(self.main.longest + 1);
+        // Without spans: a term overlaps a run in the original text when
+        // it overlaps the run's bytes in the view, as every byte of the
+        // view stands for its own stretch of the original, in order.
+        let mut bytes = Vec::new();
+        let mut runs = Vec::new();
+        base.joined_bytes_near(self.main.longest + 1, &mut bytes, &mut runs);
         let mut possible = false;
         self.main
-            .each_overlapping(view.bytes(), |m_start, m_end, pattern| {
+            .each_overlapping(&bytes, |m_start, m_end, pattern| {
                 let Some((entries, lead, trail)) = self.main.patterns.get(pattern) else {
                     return true;
                 };
@@ -286,13 +388,65 @@ impl Matcher {
                 {
                     return true;
                 }
-                let span = view.original_span(start..end);
-                possible = runs
-                    .iter()
-                    .any(|run| span.start < run.end && run.start < span.end);
+                possible = runs.iter().any(|run| start < run.end && run.start < end);
                 !possible
             });
         possible
+    }
+
+    /// Collects into `lists` every occurrence of an entry in `bytes`, in
+    /// the walk's order, until `already` hits and the terms found reach
+    /// [`MAX_HITS`]; in the squeezed view (`long_runs` given) only those
+    /// that cover a stretched run.
+    fn collect(
+        &self,
+        bytes: &[u8],
+        automaton: &Automaton,
+        long_runs: Option<&[bool]>,
+        lists: &mut Lists,
+        already: usize,
+    ) {
+        lists.clear();
+        let Lists {
+            terms,
+            exclusions,
+            raises,
+            lowers,
+        } = lists;
+        automaton.each_match_state(bytes, |end, occurrences| {
+            for occurrence in occurrences {
+                let start = end - occurrence.lead_back as usize;
+                let stop = end - occurrence.trail as usize;
+                // All of a pattern's entries share its range, so a
+                // pattern skipped here is skipped whole, limit check
+                // included.
+                if start >= stop {
+                    continue;
+                }
+                if let Some(long_runs) = long_runs {
+                    if !long_runs
+                        .get(start..stop)
+                        .is_some_and(|r| r.contains(&true))
+                    {
+                        continue;
+                    }
+                }
+                let found = Found {
+                    entry: occurrence.entry as usize,
+                    range: (start, stop),
+                };
+                match occurrence.list {
+                    List::Term => terms.push(found),
+                    List::Exclusion => exclusions.push(found),
+                    List::Raise => raises.push(found),
+                    List::Lower => lowers.push(found),
+                }
+                if occurrence.last && already + terms.len() >= MAX_HITS {
+                    return false;
+                }
+            }
+            true
+        });
     }
 
     fn scan_view(
@@ -300,45 +454,20 @@ impl Matcher {
         view: &Normalised,
         automaton: &Automaton,
         long_runs: Option<&[bool]>,
+        lists: &mut Lists,
         hits: &mut Vec<Hit>,
     ) {
-        let bytes = view.bytes();
-        let mut terms: Vec<Found> = Vec::new();
-        let mut exclusions: Vec<Found> = Vec::new();
-        let mut raises: Vec<Found> = Vec::new();
-        let mut lowers: Vec<Found> = Vec::new();
-        automaton.each_overlapping(bytes, |m_start, m_end, pattern| {
-            let Some((entries, lead, trail)) = automaton.patterns.get(pattern) else {
-                return true;
-            };
-            let start = m_start + usize::from(*lead);
-            let end = m_end - usize::from(*trail);
-            if start >= end {
-                return true;
-            }
-            if let Some(long_runs) = long_runs {
-                if !long_runs.get(start..end).is_some_and(|r| r.contains(&true)) {
-                    return true;
-                }
-            }
-            for &entry in entries {
-                let found = Found {
-                    entry,
-                    range: (start, end),
-                };
-                match self.entries[entry].kind {
-                    EntryKind::Term { .. } => terms.push(found),
-                    EntryKind::Exclude { .. } => exclusions.push(found),
-                    EntryKind::Raise => raises.push(found),
-                    EntryKind::Lower => lowers.push(found),
-                }
-            }
-            hits.len() + terms.len() < MAX_HITS
-        });
+        self.collect(view.bytes(), automaton, long_runs, lists, hits.len());
+        let Lists {
+            terms,
+            exclusions,
+            raises,
+            lowers,
+        } = lists;
         if terms.is_empty() {
             return;
         }
-        for list in [&mut exclusions, &mut raises, &mut lowers] {
+        for list in [&mut *exclusions, &mut *raises, &mut *lowers] {
             list.sort_by_key(|f| f.range);
         }
         // Only entries starting in [low, high], found by binary search, so
@@ -349,7 +478,7 @@ impl Matcher {
             from..to.max(from)
         };
         let longest = automaton.longest;
-        for term in &terms {
+        for term in terms.iter() {
             let Entry {
                 kind: EntryKind::Term { severity, language },
                 category: Some(category),
@@ -361,7 +490,7 @@ impl Matcher {
             };
             let (start, end) = term.range;
             let excluded = exclusions
-                [starting_in(&exclusions, start.saturating_sub(longest), start)]
+                [starting_in(exclusions, start.saturating_sub(longest), start)]
             .iter()
             .any(|other| match &self.entries[other.entry].kind {
                 EntryKind::Exclude { categories } => {
@@ -383,10 +512,10 @@ impl Matcher {
                     })
             };
             let mut context = 0i8;
-            if near(&raises) {
+            if near(raises) {
                 context += RAISE_BY;
             }
-            if near(&lowers) {
+            if near(lowers) {
                 context += LOWER_BY;
             }
             let adjusted = (i16::from(*severity) + i16::from(context)).clamp(0, 5);
@@ -476,50 +605,218 @@ impl Automaton {
             .build(&texts)
             .map_err(|e| MonitorError::Build(e.to_string()))?;
         let longest = texts.iter().map(String::len).max().unwrap_or(0);
+        let mut table = Self::tabulate(&automaton, &texts)?;
+        table.pattern_lens = (0..automaton.patterns_len())
+            .map(|p| {
+                aho_corasick::PatternID::new(p)
+                    .map(|p| automaton.pattern_len(p) as u32)
+                    .map_err(|e| MonitorError::Build(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        table.patterns = patterns;
+        table.longest = longest;
+        #[cfg(test)]
+        {
+            table.texts = texts;
+        }
+        Ok(table)
+    }
+
+    /// Copies `dfa` into a table of our own (see [`Automaton`]), reached
+    /// state by state from the start.
+    fn tabulate(dfa: &DFA, texts: &[String]) -> Result<Self, MonitorError> {
+        let too_big = || MonitorError::Build("the patterns make too many states".to_string());
+        let mut used = [false; 256];
+        for text in texts {
+            for b in text.bytes() {
+                used[usize::from(b)] = true;
+            }
+        }
+        let mut classes = [0u8; 256];
+        // One byte standing for each class.
+        let mut members: Vec<u8> = Vec::new();
+        if let Some(unused) = (0..=255u8).find(|&b| !used[usize::from(b)]) {
+            members.push(unused);
+        }
+        for b in 0..=255u8 {
+            if used[usize::from(b)] {
+                classes[usize::from(b)] = u8::try_from(members.len()).map_err(|_| too_big())?;
+                members.push(b);
+            }
+        }
+        let stride = members.len();
+        let start = dfa
+            .start_state(Anchored::No)
+            .map_err(|e| MonitorError::Build(e.to_string()))?;
+        // Every state reachable from the start, and its successors.
+        // aho-corasick's state ids are offsets into its own table, so a
+        // vector indexed by them is no larger than that table and much
+        // faster to fill than a hash map.
+        const UNSEEN: usize = usize::MAX;
+        let mut index: Vec<usize> = Vec::new();
+        let mut states: Vec<StateID> = Vec::new();
+        let mut number = |sid: StateID, states: &mut Vec<StateID>| {
+            let at = sid.as_usize();
+            if index.len() <= at {
+                index.resize(at + 1, UNSEEN);
+            }
+            if index[at] == UNSEEN {
+                index[at] = states.len();
+                states.push(sid);
+            }
+            index[at]
+        };
+        number(start, &mut states);
+        let mut next: Vec<usize> = Vec::new();
+        let mut at = 0;
+        while let Some(&sid) = states.get(at) {
+            for &b in &members {
+                let to = dfa.next_state(Anchored::No, sid, b);
+                next.push(number(to, &mut states));
+            }
+            at += 1;
+        }
+        // Match and dead states first, in the order they were reached.
+        let special = |sid: StateID| dfa.is_match(sid) || dfa.is_dead(sid);
+        let mut order: Vec<usize> = (0..states.len()).filter(|&i| special(states[i])).collect();
+        let specials = order.len();
+        order.extend((0..states.len()).filter(|&i| !special(states[i])));
+        let mut renumbered = vec![0u32; states.len()];
+        for (new, &old) in order.iter().enumerate() {
+            renumbered[old] = new
+                .checked_mul(stride)
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(too_big)?;
+        }
+        u32::try_from(states.len() * stride).map_err(|_| too_big())?;
+        let mut trans = vec![0u32; states.len() * stride];
+        for (old, successors) in next.chunks(stride).enumerate() {
+            let from = renumbered[old] as usize;
+            for (class, &to) in successors.iter().enumerate() {
+                trans[from + class] = renumbered[to];
+            }
+        }
+        let mut matched_from = Vec::with_capacity(specials + 1);
+        let mut matched = Vec::new();
+        let mut dead = u32::MAX;
+        for &old in &order[..specials] {
+            let sid = states[old];
+            matched_from.push(u32::try_from(matched.len()).map_err(|_| too_big())?);
+            if dfa.is_dead(sid) {
+                dead = renumbered[old];
+            }
+            for i in 0..dfa.match_len(sid) {
+                matched.push(dfa.match_pattern(sid, i).as_u32());
+            }
+        }
+        matched_from.push(u32::try_from(matched.len()).map_err(|_| too_big())?);
         Ok(Self {
-            automaton,
+            trans,
+            classes,
+            stride: stride as u32,
+            start: renumbered[0],
+            special: u32::try_from(specials * stride).map_err(|_| too_big())?,
+            dead,
+            matched_from,
+            matched,
+            occurrences_from: Vec::new(),
+            occurrences: Vec::new(),
+            pattern_lens: Vec::new(),
             #[cfg(test)]
-            texts,
-            patterns,
-            longest,
+            texts: Vec::new(),
+            patterns: Vec::new(),
+            longest: 0,
         })
+    }
+
+    /// Lays out, per match state, the entries of its patterns as the scan
+    /// collects them, `lists` giving each entry's list.
+    fn collect_into(&mut self, lists: &[List]) -> Result<(), MonitorError> {
+        let too_big = || MonitorError::Build("the patterns make too many states".to_string());
+        self.occurrences_from.clear();
+        self.occurrences.clear();
+        for state in self.matched_from.windows(2) {
+            self.occurrences_from
+                .push(u32::try_from(self.occurrences.len()).map_err(|_| too_big())?);
+            for &pattern in &self.matched[state[0] as usize..state[1] as usize] {
+                let (entries, lead, trail) = &self.patterns[pattern as usize];
+                let len = self.pattern_lens[pattern as usize];
+                for (k, &entry) in entries.iter().enumerate() {
+                    self.occurrences.push(Occurrence {
+                        entry: u32::try_from(entry).map_err(|_| too_big())?,
+                        lead_back: len - u32::from(*lead),
+                        trail: u32::from(*trail),
+                        list: lists.get(entry).copied().unwrap_or(List::Term),
+                        last: k + 1 == entries.len(),
+                    });
+                }
+            }
+        }
+        self.occurrences_from
+            .push(u32::try_from(self.occurrences.len()).map_err(|_| too_big())?);
+        Ok(())
+    }
+
+    /// Walks `bytes` and calls `f` with the end position and the state of
+    /// every match state reached (and the start state, at 0, when it
+    /// matches the empty pattern), until `f` returns false or the dead
+    /// state is reached.
+    #[inline(always)]
+    fn walk(&self, bytes: &[u8], mut f: impl FnMut(usize, u32) -> bool) {
+        let mut sid = self.start;
+        if sid < self.special && (sid == self.dead || !f(0, sid)) {
+            return;
+        }
+        // Eight bytes a step: one test for the end of the text per eight
+        // bytes instead of one per byte.
+        let mut chunks = bytes.chunks_exact(8);
+        let mut at = 0;
+        for chunk in &mut chunks {
+            for (k, &byte) in chunk.iter().enumerate() {
+                sid = self.trans[(sid + u32::from(self.classes[usize::from(byte)])) as usize];
+                if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
+                    return;
+                }
+            }
+            at += 8;
+        }
+        for (k, &byte) in chunks.remainder().iter().enumerate() {
+            sid = self.trans[(sid + u32::from(self.classes[usize::from(byte)])) as usize];
+            if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
+                return;
+            }
+        }
+    }
+
+    /// Calls `f` with the end position and the occurrences (as laid out
+    /// by [`Automaton::collect_into`]) of every match state the walk over
+    /// `bytes` reaches, in the order of [`Automaton::each_overlapping`],
+    /// until `f` returns false.
+    #[inline]
+    fn each_match_state(&self, bytes: &[u8], mut f: impl FnMut(usize, &[Occurrence]) -> bool) {
+        self.walk(bytes, |end, sid| {
+            let state = (sid / self.stride) as usize;
+            let from = self.occurrences_from[state] as usize;
+            let to = self.occurrences_from[state + 1] as usize;
+            f(end, &self.occurrences[from..to])
+        });
     }
 
     /// Calls `f` with the start, end and pattern of every occurrence of
     /// every pattern in `bytes`, overlapping ones included, in the order
     /// aho-corasick's overlapping search gives them (by end, and at one
-    /// end in the automaton's order), until `f` returns false. The same
-    /// walk as that search, with its position and state kept in locals
-    /// instead of a resumable state: that search cost about 22
-    /// instructions per byte.
+    /// end in the automaton's order), until `f` returns false.
     #[inline]
     fn each_overlapping(&self, bytes: &[u8], mut f: impl FnMut(usize, usize, usize) -> bool) {
-        let dfa = &self.automaton;
-        let Ok(mut sid) = dfa.start_state(Anchored::No) else {
-            return;
-        };
-        let mut report = |sid, end: usize| {
-            for i in 0..dfa.match_len(sid) {
-                let pattern = dfa.match_pattern(sid, i);
-                let start = end.saturating_sub(dfa.pattern_len(pattern));
-                if !f(start, end, pattern.as_usize()) {
-                    return false;
-                }
-            }
-            true
-        };
-        if dfa.is_match(sid) && !report(sid, 0) {
-            return;
-        }
-        for (at, &byte) in bytes.iter().enumerate() {
-            sid = dfa.next_state(Anchored::No, sid, byte);
-            // Only dead and match states are special without a prefilter.
-            if dfa.is_special(sid)
-                && (dfa.is_dead(sid) || (dfa.is_match(sid) && !report(sid, at + 1)))
-            {
-                return;
-            }
-        }
+        self.walk(bytes, |end, sid| {
+            let state = (sid / self.stride) as usize;
+            let from = self.matched_from[state] as usize;
+            let to = self.matched_from[state + 1] as usize;
+            self.matched[from..to].iter().all(|&pattern| {
+                let len = self.pattern_lens[pattern as usize] as usize;
+                f(end.saturating_sub(len), end, pattern as usize)
+            })
+        });
     }
 }
 
@@ -739,6 +1036,20 @@ mod tests {
     fn check_screen(text: &str) {
         let m = shipped();
         let base = normalise(text);
+        // The screen's view without spans is the spanned view's bytes,
+        // and its runs are where the spanned view's runs are.
+        for margin in [0, 5, m.main.longest + 1] {
+            let (view, runs) = base.joined_near(margin);
+            let mut bytes = Vec::new();
+            let mut view_runs = Vec::new();
+            base.joined_bytes_near(margin, &mut bytes, &mut view_runs);
+            assert_eq!(bytes, view.bytes(), "{text:?}");
+            let mapped: Vec<_> = view_runs
+                .iter()
+                .map(|r| view.original_span(r.clone()))
+                .collect();
+            assert_eq!(mapped, runs, "{text:?} at {margin}");
+        }
         assert_eq!(
             m.scan_normalised_with(&base, true),
             m.scan_normalised_with(&base, false),
@@ -766,8 +1077,101 @@ mod tests {
         proptest::collection::vec(piece, 0..6).prop_map(|p| p.join(" "))
     }
 
+    /// The occurrences as the scan collected them before the table laid
+    /// them out per state: pattern by pattern from the overlapping walk,
+    /// each pattern's entries looked up and sorted into lists one by one.
+    fn collected_by_pattern(
+        m: &Matcher,
+        automaton: &Automaton,
+        bytes: &[u8],
+        long_runs: Option<&[bool]>,
+        already: usize,
+    ) -> [Vec<(usize, (usize, usize))>; 4] {
+        let mut lists: [Vec<(usize, (usize, usize))>; 4] = Default::default();
+        automaton.each_overlapping(bytes, |m_start, m_end, pattern| {
+            let (entries, lead, trail) = &automaton.patterns[pattern];
+            let start = m_start + usize::from(*lead);
+            let end = m_end - usize::from(*trail);
+            if start >= end {
+                return true;
+            }
+            if let Some(long_runs) = long_runs {
+                if !long_runs.get(start..end).is_some_and(|r| r.contains(&true)) {
+                    return true;
+                }
+            }
+            for &entry in entries {
+                let list = match m.entries[entry].kind {
+                    EntryKind::Term { .. } => 0,
+                    EntryKind::Exclude { .. } => 1,
+                    EntryKind::Raise => 2,
+                    EntryKind::Lower => 3,
+                };
+                lists[list].push((entry, (start, end)));
+            }
+            already + lists[0].len() < MAX_HITS
+        });
+        lists
+    }
+
+    fn collected(
+        m: &Matcher,
+        automaton: &Automaton,
+        bytes: &[u8],
+        long_runs: Option<&[bool]>,
+        already: usize,
+    ) -> [Vec<(usize, (usize, usize))>; 4] {
+        let mut lists = Lists::default();
+        m.collect(bytes, automaton, long_runs, &mut lists, already);
+        let plain = |list: &[Found]| list.iter().map(|f| (f.entry, f.range)).collect();
+        [
+            plain(&lists.terms),
+            plain(&lists.exclusions),
+            plain(&lists.raises),
+            plain(&lists.lowers),
+        ]
+    }
+
+    /// The scan collects, per match state of the table, what it collected
+    /// pattern by pattern, in the same order, up to the hit limit too.
+    fn check_collect(text: &str) {
+        let m = shipped();
+        let base = normalise(text);
+        let (squeezed, long_runs) = base.squeezed();
+        let joined = base.joined();
+        let views = [
+            (&m.main, base.bytes(), None),
+            (&m.squeezed, squeezed.bytes(), Some(&long_runs[..])),
+            (&m.main, joined.bytes(), None),
+        ];
+        for (automaton, bytes, long_runs) in views {
+            let all = collected_by_pattern(m, automaton, bytes, long_runs, 0);
+            // Limits that cut the walk after the first, second and last
+            // term, and one reached before the walk starts.
+            let terms = all[0].len();
+            for already in [
+                0,
+                MAX_HITS - 1,
+                MAX_HITS - 2,
+                MAX_HITS - terms.max(1),
+                MAX_HITS,
+            ] {
+                assert_eq!(
+                    collected(m, automaton, bytes, long_runs, already),
+                    collected_by_pattern(m, automaton, bytes, long_runs, already),
+                    "{text:?} with {already} hits before"
+                );
+            }
+        }
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn the_table_collects_what_the_patterns_collect(text in library_text()) {
+            check_collect(&text);
+        }
 
         #[test]
         fn the_walk_finds_what_overlapping_search_finds(text in library_text()) {
@@ -792,6 +1196,14 @@ mod tests {
             check_screen(text);
         }
         assert!(!shipped().scan("just k y s already").is_empty());
+    }
+
+    #[test]
+    fn the_table_collects_what_the_patterns_collect_at_the_edges() {
+        check_collect("");
+        check_collect("how to kill myself suicide prevention sussex weeeed kill the process");
+        // Many terms, so that the limit falls among them.
+        check_collect(&"kill myself suicide weed porn ".repeat(40));
     }
 
     #[test]

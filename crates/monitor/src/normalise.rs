@@ -202,6 +202,107 @@ impl Normalised {
         (view, runs)
     }
 
+    /// The bytes of [`Normalised::joined_near`]'s view without their
+    /// spans, into `bytes`, and where in them each run of one-character
+    /// words lies (its letters, and the spaces kept between its words),
+    /// into `runs`: enough to tell whether a pattern found in the view
+    /// overlaps a run, at a fraction of the cost of the spanned view.
+    pub(crate) fn joined_bytes_near(
+        &self,
+        margin: usize,
+        bytes: &mut Vec<u8>,
+        runs: &mut Vec<Range<usize>>,
+    ) {
+        bytes.clear();
+        runs.clear();
+        bytes.push(b' ');
+        let len = self.text.len();
+        let mut leading = true;
+        let mut tokens = Vec::new();
+        let mut w = 0;
+        while w < self.spelled_runs.len() {
+            let (first, _) = self.spelled_runs[w];
+            let mut from = (first as usize).saturating_sub(margin);
+            let mut to = (self.spelled_runs[w].1 as usize)
+                .saturating_add(margin)
+                .min(len);
+            w += 1;
+            while w < self.spelled_runs.len() && (self.spelled_runs[w].0 as usize) <= to {
+                to = (self.spelled_runs[w].1 as usize)
+                    .saturating_add(margin)
+                    .min(len);
+                w += 1;
+            }
+            while from > 0 && self.text[from - 1] != b' ' {
+                from -= 1;
+            }
+            while to < len && self.text[to] != b' ' {
+                to += 1;
+            }
+            self.join_bytes(from.max(1), to, bytes, runs, &mut leading, &mut tokens);
+        }
+        if bytes.last() != Some(&b' ') || bytes.len() == 1 {
+            bytes.push(b' ');
+        }
+    }
+
+    /// [`Normalised::join_words`] without spans, noting where each run
+    /// of three or more one-character words lies in `bytes`.
+    fn join_bytes(
+        &self,
+        from: usize,
+        to: usize,
+        bytes: &mut Vec<u8>,
+        runs: &mut Vec<Range<usize>>,
+        leading: &mut bool,
+        tokens: &mut Vec<Range<usize>>,
+    ) {
+        tokens.clear();
+        let mut i = from;
+        while i < to {
+            if self.text[i] == b' ' {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < to && self.text[i] != b' ' {
+                i += 1;
+            }
+            tokens.push(start..i);
+        }
+        let single = |r: &Range<usize>| one_char(&self.text[r.clone()]);
+        let soft = |space: usize| {
+            u32::try_from(space).is_ok_and(|space| self.soft_spaces.binary_search(&space).is_ok())
+        };
+        let mut t = 0;
+        while t < tokens.len() {
+            let mut run_end = t;
+            while run_end < tokens.len() && single(&tokens[run_end]) {
+                run_end += 1;
+            }
+            let is_run = run_end - t >= 3;
+            let group = if is_run { run_end } else { t + 1 };
+            let punctuated = (t + 1..group).any(|k| soft(tokens[k].start - 1));
+            let mut run_start = bytes.len();
+            for (k, token) in tokens.iter().enumerate().take(group).skip(t) {
+                let space = token.start - 1;
+                let first = k == t;
+                if (first && !*leading) || (!first && punctuated && !soft(space)) {
+                    bytes.push(b' ');
+                }
+                if first {
+                    run_start = bytes.len();
+                }
+                bytes.extend_from_slice(&self.text[token.clone()]);
+            }
+            if is_run {
+                runs.push(run_start..bytes.len());
+            }
+            *leading = false;
+            t = group;
+        }
+    }
+
     /// Appends the words of `self.text[from..to]` to `view`, closing up
     /// runs of three or more one-character words.
     fn join_words(&self, from: usize, to: usize, view: &mut Normalised, leading: &mut bool) {
@@ -540,11 +641,12 @@ impl Builder {
         self.run = run;
     }
 
-    /// A run of plain prose as [`plain_run`] finds it, starting with a
+    /// A run of plain prose as [`plain_shape`] finds it, starting with a
     /// letter, in a word with no leetspeak so far: the same as
     /// [`Builder::ascii`] on each byte, with the text lower-cased and
-    /// copied in one pass and one span mark for all of it.
-    fn plain(&mut self, plain: &[u8], start: u32) {
+    /// copied in one pass and one span mark for all of it; `shape` is what
+    /// [`plain_shape`] found in it.
+    fn plain(&mut self, plain: &[u8], start: u32, shape: &PlainShape) {
         let out = &mut self.out;
         let at = out.text.len();
         out.spans.note_run(at as u32, start, plain.len() as u32);
@@ -553,6 +655,33 @@ impl Builder {
         out.text.extend_from_slice(plain);
         for b in &mut out.text[at..] {
             *b = if *b & 0x40 != 0 { *b | 0x20 } else { b' ' };
+        }
+        if !shape.single {
+            // What the loop below would do, from the shape: with no
+            // one-letter word in the run, the word before its last space
+            // had more letters and ended any count of such words.
+            if shape.stretched {
+                out.stretched = true;
+            }
+            let text = &out.text[at..];
+            if let Some(space) = text.iter().rposition(|&b| b == b' ') {
+                self.singles = 0;
+                self.token_start = at + space + 1;
+            }
+            self.run = match text.last() {
+                None | Some(b' ') => 0,
+                Some(&last) => {
+                    let same = text.iter().rev().take_while(|&&b| b == last).count();
+                    let carried =
+                        self.run > 0 && at.checked_sub(1).map(|p| out.text[p]) == Some(last);
+                    if same == text.len() && carried {
+                        self.run + same as u32
+                    } else {
+                        same as u32
+                    }
+                }
+            };
+            return;
         }
         let mut prev = match at.checked_sub(1) {
             Some(last) if self.run > 0 => out.text[last],
@@ -851,9 +980,18 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
                 builder.letters(&bytes[i..i + run], i as u32);
                 i += run;
             } else {
-                let run = plain_run(&bytes[i..]);
-                builder.plain(&bytes[i..i + run], i as u32);
-                i += run;
+                let carried = Carried {
+                    letter: if builder.run > 0 {
+                        builder.out.text.last().copied().unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    twice: builder.run >= 2,
+                    word_start: builder.token_start == builder.out.text.len(),
+                };
+                let shape = plain_shape(&bytes[i..], carried);
+                builder.plain(&bytes[i..i + shape.len], i as u32, &shape);
+                i += shape.len;
             }
             continue;
         }
@@ -880,12 +1018,77 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
                         builder.ascii(b, start, end);
                     }
                 }
-                None => builder.unicode(c, start, end),
+                None => match punctuation(c) {
+                    Some(Punctuation::Dropped) => {}
+                    Some(Punctuation::Separator { soft }) => builder.separator(soft, start, end),
+                    None => builder.unicode(c, start, end),
+                },
             }
             i += len;
         }
     }
     *out = builder.finish(bytes.len() as u32);
+}
+
+/// The punctuation, spaces and invisible characters outside ASCII that
+/// text is full of: the Latin-1 signs (U+0080 to U+00BF: no-break space,
+/// `«`, `»`, `°`, `´`) and General Punctuation (U+2000 to U+206F: dashes,
+/// curly quotes, `…`, bullets, zero-width and typographic spaces).
+const PUNCTUATION: [std::ops::RangeInclusive<u32>; 2] = [0x80..=0xBF, 0x2000..=0x206F];
+
+/// What one of the [`PUNCTUATION`] characters does to the text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Punctuation {
+    /// Nothing: invisible characters and apostrophes.
+    Dropped,
+    /// It separates words, as [`Builder::separator`] with `soft`.
+    Separator { soft: bool },
+}
+
+/// What `c` does, when it is one of the [`PUNCTUATION`] characters that
+/// are dropped or separate words whatever comes before them; looked up in
+/// a table made once by sending each of them through [`Builder::unicode`]
+/// after a letter, so that it cannot disagree with it. The em dash alone
+/// cost a thousand instructions on that path.
+fn punctuation(c: char) -> Option<Punctuation> {
+    static TABLE: std::sync::OnceLock<Vec<Option<Punctuation>>> = std::sync::OnceLock::new();
+    let code = u32::from(c);
+    let index = if PUNCTUATION[0].contains(&code) {
+        code - PUNCTUATION[0].start()
+    } else if PUNCTUATION[1].contains(&code) {
+        code - PUNCTUATION[1].start() + (PUNCTUATION[0].end() - PUNCTUATION[0].start() + 1)
+    } else {
+        return None;
+    };
+    let table = TABLE.get_or_init(|| {
+        PUNCTUATION
+            .iter()
+            .flat_map(|range| range.clone())
+            .map(|code| {
+                let c = char::from_u32(code)?;
+                let mut builder = Builder::new(Normalised::default(), 8);
+                builder.ascii(b'a', 0, 1);
+                builder.unicode(c, 1, 2);
+                let out = &builder.out;
+                if builder.token_mixed || out.stretched || out.spelled_out {
+                    return None;
+                }
+                // A separator ends the one-letter word `a`.
+                match (
+                    &out.text[..],
+                    builder.run,
+                    builder.singles,
+                    &out.soft_spaces[..],
+                ) {
+                    (b" a", 1, 0, []) => Some(Punctuation::Dropped),
+                    (b" a ", 0, 1, []) => Some(Punctuation::Separator { soft: false }),
+                    (b" a ", 0, 1, [2]) => Some(Punctuation::Separator { soft: true }),
+                    _ => None,
+                }
+            })
+            .collect()
+    });
+    table.get(usize::try_from(index).ok()?).copied().flatten()
 }
 
 /// The Latin letters with diacritics and the Latin letters spelled out in
@@ -940,42 +1143,121 @@ fn bytes_equal(w: u64, byte: u8) -> u64 {
     !differs & HIGH
 }
 
-/// How many bytes of plain prose `bytes` starts with: ASCII letters and
-/// single spaces or line breaks, the text the normaliser copies as it is
-/// (lower-cased) with a span mark for the whole run. Stops before a second
-/// separator in a row, which collapses, and before anything else.
+/// Whether each byte of `a` equals the byte of `b` in the same place, as
+/// the top bit of each byte: exact, as in [`bytes_equal`].
+#[inline(always)]
+fn words_equal(a: u64, b: u64) -> u64 {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = a ^ b;
+    let differs = ((x & !HIGH) + !HIGH) | x;
+    !differs & HIGH
+}
+
+/// How many bytes of plain prose `bytes` starts with (see
+/// [`plain_shape`]).
+#[cfg(test)]
 fn plain_run(bytes: &[u8]) -> usize {
+    plain_shape(bytes, Carried::default()).len
+}
+
+/// What [`Builder::plain`] needs to know about the text before a run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Carried {
+    /// The last letter while it repeats (the builder's run is not 0),
+    /// else 0.
+    letter: u8,
+    /// That letter has repeated at least twice already.
+    twice: bool,
+    /// A word starts where the run starts.
+    word_start: bool,
+}
+
+/// A run of plain prose and what the normaliser's word-by-word pass over
+/// it would find (see [`plain_shape`]).
+#[derive(Debug, Clone, Copy)]
+struct PlainShape {
+    len: usize,
+    /// A letter is repeated three or more times in a row (counting the
+    /// letters carried from before the run).
+    stretched: bool,
+    /// A one-letter word ends in the run: such words in a row are counted
+    /// word by word.
+    single: bool,
+}
+
+/// The fewer than eight bytes `rest` as a word, padded with zeros; apart
+/// from the whole-word loads so that those stay one load each.
+#[inline(never)]
+fn last_word(rest: &[u8]) -> u64 {
+    rest.iter()
+        .rev()
+        .fold(0u64, |w, &b| (w << 8) | u64::from(b))
+}
+
+/// The run of plain prose `bytes` starts with: ASCII letters and single
+/// spaces or line breaks, the text the normaliser copies as it is
+/// (lower-cased) with a span mark for the whole run; it stops before a
+/// second separator in a row, which collapses, and before anything else.
+/// Found eight bytes at a time, and in the same steps whether it holds a
+/// stretched letter or a one-letter word, which the word-by-word pass
+/// over the copied run found a byte at a time at about twelve
+/// instructions a byte.
+fn plain_shape(bytes: &[u8], carried: Carried) -> PlainShape {
     const LOW: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut n = 0;
-    // Whether the byte before the current eight was a separator.
+    // The last step's bytes, moved to where this step's shifted views
+    // expect them: whether the byte before was a separator, the byte
+    // before (lower-cased), whether it equalled the one before it, and
+    // whether the two before were separators.
     let mut carry = 0u64;
-    while let Some(chunk) = bytes.get(n..n + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_le_bytes(word);
+    let mut carry_byte = u64::from(carried.letter);
+    let mut carry_equal = if carried.twice { 0x80 } else { 0 };
+    let mut carry_space = if carried.word_start { 0x8000 } else { 0 };
+    let mut stretched = 0u64;
+    let mut single = 0u64;
+    loop {
+        let w = match bytes.get(n..n + 8) {
+            Some(chunk) => {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                u64::from_le_bytes(word)
+            }
+            // The last bytes, padded with zeros, which end the run.
+            None => last_word(bytes.get(n..).unwrap_or_default()),
+        };
         // As in `letter_run`.
         let x = (w | (0x20 * LOW)) & !HIGH;
         let letters = (x + 0x1f * LOW) & !(x + 0x05 * LOW) & !w & HIGH;
         let spaces = bytes_equal(w, b' ') | bytes_equal(w, b'\n');
         let repeated = spaces & ((spaces << 8) | carry);
         let stop = (!(letters | spaces) | repeated) & HIGH;
+        // The bytes before the stop, as top bits.
+        let valid = if stop == 0 {
+            HIGH
+        } else {
+            ((stop & stop.wrapping_neg()) - 1) & HIGH
+        };
+        // Lower-cased letters are equal only to the same letter, and
+        // separators (0x20, 0x2a) to no letter; two separators are never
+        // next to each other in a run.
+        let equal = words_equal(x, (x << 8) | carry_byte) & valid;
+        stretched |= equal & ((equal << 8) | carry_equal);
+        let space = spaces & valid;
+        single |= space & ((space << 16) | carry_space);
         if stop != 0 {
-            return n + (stop.trailing_zeros() / 8) as usize;
+            return PlainShape {
+                len: n + (stop.trailing_zeros() / 8) as usize,
+                stretched: stretched != 0,
+                single: single != 0,
+            };
         }
         carry = spaces >> 56;
+        carry_byte = x >> 56;
+        carry_equal = equal >> 56;
+        carry_space = space >> 48;
         n += 8;
     }
-    let mut after_space = carry != 0;
-    for &b in &bytes[n..] {
-        let space = b == b' ' || b == b'\n';
-        if !(b.is_ascii_alphabetic() || space) || (space && after_space) {
-            break;
-        }
-        after_space = space;
-        n += 1;
-    }
-    n
 }
 
 /// How many ASCII letters `bytes` starts with, eight bytes at a time:
@@ -1247,6 +1529,52 @@ mod tests {
         assert_eq!(latin_letters('ß'), Some(&b"ss"[..]));
         assert_eq!(latin_letters('×'), None);
         assert_eq!(latin_letters('a'), None);
+    }
+
+    #[test]
+    fn punctuation_from_the_table_normalises_as_decomposed() {
+        let mut looked_up = 0;
+        for c in PUNCTUATION
+            .iter()
+            .flat_map(|r| r.clone())
+            .filter_map(char::from_u32)
+        {
+            if punctuation(c).is_some() {
+                looked_up += 1;
+            }
+            for text in [
+                format!("{c}"),
+                format!("a{c}b"),
+                format!("a{c}{c} b"),
+                format!("a {c} b"),
+                format!("a.{c}b"),
+                format!("a{c}.b"),
+                format!("5{c}1 x{c}y{c}z w"),
+                format!("k i {c} l l"),
+                format!("kil{c}l"),
+            ] {
+                assert_eq!(
+                    normalise(&text).parts(),
+                    normalise_bytewise(&text).parts(),
+                    "{text:?}"
+                );
+            }
+        }
+        // Most of the two blocks.
+        assert!(looked_up > 120, "{looked_up}");
+        assert_eq!(
+            punctuation('—'),
+            Some(Punctuation::Separator { soft: true })
+        );
+        assert_eq!(
+            punctuation('\u{A0}'),
+            Some(Punctuation::Separator { soft: false })
+        );
+        assert_eq!(punctuation('\u{200B}'), Some(Punctuation::Dropped));
+        assert_eq!(punctuation('’'), Some(Punctuation::Dropped));
+        // A superscript digit is a digit, not punctuation.
+        assert_eq!(punctuation('²'), None);
+        assert_eq!(punctuation('a'), None);
     }
 
     #[test]
