@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod frame;
 pub mod guest;
 pub mod identity;
 mod spool;
@@ -36,7 +37,7 @@ pub use identity::{Identity, IdentityMap, IdentityResolver, UNSIGNED_GROUP};
 pub use sheepdog_store::{DecisionEvent, EventFilter, EventSource};
 pub use spool::{ReplayReport, Spool};
 pub use warning::Warnings;
-pub use writer::{EventSink, EventWriter, WriterOptions};
+pub use writer::{EventSink, EventWriter, WriterOptions, WriterStats};
 
 /// Why an event operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,8 @@ pub enum EventError {
     },
     #[error("cannot encode an event for the spool: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("event spool {dir} is full ({limit} bytes, [events] spool_max_mb): events are dropped until the database catches up; raise the limit or free the database")]
+    SpoolFull { dir: std::path::PathBuf, limit: u64 },
     #[error(transparent)]
     Store(#[from] sheepdog_store::StoreError),
     #[error("`{value}` is not an IP address or range in device {device}; write 10.0.4.17 or 10.0.4.0/24")]
