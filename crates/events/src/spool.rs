@@ -61,6 +61,9 @@ struct Cursor {
     path: PathBuf,
     reader: std::io::BufReader<std::fs::File>,
     offset: u64,
+    /// A frame read but not yet in the database (its write failed), with
+    /// its length: retried as it is, not read and decoded again.
+    pending: Option<(Vec<DecisionEvent>, u64)>,
 }
 
 /// What a replay did.
@@ -265,20 +268,25 @@ impl Spool {
                 path,
                 reader: std::io::BufReader::with_capacity(1 << 20, file),
                 offset,
+                pending: None,
             });
         }
         let Some(cursor) = &mut self.cursor else {
             return Ok(None);
         };
         let mut report = ReplayReport::default();
-        match read_frame(&mut cursor.reader).map_err(|e| EventError::spool(&cursor.path, e))? {
+        let next = match cursor.pending.take() {
+            Some((events, len)) => Frame::Events(events, len),
+            None => {
+                read_frame(&mut cursor.reader).map_err(|e| EventError::spool(&cursor.path, e))?
+            }
+        };
+        match next {
             Frame::Events(events, len) => {
                 match store.insert_events(&events).await {
                     Ok(written) => report.events += written,
                     Err(error) => {
-                        // The reader is past this frame: reopen at the
-                        // noted offset next time, so the frame is retried.
-                        self.cursor = None;
+                        cursor.pending = Some((events, len));
                         return Err(error.into());
                     }
                 }

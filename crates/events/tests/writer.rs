@@ -174,6 +174,22 @@ async fn replay_resumes_after_the_last_frame_it_wrote() {
     assert!(std::fs::read_dir(&spool_dir).unwrap().next().is_none());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_whose_write_failed_is_retried_once_the_database_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(&dir.path().join("spool")).unwrap();
+    spool.append(&[event(1), event(2)]).unwrap();
+    spool.append(&[event(3)]).unwrap();
+    let away = open(dir.path()).await;
+    away.close().await;
+    assert!(spool.replay_next(&away).await.is_err());
+    assert!(spool.replay_next(&away).await.is_err());
+    let store = open(dir.path()).await;
+    let report = spool.replay(&store).await.unwrap();
+    assert_eq!((report.events, report.files), (3, 1));
+    assert_eq!(count(&store).await, 3);
+}
+
 #[test]
 fn a_full_spool_refuses_batches_until_replay_makes_room() {
     let dir = tempfile::tempdir().unwrap();
