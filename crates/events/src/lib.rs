@@ -5,10 +5,13 @@
 //! [`EventSink`], which never blocks — when the bounded channel is full the
 //! event is dropped and counted (`sheepdog_events_dropped_total`). The
 //! [`EventWriter`] task collects events into batches and writes each batch
-//! to the store in one transaction. While the database is unavailable,
-//! batches go to a [`Spool`] of JSON-lines files under `DATA/spool/`, which
-//! the writer replays, oldest first, once the database answers again. The
-//! writer also prunes events older than the configured retention.
+//! to the store in one transaction. While the database is unavailable, or
+//! cannot keep up (a quarter of the channel waiting), batches go to a
+//! [`Spool`] of checksummed binary frames under `DATA/spool/`, which the
+//! writer replays, oldest first, once the database answers again and
+//! events arrive at less than half the rate it absorbs them. The spool has
+//! a size limit, past which events are dropped and counted. The writer
+//! also prunes events older than the configured retention.
 //!
 //! The [`warning`] module keeps who chose to continue past a warning
 //! page; the proxy records it and the DNS server honours it, through the
