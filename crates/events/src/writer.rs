@@ -348,11 +348,13 @@ impl State {
     /// enough (as of the last tick) that replay takes no capacity the
     /// servers need. Before any write has been timed, replay is tried.
     fn may_replay(&self) -> bool {
-        if !self.backlog || self.database_failed {
-            return false;
-        }
-        self.database_seconds <= 0.0
-            || self.arrival_rate < REPLAY_SHARE * self.database_events / self.database_seconds
+        self.backlog
+            && !self.database_failed
+            && load_allows_replay(
+                self.arrival_rate,
+                self.database_events,
+                self.database_seconds,
+            )
     }
 
     /// Replays one spooled frame; an empty spool ends the backlog.
@@ -416,5 +418,28 @@ impl State {
                 tracing::warn!(%error, "cannot prune the event spool");
             }
         }
+    }
+}
+
+/// Whether events arriving at `arrival_rate` a second leave room for
+/// replay, given that recent writes put `events` in the database in
+/// `seconds`. With nothing timed yet, replay is tried.
+fn load_allows_replay(arrival_rate: f64, events: f64, seconds: f64) -> bool {
+    seconds <= 0.0 || arrival_rate < REPLAY_SHARE * events / seconds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_waits_while_events_arrive_faster_than_half_the_database_rate() {
+        // The database took 10 000 events a second.
+        assert!(load_allows_replay(0.0, 10_000.0, 1.0));
+        assert!(load_allows_replay(4_999.0, 10_000.0, 1.0));
+        assert!(!load_allows_replay(5_000.0, 10_000.0, 1.0));
+        assert!(!load_allows_replay(140_000.0, 20_000.0, 2.0));
+        // Before any write is timed, replay is tried.
+        assert!(load_allows_replay(140_000.0, 0.0, 0.0));
     }
 }
