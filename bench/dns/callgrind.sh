@@ -12,7 +12,10 @@
 # divided by QUERIES, is the cost of one query. Configurations: events off
 # and every query logged to SQLite, each on the blocked and the mixed
 # workload of bench/dns/run.sh. The event writer's work counts too: it
-# runs in the same process.
+# runs in the same process. CALLGRIND_EVENTS picks configurations among
+# "off", "on" (events written to the database as they come, the writer
+# keeping up) and "spool" (every event to the spool, as when the writer
+# has fallen behind: the database is closed once open).
 set -euo pipefail
 names=${1:-100000}
 queries=${2:-20000}
@@ -64,7 +67,8 @@ instructions() {
   port=$(free_port)
   rm -f "$work/events.sqlite"* && rm -rf "$work/events.spool"
   local extra=()
-  [ "$log" = on ] && extra=(--log "$work/events.sqlite")
+  [ "$log" != off ] && extra=(--log "$work/events.sqlite")
+  if [ "$log" = spool ]; then export BENCH_LOG_SPOOL_ONLY=1; else unset BENCH_LOG_SPOOL_ONLY; fi
   valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" \
     "$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" "127.0.0.1:$port" "127.0.0.1:$upstream" "${extra[@]}" \
     2>"$work/valgrind.log" &

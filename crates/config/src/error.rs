@@ -142,7 +142,7 @@ fn fix_for(key: &str, message: &str) -> String {
         "upstreams" => "use a list such as [\"127.0.0.1:5353\", \"tcp://192.0.2.53:53\"] (IP:PORT for UDP, tcp://IP:PORT for TCP)",
         "timeout_ms" | "attempt_timeout_ms" | "flush_ms" => "use a whole number of milliseconds without quotes, for example 2000",
         "cache_size" | "cache_min_ttl" | "cache_max_ttl" | "negative_ttl_max" | "block_ttl"
-        | "identity_refresh_secs" | "retention_days" | "channel_capacity" | "batch_size" => {
+        | "identity_refresh_secs" | "retention_days" | "channel_capacity" | "batch_size" | "spool_max_mb" => {
             "use a whole number without quotes"
         }
         "block_answer" => "use one of \"null\" (0.0.0.0 and ::), \"nxdomain\", \"nodata\" or \"block_page\"",

@@ -332,6 +332,9 @@ pub struct EventsConfig {
     pub batch_size: u32,
     /// The longest an event waits before its batch is written.
     pub flush_ms: u32,
+    /// The most the spool may hold on disk, in MiB; past it new events
+    /// are dropped (and counted) until replay makes room. 0: no limit.
+    pub spool_max_mb: u32,
 }
 
 /// What live monitoring reads with, for every group and per group (M6).
@@ -1066,6 +1069,7 @@ impl Default for EventsConfig {
             channel_capacity: 65_536,
             batch_size: 1000,
             flush_ms: 1000,
+            spool_max_mb: 2048,
         }
     }
 }

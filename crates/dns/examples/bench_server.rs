@@ -6,7 +6,9 @@
 //!
 //! For DNS-over-TLS upstreams, `BENCH_UPSTREAM_ROOTS` names the PEM file of
 //! the upstream's authority; `BENCH_CACHE_SIZE=0` turns the cache off so
-//! every question goes upstream.
+//! every question goes upstream; `BENCH_LOG_SPOOL_ONLY=1` closes the
+//! store's connections once it is open, so that every event takes the
+//! spool path a writer takes when it falls behind (for callgrind.sh).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -63,6 +65,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &sheepdog_store::StoreOptions::default(),
             )
             .await?;
+            if std::env::var_os("BENCH_LOG_SPOOL_ONLY").is_some() {
+                store.close().await;
+            }
             let spool = Path::new(db).with_extension("spool");
             let (w, sink) = EventWriter::start(
                 store,

@@ -781,7 +781,7 @@ impl Resolver {
         sink.try_send(DecisionEvent {
             at: Utc::now(),
             source: EventSource::Dns,
-            client: client.to_string(),
+            client: client_text(client),
             device_id: identity.device_id,
             device_name: identity.device_name.as_deref().map(str::to_string),
             person_id: identity.person_id,
@@ -991,6 +991,29 @@ fn form_error(packet: &[u8]) -> Option<Vec<u8>> {
     message.to_vec().ok()
 }
 
+/// A client address as events record it, as `IpAddr`'s `Display` writes
+/// it. IPv4 addresses, nearly every client, are written digit by digit:
+/// the general formatter cost more than a thousand instructions an event.
+fn client_text(client: IpAddr) -> String {
+    let IpAddr::V4(v4) = client else {
+        return client.to_string();
+    };
+    let mut text = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if octet >= 100 {
+            text.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            text.push(char::from(b'0' + octet / 10 % 10));
+        }
+        text.push(char::from(b'0' + octet % 10));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1144,6 +1167,17 @@ default = "block"
                 expected.pop();
             }
             prop_assert_eq!(question_name(&name), expected);
+        }
+    }
+
+    proptest! {
+        /// Events record a client address exactly as `Display` writes it.
+        #[test]
+        fn client_text_is_the_address_as_displayed(v4 in any::<u32>(), v6 in any::<u128>()) {
+            let v4 = IpAddr::from(std::net::Ipv4Addr::from(v4));
+            let v6 = IpAddr::from(std::net::Ipv6Addr::from(v6));
+            prop_assert_eq!(client_text(v4), v4.to_string());
+            prop_assert_eq!(client_text(v6), v6.to_string());
         }
     }
 

@@ -5,10 +5,13 @@
 //! [`EventSink`], which never blocks — when the bounded channel is full the
 //! event is dropped and counted (`sheepdog_events_dropped_total`). The
 //! [`EventWriter`] task collects events into batches and writes each batch
-//! to the store in one transaction. While the database is unavailable,
-//! batches go to a [`Spool`] of JSON-lines files under `DATA/spool/`, which
-//! the writer replays, oldest first, once the database answers again. The
-//! writer also prunes events older than the configured retention.
+//! to the store in one transaction. While the database is unavailable, or
+//! cannot keep up (a quarter of the channel waiting), batches go to a
+//! [`Spool`] of checksummed binary frames under `DATA/spool/`, which the
+//! writer replays, oldest first, once the database answers again and
+//! events arrive at less than half the rate it absorbs them. The spool has
+//! a size limit, past which events are dropped and counted. The writer
+//! also prunes events older than the configured retention.
 //!
 //! The [`warning`] module keeps who chose to continue past a warning
 //! page; the proxy records it and the DNS server honours it, through the
@@ -25,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+mod frame;
 pub mod guest;
 pub mod identity;
 mod spool;
@@ -36,7 +40,7 @@ pub use identity::{Identity, IdentityMap, IdentityResolver, UNSIGNED_GROUP};
 pub use sheepdog_store::{DecisionEvent, EventFilter, EventSource};
 pub use spool::{ReplayReport, Spool};
 pub use warning::Warnings;
-pub use writer::{EventSink, EventWriter, WriterOptions};
+pub use writer::{EventSink, EventWriter, WriterOptions, WriterStats};
 
 /// Why an event operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,8 @@ pub enum EventError {
     },
     #[error("cannot encode an event for the spool: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error("event spool {dir} is full ({limit} bytes, [events] spool_max_mb): events are dropped until the database catches up; raise the limit or free the database")]
+    SpoolFull { dir: std::path::PathBuf, limit: u64 },
     #[error(transparent)]
     Store(#[from] sheepdog_store::StoreError),
     #[error("`{value}` is not an IP address or range in device {device}; write 10.0.4.17 or 10.0.4.0/24")]

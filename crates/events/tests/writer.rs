@@ -104,16 +104,175 @@ async fn an_unavailable_database_spools_and_replays() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replay_skips_a_torn_last_line() {
+async fn replay_skips_a_torn_last_frame() {
     let dir = tempfile::tempdir().unwrap();
     let mut spool = Spool::open(&dir.path().join("spool")).unwrap();
     spool.append(&[event(1), event(2)]).unwrap();
+    spool.append(&[event(3)]).unwrap();
     let file = spool.files().unwrap().remove(0);
-    let mut text = std::fs::read_to_string(&file).unwrap();
-    text.push_str("{\"at\":\"2026-");
-    std::fs::write(&file, text).unwrap();
+    // A crash while the last frame was being written: it is cut short.
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 5]).unwrap();
+    drop(spool);
+    let mut spool = Spool::open(&dir.path().join("spool")).unwrap();
     let store = open(dir.path()).await;
     let report = spool.replay(&store).await.unwrap();
     assert_eq!((report.events, report.bad_lines, report.files), (2, 1, 1));
     assert_eq!(count(&store).await, 2);
+    assert!(spool.files().unwrap().is_empty());
+    assert_eq!(spool.bytes(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_lines_spool_of_an_earlier_version_still_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    std::fs::create_dir_all(&spool_dir).unwrap();
+    let mut text = String::new();
+    for i in 0..3 {
+        text.push_str(&serde_json::to_string(&event(i)).unwrap());
+        text.push('\n');
+    }
+    text.push_str("{\"at\":\"2026-");
+    std::fs::write(spool_dir.join("events-000000000000001-000001.jsonl"), text).unwrap();
+    let mut spool = Spool::open(&spool_dir).unwrap();
+    // A newer binary file written after it replays after it.
+    spool.append(&[event(10)]).unwrap();
+    let store = open(dir.path()).await;
+    let report = spool.replay(&store).await.unwrap();
+    assert_eq!((report.events, report.bad_lines, report.files), (4, 1, 2));
+    let targets: Vec<String> = store
+        .events_after(0, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, e)| e.target)
+        .collect();
+    assert_eq!(
+        targets,
+        ["host0.test", "host1.test", "host2.test", "host10.test"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_resumes_after_the_last_frame_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let store = open(dir.path()).await;
+    {
+        let mut spool = Spool::open(&spool_dir).unwrap();
+        spool.append(&[event(1), event(2)]).unwrap();
+        spool.append(&[event(3)]).unwrap();
+        let first = spool.replay_next(&store).await.unwrap().unwrap();
+        assert_eq!(first.events, 2);
+        // The process stops here, the file half replayed.
+    }
+    let mut spool = Spool::open(&spool_dir).unwrap();
+    let report = spool.replay(&store).await.unwrap();
+    assert_eq!((report.events, report.files), (1, 1));
+    assert_eq!(count(&store).await, 3);
+    assert!(std::fs::read_dir(&spool_dir).unwrap().next().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_whose_write_failed_is_retried_once_the_database_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(&dir.path().join("spool")).unwrap();
+    spool.append(&[event(1), event(2)]).unwrap();
+    spool.append(&[event(3)]).unwrap();
+    let away = open(dir.path()).await;
+    away.close().await;
+    assert!(spool.replay_next(&away).await.is_err());
+    assert!(spool.replay_next(&away).await.is_err());
+    let store = open(dir.path()).await;
+    let report = spool.replay(&store).await.unwrap();
+    assert_eq!((report.events, report.files), (3, 1));
+    assert_eq!(count(&store).await, 3);
+}
+
+#[test]
+fn a_full_spool_refuses_batches_until_replay_makes_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(&dir.path().join("spool")).unwrap();
+    spool.append(&[event(0)]).unwrap();
+    let one = spool.bytes();
+    assert!(one > 0);
+    let mut spool = Spool::open(&dir.path().join("spool"))
+        .unwrap()
+        .with_limit(one * 2);
+    assert_eq!(spool.bytes(), one, "the size on disk is counted at open");
+    spool.append(&[event(1)]).unwrap();
+    let error = spool.append(&[event(2)]).unwrap_err();
+    assert!(
+        matches!(error, sheepdog_events::EventError::SpoolFull { .. }),
+        "{error}"
+    );
+    assert!(error.to_string().contains("spool_max_mb"), "{error}");
+    assert_eq!(spool.bytes(), one * 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_spool_drops_and_counts_while_the_database_is_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    store.close().await;
+    let options = WriterOptions {
+        spool_max_bytes: 1,
+        ..options(dir.path())
+    };
+    let (writer, sink) = EventWriter::start(store.clone(), options).unwrap();
+    for i in 0..250 {
+        assert!(sink.try_send(event(i)));
+    }
+    wait_for(|| {
+        let stats = writer.stats();
+        stats.dropped + stats.spooled == 250
+    })
+    .await;
+    let stats = writer.stats();
+    writer.shutdown().await;
+    assert_eq!((stats.spooled, stats.dropped, stats.written), (0, 250, 0));
+}
+
+/// The servers send faster than the database takes them: instead of
+/// filling the channel and dropping, the writer puts the backlog in the
+/// spool and, once nothing more arrives, replays it all.
+#[tokio::test(flavor = "current_thread")]
+async fn a_backlog_goes_to_the_spool_and_is_replayed_when_load_falls() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let options = WriterOptions {
+        capacity: 4000,
+        batch_size: 50,
+        ..options(dir.path())
+    };
+    let (writer, sink) = EventWriter::start(store.clone(), options).unwrap();
+    // On this one-threaded runtime the writer runs only once the test
+    // waits, so it first finds 3000 events queued: three quarters of the
+    // channel, far more than a quarter.
+    for i in 0..3000 {
+        assert!(sink.try_send(event(i)));
+    }
+    wait_for(|| writer.stats().replayed == 3000).await;
+    let stats = writer.stats();
+    assert_eq!(count(&store).await, 3000);
+    assert_eq!((stats.written, stats.spooled, stats.dropped), (0, 3000, 0));
+    // The spool is empty, and new events go to the database directly.
+    assert!(Spool::open(&dir.path().join("spool")).unwrap().is_empty());
+    assert!(sink.try_send(event(3000)));
+    wait_for(|| writer.stats().written == 1).await;
+    writer.shutdown().await;
+    assert_eq!(count(&store).await, 3001);
+}
+
+/// Waits for the writer to get somewhere; a writer that never does fails
+/// the test rather than hang it.
+async fn wait_for(mut done: impl FnMut() -> bool) {
+    for _ in 0..6000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the writer never got there");
 }

@@ -304,6 +304,29 @@ impl Store {
 /// of this key, which an index can serve. None when the target names no
 /// host.
 pub fn host_key(target: &str) -> Option<String> {
+    // Most targets are DNS names as the resolver writes them: lower case,
+    // nothing but labels. Those are reversed in one pass with one
+    // allocation; anything else takes the general path below.
+    let plain = target.bytes().all(|b| {
+        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_'
+    });
+    if plain {
+        let host = target.trim_end_matches('.');
+        if host.is_empty() {
+            return None;
+        }
+        let mut key = String::with_capacity(host.len() + 1);
+        for label in host.rsplit('.') {
+            key.push_str(label);
+            key.push('.');
+        }
+        return Some(key);
+    }
+    host_key_of_any_target(target)
+}
+
+/// [`host_key`] for any target: URLs, upper case, ports, IPv6 literals.
+pub(crate) fn host_key_of_any_target(target: &str) -> Option<String> {
     let target = target.trim();
     let rest = target.split_once("://").map_or(target, |(_, rest)| rest);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");

@@ -874,6 +874,56 @@ fn host_keys_reverse_labels_of_names_and_urls() {
     assert_eq!(host_key("https:///path"), None);
 }
 
+/// Pseudo-random numbers for the comparisons below: the same every run.
+fn sample(seed: &mut u64) -> u64 {
+    *seed = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    *seed >> 11
+}
+
+#[test]
+fn the_quick_host_key_agrees_with_the_general_one() {
+    let alphabet = b"ab0-._.:/A @[]";
+    let mut seed = 7;
+    for _ in 0..200_000 {
+        let len = (sample(&mut seed) % 12) as usize;
+        let target: String = (0..len)
+            .map(|_| char::from(alphabet[(sample(&mut seed) % alphabet.len() as u64) as usize]))
+            .collect();
+        assert_eq!(
+            host_key(&target),
+            crate::events::host_key_of_any_target(&target),
+            "{target:?}"
+        );
+    }
+}
+
+#[test]
+fn stored_times_are_written_as_chrono_writes_them() {
+    let mut seed = 11;
+    let mut times = vec![
+        chrono::DateTime::from_timestamp(0, 0).unwrap(),
+        chrono::DateTime::from_timestamp(253_402_300_799, 999_999_999).unwrap(),
+        chrono::DateTime::from_timestamp(253_402_300_800, 0).unwrap(),
+        chrono::DateTime::from_timestamp(-1, 5).unwrap(),
+        chrono::DateTime::from_timestamp(-62_167_219_201, 0).unwrap(),
+        chrono::DateTime::from_timestamp(1_483_228_799, 1_500_000_000).unwrap(),
+    ];
+    for _ in 0..100_000 {
+        let seconds = (sample(&mut seed) % 300_000_000_000) as i64 - 70_000_000_000;
+        let nanos = (sample(&mut seed) % 1_000_000_000) as u32;
+        times.push(chrono::DateTime::from_timestamp(seconds, nanos).unwrap());
+    }
+    for at in times {
+        assert_eq!(
+            format_time(at),
+            at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+            "{at:?}"
+        );
+    }
+}
+
 async fn console_sessions_two_factor_and_tokens(store: Store) {
     let account = store
         .create_account(

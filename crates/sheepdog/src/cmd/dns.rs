@@ -70,6 +70,7 @@ pub fn start_events(config: &Config, store: &Store) -> anyhow::Result<(EventWrit
         flush_interval: Duration::from_millis(u64::from(events.flush_ms)),
         spool_dir: config.spool_dir(),
         retention_days: events.retention_days,
+        spool_max_bytes: u64::from(events.spool_max_mb) * 1024 * 1024,
         ..WriterOptions::default()
     };
     EventWriter::start(store.clone(), options).with_context(|| {
