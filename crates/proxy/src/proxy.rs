@@ -188,17 +188,22 @@ impl Outcome {
 
 /// Headers that belong to one connection, not to the message (RFC 9110
 /// section 7.6.1), plus the proxy's own.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+fn is_hop_by_hop(name: &str) -> bool {
+    // A match, not a list search: it runs for every header of every
+    // forwarded message, and most names are told apart by length alone.
+    matches!(
+        name,
+        "connection"
+            | "proxy-connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 impl Proxy {
     pub fn new(
@@ -1780,12 +1785,17 @@ fn is_address(authority: &Authority, local: SocketAddr) -> bool {
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none, or only `Connection`: one pass over the
     // names finds them, where a removal per listed name would parse and
-    // hash each of them every time.
-    let mut found: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
-        .cloned()
-        .collect();
+    // hash each of them every time; nothing is allocated when none is
+    // there.
+    let mut found: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if is_hop_by_hop(name.as_str()) {
+            found.push(name.clone());
+        }
+    }
+    if found.is_empty() {
+        return;
+    }
     // Headers the Connection header names are hop-by-hop too.
     found.extend(
         headers
