@@ -144,8 +144,13 @@ echo "direct: $d_rps req/s, p99 $d_p99 ms, $d_mbs MiB/s" >&2
 
 # sheepdog: build the snapshot once, then start from it.
 bench_policy "$work/policy.toml"
-(cd "$root" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} cargo build -q --release -p sheepdog-proxy --example bench_proxy)
-proxy_bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/bench_proxy
+# $BENCH_PROXY_BIN runs another build (an older commit, to compare).
+if [ -n "${BENCH_PROXY_BIN:-}" ]; then
+  proxy_bin=$BENCH_PROXY_BIN
+else
+  (cd "$root" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} cargo build -q --release -p sheepdog-proxy --example bench_proxy)
+  proxy_bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/bench_proxy
+fi
 "$proxy_bin" "$work/policy.toml" "$work/snapshot.sdsnap" 127.0.0.1:1
 
 results=()
