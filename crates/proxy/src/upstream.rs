@@ -43,7 +43,10 @@ pub struct Upstream {
 struct Kept {
     authority: Authority,
     sender: SendRequest<Incoming>,
-    connection: OriginConnection,
+    /// `None` once it has ended: dropping it at once answers a request
+    /// still queued on it (handed back unsent), which a finished but
+    /// undropped connection would leave waiting.
+    connection: Option<OriginConnection>,
 }
 
 impl std::fmt::Debug for Kept {
@@ -127,7 +130,7 @@ impl Upstream {
         let mut cx = Context::from_waker(waker);
         // A connection that is not idle yet still takes the request: it
         // is queued until the connection is ready for it.
-        match Pin::new(&mut kept.connection).poll(&mut cx) {
+        match Pin::new(kept.connection.as_mut()?).poll(&mut cx) {
             Poll::Pending => Some(kept),
             Poll::Ready(_) => None,
         }
@@ -185,7 +188,7 @@ async fn open(
     Ok(Kept {
         authority,
         sender,
-        connection,
+        connection: Some(connection),
     })
 }
 
@@ -198,13 +201,12 @@ async fn exchange(
 ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>> {
     let mut response = std::pin::pin!(kept.sender.try_send_request(request));
     let connection = &mut kept.connection;
-    let mut running = true;
     poll_fn(|cx| {
-        if running {
+        if let Some(running) = connection {
             // Its end (an error, or the origin closing) reaches the
-            // response future as well.
-            if Pin::new(&mut *connection).poll(cx).is_ready() {
-                running = false;
+            // response future once it is dropped.
+            if Pin::new(running).poll(cx).is_ready() {
+                *connection = None;
             }
         }
         response.as_mut().poll(cx)
@@ -225,11 +227,13 @@ pub struct OriginBody {
 
 impl OriginBody {
     fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(kept) = &mut self.kept {
-            if Pin::new(&mut kept.connection).poll(cx).is_ready() {
-                // Closed: the body has whatever it will get.
-                self.kept = None;
-            }
+        let ended = match self.kept.as_mut().and_then(|k| k.connection.as_mut()) {
+            Some(connection) => Pin::new(connection).poll(cx).is_ready(),
+            None => true,
+        };
+        if ended {
+            // Closed: the body has whatever it will get.
+            self.kept = None;
         }
     }
 

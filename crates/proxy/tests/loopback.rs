@@ -399,6 +399,78 @@ async fn counting_origin(closing: bool) -> (SocketAddr, Arc<std::sync::atomic::A
     (addr, accepted)
 }
 
+/// Reads one HTTP/1.1 response with a Content-Length body from `stream`.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "the response ended early"
+        );
+        data.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&data).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap();
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    data.extend_from_slice(&body);
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_connection_closed_while_idle_is_opened_again() {
+    let mut h = harness(|_| {}).await;
+    // An origin that answers one request per connection without saying it
+    // will close, then closes, and reports each close.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let (closed_tx, mut closed) = mpsc::channel::<usize>(4);
+    tokio::spawn(async move {
+        for number in 1.. {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let body = format!("answer on connection {number}");
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(response.as_bytes()).await.unwrap();
+            drop(stream);
+            closed_tx.send(number).await.unwrap();
+        }
+    });
+    let mut client = TcpStream::connect(h.addr).await.unwrap();
+    for number in 1..=2 {
+        let request = format!("GET http://{origin}/page HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        let response = read_response(&mut client).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.ends_with(&format!("answer on connection {number}")),
+            "{response}"
+        );
+        // The origin has closed its side before the next request is sent.
+        assert_eq!(closed.recv().await, Some(number));
+    }
+    for _ in 0..2 {
+        assert_eq!(next_event(&mut h.events).await.action, "allow");
+    }
+    h.server.take().unwrap().stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_connection_keeps_its_origin_connection_between_requests() {
     use std::sync::atomic::Ordering;
