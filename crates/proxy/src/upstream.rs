@@ -117,19 +117,21 @@ impl Upstream {
         ))
     }
 
-    /// The kept connection, if it goes to `authority` and is still open
-    /// and idle; any other is closed.
+    /// The kept connection, if it goes to `authority` and has not ended;
+    /// any other is closed.
     fn take(&self, authority: &Authority) -> Option<Kept> {
         let mut kept = self.kept.lock().ok()?.take()?;
         if kept.authority != *authority || kept.sender.is_closed() {
             return None;
         }
-        // One poll lets the connection notice that the origin closed it
-        // while idle; the waker is this task's, which polls it next anyway.
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        // A connection that is not idle yet still takes the request: it
-        // is queued until the connection is ready for it.
+        // One poll finishes the last exchange (the connection turns idle
+        // and asks for the next request, which then goes straight out,
+        // about 1k instructions fewer than queueing it), and notices an origin
+        // that closed the connection while idle. A closing it misses is
+        // found by the first poll in `exchange`, which hands the request
+        // back unsent for `send` to try on a new connection. No waker is
+        // needed: `exchange` polls it again at once.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         match Pin::new(kept.connection.as_mut()?).poll(&mut cx) {
             Poll::Pending => Some(kept),
             Poll::Ready(_) => None,

@@ -427,10 +427,11 @@ async fn read_response(stream: &mut TcpStream) -> String {
 async fn an_origin_connection_closed_while_idle_is_opened_again() {
     let mut h = harness(|_| {}).await;
     // An origin that answers one request per connection without saying it
-    // will close, then closes, and reports each close.
+    // will close, and closes when told to, reporting each close.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = listener.local_addr().unwrap();
     let (closed_tx, mut closed) = mpsc::channel::<usize>(4);
+    let (close_tx, mut close) = mpsc::channel::<()>(4);
     tokio::spawn(async move {
         for number in 1.. {
             let (mut stream, _) = listener.accept().await.unwrap();
@@ -448,6 +449,9 @@ async fn an_origin_connection_closed_while_idle_is_opened_again() {
                 body.len()
             );
             stream.write_all(response.as_bytes()).await.unwrap();
+            if close.recv().await.is_none() {
+                return;
+            }
             drop(stream);
             closed_tx.send(number).await.unwrap();
         }
@@ -462,7 +466,9 @@ async fn an_origin_connection_closed_while_idle_is_opened_again() {
             response.ends_with(&format!("answer on connection {number}")),
             "{response}"
         );
-        // The origin has closed its side before the next request is sent.
+        // The proxy has the whole answer and its origin connection is idle
+        // when the origin closes it; the next request finds it closed.
+        close_tx.send(()).await.unwrap();
         assert_eq!(closed.recv().await, Some(number));
     }
     for _ in 0..2 {
