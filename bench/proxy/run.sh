@@ -13,13 +13,16 @@
 #   - blocked requests per second (sheepdog's block page, squidGuard's
 #     redirect);
 #   - a 1 GiB download through a CONNECT tunnel against the same download
-#     direct (curl --proxytunnel), median of three.
+#     direct (curl --proxytunnel), median of DOWNLOADS (default 5) each,
+#     the two taken in turns.
 # Prints a Markdown table for docs/benchmarks.md. Installs wrk, squid,
 # squidguard, nginx and curl from Debian's packages if absent.
 set -euo pipefail
 names=${1:-1000000}
 seconds=${2:-10}
 connections=${3:-32}
+# Downloads per side for the tunnel comparison (odd, for a median).
+downloads=${DOWNLOADS:-5}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/bench/common/policy.sh"
 work=$(mktemp -d)
@@ -97,17 +100,37 @@ drive() { # port script
   echo "$rps $p50 $p99"
 }
 
-# Median MB/s of three 1 GiB downloads, direct or through a proxy tunnel.
-download() { # [proxy_port]
+# One 1 GiB download in MiB/s, direct or through a proxy tunnel.
+fetch() { # [proxy_port]
+  if [ -n "${1:-}" ]; then
+    curl -s -o /dev/null -w '%{speed_download}' --proxytunnel -x "http://127.0.0.1:$1" "http://127.0.0.1:$origin/big"
+  else
+    curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$origin/big"
+  fi
+}
+median_mibs() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p" | awk '{ printf "%.0f", $1 / 1048576 }'; }
+
+# Medians of DOWNLOADS downloads direct alone (nginx's row).
+download() {
   local speeds=()
-  for _ in 1 2 3; do
-    if [ -n "${1:-}" ]; then
-      speeds+=("$(curl -s -o /dev/null -w '%{speed_download}' --proxytunnel -x "http://127.0.0.1:$1" "http://127.0.0.1:$origin/big")")
+  for _ in $(seq 1 "$downloads"); do speeds+=("$(fetch)"); done
+  median_mibs "${speeds[@]}"
+}
+
+# "tunnel direct": medians of DOWNLOADS downloads through the proxy's
+# tunnel and as many direct, taken in turns (the direct one first in odd
+# rounds, second in even ones), so both sides see the same machine: the
+# direct rate moved by a third between runs minutes apart on the shared VM.
+download_pair() { # proxy_port
+  local tunnel=() direct=() round
+  for round in $(seq 1 "$downloads"); do
+    if (( round % 2 )); then
+      direct+=("$(fetch)"); tunnel+=("$(fetch "$1")")
     else
-      speeds+=("$(curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$origin/big")")
+      tunnel+=("$(fetch "$1")"); direct+=("$(fetch)")
     fi
   done
-  printf '%s\n' "${speeds[@]}" | sort -n | sed -n 2p | awk '{ printf "%.0f", $1 / 1048576 }'
+  echo "$(median_mibs "${tunnel[@]}") $(median_mibs "${direct[@]}")"
 }
 
 echo "| machine | $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) |" >"$work/header"
@@ -121,8 +144,13 @@ echo "direct: $d_rps req/s, p99 $d_p99 ms, $d_mbs MiB/s" >&2
 
 # sheepdog: build the snapshot once, then start from it.
 bench_policy "$work/policy.toml"
-(cd "$root" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} cargo build -q --release -p sheepdog-proxy --example bench_proxy)
-proxy_bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/bench_proxy
+# $BENCH_PROXY_BIN runs another build (an older commit, to compare).
+if [ -n "${BENCH_PROXY_BIN:-}" ]; then
+  proxy_bin=$BENCH_PROXY_BIN
+else
+  (cd "$root" && CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target} cargo build -q --release -p sheepdog-proxy --example bench_proxy)
+  proxy_bin=${CARGO_TARGET_DIR:-$root/target}/release/examples/bench_proxy
+fi
 "$proxy_bin" "$work/policy.toml" "$work/snapshot.sdsnap" 127.0.0.1:1
 
 results=()
@@ -130,12 +158,12 @@ run_proxy() { # label port pids...
   local label=$1 port=$2; shift 2
   read -r rps p50 p99 < <(drive "$port" "$work/allowed.lua")
   read -r b_rps _ _ < <(drive "$port" "$work/blocked.lua")
-  local mbs; mbs=$(download "$port")
+  local mbs direct_mbs; read -r mbs direct_mbs < <(download_pair "$port")
   local added; added=$(awk -v a="$p99" -v b="$d_p99" 'BEGIN { printf "%.3f", a - b }')
-  local pct; pct=$(awk -v a="$mbs" -v b="$d_mbs" 'BEGIN { printf "%.0f", 100 * a / b }')
+  local pct; pct=$(awk -v a="$mbs" -v b="$direct_mbs" 'BEGIN { printf "%.0f", 100 * a / b }')
   local rss; rss=$(rss_kb $(printf '/proc/%s/status ' "$@") 2>/dev/null || echo 0)
   echo "$label: $rps req/s allowed, $b_rps blocked, p99 $p99 ms (+$added), tunnel $mbs MiB/s ($pct%)" >&2
-  results+=("| $label | $rps | $p50 | $p99 | $added | $b_rps | $mbs ($pct% of direct) | $(( rss / 1024 )) |")
+  results+=("| $label | $rps | $p50 | $p99 | $added | $b_rps | $mbs ($pct% of $direct_mbs direct, in turns) | $(( rss / 1024 )) |")
 }
 
 port=$(free_port)

@@ -37,6 +37,7 @@ pub mod server;
 pub mod sni;
 pub mod splice;
 pub mod transparent;
+pub mod upstream;
 /// The warn action's acknowledgements, shared with the DNS server.
 pub use sheepdog_events::warning;
 

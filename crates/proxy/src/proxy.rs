@@ -15,8 +15,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use sheepdog_config::ProxyConfig;
 use sheepdog_events::{
@@ -33,6 +32,7 @@ use crate::page::{self, Audience, BlockPage, WarningPage};
 use crate::request::{parse_authority, Authority};
 use crate::search::{self, search_term};
 use crate::sni::{self, Hello};
+use crate::upstream::Upstream;
 use sheepdog_events::warning::{self, Warnings};
 
 /// The body of every response the proxy sends.
@@ -133,7 +133,9 @@ pub struct Proxy {
     sink: Option<EventSink>,
     store: Option<Store>,
     settings: ProxySettings,
-    client: Client<HttpConnector, Incoming>,
+    /// Dials origins for plain-HTTP requests; each client connection
+    /// keeps what it dialled (see [`Upstream`]).
+    connector: HttpConnector,
     inspection: Option<Arc<Inspection>>,
     authentication: Option<Authentication>,
     /// `None` only if no key could be made; warnings then stay blocks.
@@ -186,17 +188,22 @@ impl Outcome {
 
 /// Headers that belong to one connection, not to the message (RFC 9110
 /// section 7.6.1), plus the proxy's own.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+fn is_hop_by_hop(name: &str) -> bool {
+    // A match, not a list search: it runs for every header of every
+    // forwarded message, and most names are told apart by length alone.
+    matches!(
+        name,
+        "connection"
+            | "proxy-connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
 
 impl Proxy {
     pub fn new(
@@ -209,9 +216,6 @@ impl Proxy {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         // The identity resolver's, shared with the DNS server, when it has
         // them; a proxy on its own keeps its own.
         let warnings = match identities.warnings() {
@@ -236,7 +240,7 @@ impl Proxy {
             store,
             block_page,
             settings,
-            client,
+            connector,
             inspection: None,
             authentication: None,
             warnings,
@@ -271,12 +275,14 @@ impl Proxy {
         &self.settings
     }
 
-    /// Answers one request from `peer`, which reached the proxy at `local`.
+    /// Answers one request from `peer`, which reached the proxy at `local`
+    /// on the client connection that keeps `upstream`.
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
         peer: SocketAddr,
         local: SocketAddr,
+        upstream: &Upstream,
     ) -> Result<Response<Body>, hyper::Error> {
         let line = request.method().as_str().len() + uri_len(request.uri()) + " HTTP/1.1".len() + 1;
         if line > self.settings.max_request_line {
@@ -306,7 +312,7 @@ impl Proxy {
         }
         if !connect {
             if let Some(url) = self.sent_by_dns(&request) {
-                return self.landed(request, peer, local, url).await;
+                return self.landed(request, peer, local, url, upstream).await;
             }
         }
         // The proxy's own pages (the PAC file above all) are fetched before
@@ -324,7 +330,8 @@ impl Proxy {
             return Ok(self.connect(request, peer, local, identity).await);
         }
         metrics::counter!("sheepdog_proxy_requests_total", "kind" => "http").increment(1);
-        self.forward(request, peer, local, identity, None).await
+        self.forward(request, peer, local, identity, None, upstream)
+            .await
     }
 
     /// The URL a browser meant when the DNS server's block answer (the
@@ -371,6 +378,7 @@ impl Proxy {
         peer: SocketAddr,
         local: SocketAddr,
         url: String,
+        upstream: &Upstream,
     ) -> Result<Response<Body>, hyper::Error> {
         metrics::counter!("sheepdog_proxy_requests_total", "kind" => "dns_block_page").increment(1);
         // Our own forwarded request, come back because the name leads here.
@@ -385,7 +393,7 @@ impl Proxy {
                 "This is the sheepdog web filter. Set it as your proxy; see /proxy.pac.\n",
             )));
         }
-        self.forward_by_address(request, url, peer, local, None)
+        self.forward_by_address(request, url, peer, local, None, upstream)
             .await
     }
 
@@ -399,6 +407,7 @@ impl Proxy {
         peer: SocketAddr,
         local: SocketAddr,
         original: Option<SocketAddr>,
+        upstream: &Upstream,
     ) -> Result<Response<Body>, hyper::Error> {
         match url.parse() {
             Ok(uri) => *request.uri_mut() = uri,
@@ -410,7 +419,8 @@ impl Proxy {
             }
         }
         let identity = self.identities.lookup(peer.ip());
-        self.forward(request, peer, local, identity, original).await
+        self.forward(request, peer, local, identity, original, upstream)
+            .await
     }
 
     /// A plain-HTTP request redirected to a transparent listener: origin
@@ -422,6 +432,7 @@ impl Proxy {
         peer: SocketAddr,
         local: SocketAddr,
         original: Option<SocketAddr>,
+        upstream: &Upstream,
     ) -> Result<Response<Body>, hyper::Error> {
         metrics::counter!("sheepdog_proxy_requests_total", "kind" => "transparent_http")
             .increment(1);
@@ -466,7 +477,7 @@ impl Proxy {
         }
         let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
         let url = authority.url("http", 80, path);
-        self.forward_by_address(request, url, peer, local, original)
+        self.forward_by_address(request, url, peer, local, original, upstream)
             .await
     }
 
@@ -755,6 +766,7 @@ impl Proxy {
         local: SocketAddr,
         identity: Arc<Identity>,
         dial: Option<SocketAddr>,
+        upstream: &Upstream,
     ) -> Result<Response<Body>, hyper::Error> {
         if request.uri().scheme_str() != Some("http") {
             return Ok(text(
@@ -829,7 +841,7 @@ impl Proxy {
             }
         }
         let started = Instant::now();
-        let result = self.client.request(request).await;
+        let result = upstream.send(&self.connector, request).await;
         let elapsed = started.elapsed();
         metrics::histogram!("sheepdog_proxy_upstream_seconds", "kind" => "http")
             .record(elapsed.as_secs_f64());
@@ -849,8 +861,11 @@ impl Proxy {
                 )
             }
         };
-        let event = self.event(peer, &identity, url, outcome, upstream_ms, search, at);
-        self.send(event);
+        // With events off there is no one to build the event for.
+        if self.sink.is_some() {
+            let event = self.event(peer, &identity, url, outcome, upstream_ms, search, at);
+            self.send(event);
+        }
         Ok(response)
     }
 
@@ -1770,12 +1785,17 @@ fn is_address(authority: &Authority, local: SocketAddr) -> bool {
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most messages carry none, or only `Connection`: one pass over the
     // names finds them, where a removal per listed name would parse and
-    // hash each of them every time.
-    let mut found: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| HOP_BY_HOP.contains(&name.as_str()))
-        .cloned()
-        .collect();
+    // hash each of them every time; nothing is allocated when none is
+    // there.
+    let mut found: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if is_hop_by_hop(name.as_str()) {
+            found.push(name.clone());
+        }
+    }
+    if found.is_empty() {
+        return;
+    }
     // Headers the Connection header names are hop-by-hop too.
     found.extend(
         headers

@@ -15,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
+use crate::upstream::Upstream;
 use crate::{Proxy, ProxyError};
 
 /// Client connections served at once; more wait in the listen backlog.
@@ -167,16 +168,19 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, proxy: Arc<Proxy>
         partial: partial.clone(),
     };
     let settings = proxy.settings().clone();
+    // The connection's own origin connection, kept between its requests.
+    let upstream = Upstream::default();
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
+        let upstream = upstream.clone();
         async move {
             match mode {
                 Mode::TransparentHttp => {
                     proxy
-                        .handle_transparent(request, peer, local, original)
+                        .handle_transparent(request, peer, local, original, &upstream)
                         .await
                 }
-                _ => proxy.handle(request, peer, local).await,
+                _ => proxy.handle(request, peer, local, &upstream).await,
             }
         }
     });

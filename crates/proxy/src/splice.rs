@@ -17,42 +17,79 @@ use nix::fcntl::{splice, OFlag, SpliceFFlags};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-/// The size asked of each pipe, and the most one splice call moves: a
-/// bulk download then moves up to a megabyte per pair of calls.
+/// The size a pipe grows to once its direction carries a bulk transfer,
+/// and the most one splice call moves: a bulk download then moves up to a
+/// megabyte per pair of calls.
 const CHUNK: usize = 1024 * 1024;
 
 /// Below this, splicing costs more calls than copying through a buffer of
 /// the proxy's own.
-const SMALLEST_PIPE: i32 = 64 * 1024;
+const SMALLEST_PIPE: usize = 64 * 1024;
 
-/// The two pipes of a tunnel, one per direction, each as (read end, write
-/// end).
+/// The two pipes of a tunnel, one per direction.
 #[derive(Debug)]
 pub struct Pipes {
-    forward: (OwnedFd, OwnedFd),
-    backward: (OwnedFd, OwnedFd),
+    forward: Pipe,
+    backward: Pipe,
+}
+
+#[derive(Debug)]
+struct Pipe {
+    out: OwnedFd,
+    into: OwnedFd,
+    /// What the pipe holds at most, as the kernel reported it.
+    capacity: usize,
+    /// Whether growing was asked for already (a refusal now is a refusal
+    /// later).
+    grown: bool,
 }
 
 impl Pipes {
-    /// Two pipes of a useful size, or `None`. An unprivileged process that
-    /// holds many pipes is held to tiny ones by the kernel
-    /// (`fs.pipe-user-pages-soft`); the tunnel is then copied instead.
+    /// Two pipes of the kernel's default size (64 KiB), or `None` when it
+    /// grants less: an unprivileged process whose pipes add up to more
+    /// than `fs.pipe-user-pages-soft` (16384 pages, 64 MiB, by default)
+    /// gets 8 KiB pipes, and the tunnel is then copied instead. The kernel
+    /// counts a pipe's size against that limit whether or not data is in
+    /// it, so a pipe is grown only once its direction shows a bulk
+    /// transfer (see [`Pipe::grow`]); idle and small tunnels keep 64 KiB.
     pub fn new() -> Option<Self> {
         Some(Self {
-            forward: pipe()?,
-            backward: pipe()?,
+            forward: Pipe::new()?,
+            backward: Pipe::new()?,
         })
     }
 }
 
-/// One non-blocking pipe of at least [`SMALLEST_PIPE`] bytes.
-fn pipe() -> Option<(OwnedFd, OwnedFd)> {
-    let (out, into) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
-    // The kernel may refuse the larger size (a per-user limit); what it
-    // gives is checked below.
-    let _ = nix::fcntl::fcntl(&into, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
-    let size = nix::fcntl::fcntl(&into, nix::fcntl::FcntlArg::F_GETPIPE_SZ).ok()?;
-    (size >= SMALLEST_PIPE).then_some((out, into))
+impl Pipe {
+    fn new() -> Option<Self> {
+        let (out, into) = nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC).ok()?;
+        let capacity = capacity(&into)?;
+        (capacity >= SMALLEST_PIPE).then_some(Self {
+            out,
+            into,
+            capacity,
+            grown: false,
+        })
+    }
+
+    /// After a splice filled the pipe: more was waiting, so a larger pipe
+    /// moves it in fewer calls. The kernel may refuse (the per-user limit);
+    /// the pipe then stays as it is.
+    fn grow(&mut self) {
+        if self.grown || self.capacity >= CHUNK {
+            return;
+        }
+        self.grown = true;
+        let _ = nix::fcntl::fcntl(&self.into, nix::fcntl::FcntlArg::F_SETPIPE_SZ(CHUNK as i32));
+        if let Some(capacity) = capacity(&self.into) {
+            self.capacity = capacity;
+        }
+    }
+}
+
+fn capacity(pipe: &OwnedFd) -> Option<usize> {
+    let size = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_GETPIPE_SZ).ok()?;
+    usize::try_from(size).ok()
 }
 
 /// Carries bytes both ways until each side has finished sending; returns
@@ -64,24 +101,22 @@ pub async fn splice_bidirectional(
     b: &TcpStream,
     pipes: Pipes,
 ) -> io::Result<(u64, u64)> {
-    let (forward, backward) = tokio::join!(
-        one_way(a, b, &pipes.forward),
-        one_way(b, a, &pipes.backward)
-    );
+    let Pipes {
+        mut forward,
+        mut backward,
+    } = pipes;
+    let (forward, backward) =
+        tokio::join!(one_way(a, b, &mut forward), one_way(b, a, &mut backward));
     Ok((forward?, backward?))
 }
 
-async fn one_way(
-    from: &TcpStream,
-    to: &TcpStream,
-    (pipe_out, pipe_in): &(OwnedFd, OwnedFd),
-) -> io::Result<u64> {
+async fn one_way(from: &TcpStream, to: &TcpStream, pipe: &mut Pipe) -> io::Result<u64> {
     let flags = SpliceFFlags::SPLICE_F_MOVE | SpliceFFlags::SPLICE_F_NONBLOCK;
     let mut total = 0u64;
     loop {
         from.readable().await?;
         let moved = match from.try_io(Interest::READABLE, || {
-            splice(from.as_fd(), None, pipe_in, None, CHUNK, flags).map_err(io::Error::from)
+            splice(from.as_fd(), None, &pipe.into, None, CHUNK, flags).map_err(io::Error::from)
         }) {
             Ok(moved) => moved,
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => continue,
@@ -92,8 +127,11 @@ async fn one_way(
             let _ = nix::sys::socket::shutdown(to.as_raw_fd(), nix::sys::socket::Shutdown::Write);
             return Ok(total);
         }
-        drain(pipe_out, to, moved, flags).await?;
+        drain(&pipe.out, to, moved, flags).await?;
         total += moved as u64;
+        if moved >= pipe.capacity {
+            pipe.grow();
+        }
     }
 }
 

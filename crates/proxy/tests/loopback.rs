@@ -364,6 +364,174 @@ async fn allowed_requests_reach_the_origin_with_keep_alive_and_identity() {
     h.server.take().unwrap().stop().await;
 }
 
+/// An origin that counts the connections it accepted and answers with the
+/// connection's number, the path and the request body's length; with
+/// `closing` it ends every connection after one response.
+async fn counting_origin(closing: bool) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use http_body_util::BodyExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let number = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::spawn(async move {
+                let service =
+                    service_fn(move |request: Request<hyper::body::Incoming>| async move {
+                        let path = request.uri().to_string();
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        let text =
+                            format!("connection {number} saw {path} with {} bytes\n", body.len());
+                        let mut response = Response::new(Full::new(Bytes::from(text)));
+                        if closing {
+                            response
+                                .headers_mut()
+                                .insert("connection", "close".parse().unwrap());
+                        }
+                        Ok::<_, Infallible>(response)
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body from `stream`.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut data = Vec::new();
+    let mut byte = [0u8; 1];
+    while !data.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).await.unwrap(),
+            1,
+            "the response ended early"
+        );
+        data.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&data).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap();
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.unwrap();
+    data.extend_from_slice(&body);
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_connection_closed_while_idle_is_opened_again() {
+    let mut h = harness(|_| {}).await;
+    // An origin that answers one request per connection without saying it
+    // will close, and closes when told to, reporting each close.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    let (closed_tx, mut closed) = mpsc::channel::<usize>(4);
+    let (close_tx, mut close) = mpsc::channel::<()>(4);
+    tokio::spawn(async move {
+        for number in 1.. {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if stream.read(&mut byte).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                head.push(byte[0]);
+            }
+            let body = format!("answer on connection {number}");
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(response.as_bytes()).await.unwrap();
+            if close.recv().await.is_none() {
+                return;
+            }
+            drop(stream);
+            closed_tx.send(number).await.unwrap();
+        }
+    });
+    let mut client = TcpStream::connect(h.addr).await.unwrap();
+    for number in 1..=2 {
+        let request = format!("GET http://{origin}/page HTTP/1.1\r\nHost: {origin}\r\n\r\n");
+        client.write_all(request.as_bytes()).await.unwrap();
+        let response = read_response(&mut client).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(
+            response.ends_with(&format!("answer on connection {number}")),
+            "{response}"
+        );
+        // The proxy has the whole answer and its origin connection is idle
+        // when the origin closes it; the next request finds it closed.
+        close_tx.send(()).await.unwrap();
+        assert_eq!(closed.recv().await, Some(number));
+    }
+    for _ in 0..2 {
+        assert_eq!(next_event(&mut h.events).await.action, "allow");
+    }
+    h.server.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_connection_keeps_its_origin_connection_between_requests() {
+    use std::sync::atomic::Ordering;
+    let mut h = harness(|_| {}).await;
+    let (kept, kept_count) = counting_origin(false).await;
+    let (closing, closing_count) = counting_origin(true).await;
+    // One curl run: one client connection, requests in turn, to the
+    // keeping origin, the closing one, and back; a body goes up too.
+    let out = curl(vec![
+        "--verbose".into(),
+        "--proxy".into(),
+        format!("http://{}", h.addr),
+        format!("http://{kept}/one"),
+        format!("http://{kept}/two"),
+        format!("http://{closing}/three"),
+        format!("http://{closing}/four"),
+        format!("http://{kept}/five"),
+        "--next".into(),
+        "--proxy".into(),
+        format!("http://{}", h.addr),
+        "--data-binary".into(),
+        "x".repeat(100_000),
+        format!("http://{kept}/six"),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "connection 1 saw /one with 0 bytes",
+        "connection 1 saw /two with 0 bytes",
+        "connection 1 saw /three with 0 bytes",
+        "connection 2 saw /four with 0 bytes",
+        "connection 2 saw /five with 0 bytes",
+        "connection 2 saw /six with 100000 bytes",
+    ] {
+        assert!(stdout.contains(expected), "{expected} in {stdout}");
+    }
+    assert_eq!(
+        stderr.matches("Re-using existing connection").count(),
+        5,
+        "{stderr}"
+    );
+    // The keeping origin saw a second connection only because the client
+    // went elsewhere in between; the closing one, one per request.
+    assert_eq!(kept_count.load(Ordering::SeqCst), 2);
+    assert_eq!(closing_count.load(Ordering::SeqCst), 2);
+    for _ in 0..6 {
+        assert_eq!(next_event(&mut h.events).await.action, "allow");
+    }
+    h.server.take().unwrap().stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocked_request_gets_the_block_page_and_a_report_is_stored() {
     let mut h = harness(|_| {}).await;
