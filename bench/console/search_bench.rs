@@ -127,6 +127,7 @@ fn event(noise: &mut Noise, at: DateTime<Utc>) -> DecisionEvent {
         rule: blocked.then(|| domain(d)),
         upstream_ms: Some(noise.below(40) as u32),
         search_term: term,
+        school_id: None,
     }
 }
 

@@ -322,7 +322,7 @@ async fn events(
     viewer: Viewer,
     Query(query): Query<EventsApiQuery>,
 ) -> ApiResult {
-    pages::require_everywhere(&state, &viewer, Permission::SearchLogs).await?;
+    logs::log_scope(&state, &viewer).await?;
     let limit = query.limit.unwrap_or(logs::PAGE_ROWS).clamp(1, 10_000);
     let search = match query.filter.search(limit) {
         Ok(search) => search,

@@ -521,10 +521,18 @@ async fn new_form(
     // for those who may read the log.
     if let Some(id) = query.event {
         if viewer.can(Permission::SearchLogs, school.id) {
+            // Only an event the viewer could find in the log: another
+            // school's is as unknown here as there.
+            let scope = crate::logs::log_scope(&state, &viewer).await?;
             let event = state
                 .store()
                 .event_by_id(id)
                 .await?
+                .filter(|found| {
+                    scope.as_ref().is_none_or(|schools| {
+                        found.event.school_id.is_some_and(|s| schools.contains(&s))
+                    })
+                })
                 .ok_or(ConsoleError::NotFound("that event"))?;
             let e = &event.event;
             form.event = id.to_string();

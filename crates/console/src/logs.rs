@@ -3,11 +3,12 @@
 //! a page at a time, and export the matches as CSV.
 //!
 //! The log says who visited what, so every search and every export is
-//! written to the audit log as a view, with the filters used. Decision
-//! events carry no school (the DNS server and proxy serve the whole
-//! deployment), so like the audit log the search needs the permission in
-//! every school: a trust-wide role, or a role in a single-school
-//! deployment.
+//! written to the audit log as a view, with the filters used. Each event
+//! carries the school of its device or signed-in person: someone who may
+//! search the log in some schools of a trust sees those schools' events
+//! only ([`log_scope`]); events from clients nobody registered belong to no
+//! school, and only a viewer allowed in every school (a trust-wide role, or
+//! any role in a single-school deployment) sees them.
 
 use std::net::IpAddr;
 
@@ -20,7 +21,7 @@ use sheepdog_store::{EventCursor, EventSearch, FoundEvent, TargetMatch};
 
 use crate::auth::Viewer;
 use crate::html::{self, escape, query_value};
-use crate::pages::{require_everywhere, FieldErrors};
+use crate::pages::FieldErrors;
 use crate::roles::Permission;
 use crate::{ConsoleError, ConsoleState};
 
@@ -217,6 +218,7 @@ impl LogQuery {
             action,
             before,
             limit,
+            schools: None,
         })
     }
 
@@ -243,6 +245,26 @@ impl LogQuery {
     }
 }
 
+/// Which schools' events `viewer` may search: `None` for every event,
+/// when they may search in every school; otherwise the schools where they
+/// may. Refused (403) when they may nowhere.
+pub async fn log_scope(
+    state: &ConsoleState,
+    viewer: &Viewer,
+) -> Result<Option<Vec<i64>>, ConsoleError> {
+    let schools = state.store().schools().await?;
+    let allowed: Vec<i64> = schools
+        .iter()
+        .filter(|school| viewer.can(Permission::SearchLogs, school.id))
+        .map(|school| school.id)
+        .collect();
+    if allowed.is_empty() {
+        viewer.require(Permission::SearchLogs, -1)?;
+        return Ok(Some(allowed));
+    }
+    Ok((allowed.len() < schools.len()).then_some(allowed))
+}
+
 /// Runs a search after checking the viewer may and writing the view to
 /// the audit log.
 pub async fn run_search(
@@ -252,7 +274,11 @@ pub async fn run_search(
     search: &EventSearch,
     what: &str,
 ) -> Result<Vec<FoundEvent>, ConsoleError> {
-    require_everywhere(state, viewer, Permission::SearchLogs).await?;
+    let search = EventSearch {
+        schools: log_scope(state, viewer).await?,
+        ..search.clone()
+    };
+    let search = &search;
     state
         .store()
         .audit_view(
@@ -270,7 +296,7 @@ pub async fn page(
     viewer: Viewer,
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ConsoleError> {
-    require_everywhere(&state, &viewer, Permission::SearchLogs).await?;
+    let scope = log_scope(&state, &viewer).await?;
     let (found, errors) = match query.search(PAGE_ROWS) {
         Ok(search) => (
             Some(run_search(&state, &viewer, &query, &search, "search").await?),
@@ -281,7 +307,13 @@ pub async fn page(
     let body = format!(
         "<h1>Filtering log</h1>\
          <p class=\"notice\">Each search is recorded in the audit log with the filters used.</p>\
-         {summary}{form}{results}",
+         {scope}{summary}{form}{results}",
+        scope = if scope.is_some() {
+            "<p class=\"notice\">You see the events of your own school's devices and \
+             people. Events from devices nobody registered are shown to trust-wide roles only.</p>"
+        } else {
+            ""
+        },
         summary = html::error_summary(&errors),
         form = search_form(&query, &errors),
         results = found.map_or(String::new(), |found| results(&query, &found)),
@@ -493,7 +525,7 @@ pub async fn csv_export(
     viewer: Viewer,
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ConsoleError> {
-    require_everywhere(&state, &viewer, Permission::SearchLogs).await?;
+    log_scope(&state, &viewer).await?;
     let search = query.search(EventSearch::MAX_PAGE).map_err(|errors| {
         ConsoleError::BadRequest(
             errors

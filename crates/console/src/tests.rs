@@ -542,8 +542,10 @@ const MATRIX: &[(StaffRole, [bool; 13])] = &[
     ),
 ];
 
-/// Routes for records that belong to no one school.
-const DEPLOYMENT_WIDE: &[&str] = &["/audit", "/dashboard", "/logs"];
+/// Routes for records that belong to no one school. (The filtering log is
+/// not one: its events carry their school, and a school's roles search
+/// their own; see `a_schools_own_roles_search_only_their_schools_log`.)
+const DEPLOYMENT_WIDE: &[&str] = &["/audit", "/dashboard"];
 
 #[tokio::test]
 async fn in_one_school_its_roles_hold_for_deployment_wide_routes() {
@@ -606,9 +608,9 @@ async fn every_role_gets_exactly_its_routes() {
         let (cookie, _) = session(&f, id).await;
         for (route, allow) in routes.iter().zip(allowed) {
             let reply = get(&f, route, &cookie).await;
-            // The audit log, the dashboard and the filtering log are
-            // deployment-wide: in a trust (this fixture has two schools)
-            // only trust-wide roles read them.
+            // The audit log and the dashboard are deployment-wide: in a
+            // trust (this fixture has two schools) only trust-wide roles
+            // read them.
             let allow = if DEPLOYMENT_WIDE.iter().any(|p| route.starts_with(p)) {
                 *allow && school.is_none()
             } else {
@@ -835,6 +837,11 @@ async fn api_tokens_act_with_the_accounts_roles() {
 /// Decision events for the last hour: `blocked` of them for a gambling
 /// site, the rest allowed news, one with a search term.
 async fn seed_events(f: &Fixture, blocked: usize, allowed: usize) {
+    seed_school_events(f, blocked, allowed, None).await;
+}
+
+/// [`seed_events`] for the devices of one school (`None`: unregistered).
+async fn seed_school_events(f: &Fixture, blocked: usize, allowed: usize, school: Option<i64>) {
     let now = chrono::Utc::now();
     let events: Vec<sheepdog_store::DecisionEvent> = (0..blocked + allowed)
         .map(|i| {
@@ -860,6 +867,7 @@ async fn seed_events(f: &Fixture, blocked: usize, allowed: usize) {
                 rule: None,
                 upstream_ms: None,
                 search_term: (i == blocked).then(|| "Frogs, \"quoted\"".to_string()),
+                school_id: school,
             }
         })
         .collect();
@@ -916,6 +924,91 @@ async fn log_search_finds_pages_exports_and_is_audited() {
     assert!(views
         .iter()
         .any(|e| e.entity_id.as_deref() == Some("csv export: term=FROGS")));
+}
+
+/// In a trust, a school's DSL searches the filtering log of their own
+/// school's devices and people and no other's; events from clients nobody
+/// registered are for trust-wide roles; a link from another school's event
+/// finds nothing.
+#[tokio::test]
+async fn a_schools_own_roles_search_only_their_schools_log() {
+    let f = fixture(ConsoleSettings::default()).await;
+    seed_school_events(&f, 3, 0, Some(f.school)).await;
+    seed_school_events(&f, 4, 0, Some(f.other_school)).await;
+    seed_school_events(&f, 5, 0, None).await;
+    let count = |body: &str| body.matches("bet.example</td>").count();
+
+    let own = account(&f, "dsl@wrenmoor.invalid", StaffRole::Dsl, Some(f.school)).await;
+    let (cookie, _) = session(&f, own).await;
+    let page = get(&f, "/logs?domain=bet.example", &cookie).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(count(&page.body), 3, "{}", page.body);
+    assert!(page.body.contains("your own school"));
+    let csv = get(&f, "/logs.csv?domain=bet.example", &cookie).await;
+    assert_eq!(csv.body.lines().count(), 1 + 3, "{}", csv.body);
+
+    let other = account(
+        &f,
+        "dsl@tallow.invalid",
+        StaffRole::Dsl,
+        Some(f.other_school),
+    )
+    .await;
+    let (other_cookie, _) = session(&f, other).await;
+    let page = get(&f, "/logs?domain=bet.example", &other_cookie).await;
+    assert_eq!(count(&page.body), 4, "{}", page.body);
+
+    let trust = account(
+        &f,
+        "trust@wrenmoor.invalid",
+        StaffRole::TrustAdministrator,
+        None,
+    )
+    .await;
+    let (trust_cookie, _) = session(&f, trust).await;
+    let page = get(&f, "/logs?domain=bet.example", &trust_cookie).await;
+    assert_eq!(count(&page.body), 12, "{}", page.body);
+    assert!(!page.body.contains("your own school"));
+
+    // Starting a concern from an event: one's own school's is filled in,
+    // another school's is not found.
+    let found = f
+        .state
+        .store()
+        .search_events(&sheepdog_store::EventSearch {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let of = |school: Option<i64>| {
+        found
+            .iter()
+            .find(|e| e.event.school_id == school)
+            .map(|e| e.id)
+            .unwrap()
+    };
+    let mine = get(
+        &f,
+        &format!(
+            "/incidents/new?school={}&event={}",
+            f.school,
+            of(Some(f.school))
+        ),
+        &cookie,
+    )
+    .await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.body);
+    assert!(mine.body.contains("bet.example"), "{}", mine.body);
+    for theirs in [of(Some(f.other_school)), of(None)] {
+        let reply = get(
+            &f,
+            &format!("/incidents/new?school={}&event={theirs}", f.school),
+            &cookie,
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{}", reply.body);
+    }
 }
 
 #[tokio::test]

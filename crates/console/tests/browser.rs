@@ -124,6 +124,7 @@ async fn school(dir: &Path) -> (Store, usize) {
                 rule: None,
                 upstream_ms: Some(9),
                 search_term: None,
+                school_id: None,
             }
         })
         .collect();

@@ -795,6 +795,7 @@ impl Resolver {
             rule: outcome.rule,
             upstream_ms: outcome.upstream_ms,
             search_term: None,
+            school_id: identity.school_id,
         });
     }
 }

@@ -167,7 +167,7 @@ async fn harness(upstreams: Vec<Upstream>, tweak: impl FnOnce(&mut DnsConfig)) -
             device_name: Some(Arc::from("KS2-LAPTOP-07")),
             person_id: Some(42),
             group: Arc::from("ks2"),
-            school_id: None,
+            school_id: Some(3),
         },
     );
     let mut config = DnsConfig {
@@ -310,6 +310,8 @@ async fn forwards_caches_blocks_and_records_events() {
     assert_eq!(event.list.as_deref(), Some("malware"));
     assert_eq!(event.device_name.as_deref(), Some("KS2-LAPTOP-07"));
     assert_eq!(event.person_id, Some(42));
+    // The device's school, for a school's own staff to find it in the log.
+    assert_eq!(event.school_id, Some(3));
     assert_eq!(event.client, "127.0.0.2");
 
     // CNAME cloaking: an allowed name whose chain reaches a listed one.

@@ -33,6 +33,9 @@ const HAS_UPSTREAM_MS: u16 = 1 << 8;
 const HAS_SEARCH_TERM: u16 = 1 << 9;
 const ILLEGAL: u16 = 1 << 10;
 const PROXY: u16 = 1 << 11;
+/// Written since the event's school was added: older frames never set it,
+/// so they still decode, with no school.
+const HAS_SCHOOL_ID: u16 = 1 << 12;
 
 /// Appends one frame holding `events` to `out`.
 pub(crate) fn encode(events: &[DecisionEvent], out: &mut Vec<u8>) {
@@ -113,6 +116,7 @@ fn encode_event(event: &DecisionEvent, out: &mut Vec<u8>) {
     flag(event.search_term.is_some(), HAS_SEARCH_TERM);
     flag(event.illegal, ILLEGAL);
     flag(event.source == EventSource::Proxy, PROXY);
+    flag(event.school_id.is_some(), HAS_SCHOOL_ID);
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&event.at.timestamp().to_le_bytes());
     out.extend_from_slice(&event.at.timestamp_subsec_nanos().to_le_bytes());
@@ -127,6 +131,9 @@ fn encode_event(event: &DecisionEvent, out: &mut Vec<u8>) {
     }
     if let Some(ms) = event.upstream_ms {
         out.extend_from_slice(&ms.to_le_bytes());
+    }
+    if let Some(id) = event.school_id {
+        out.extend_from_slice(&id.to_le_bytes());
     }
     for value in [
         &event.device_name,
@@ -220,6 +227,11 @@ impl<'a> Reader<'a> {
         } else {
             None
         };
+        let school_id = if flags & HAS_SCHOOL_ID != 0 {
+            Some(i64::from_le_bytes(self.array()?))
+        } else {
+            None
+        };
         Some(DecisionEvent {
             at,
             source: if flags & PROXY != 0 {
@@ -241,6 +253,7 @@ impl<'a> Reader<'a> {
             rule: self.optional_text(flags, HAS_RULE)?,
             upstream_ms,
             search_term: self.optional_text(flags, HAS_SEARCH_TERM)?,
+            school_id,
         })
     }
 }
@@ -265,13 +278,13 @@ mod tests {
             target in "\\PC{0,300}", query_type in text_field(), action in "\\PC{0,10}",
             illegal in any::<bool>(), category in text_field(), list in text_field(),
             rule in text_field(), upstream_ms in proptest::option::of(any::<u32>()),
-            search_term in text_field(),
+            search_term in text_field(), school_id in proptest::option::of(any::<i64>()),
         ) -> DecisionEvent {
             DecisionEvent {
                 at: DateTime::from_timestamp(seconds, nanos).unwrap(),
                 source: if proxy { EventSource::Proxy } else { EventSource::Dns },
                 client, device_id, device_name, person_id, group, target, query_type,
-                action, illegal, category, list, rule, upstream_ms, search_term,
+                action, illegal, category, list, rule, upstream_ms, search_term, school_id,
             }
         }
     }

@@ -29,6 +29,7 @@ fn event(i: usize) -> DecisionEvent {
         rule: None,
         upstream_ms: Some(3),
         search_term: None,
+        school_id: None,
     }
 }
 

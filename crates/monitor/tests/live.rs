@@ -41,6 +41,7 @@ fn event(
         rule: None,
         upstream_ms: Some(3),
         search_term: search.map(str::to_string),
+        school_id: None,
     }
 }
 

@@ -1592,6 +1592,7 @@ impl Proxy {
             rule: outcome.rule,
             upstream_ms,
             search_term,
+            school_id: identity.school_id,
         }
     }
 

@@ -79,6 +79,10 @@ pub struct DecisionEvent {
     /// How long the upstream resolver took, when it was asked.
     pub upstream_ms: Option<u32>,
     pub search_term: Option<String>,
+    /// The school of the device or signed-in person; `None` for a client
+    /// nobody registered (only a trust-wide role sees those).
+    #[serde(default)]
+    pub school_id: Option<i64>,
 }
 
 /// Which events to read back.
@@ -96,12 +100,12 @@ pub struct EventFilter {
 
 const COLUMNS: &str = "at, source, client, device_id, device_name, person_id, group_name, \
                        target, query_type, action, illegal, category, list_name, rule, \
-                       upstream_ms, search_term";
+                       upstream_ms, search_term, school_id";
 /// The columns written: the event's, and the host key derived from it.
 const INSERT_COLUMNS: &str = "at, source, client, device_id, device_name, person_id, group_name, \
                               target, query_type, action, illegal, category, list_name, rule, \
-                              upstream_ms, search_term, host_key";
-const COLUMN_COUNT: usize = 17;
+                              upstream_ms, search_term, school_id, host_key";
+const COLUMN_COUNT: usize = 18;
 /// Rows per INSERT. Few, because binding is quadratic in the statement's
 /// parameters on SQLite: sqlx looks up each `$N` parameter's name, and
 /// SQLite finds a name by scanning every named parameter. At 200 rows
@@ -159,6 +163,7 @@ fn event_from_row(row: &AnyRow) -> Result<DecisionEvent, StoreError> {
         rule: row.try_get("rule")?,
         upstream_ms: upstream_ms.and_then(|ms| u32::try_from(ms).ok()),
         search_term: row.try_get("search_term")?,
+        school_id: row.try_get("school_id")?,
     })
 }
 
@@ -203,6 +208,7 @@ impl Store {
                     .bind(&event.rule)
                     .bind(event.upstream_ms.map(i64::from))
                     .bind(&event.search_term)
+                    .bind(event.school_id)
                     .bind(host_key(&event.target));
             }
             written += query.execute(&mut *tx).await?.rows_affected();
@@ -393,6 +399,10 @@ pub struct EventSearch {
     pub before: Option<EventCursor>,
     /// Rows per page, at most [`EventSearch::MAX_PAGE`].
     pub limit: u32,
+    /// Only events of these schools (a school-level viewer's), never those
+    /// of unregistered clients; `None`: every event (a trust-wide viewer).
+    /// An empty list finds nothing.
+    pub schools: Option<Vec<i64>>,
 }
 
 impl EventSearch {
@@ -529,6 +539,17 @@ impl Store {
         }
         if let Some(action) = &search.action {
             c.and("action =", Bind::Text(action.clone()));
+        }
+        if let Some(schools) = &search.schools {
+            if schools.is_empty() {
+                return Ok(Vec::new());
+            }
+            let placeholders: Vec<String> = schools
+                .iter()
+                .map(|school| c.bind(Bind::Number(*school)))
+                .collect();
+            c.sql
+                .push_str(&format!(" AND school_id IN ({})", placeholders.join(", ")));
         }
         match &search.target {
             Some(TargetMatch::Domain(domain)) => {

@@ -79,6 +79,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "guest portal, sealed governance files, retired consent purposes",
         sql: include_str!("../migrations/0013_governance_portal.sql"),
     },
+    Migration {
+        version: 14,
+        name: "the school of each decision event",
+        sql: include_str!("../migrations/0014_event_school.sql"),
+    },
 ];
 
 /// Every migration's version, in order.

@@ -565,6 +565,7 @@ fn event(at: &str, client: &str, target: &str, action: &str) -> DecisionEvent {
         rule: Some("bet.example".to_string()),
         upstream_ms: Some(12),
         search_term: None,
+        school_id: None,
     }
 }
 
@@ -668,6 +669,8 @@ async fn event_search_filters_domains_terms_and_pages(store: Store) {
         if i % 6 == 5 {
             e.search_term = Some(format!("Cheap 100% Offers {i}"));
         }
+        // Three schools' devices and unregistered clients, in turn.
+        e.school_id = [Some(1), Some(2), Some(3), None][i % 4];
         batch.push(e);
     }
     store.insert_events(&batch).await.unwrap();
@@ -681,6 +684,27 @@ async fn event_search_filters_domains_terms_and_pages(store: Store) {
     };
     // Each filter alone finds exactly the events the batch says it should.
     let expect = |keep: &dyn Fn(&DecisionEvent) -> bool| batch.iter().filter(|e| keep(e)).count();
+    // A school-level viewer's: their schools' events, never unregistered
+    // clients'; nothing for no school at all.
+    let schools = count(EventSearch {
+        schools: Some(vec![1, 3]),
+        ..all.clone()
+    })
+    .await;
+    assert_eq!(
+        schools.len(),
+        expect(&|e| matches!(e.school_id, Some(1 | 3)))
+    );
+    assert!(schools
+        .iter()
+        .all(|f| matches!(f.event.school_id, Some(1 | 3))));
+    assert!(count(EventSearch {
+        schools: Some(Vec::new()),
+        ..all.clone()
+    })
+    .await
+    .is_empty());
+    assert_eq!(count(all.clone()).await.len(), batch.len());
     let domain = count(EventSearch {
         target: Some(TargetMatch::Domain("Example.COM.".to_string())),
         ..all.clone()

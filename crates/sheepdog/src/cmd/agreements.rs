@@ -150,6 +150,11 @@ allow = ["console.larkmoor.invalid", "ocsp.pki.invalid"]
             IdentityMap::load(&store, "guest").await.unwrap(),
         ));
         assert_eq!(&*identities.lookup(client).group, "ks2");
+        // The registry's device brings its school to every event it causes.
+        assert_eq!(identities.lookup(client).school_id, Some(school));
+        // A pupil who signs in somewhere brings their own school.
+        let signed_in = identities.signed_in("127.0.9.9".parse().unwrap(), pupil_id);
+        assert_eq!(signed_in.school_id, Some(school));
 
         store
             .publish_default_agreements(&actor, school)
