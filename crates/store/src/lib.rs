@@ -112,38 +112,52 @@ impl Store {
             })?
             .disable_statement_logging();
         let busy_ms = options.busy_timeout.as_millis();
-        let pool = AnyPoolOptions::new()
-            .max_connections(options.max_connections.max(1))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if dialect == Dialect::Sqlite {
-                        // Safeguarding records must survive a power cut, so
-                        // commits wait for the disk (synchronous = FULL).
-                        conn.execute(
-                            format!(
-                                "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; \
-                                 PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+        let pool_of = |connections: u32| {
+            AnyPoolOptions::new()
+                .max_connections(connections.max(1))
+                .after_connect(move |conn, _meta| {
+                    Box::pin(async move {
+                        if dialect == Dialect::Sqlite {
+                            // Safeguarding records must survive a power cut,
+                            // so commits wait for the disk (synchronous = FULL).
+                            conn.execute(
+                                format!(
+                                    "PRAGMA busy_timeout = {busy_ms}; PRAGMA foreign_keys = ON; \
+                                     PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;"
+                                )
+                                .as_str(),
                             )
-                            .as_str(),
-                        )
-                        .await?;
-                    }
-                    Ok(())
+                            .await?;
+                        }
+                        Ok(())
+                    })
                 })
-            })
-            .connect_with(connect)
-            .await
-            .map_err(|source| StoreError::Connect {
-                url: redact(&url),
-                source,
-            })?;
-        let store = Self {
-            pool,
+                .connect_with(connect.clone())
+        };
+        let failed = |source| StoreError::Connect {
+            url: redact(&url),
+            source,
+        };
+        // Migrations run on one connection of their own, closed before the
+        // store's pool opens. A SQLite connection keeps the schema it last
+        // read: one that saw a table before another connection's
+        // migration altered it prepares `SELECT *` with the old columns,
+        // SQLite re-prepares it with the new ones when it runs, and sqlx,
+        // which sized the row from the first, panics (an index out of
+        // bounds in its worker thread). Connections opened after every
+        // migration never hold an old schema.
+        let migrating = Self {
+            pool: pool_of(1).await.map_err(failed)?,
             dialect,
             write_lock: Arc::new(Mutex::new(())),
         };
-        migrate::run(&store).await?;
-        Ok(store)
+        migrate::run(&migrating).await?;
+        migrating.pool.close().await;
+        Ok(Self {
+            pool: pool_of(options.max_connections).await.map_err(failed)?,
+            dialect,
+            write_lock: Arc::new(Mutex::new(())),
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
