@@ -45,6 +45,9 @@ pub struct Spool {
     cursor: Option<Cursor>,
     /// Scratch space for encoding a batch.
     buffer: Vec<u8>,
+    /// Files closed when full whose last writes are not yet synced: synced
+    /// with the current file, off the writer's loop ([`Spool::take_unsynced`]).
+    unsynced: Vec<std::fs::File>,
 }
 
 #[derive(Debug)]
@@ -103,6 +106,7 @@ impl Spool {
             limit: u64::MAX,
             cursor: None,
             buffer: Vec::new(),
+            unsynced: Vec::new(),
         };
         for path in spool.files()? {
             spool.bytes += std::fs::metadata(&path).map_or(0, |m| m.len());
@@ -155,7 +159,12 @@ impl Spool {
             .as_ref()
             .is_some_and(|c| c.size >= MAX_FILE_BYTES)
         {
-            self.close_current()?;
+            // Not synced here: an append must not wait for the disk.
+            if let Some(full) = self.current.take() {
+                if full.dirty {
+                    self.unsynced.push(full.file);
+                }
+            }
         }
         if self.current.is_none() {
             self.seq += 1;
@@ -194,6 +203,10 @@ impl Spool {
     /// the operating system's cache: a power cut then loses nothing that
     /// was spooled before it.
     pub fn sync(&mut self) -> Result<(), EventError> {
+        for file in self.unsynced.drain(..) {
+            file.sync_data()
+                .map_err(|e| EventError::spool(&self.dir, e))?;
+        }
         if let Some(current) = &mut self.current {
             if current.dirty {
                 current
@@ -204,6 +217,25 @@ impl Spool {
             }
         }
         Ok(())
+    }
+
+    /// Handles on every file with writes not yet synced (marked synced
+    /// here), for [`std::fs::File::sync_data`] on another thread: the
+    /// writer goes on taking events while the disk catches up. Syncing any
+    /// handle of a file syncs the file.
+    pub fn take_unsynced(&mut self) -> Result<Vec<std::fs::File>, EventError> {
+        let mut files = std::mem::take(&mut self.unsynced);
+        if let Some(current) = &mut self.current {
+            if current.dirty {
+                let handle = current
+                    .file
+                    .try_clone()
+                    .map_err(|e| EventError::spool(&current.path, e))?;
+                current.dirty = false;
+                files.push(handle);
+            }
+        }
+        Ok(files)
     }
 
     fn close_current(&mut self) -> Result<(), EventError> {

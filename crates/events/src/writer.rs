@@ -176,6 +176,8 @@ struct State {
     last_tick: Instant,
     /// Whether the full spool has been reported since it last took a batch.
     full_reported: bool,
+    /// The spool sync running on a blocking thread, if one is.
+    syncing: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 async fn run(
@@ -199,6 +201,7 @@ async fn run(
         arrival_rate: 0.0,
         last_tick: Instant::now(),
         full_reported: false,
+        syncing: None,
         store,
         options,
         spool,
@@ -213,13 +216,13 @@ async fn run(
                     batch.push(event);
                 }
                 state.flush(&mut batch, 0).await;
-                state.sync_spool();
+                state.sync_spool_now().await;
                 break;
             }
             received = rx.recv_many(&mut batch, batch_size) => {
                 if received == 0 {
                     state.flush(&mut batch, 0).await;
-                    state.sync_spool();
+                    state.sync_spool_now().await;
                     break;
                 }
                 state.arrived += received as u64;
@@ -230,7 +233,7 @@ async fn run(
             _ = tick.tick() => {
                 state.measure_arrivals();
                 state.flush(&mut batch, rx.len()).await;
-                state.sync_spool();
+                state.sync_spool().await;
                 if state.backlog && state.database_failed {
                     // One attempt a tick while the database is away.
                     state.database_failed = false;
@@ -311,8 +314,42 @@ impl State {
     }
 
     /// Spooled events reach the disk itself once a tick: no later than a
-    /// batch waiting in memory for the database would.
-    fn sync_spool(&mut self) {
+    /// batch waiting in memory for the database would. The sync runs on a
+    /// blocking thread while this loop goes on taking events: syncing a
+    /// second's spooling can take longer than the channel holds events
+    /// for, and waiting for it here dropped some at the channel. One sync
+    /// at a time; while one runs, the next tick's writes wait for the one
+    /// after.
+    async fn sync_spool(&mut self) {
+        if let Some(running) = &self.syncing {
+            if !running.is_finished() {
+                return;
+            }
+        }
+        if let Some(finished) = self.syncing.take() {
+            // Finished, so this does not wait: take its result.
+            if let Ok(Err(error)) = finished.await {
+                tracing::warn!(%error, "cannot sync the event spool to disk");
+            }
+        }
+        match self.spool.take_unsynced() {
+            Ok(files) if files.is_empty() => {}
+            Ok(files) => {
+                self.syncing = Some(tokio::task::spawn_blocking(move || {
+                    files.iter().try_for_each(std::fs::File::sync_data)
+                }));
+            }
+            Err(error) => tracing::warn!(%error, "cannot sync the event spool to disk"),
+        }
+    }
+
+    /// Everything spooled on the disk itself before returning (at a stop).
+    async fn sync_spool_now(&mut self) {
+        if let Some(running) = self.syncing.take() {
+            if let Ok(Err(error)) = running.await {
+                tracing::warn!(%error, "cannot sync the event spool to disk");
+            }
+        }
         let spool = &mut self.spool;
         let synced = match tokio::runtime::Handle::try_current() {
             // The sync waits for the disk; on a multi-threaded runtime the

@@ -212,6 +212,27 @@ fn a_full_spool_refuses_batches_until_replay_makes_room() {
     assert_eq!(spool.bytes(), one * 2);
 }
 
+/// What is handed over to be synced off the writer's loop is each file
+/// with writes not yet synced, once.
+#[test]
+fn unsynced_spool_files_are_handed_over_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spool = Spool::open(&dir.path().join("spool")).unwrap();
+    assert!(spool.take_unsynced().unwrap().is_empty());
+    spool.append(&[event(0), event(1)]).unwrap();
+    let files = spool.take_unsynced().unwrap();
+    assert_eq!(files.len(), 1);
+    for file in &files {
+        file.sync_data().unwrap();
+    }
+    assert!(
+        spool.take_unsynced().unwrap().is_empty(),
+        "already handed over"
+    );
+    spool.append(&[event(2)]).unwrap();
+    assert_eq!(spool.take_unsynced().unwrap().len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_spool_drops_and_counts_while_the_database_is_away() {
     let dir = tempfile::tempdir().unwrap();
