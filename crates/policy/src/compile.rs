@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use sheepdog_lists::sources::{self, SourceSpec, DEFAULT_MAX_BYTES};
+use sheepdog_lists::sources;
 use sheepdog_lists::{normalize_name, parse_url, ListInfo, Snapshot, SnapshotBuilder, UrlKey};
 
 use crate::document::{GroupDef, PolicyDocument, SafeSearch, Term};
@@ -507,13 +507,7 @@ pub fn build_snapshot(
     let mut outcomes = Vec::new();
     for list in &doc.lists {
         let category = list.category.as_deref();
-        let spec = SourceSpec {
-            name: list.name.clone(),
-            location: list.source.clone(),
-            format: list.format,
-            sha256: list.sha256.clone(),
-            max_bytes: list.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
-        };
+        let spec = list.source_spec();
         let (path, status, mut warning) = match cache_dir {
             Some(cache) => match sources::refresh(&spec, base_dir, cache) {
                 Ok(o) => (o.path, Some(o.status), o.warning),

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use sheepdog_lists::sources::{SourceSpec, DEFAULT_MAX_BYTES};
 use sheepdog_lists::ListFormat;
 
 use crate::error::PolicyError;
@@ -98,6 +99,19 @@ pub struct ListDef {
     /// 0 for never (see `cmd/list_refresh.rs` in the binary).
     #[serde(default)]
     pub refresh_minutes: Option<u32>,
+}
+
+impl ListDef {
+    /// Where and how to fetch the list, for [`sheepdog_lists::sources`].
+    pub fn source_spec(&self) -> SourceSpec {
+        SourceSpec {
+            name: self.name.clone(),
+            location: self.source.clone(),
+            format: self.format,
+            sha256: self.sha256.clone(),
+            max_bytes: self.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
+        }
+    }
 }
 
 /// A school term.

@@ -498,13 +498,7 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
         "0.0.0.0"
     );
 
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success());
-    let logs = String::from_utf8_lossy(&output.stderr);
+    let logs = stop(child);
     let lines: Vec<&str> = logs.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty());
     for line in &lines {
@@ -581,14 +575,20 @@ fn serve_takes_up_an_imported_list_without_a_restart() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    let logs = stop(child);
+    assert!(logs.contains("new list snapshot in force"), "{logs}");
+}
+
+/// Stops a `serve` with SIGTERM, as systemd does; it must exit cleanly.
+/// Returns what it logged.
+fn stop(child: std::process::Child) -> String {
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(output.status.success());
-    let logs = String::from_utf8_lossy(&output.stderr);
-    assert!(logs.contains("new list snapshot in force"), "{logs}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 /// A free loopback port.

@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
-use sheepdog_lists::sources::{self, FetchStatus, SourceSpec, DEFAULT_MAX_BYTES};
+use sheepdog_lists::sources::{self, FetchStatus};
 use sheepdog_lists::Snapshot;
 use sheepdog_policy::{Engine, PolicyDocument};
 
@@ -201,13 +201,7 @@ impl Refresher {
             }
             due += 1;
             self.checked.insert(def.name.clone(), now);
-            let spec = SourceSpec {
-                name: def.name.clone(),
-                location: def.source.clone(),
-                format: def.format,
-                sha256: def.sha256.clone(),
-                max_bytes: def.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
-            };
+            let spec = def.source_spec();
             match sources::refresh(&spec, &self.base_dir, &cache) {
                 Ok(outcome) => {
                     if let Some(warning) = &outcome.warning {

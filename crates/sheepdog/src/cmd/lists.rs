@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use sheepdog_lists::sources::{self, SourceSpec, DEFAULT_MAX_BYTES};
+use sheepdog_lists::sources;
 use sheepdog_lists::{Snapshot, SnapshotBuilder};
 use sheepdog_policy::{build_snapshot, CompiledPolicy, Engine, PolicyDocument};
 
@@ -63,13 +63,7 @@ pub fn run(cmd: ListsCommand, policy_path: &Path, data_dir: &Path) -> anyhow::Re
             let Some(def) = doc.lists.iter().find(|l| l.name == list) else {
                 bail!("the policy has no list called {list:?}");
             };
-            let spec = SourceSpec {
-                name: def.name.clone(),
-                location: def.source.clone(),
-                format: def.format,
-                sha256: def.sha256.clone(),
-                max_bytes: def.max_bytes.unwrap_or(DEFAULT_MAX_BYTES),
-            };
+            let spec = def.source_spec();
             let outcome = sources::import_file(&spec, &file, &cache_dir(data_dir))
                 .with_context(|| format!("importing {}", file.display()))?;
             println!("imported {} entries into list {list}", outcome.entries);
