@@ -322,7 +322,7 @@ async fn events(
     viewer: Viewer,
     Query(query): Query<EventsApiQuery>,
 ) -> ApiResult {
-    logs::log_scope(&state, &viewer).await?;
+    let scope = logs::log_scope(&state, &viewer).await?;
     let limit = query.limit.unwrap_or(logs::PAGE_ROWS).clamp(1, 10_000);
     let search = match query.filter.search(limit) {
         Ok(search) => search,
@@ -339,7 +339,8 @@ async fn events(
                 .into_response());
         }
     };
-    let found = logs::run_search(&state, &viewer, &query.filter, &search, "api search").await?;
+    let found =
+        logs::run_search(&state, &viewer, scope, &query.filter, &search, "api search").await?;
     let next = (found.len() >= limit as usize)
         .then(|| found.last().map(|last| last.cursor().encode()))
         .flatten();

@@ -265,20 +265,20 @@ pub async fn log_scope(
     Ok((allowed.len() < schools.len()).then_some(allowed))
 }
 
-/// Runs a search after checking the viewer may and writing the view to
-/// the audit log.
+/// Runs a search within `scope` (the viewer's [`log_scope`], which the
+/// caller has checked) after writing the view to the audit log.
 pub async fn run_search(
     state: &ConsoleState,
     viewer: &Viewer,
+    scope: Option<Vec<i64>>,
     query: &LogQuery,
     search: &EventSearch,
     what: &str,
 ) -> Result<Vec<FoundEvent>, ConsoleError> {
-    let search = EventSearch {
-        schools: log_scope(state, viewer).await?,
+    let search = &EventSearch {
+        schools: scope,
         ..search.clone()
     };
-    let search = &search;
     state
         .store()
         .audit_view(
@@ -299,7 +299,7 @@ pub async fn page(
     let scope = log_scope(&state, &viewer).await?;
     let (found, errors) = match query.search(PAGE_ROWS) {
         Ok(search) => (
-            Some(run_search(&state, &viewer, &query, &search, "search").await?),
+            Some(run_search(&state, &viewer, scope.clone(), &query, &search, "search").await?),
             FieldErrors::default(),
         ),
         Err(errors) => (None, errors),
@@ -525,7 +525,7 @@ pub async fn csv_export(
     viewer: Viewer,
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ConsoleError> {
-    log_scope(&state, &viewer).await?;
+    let scope = log_scope(&state, &viewer).await?;
     let search = query.search(EventSearch::MAX_PAGE).map_err(|errors| {
         ConsoleError::BadRequest(
             errors
@@ -536,7 +536,7 @@ pub async fn csv_export(
                 .join("; "),
         )
     })?;
-    let found = run_search(&state, &viewer, &query, &search, "csv export").await?;
+    let found = run_search(&state, &viewer, scope, &query, &search, "csv export").await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
