@@ -4,7 +4,7 @@
 # load memory, decision latency (5M names, 20 groups) and decision latency
 # during reloads of a 1M list. Short: about a minute on an idle 2-core
 # machine (much longer when other builds compete for the CPU; note `uptime`).
-# Snapshots are format 02 (hashed name table); older .snap files under
+# Snapshots are format 04 (hashed table of name fingerprints); older .snap files under
 # bench/out are rewritten by the compile steps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ListError;
 use crate::parse::{Entry, MatchMode, Origin, ParseReport, RegexTarget, RpzAction};
 use crate::regexes::{check_pattern, RegexSet};
-use crate::table::{name_hash, NameTable, TableBuilder};
+use crate::table::{name_hash, NameTable, PrintKey, PushError, TableBuilder};
 use crate::url::{path_matches, UrlKey};
 
 /// Suffixes of a name probed together (more labels are probed in rounds).
@@ -643,16 +643,8 @@ impl SnapshotBuilder {
         let mut set_ids: HashMap<Vec<u64>, u64> = HashMap::new();
         let mut set_offsets: Vec<u32> = Vec::new();
         let mut sets: Vec<u64> = Vec::new();
-        let mut distinct_names = 0usize;
-        let mut names_bytes = 0usize;
-        for (i, p) in self.names.iter().enumerate() {
-            if i == 0 || key(&self.names[i - 1]) != key(p) {
-                distinct_names += 1;
-                names_bytes += usize::from(p.len) + 3;
-            }
-        }
-        let mut builder = TableBuilder::new(distinct_names, names_bytes);
-        let mut distinct = 0u64;
+        // Each distinct name once, with its membership set.
+        let mut entries: Vec<(usize, u64)> = Vec::new();
         let mut members: Vec<u64> = Vec::new();
         let mut i = 0;
         while i < self.names.len() {
@@ -676,12 +668,31 @@ impl SnapshotBuilder {
                     id
                 }
             };
-            builder
-                .push(k, self.names[i].hash, id)
-                .map_err(ListError::Index)?;
-            distinct += 1;
+            entries.push((i, id));
             i = j;
         }
+        let distinct = entries.len() as u64;
+        // Two names of one bucket with one fingerprint (about one build in
+        // 10^13) only need another key.
+        let mut built = None;
+        for _ in 0..4 {
+            let mut builder =
+                TableBuilder::new(entries.len(), PrintKey::random().map_err(ListError::Index)?);
+            let pushed = entries
+                .iter()
+                .try_for_each(|&(i, id)| builder.push(key(&self.names[i]), self.names[i].hash, id));
+            match pushed {
+                Ok(()) => {
+                    built = Some(builder);
+                    break;
+                }
+                Err(PushError::SamePrint) => continue,
+                Err(PushError::Invalid(reason)) => return Err(ListError::Index(reason)),
+            }
+        }
+        let builder = built.ok_or_else(|| {
+            ListError::Index("four keys in a row gave two names one fingerprint".to_owned())
+        })?;
         drop(arena);
         self.names = Vec::new();
         // In huge pages where possible (see `Backing::resident`).

@@ -18,9 +18,10 @@ use crate::mapped::MappedFile;
 use crate::snapshot::{Meta, Snapshot};
 use crate::table::NameTable;
 
-/// Version 02: the name index is a hashed name table (version 01 was an
-/// fst over label-reversed names).
-const MAGIC: &[u8; 16] = b"SHEEPDOG-SNAP-02";
+/// Version 04: the name index is a hashed table of keyed name
+/// fingerprints. Version 02 kept whole names in the same table, 03 was a
+/// line table never released, 01 an fst over label-reversed names.
+const MAGIC: &[u8; 16] = b"SHEEPDOG-SNAP-04";
 /// The start of every version's magic, to name an older version.
 const MAGIC_FAMILY: &[u8; 14] = b"SHEEPDOG-SNAP-";
 const HEADER: usize = 64;
@@ -142,7 +143,7 @@ pub(crate) fn open(path: &Path, resident: bool) -> Result<Snapshot, ListError> {
         return Err(bad(
             path,
             format!(
-                "snapshot format {version} is not the format this sheepdog reads (02); rebuild it with `sheepdog lists update`"
+                "snapshot format {version} is not the format this sheepdog reads (04); rebuild it with `sheepdog lists update`"
             ),
         ));
     }
