@@ -37,14 +37,13 @@ name = "guest"
 default = "allow"
 "#;
 
+/// The page's text, or an empty string while the page is being replaced:
+/// a body found just before a navigation goes stale before it is read.
 async fn body_text(client: &Client) -> String {
-    client
-        .find(Locator::Css("body"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    match client.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 /// Waits until the page's text holds `wanted`.
