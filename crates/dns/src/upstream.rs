@@ -362,14 +362,10 @@ async fn exchange(
     let upstream = &state.config;
     let request = question(name, record_type);
     match upstream.transport {
-        UpstreamTransport::Udp => {
-            let response = exchange_udp(upstream.address, &request).await?;
-            if response.truncated() {
-                exchange_tcp(upstream.address, &request).await
-            } else {
-                Ok(response)
-            }
-        }
+        UpstreamTransport::Udp => match exchange_udp(upstream.address, &request).await? {
+            Some(response) if !response.truncated() => Ok(response),
+            _ => exchange_tcp(upstream.address, &request).await,
+        },
         UpstreamTransport::Tcp => exchange_tcp(upstream.address, &request).await,
         UpstreamTransport::Tls => {
             let address = upstream.address;
@@ -692,7 +688,14 @@ fn io_error(address: SocketAddr) -> impl Fn(std::io::Error) -> DnsError {
     }
 }
 
-async fn exchange_udp(address: SocketAddr, request: &Message) -> Result<Message, DnsError> {
+/// The room for an upstream's UDP answer: more than the
+/// [`UPSTREAM_PAYLOAD`] we advertise, so a compliant upstream always fits.
+const UDP_ANSWER_ROOM: usize = 4096;
+
+/// One question and answer over UDP; `None` when the answer did not fit in
+/// [`UDP_ANSWER_ROOM`] (an upstream ignoring our payload size), to be
+/// asked again over TCP as if truncated.
+async fn exchange_udp(address: SocketAddr, request: &Message) -> Result<Option<Message>, DnsError> {
     // A loopback upstream is reached from a loopback socket; others from
     // any local address.
     let local: IpAddr = match (address.ip().is_loopback(), address.is_ipv4()) {
@@ -709,20 +712,25 @@ async fn exchange_udp(address: SocketAddr, request: &Message) -> Result<Message,
         .send(&request.to_vec()?)
         .await
         .map_err(io_error(address))?;
-    // Room for the largest datagram, but not zeroed: filling 64 KiB for
-    // every exchange cost more than the rest of a cache miss.
-    let mut buffer = Vec::with_capacity(65_535);
+    // Not the largest datagram's 64 KiB: with hundreds of exchanges in
+    // flight, those buffers were a third of the server's resident memory.
+    // Not zeroed: filling it for every exchange cost more than the rest of
+    // a cache miss. One byte over the room tells a longer datagram.
+    let mut buffer = Vec::with_capacity(UDP_ANSWER_ROOM + 1);
     loop {
         buffer.clear();
         socket
             .recv_buf(&mut buffer)
             .await
             .map_err(io_error(address))?;
+        if buffer.len() > UDP_ANSWER_ROOM {
+            return Ok(None);
+        }
         // Anything that is not the answer to this question (a late answer
         // to an earlier one, or a spoofing attempt) is ignored.
         if let Ok(response) = Message::from_vec(&buffer) {
             if answers(request, &response) {
-                return Ok(response);
+                return Ok(Some(response));
             }
         }
     }
@@ -756,5 +764,85 @@ async fn framed_exchange<S: AsyncRead + AsyncWrite + Unpin>(
         Err(DnsError::Mismatch {
             upstream: address.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use hickory_proto::rr::rdata::A;
+    use hickory_proto::rr::{RData, Record};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// The answer to `request`: one A record, 192.0.2.`last`.
+    fn answer(request: &Message, last: u8) -> Vec<u8> {
+        let mut reply = Message::new();
+        reply
+            .set_id(request.id())
+            .set_message_type(MessageType::Response)
+            .set_op_code(OpCode::Query)
+            .add_queries(request.queries().to_vec());
+        if let Some(q) = request.queries().first() {
+            reply.add_answer(Record::from_rdata(
+                q.name().clone(),
+                60,
+                RData::A(A::new(192, 0, 2, last)),
+            ));
+        }
+        reply.to_vec().unwrap()
+    }
+
+    /// An upstream that ignores the payload size we advertise: its UDP
+    /// answers (192.0.2.7) are padded to 6 000 bytes, its TCP answers
+    /// (192.0.2.8) are not.
+    async fn oversized_upstream() -> SocketAddr {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = udp.local_addr().unwrap();
+        let tcp = TcpListener::bind(address).await.unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok((n, from)) = udp.recv_from(&mut buf).await {
+                let request = Message::from_vec(&buf[..n]).unwrap();
+                let mut big = answer(&request, 7);
+                big.resize(6_000, 0);
+                let _ = udp.send_to(&big, from).await;
+            }
+        });
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = tcp.accept().await {
+                let mut len = [0u8; 2];
+                stream.read_exact(&mut len).await.unwrap();
+                let mut request = vec![0u8; usize::from(u16::from_be_bytes(len))];
+                stream.read_exact(&mut request).await.unwrap();
+                let reply = answer(&Message::from_vec(&request).unwrap(), 8);
+                let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+                framed.extend_from_slice(&reply);
+                stream.write_all(&framed).await.unwrap();
+            }
+        });
+        address
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_long_for_udp_is_asked_again_over_tcp() {
+        let address = oversized_upstream().await;
+        let upstreams = Upstreams::new(
+            &[Upstream {
+                address,
+                transport: UpstreamTransport::Udp,
+                server_name: None,
+            }],
+            Duration::from_secs(5),
+            Duration::from_secs(5),
+            None,
+        );
+        let name = Name::from_str("big.example.").unwrap();
+        let forwarded = upstreams.resolve(&name, RecordType::A).await.unwrap();
+        let answers = forwarded.message.answers();
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].data(), &RData::A(A::new(192, 0, 2, 8)));
     }
 }
