@@ -158,6 +158,9 @@ for _ in $(seq 1 1800); do
 done
 echo "sheepdog (every query logged): the spool was empty $drained ms after the load stopped" >&2
 kill -INT "$pid"; wait "$pid" 2>/dev/null || true
+# The writer's own count, printed by bench_server as it stops: `refused` is
+# events the full channel turned away before the writer saw them.
+grep "event writer:" "$work/sheepdog-log.log" >&2 || true
 # Whether every answered query did become a stored event: events the
 # writer loses (channel full, spool full) are counted, never waited for,
 # and would flatter the logged figures.

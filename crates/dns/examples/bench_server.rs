@@ -92,6 +92,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::signal::ctrl_c().await?;
     server.stop().await;
     if let Some(writer) = writer {
+        // Before the final flush: how the load went, for the benchmark's log.
+        eprintln!("event writer: {:?}", writer.stats());
         writer.shutdown().await;
     }
     Ok(())

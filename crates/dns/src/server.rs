@@ -200,6 +200,13 @@ async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, limit: Arc<S
             }
         }
         outgoing.flush(&socket).await;
+        // Waiting for a readable socket costs no cooperative budget, so
+        // under steady load this loop would never yield its worker: the
+        // event writer and the upstream tasks queued behind it starved
+        // for long enough that the event channel filled and refused
+        // events. A batch spends one unit; with the budget spent
+        // (128 batches) the loop yields once.
+        tokio::task::coop::consume_budget().await;
     }
 }
 

@@ -981,3 +981,64 @@ async fn a_dot_connection_the_server_closes_is_replaced() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
     drop(upstream);
 }
+
+/// Under a flood of queries the UDP receive loops share their worker: a
+/// task woken meanwhile (as the event writer is, by every event sent) is
+/// run while the flood goes on, not only when it stops. One worker thread,
+/// so a loop that never yields would leave it nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_flood_of_queries_does_not_starve_other_tasks() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let h = harness(vec![], |_| {}).await;
+    let flooding = Arc::new(AtomicBool::new(true));
+    let mut flooders = Vec::new();
+    for c in 0..2u16 {
+        let flooding = flooding.clone();
+        let addr = h.addr;
+        flooders.push(std::thread::spawn(move || {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut sent = 0u64;
+            while flooding.load(Ordering::Relaxed) {
+                let id = (c << 15) | (sent as u16 & 0x7fff);
+                // Answers are not read: the client's buffer fills and the
+                // kernel drops them, which is the client's loss, not ours.
+                let _ = socket.send_to(&blocked_question(id, "flood.blocked.test."), addr);
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    // A task woken by a channel every millisecond while the flood runs.
+    let received = Arc::new(AtomicU64::new(0));
+    let (tx, mut rx) = mpsc::channel::<()>(4096);
+    let counter = tokio::spawn({
+        let received = received.clone();
+        async move {
+            while rx.recv().await.is_some() {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let sends = 1000u64;
+    let during = std::thread::spawn({
+        let received = received.clone();
+        move || {
+            for _ in 0..sends {
+                let _ = tx.try_send(());
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            received.load(Ordering::Relaxed)
+        }
+    })
+    .join()
+    .unwrap();
+    flooding.store(false, Ordering::Relaxed);
+    let sent: u64 = flooders.into_iter().map(|f| f.join().unwrap()).sum();
+    counter.await.unwrap();
+    assert!(sent > 10_000, "the flood was only {sent} queries");
+    assert!(
+        during > sends / 2,
+        "the woken task ran {during} times of {sends} while {sent} queries arrived"
+    );
+}

@@ -57,13 +57,16 @@ impl Default for WriterOptions {
 #[derive(Debug, Clone)]
 pub struct EventSink {
     tx: mpsc::Sender<DecisionEvent>,
+    /// Counts the events the channel turns away, in the writer's stats.
+    stats: Arc<SharedStats>,
 }
 
 impl EventSink {
     /// A sink and its receiving end, for a writer or a test to drain.
     pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<DecisionEvent>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        (Self { tx }, rx)
+        let stats = Arc::new(SharedStats::default());
+        (Self { tx, stats }, rx)
     }
 
     /// Queues an event without waiting. Returns false, and counts the event
@@ -73,6 +76,7 @@ impl EventSink {
         match self.tx.try_send(event) {
             Ok(()) => true,
             Err(_) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("sheepdog_events_dropped_total").increment(1);
                 false
             }
@@ -92,6 +96,9 @@ pub struct WriterStats {
     pub replayed: u64,
     /// Events the writer lost: the spool was full or could not be written.
     pub dropped: u64,
+    /// Events the servers could not queue: the channel was full (the
+    /// writer fell more than `capacity` events behind) or had closed.
+    pub refused: u64,
 }
 
 #[derive(Debug, Default)]
@@ -100,6 +107,7 @@ struct SharedStats {
     spooled: AtomicU64,
     replayed: AtomicU64,
     dropped: AtomicU64,
+    refused: AtomicU64,
 }
 
 /// The running batch writer.
@@ -122,7 +130,7 @@ impl EventWriter {
         let spool = Spool::open(&options.spool_dir)?.with_limit(limit);
         let (sink, rx) = EventSink::channel(options.capacity);
         let (stop, stopped) = oneshot::channel();
-        let stats = Arc::new(SharedStats::default());
+        let stats = sink.stats.clone();
         let task = tokio::spawn(run(store, options, spool, rx, stopped, stats.clone()));
         Ok((Self { stop, task, stats }, sink))
     }
@@ -134,6 +142,7 @@ impl EventWriter {
             spooled: self.stats.spooled.load(Ordering::Relaxed),
             replayed: self.stats.replayed.load(Ordering::Relaxed),
             dropped: self.stats.dropped.load(Ordering::Relaxed),
+            refused: self.stats.refused.load(Ordering::Relaxed),
         }
     }
 

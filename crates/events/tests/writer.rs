@@ -80,6 +80,24 @@ fn a_full_channel_drops_instead_of_blocking() {
     assert!(!sink.try_send(event(2)));
 }
 
+/// Events a full channel turns away are counted in the writer's stats, so
+/// a benchmark (or an operator) can tell "stored every answered query"
+/// from "lost some before the writer saw them".
+#[tokio::test]
+async fn refused_events_are_counted_in_the_writer_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).await;
+    let mut options = options(dir.path());
+    options.capacity = 4;
+    // One thread: the writer cannot run until this test awaits.
+    let (writer, sink) = EventWriter::start(store.clone(), options).unwrap();
+    let accepted = (0..10).filter(|&i| sink.try_send(event(i))).count();
+    assert_eq!(accepted, 4);
+    assert_eq!(writer.stats().refused, 6);
+    writer.shutdown().await;
+    assert_eq!(count(&store).await, 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unavailable_database_spools_and_replays() {
     let dir = tempfile::tempdir().unwrap();
