@@ -42,6 +42,10 @@ pub const MAX_HITS: usize = 4096;
 pub const RAISE_BY: i8 = 1;
 pub const LOWER_BY: i8 = -2;
 
+/// Texts at least this much longer than twice the longest pattern are
+/// walked in two halves at once (see [`Automaton::walk`]).
+const SPLIT_WALK_FROM: usize = 32;
+
 /// A term found in a text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hit {
@@ -176,6 +180,8 @@ struct Lists {
     exclusions: Vec<Found>,
     raises: Vec<Found>,
     lowers: Vec<Found>,
+    /// The match states of the second half of a walk, in waiting.
+    pending: Vec<(usize, u32)>,
 }
 
 impl Lists {
@@ -375,7 +381,7 @@ impl Matcher {
         base.joined_bytes_near(self.main.longest + 1, &mut bytes, &mut runs);
         let mut possible = false;
         self.main
-            .each_overlapping(&bytes, |m_start, m_end, pattern| {
+            .each_overlapping(&bytes, &mut Vec::new(), |m_start, m_end, pattern| {
                 let Some((entries, lead, trail)) = self.main.patterns.get(pattern) else {
                     return true;
                 };
@@ -412,8 +418,9 @@ impl Matcher {
             exclusions,
             raises,
             lowers,
+            pending,
         } = lists;
-        automaton.each_match_state(bytes, |end, occurrences| {
+        automaton.each_match_state(bytes, pending, |end, occurrences| {
             for occurrence in occurrences {
                 let start = end - occurrence.lead_back as usize;
                 let stop = end - occurrence.trail as usize;
@@ -463,6 +470,7 @@ impl Matcher {
             exclusions,
             raises,
             lowers,
+            ..
         } = lists;
         if terms.is_empty() {
             return;
@@ -757,23 +765,96 @@ impl Automaton {
         Ok(())
     }
 
+    /// The next state from `sid` on `byte`.
+    #[inline(always)]
+    fn step(&self, sid: u32, byte: u8) -> u32 {
+        self.trans[(sid + u32::from(self.classes[usize::from(byte)])) as usize]
+    }
+
     /// Walks `bytes` and calls `f` with the end position and the state of
     /// every match state reached (and the start state, at 0, when it
-    /// matches the empty pattern), until `f` returns false or the dead
-    /// state is reached.
+    /// matches the empty pattern), in order of position, until `f`
+    /// returns false or the dead state is reached.
+    ///
+    /// Each byte's state hangs on the state before it, so one walk waits
+    /// on one table load per byte. Long texts are therefore walked in two
+    /// halves at once, whose loads overlap: the second half's walk starts
+    /// [`Automaton::longest`] bytes before the half, from the start
+    /// state, and so is in the very state the single walk would be in
+    /// once it reaches the half (a state stands for the longest end of the
+    /// text read so far that begins some pattern, and no pattern is
+    /// longer). Its match states are kept in `pending` and reported after
+    /// the first half's, so `f` sees what the single walk gives it, in
+    /// the same order.
     #[inline(always)]
-    fn walk(&self, bytes: &[u8], mut f: impl FnMut(usize, u32) -> bool) {
-        let mut sid = self.start;
+    fn walk(
+        &self,
+        bytes: &[u8],
+        pending: &mut Vec<(usize, u32)>,
+        mut f: impl FnMut(usize, u32) -> bool,
+    ) {
+        let sid = self.start;
         if sid < self.special && (sid == self.dead || !f(0, sid)) {
             return;
         }
+        let warm = self.longest;
+        // Without a dead state (an unanchored search never ends early)
+        // only; the shipped automata have none.
+        if self.dead != u32::MAX || bytes.len() < 2 * warm + SPLIT_WALK_FROM {
+            self.walk_from(bytes, 0, sid, &mut f);
+            return;
+        }
+        let mid = (bytes.len() + warm) / 2;
+        let first = &bytes[..mid];
+        let second_from = mid - warm;
+        // No shorter than `first`, and at most one byte longer.
+        let second = &bytes[second_from..];
+        let (mut a, mut b) = (sid, sid);
+        pending.clear();
+        // The second walk's first `warm` bytes only bring it into step.
+        for (k, (&x, &y)) in first[..warm].iter().zip(&second[..warm]).enumerate() {
+            a = self.step(a, x);
+            b = self.step(b, y);
+            if a < self.special && !f(k + 1, a) {
+                return;
+            }
+        }
+        for (k, (&x, &y)) in first[warm..].iter().zip(&second[warm..]).enumerate() {
+            a = self.step(a, x);
+            b = self.step(b, y);
+            if a < self.special && !f(warm + k + 1, a) {
+                return;
+            }
+            if b < self.special {
+                pending.push((mid + k + 1, b));
+            }
+        }
+        for &(end, state) in pending.iter() {
+            if !f(end, state) {
+                return;
+            }
+        }
+        let done = first.len();
+        self.walk_from(&second[done..], second_from + done, b, &mut f);
+    }
+
+    /// Walks `bytes` from state `sid`, as [`Automaton::walk`] does, the
+    /// text before them being `offset` bytes long (without a dead state).
+    #[inline(always)]
+    fn walk_from(
+        &self,
+        bytes: &[u8],
+        offset: usize,
+        mut sid: u32,
+        f: &mut impl FnMut(usize, u32) -> bool,
+    ) {
         // Eight bytes a step: one test for the end of the text per eight
         // bytes instead of one per byte.
         let mut chunks = bytes.chunks_exact(8);
-        let mut at = 0;
+        let mut at = offset;
         for chunk in &mut chunks {
             for (k, &byte) in chunk.iter().enumerate() {
-                sid = self.trans[(sid + u32::from(self.classes[usize::from(byte)])) as usize];
+                sid = self.step(sid, byte);
                 if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
                     return;
                 }
@@ -781,7 +862,7 @@ impl Automaton {
             at += 8;
         }
         for (k, &byte) in chunks.remainder().iter().enumerate() {
-            sid = self.trans[(sid + u32::from(self.classes[usize::from(byte)])) as usize];
+            sid = self.step(sid, byte);
             if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
                 return;
             }
@@ -793,8 +874,13 @@ impl Automaton {
     /// `bytes` reaches, in the order of [`Automaton::each_overlapping`],
     /// until `f` returns false.
     #[inline]
-    fn each_match_state(&self, bytes: &[u8], mut f: impl FnMut(usize, &[Occurrence]) -> bool) {
-        self.walk(bytes, |end, sid| {
+    fn each_match_state(
+        &self,
+        bytes: &[u8],
+        pending: &mut Vec<(usize, u32)>,
+        mut f: impl FnMut(usize, &[Occurrence]) -> bool,
+    ) {
+        self.walk(bytes, pending, |end, sid| {
             let state = (sid / self.stride) as usize;
             let from = self.occurrences_from[state] as usize;
             let to = self.occurrences_from[state + 1] as usize;
@@ -807,8 +893,13 @@ impl Automaton {
     /// aho-corasick's overlapping search gives them (by end, and at one
     /// end in the automaton's order), until `f` returns false.
     #[inline]
-    fn each_overlapping(&self, bytes: &[u8], mut f: impl FnMut(usize, usize, usize) -> bool) {
-        self.walk(bytes, |end, sid| {
+    fn each_overlapping(
+        &self,
+        bytes: &[u8],
+        pending: &mut Vec<(usize, u32)>,
+        mut f: impl FnMut(usize, usize, usize) -> bool,
+    ) {
+        self.walk(bytes, pending, |end, sid| {
             let state = (sid / self.stride) as usize;
             let from = self.matched_from[state] as usize;
             let to = self.matched_from[state + 1] as usize;
@@ -966,7 +1057,7 @@ mod tests {
 
     fn walked(automaton: &Automaton, bytes: &[u8]) -> Vec<(usize, usize, usize)> {
         let mut found = Vec::new();
-        automaton.each_overlapping(bytes, |start, end, pattern| {
+        automaton.each_overlapping(bytes, &mut Vec::new(), |start, end, pattern| {
             found.push((start, end, pattern));
             true
         });
@@ -1088,7 +1179,7 @@ mod tests {
         already: usize,
     ) -> [Vec<(usize, (usize, usize))>; 4] {
         let mut lists: [Vec<(usize, (usize, usize))>; 4] = Default::default();
-        automaton.each_overlapping(bytes, |m_start, m_end, pattern| {
+        automaton.each_overlapping(bytes, &mut Vec::new(), |m_start, m_end, pattern| {
             let (entries, lead, trail) = &automaton.patterns[pattern];
             let start = m_start + usize::from(*lead);
             let end = m_end - usize::from(*trail);
@@ -1178,6 +1269,16 @@ mod tests {
             check_walk(&text);
         }
 
+        /// Texts long enough to be walked in two halves.
+        #[test]
+        fn the_split_walk_finds_and_collects_what_one_walk_does(
+            texts in proptest::collection::vec(library_text(), 2..8)
+        ) {
+            let text = texts.join(" ");
+            check_walk(&text);
+            check_collect(&text);
+        }
+
         #[test]
         fn the_joined_screen_changes_no_hit(text in spelled_text()) {
             check_screen(&text);
@@ -1226,6 +1327,37 @@ mod tests {
         }
         let m = shipped();
         assert_eq!(m.scan("weed").len(), 1);
+    }
+
+    /// Around the length from which a walk is split, where the halves
+    /// meet at every offset of the patterns found there.
+    #[test]
+    fn the_split_walk_agrees_with_overlapping_search_around_the_split() {
+        let m = shipped();
+        let from = 2 * m.main.longest + SPLIT_WALK_FROM;
+        let text = "kill myself suicide sexchat porn weed sussex how to kill ".repeat(12);
+        for len in from.saturating_sub(8)..from + 120 {
+            check_walk(&text[..len]);
+        }
+        check_collect(&text);
+        check_collect(&"kill myself suicide weed porn ".repeat(400));
+        // The longest patterns, at every place across where the halves
+        // meet: the second half's walk must start far enough back to be
+        // in their states.
+        let mut longest: Vec<&String> = m.main.texts.iter().collect();
+        longest.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        for phrase in &longest[..4] {
+            for len in [from, from + 1, from + 57] {
+                for at in 0..=len - phrase.len() {
+                    let text = format!(
+                        "{}{phrase}{}",
+                        "x".repeat(at),
+                        "x".repeat(len - at - phrase.len())
+                    );
+                    check_walk(&text);
+                }
+            }
+        }
     }
 
     #[test]
