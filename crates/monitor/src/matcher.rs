@@ -46,6 +46,10 @@ pub const LOWER_BY: i8 = -2;
 /// walked in two halves at once (see [`Automaton::walk`]).
 const SPLIT_WALK_FROM: usize = 32;
 
+/// The match states of the parts of a walk after the first, in waiting
+/// (see [`Automaton::walk`]).
+type Pending = [Vec<(usize, u32)>; 3];
+
 /// A term found in a text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hit {
@@ -181,7 +185,7 @@ struct Lists {
     raises: Vec<Found>,
     lowers: Vec<Found>,
     /// The match states of the second half of a walk, in waiting.
-    pending: Vec<(usize, u32)>,
+    pending: Pending,
 }
 
 impl Lists {
@@ -380,8 +384,10 @@ impl Matcher {
         let mut runs = Vec::new();
         base.joined_bytes_near(self.main.longest + 1, &mut bytes, &mut runs);
         let mut possible = false;
-        self.main
-            .each_overlapping(&bytes, &mut Vec::new(), |m_start, m_end, pattern| {
+        self.main.each_overlapping(
+            &bytes,
+            &mut Pending::default(),
+            |m_start, m_end, pattern| {
                 let Some((entries, lead, trail)) = self.main.patterns.get(pattern) else {
                     return true;
                 };
@@ -396,7 +402,8 @@ impl Matcher {
                 }
                 possible = runs.iter().any(|run| start < run.end && run.start < end);
                 !possible
-            });
+            },
+        );
         possible
     }
 
@@ -777,22 +784,17 @@ impl Automaton {
     /// returns false or the dead state is reached.
     ///
     /// Each byte's state hangs on the state before it, so one walk waits
-    /// on one table load per byte. Long texts are therefore walked in two
-    /// halves at once, whose loads overlap: the second half's walk starts
-    /// [`Automaton::longest`] bytes before the half, from the start
-    /// state, and so is in the very state the single walk would be in
-    /// once it reaches the half (a state stands for the longest end of the
-    /// text read so far that begins some pattern, and no pattern is
-    /// longer). Its match states are kept in `pending` and reported after
-    /// the first half's, so `f` sees what the single walk gives it, in
-    /// the same order.
+    /// on one table load per byte. Long texts are therefore walked in
+    /// several parts at once, whose loads overlap: each part's walk but
+    /// the first starts [`Automaton::longest`] bytes before the part,
+    /// from the start state, and so is in the very state the single walk
+    /// would be in once it reaches the part (a state stands for the
+    /// longest end of the text read so far that begins some pattern, and
+    /// no pattern is longer). Their match states are kept in `pending`
+    /// and reported after the first part's, part by part, so `f` sees
+    /// what the single walk gives it, in the same order.
     #[inline(always)]
-    fn walk(
-        &self,
-        bytes: &[u8],
-        pending: &mut Vec<(usize, u32)>,
-        mut f: impl FnMut(usize, u32) -> bool,
-    ) {
+    fn walk(&self, bytes: &[u8], pending: &mut Pending, mut f: impl FnMut(usize, u32) -> bool) {
         let sid = self.start;
         if sid < self.special && (sid == self.dead || !f(0, sid)) {
             return;
@@ -802,40 +804,69 @@ impl Automaton {
         // only; the shipped automata have none.
         if self.dead != u32::MAX || bytes.len() < 2 * warm + SPLIT_WALK_FROM {
             self.walk_from(bytes, 0, sid, &mut f);
-            return;
+        } else if bytes.len() < 4 * (warm + SPLIT_WALK_FROM) {
+            self.walk_parts::<2>(bytes, pending, &mut f);
+        } else {
+            self.walk_parts::<4>(bytes, pending, &mut f);
         }
-        let mid = (bytes.len() + warm) / 2;
-        let first = &bytes[..mid];
-        let second_from = mid - warm;
-        // No shorter than `first`, and at most one byte longer.
-        let second = &bytes[second_from..];
-        let (mut a, mut b) = (sid, sid);
-        pending.clear();
-        // The second walk's first `warm` bytes only bring it into step.
-        for (k, (&x, &y)) in first[..warm].iter().zip(&second[..warm]).enumerate() {
-            a = self.step(a, x);
-            b = self.step(b, y);
-            if a < self.special && !f(k + 1, a) {
+    }
+
+    /// [`Automaton::walk`] in `N` parts at once; `bytes` at least
+    /// `N * longest + N` long.
+    #[inline(always)]
+    fn walk_parts<const N: usize>(
+        &self,
+        bytes: &[u8],
+        pending: &mut Pending,
+        f: &mut impl FnMut(usize, u32) -> bool,
+    ) {
+        let warm = self.longest;
+        // Each walk reads `whole` bytes (the last one up to N - 1 fewer);
+        // the first reports them all, the others all but their first
+        // `warm`, which bring them into step.
+        let whole = (bytes.len() + (N - 1) * warm).div_ceil(N);
+        let stride = whole - warm;
+        let common = bytes.len() - (N - 1) * stride;
+        let parts: [&[u8]; N] = std::array::from_fn(|i| &bytes[i * stride..i * stride + common]);
+        let mut states = [self.start; N];
+        for list in pending.iter_mut() {
+            list.clear();
+        }
+        for k in 0..warm {
+            for (state, part) in states.iter_mut().zip(&parts) {
+                *state = self.step(*state, part[k]);
+            }
+            if states[0] < self.special && !f(k + 1, states[0]) {
                 return;
             }
         }
-        for (k, (&x, &y)) in first[warm..].iter().zip(&second[warm..]).enumerate() {
-            a = self.step(a, x);
-            b = self.step(b, y);
-            if a < self.special && !f(warm + k + 1, a) {
+        for k in warm..common {
+            for (state, part) in states.iter_mut().zip(&parts) {
+                *state = self.step(*state, part[k]);
+            }
+            if states[0] < self.special && !f(k + 1, states[0]) {
                 return;
             }
-            if b < self.special {
-                pending.push((mid + k + 1, b));
+            for i in 1..N {
+                if states[i] < self.special {
+                    pending[i - 1].push((i * stride + k + 1, states[i]));
+                }
             }
         }
-        for &(end, state) in pending.iter() {
-            if !f(end, state) {
+        for i in 0..N {
+            if i > 0 {
+                for &(end, state) in &pending[i - 1] {
+                    if !f(end, state) {
+                        return;
+                    }
+                }
+            }
+            let from = i * stride + common;
+            let to = (i * stride + whole).min(bytes.len());
+            if !self.walk_from(&bytes[from..to], from, states[i], f) {
                 return;
             }
         }
-        let done = first.len();
-        self.walk_from(&second[done..], second_from + done, b, &mut f);
     }
 
     /// Walks `bytes` from state `sid`, as [`Automaton::walk`] does, the
@@ -847,7 +878,7 @@ impl Automaton {
         offset: usize,
         mut sid: u32,
         f: &mut impl FnMut(usize, u32) -> bool,
-    ) {
+    ) -> bool {
         // Eight bytes a step: one test for the end of the text per eight
         // bytes instead of one per byte.
         let mut chunks = bytes.chunks_exact(8);
@@ -856,7 +887,7 @@ impl Automaton {
             for (k, &byte) in chunk.iter().enumerate() {
                 sid = self.step(sid, byte);
                 if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
-                    return;
+                    return false;
                 }
             }
             at += 8;
@@ -864,9 +895,10 @@ impl Automaton {
         for (k, &byte) in chunks.remainder().iter().enumerate() {
             sid = self.step(sid, byte);
             if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
-                return;
+                return false;
             }
         }
+        true
     }
 
     /// Calls `f` with the end position and the occurrences (as laid out
@@ -877,7 +909,7 @@ impl Automaton {
     fn each_match_state(
         &self,
         bytes: &[u8],
-        pending: &mut Vec<(usize, u32)>,
+        pending: &mut Pending,
         mut f: impl FnMut(usize, &[Occurrence]) -> bool,
     ) {
         self.walk(bytes, pending, |end, sid| {
@@ -896,7 +928,7 @@ impl Automaton {
     fn each_overlapping(
         &self,
         bytes: &[u8],
-        pending: &mut Vec<(usize, u32)>,
+        pending: &mut Pending,
         mut f: impl FnMut(usize, usize, usize) -> bool,
     ) {
         self.walk(bytes, pending, |end, sid| {
@@ -1057,7 +1089,7 @@ mod tests {
 
     fn walked(automaton: &Automaton, bytes: &[u8]) -> Vec<(usize, usize, usize)> {
         let mut found = Vec::new();
-        automaton.each_overlapping(bytes, &mut Vec::new(), |start, end, pattern| {
+        automaton.each_overlapping(bytes, &mut Pending::default(), |start, end, pattern| {
             found.push((start, end, pattern));
             true
         });
@@ -1179,7 +1211,7 @@ mod tests {
         already: usize,
     ) -> [Vec<(usize, (usize, usize))>; 4] {
         let mut lists: [Vec<(usize, (usize, usize))>; 4] = Default::default();
-        automaton.each_overlapping(bytes, &mut Vec::new(), |m_start, m_end, pattern| {
+        automaton.each_overlapping(bytes, &mut Pending::default(), |m_start, m_end, pattern| {
             let (entries, lead, trail) = &automaton.patterns[pattern];
             let start = m_start + usize::from(*lead);
             let end = m_end - usize::from(*trail);
@@ -1334,30 +1366,36 @@ mod tests {
     #[test]
     fn the_split_walk_agrees_with_overlapping_search_around_the_split() {
         let m = shipped();
-        let from = 2 * m.main.longest + SPLIT_WALK_FROM;
+        let longest = m.main.longest;
+        let mut patterns: Vec<&String> = m.main.texts.iter().collect();
+        patterns.sort_by_key(|t| std::cmp::Reverse(t.len()));
         let text = "kill myself suicide sexchat porn weed sussex how to kill ".repeat(12);
-        for len in from.saturating_sub(8)..from + 120 {
-            check_walk(&text[..len]);
-        }
-        check_collect(&text);
-        check_collect(&"kill myself suicide weed porn ".repeat(400));
-        // The longest patterns, at every place across where the halves
-        // meet: the second half's walk must start far enough back to be
-        // in their states.
-        let mut longest: Vec<&String> = m.main.texts.iter().collect();
-        longest.sort_by_key(|t| std::cmp::Reverse(t.len()));
-        for phrase in &longest[..4] {
-            for len in [from, from + 1, from + 57] {
-                for at in 0..=len - phrase.len() {
-                    let text = format!(
-                        "{}{phrase}{}",
-                        "x".repeat(at),
-                        "x".repeat(len - at - phrase.len())
-                    );
-                    check_walk(&text);
+        // Where two parts start and where four do.
+        for from in [
+            2 * longest + SPLIT_WALK_FROM,
+            4 * (longest + SPLIT_WALK_FROM),
+        ] {
+            for len in from.saturating_sub(8)..from + 120 {
+                check_walk(&text[..len]);
+            }
+            // The longest patterns, at every place across where the parts
+            // meet: each part's walk must start far enough back to be in
+            // their states.
+            for phrase in &patterns[..4] {
+                for len in [from, from + 1, from + 2, from + 3, from + 57] {
+                    for at in 0..=len - phrase.len() {
+                        let text = format!(
+                            "{}{phrase}{}",
+                            "x".repeat(at),
+                            "x".repeat(len - at - phrase.len())
+                        );
+                        check_walk(&text);
+                    }
                 }
             }
         }
+        check_collect(&text);
+        check_collect(&"kill myself suicide weed porn ".repeat(400));
     }
 
     #[test]
