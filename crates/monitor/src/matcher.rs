@@ -42,9 +42,10 @@ pub const MAX_HITS: usize = 4096;
 pub const RAISE_BY: i8 = 1;
 pub const LOWER_BY: i8 = -2;
 
-/// Texts at least this much longer than twice the longest pattern are
-/// walked in two halves at once (see [`Automaton::walk`]).
-const SPLIT_WALK_FROM: usize = 32;
+/// Texts at least this long are walked in two parts at once, and from
+/// the second length in four (see [`Automaton::walk`]).
+const SPLIT_IN_TWO_FROM: usize = 24;
+const SPLIT_IN_FOUR_FROM: usize = 128;
 
 /// The match states of the parts of a walk after the first, in waiting
 /// (see [`Automaton::walk`]).
@@ -160,6 +161,10 @@ struct Automaton {
     patterns: Vec<(Vec<usize>, bool, bool)>,
     /// The longest pattern, in bytes.
     longest: usize,
+    /// Per state (its id divided by `stride`), the length of the end of
+    /// the text read that it stands for: the fewest bytes that lead to it
+    /// from the start.
+    depths: Vec<u32>,
 }
 
 /// One entry a match state reports: the pattern's words end `trail`
@@ -691,6 +696,17 @@ impl Automaton {
             }
             at += 1;
         }
+        // How far each state is from the start: the length of the end of
+        // the text it stands for (states were numbered breadth first).
+        let mut depth_of = vec![u32::MAX; states.len()];
+        depth_of[0] = 0;
+        for (old, successors) in next.chunks(stride).enumerate() {
+            for &to in successors {
+                if depth_of[to] == u32::MAX {
+                    depth_of[to] = depth_of[old] + 1;
+                }
+            }
+        }
         // Match and dead states first, in the order they were reached.
         let special = |sid: StateID| dfa.is_match(sid) || dfa.is_dead(sid);
         let mut order: Vec<usize> = (0..states.len()).filter(|&i| special(states[i])).collect();
@@ -704,6 +720,10 @@ impl Automaton {
                 .ok_or_else(too_big)?;
         }
         u32::try_from(states.len() * stride).map_err(|_| too_big())?;
+        let mut depths = vec![0u32; states.len()];
+        for (old, &depth) in depth_of.iter().enumerate() {
+            depths[renumbered[old] as usize / stride] = depth;
+        }
         let mut trans = vec![0u32; states.len() * stride];
         for (old, successors) in next.chunks(stride).enumerate() {
             let from = renumbered[old] as usize;
@@ -741,6 +761,7 @@ impl Automaton {
             texts: Vec::new(),
             patterns: Vec::new(),
             longest: 0,
+            depths,
         })
     }
 
@@ -784,35 +805,35 @@ impl Automaton {
     /// returns false or the dead state is reached.
     ///
     /// Each byte's state hangs on the state before it, so one walk waits
-    /// on one table load per byte. Long texts are therefore walked in
-    /// several parts at once, whose loads overlap: each part's walk but
-    /// the first starts [`Automaton::longest`] bytes before the part,
-    /// from the start state, and so is in the very state the single walk
-    /// would be in once it reaches the part (a state stands for the
-    /// longest end of the text read so far that begins some pattern, and
-    /// no pattern is longer). Their match states are kept in `pending`
-    /// and reported after the first part's, part by part, so `f` sees
-    /// what the single walk gives it, in the same order.
+    /// on one table load per byte. Longer texts are therefore cut into
+    /// parts walked at once, whose loads overlap, each from the start
+    /// state; then the walk of each part goes on into the next part until
+    /// it is in step with that part's walk. A state stands for the longest
+    /// end of the text read so far that begins some pattern (its depth),
+    /// so once a walk's depth is no more than the bytes read of the next
+    /// part, the next part's walk, which has read those bytes, is in the
+    /// same state, and stays so. The next part's match states from there
+    /// on, kept in `pending`, are reported in their turn, so `f` sees what
+    /// the single walk gives it, in the same order.
     #[inline(always)]
     fn walk(&self, bytes: &[u8], pending: &mut Pending, mut f: impl FnMut(usize, u32) -> bool) {
         let sid = self.start;
         if sid < self.special && (sid == self.dead || !f(0, sid)) {
             return;
         }
-        let warm = self.longest;
         // Without a dead state (an unanchored search never ends early)
         // only; the shipped automata have none.
-        if self.dead != u32::MAX || bytes.len() < 2 * warm + SPLIT_WALK_FROM {
+        if self.dead != u32::MAX || bytes.len() < SPLIT_IN_TWO_FROM {
             self.walk_from(bytes, 0, sid, &mut f);
-        } else if bytes.len() < 4 * (warm + SPLIT_WALK_FROM) {
+        } else if bytes.len() < SPLIT_IN_FOUR_FROM {
             self.walk_parts::<2>(bytes, pending, &mut f);
         } else {
             self.walk_parts::<4>(bytes, pending, &mut f);
         }
     }
 
-    /// [`Automaton::walk`] in `N` parts at once; `bytes` at least
-    /// `N * longest + N` long.
+    /// [`Automaton::walk`] in `N` parts at once; `bytes` at least `N`
+    /// long, no dead state.
     #[inline(always)]
     fn walk_parts<const N: usize>(
         &self,
@@ -820,27 +841,14 @@ impl Automaton {
         pending: &mut Pending,
         f: &mut impl FnMut(usize, u32) -> bool,
     ) {
-        let warm = self.longest;
-        // Each walk reads `whole` bytes (the last one up to N - 1 fewer);
-        // the first reports them all, the others all but their first
-        // `warm`, which bring them into step.
-        let whole = (bytes.len() + (N - 1) * warm).div_ceil(N);
-        let stride = whole - warm;
-        let common = bytes.len() - (N - 1) * stride;
-        let parts: [&[u8]; N] = std::array::from_fn(|i| &bytes[i * stride..i * stride + common]);
+        let part = bytes.len() / N;
+        // The last part takes what is left over.
+        let parts: [&[u8]; N] = std::array::from_fn(|i| &bytes[i * part..(i + 1) * part]);
         let mut states = [self.start; N];
         for list in pending.iter_mut() {
             list.clear();
         }
-        for k in 0..warm {
-            for (state, part) in states.iter_mut().zip(&parts) {
-                *state = self.step(*state, part[k]);
-            }
-            if states[0] < self.special && !f(k + 1, states[0]) {
-                return;
-            }
-        }
-        for k in warm..common {
+        for k in 0..part {
             for (state, part) in states.iter_mut().zip(&parts) {
                 *state = self.step(*state, part[k]);
             }
@@ -849,22 +857,39 @@ impl Automaton {
             }
             for i in 1..N {
                 if states[i] < self.special {
-                    pending[i - 1].push((i * stride + k + 1, states[i]));
+                    pending[i - 1].push((i * part + k + 1, states[i]));
                 }
             }
         }
-        for i in 0..N {
-            if i > 0 {
-                for &(end, state) in &pending[i - 1] {
-                    if !f(end, state) {
-                        return;
-                    }
+        for (k, &byte) in bytes[N * part..].iter().enumerate() {
+            states[N - 1] = self.step(states[N - 1], byte);
+            if states[N - 1] < self.special {
+                pending[N - 2].push((N * part + k + 1, states[N - 1]));
+            }
+        }
+        // The walk so far, at `at`, in the state of the single walk.
+        let mut sid = states[0];
+        let mut at = part;
+        for i in 1..N {
+            let from = i * part;
+            let to = if i + 1 == N { bytes.len() } else { from + part };
+            while at < to && self.depths[(sid / self.stride) as usize] as usize > at - from {
+                sid = self.step(sid, bytes[at]);
+                at += 1;
+                if sid < self.special && !f(at, sid) {
+                    return;
                 }
             }
-            let from = i * stride + common;
-            let to = (i * stride + whole).min(bytes.len());
-            if !self.walk_from(&bytes[from..to], from, states[i], f) {
-                return;
+            for &(end, state) in &pending[i - 1] {
+                if end > at && !f(end, state) {
+                    return;
+                }
+            }
+            if at < to {
+                // In step: the part's own walk ended where the single
+                // walk would.
+                sid = states[i];
+                at = to;
             }
         }
     }
@@ -1366,23 +1391,19 @@ mod tests {
     #[test]
     fn the_split_walk_agrees_with_overlapping_search_around_the_split() {
         let m = shipped();
-        let longest = m.main.longest;
         let mut patterns: Vec<&String> = m.main.texts.iter().collect();
         patterns.sort_by_key(|t| std::cmp::Reverse(t.len()));
         let text = "kill myself suicide sexchat porn weed sussex how to kill ".repeat(12);
         // Where two parts start and where four do.
-        for from in [
-            2 * longest + SPLIT_WALK_FROM,
-            4 * (longest + SPLIT_WALK_FROM),
-        ] {
+        for from in [SPLIT_IN_TWO_FROM, SPLIT_IN_FOUR_FROM] {
             for len in from.saturating_sub(8)..from + 120 {
                 check_walk(&text[..len]);
             }
             // The longest patterns, at every place across where the parts
-            // meet: each part's walk must start far enough back to be in
-            // their states.
+            // meet, also where one part is shorter than the pattern.
             for phrase in &patterns[..4] {
-                for len in [from, from + 1, from + 2, from + 3, from + 57] {
+                let shortest = from.max(phrase.len());
+                for len in [0, 1, 2, 3, 57, 150].map(|d| shortest + d) {
                     for at in 0..=len - phrase.len() {
                         let text = format!(
                             "{}{phrase}{}",
