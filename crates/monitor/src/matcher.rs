@@ -44,7 +44,7 @@ pub const LOWER_BY: i8 = -2;
 
 /// Texts at least this long are walked in two parts at once, and from
 /// the second length in four (see [`Automaton::walk`]).
-const SPLIT_IN_TWO_FROM: usize = 24;
+const SPLIT_IN_TWO_FROM: usize = 64;
 const SPLIT_IN_FOUR_FROM: usize = 128;
 
 /// The match states of the parts of a walk after the first, in waiting
