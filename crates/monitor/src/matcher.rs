@@ -557,27 +557,43 @@ impl Matcher {
 /// phrase is the more specific reading (`send nudes` is grooming, not
 /// pornography; `nagie zdjecia nieletnich` is illegal). `hits` is sorted by
 /// start.
+///
+/// A hit is looked for among the [`SUBSUME_REACH`] hits before it and the
+/// hits after it with the same start. Most hits end after every hit before
+/// them, and then none of those can hold them, so the hits before are
+/// looked through only when one of them ends as late.
 fn subsume(hits: Vec<Hit>) -> Vec<Hit> {
-    const REACH: usize = 64;
-    let covered = |i: usize| {
-        let h = &hits[i];
-        let len = h.span.end - h.span.start;
-        hits.iter()
-            .enumerate()
-            .skip(i.saturating_sub(REACH))
-            .take_while(|(_, o)| o.span.start <= h.span.start)
-            .any(|(j, o)| {
-                j != i
-                    && o.span.end >= h.span.end
-                    && o.span.end - o.span.start > len
-                    && o.severity >= h.severity
-            })
-    };
-    let keep: Vec<bool> = (0..hits.len()).map(|i| !covered(i)).collect();
+    let mut keep = Vec::with_capacity(hits.len());
+    // The latest end of the hits before the one at hand.
+    let mut latest = 0;
+    for (i, hit) in hits.iter().enumerate() {
+        let before = latest >= hit.span.end
+            && hits[i.saturating_sub(SUBSUME_REACH)..i]
+                .iter()
+                .any(|other| holds(other, hit));
+        let covered = before
+            || hits[i + 1..]
+                .iter()
+                .take_while(|other| other.span.start <= hit.span.start)
+                .any(|other| holds(other, hit));
+        keep.push(!covered);
+        latest = latest.max(hit.span.end);
+    }
     hits.into_iter()
         .zip(keep)
         .filter_map(|(hit, keep)| keep.then_some(hit))
         .collect()
+}
+
+/// How many hits before a hit [`subsume`] looks through.
+const SUBSUME_REACH: usize = 64;
+
+/// Whether `other`, starting no later than `hit`, holds it: it ends no
+/// earlier, is longer and is at least as severe.
+fn holds(other: &Hit, hit: &Hit) -> bool {
+    other.span.end >= hit.span.end
+        && other.span.end - other.span.start > hit.span.end - hit.span.start
+        && other.severity >= hit.severity
 }
 
 impl Automaton {
@@ -1417,6 +1433,64 @@ mod tests {
         }
         check_collect(&text);
         check_collect(&"kill myself suicide weed porn ".repeat(400));
+    }
+
+    /// [`subsume`] as it was, looking through every hit in reach: drops hits that lie inside a longer hit at least as severe: the longer
+    /// phrase is the more specific reading (`send nudes` is grooming, not
+    /// pornography; `nagie zdjecia nieletnich` is illegal). `hits` is sorted by
+    /// start.
+    fn subsume_by_window(hits: Vec<Hit>) -> Vec<Hit> {
+        const REACH: usize = 64;
+        let covered = |i: usize| {
+            let h = &hits[i];
+            let len = h.span.end - h.span.start;
+            hits.iter()
+                .enumerate()
+                .skip(i.saturating_sub(REACH))
+                .take_while(|(_, o)| o.span.start <= h.span.start)
+                .any(|(j, o)| {
+                    j != i
+                        && o.span.end >= h.span.end
+                        && o.span.end - o.span.start > len
+                        && o.severity >= h.severity
+                })
+        };
+        let keep: Vec<bool> = (0..hits.len()).map(|i| !covered(i)).collect();
+        hits.into_iter()
+            .zip(keep)
+            .filter_map(|(hit, keep)| keep.then_some(hit))
+            .collect()
+    }
+
+    /// Sorted hits, many of them overlapping, some of them alike.
+    fn hit_list() -> impl proptest::strategy::Strategy<Value = Vec<Hit>> {
+        use proptest::prelude::*;
+        proptest::collection::vec((0usize..60, 0usize..40, 0u8..6), 0..200).prop_map(|raw| {
+            let mut hits: Vec<Hit> = raw
+                .into_iter()
+                .map(|(start, len, severity)| Hit {
+                    category: Category::Drugs,
+                    severity,
+                    term_severity: severity,
+                    language: String::new(),
+                    term: format!("t{len}"),
+                    library: String::new(),
+                    span: start..start + len,
+                    context: 0,
+                })
+                .collect();
+            hits.sort_by_key(|h| (h.span.start, h.span.end));
+            hits
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn subsuming_drops_what_looking_through_every_hit_drops(hits in hit_list()) {
+            proptest::prop_assert_eq!(subsume(hits.clone()), subsume_by_window(hits));
+        }
     }
 
     #[test]
