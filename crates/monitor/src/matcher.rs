@@ -487,8 +487,10 @@ impl Matcher {
         if terms.is_empty() {
             return;
         }
+        // Entries with the same range may come in any order: these lists
+        // are only ever asked whether any entry in a stretch qualifies.
         for list in [&mut *exclusions, &mut *raises, &mut *lowers] {
-            list.sort_by_key(|f| f.range);
+            list.sort_unstable_by_key(|f| f.range);
         }
         // Only entries starting in [low, high], found by binary search, so
         // that text full of hits costs linear time, not quadratic.
