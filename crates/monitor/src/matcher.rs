@@ -362,6 +362,10 @@ impl Matcher {
             let (view, long_runs) = base.squeezed();
             self.scan_view(&view, &self.squeezed, Some(&long_runs), lists, &mut hits);
         }
+        // Most texts have no hit or one: nothing to order, merge or drop.
+        if hits.len() < 2 {
+            return hits;
+        }
         hits.sort_by(|a, b| {
             (a.span.start, a.span.end, &a.term, a.category).cmp(&(
                 b.span.start,
