@@ -42,6 +42,15 @@ pub const MAX_HITS: usize = 4096;
 pub const RAISE_BY: i8 = 1;
 pub const LOWER_BY: i8 = -2;
 
+/// Texts at least this long are walked in two parts at once, and from
+/// the second length in four (see [`Automaton::walk`]).
+const SPLIT_IN_TWO_FROM: usize = 64;
+const SPLIT_IN_FOUR_FROM: usize = 128;
+
+/// The match states of the parts of a walk after the first, in waiting
+/// (see [`Automaton::walk`]).
+type Pending = [Vec<(usize, u32)>; 3];
+
 /// A term found in a text.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Hit {
@@ -152,6 +161,10 @@ struct Automaton {
     patterns: Vec<(Vec<usize>, bool, bool)>,
     /// The longest pattern, in bytes.
     longest: usize,
+    /// Per state (its id divided by `stride`), the length of the end of
+    /// the text read that it stands for: the fewest bytes that lead to it
+    /// from the start.
+    depths: Vec<u32>,
 }
 
 /// One entry a match state reports: the pattern's words end `trail`
@@ -176,6 +189,8 @@ struct Lists {
     exclusions: Vec<Found>,
     raises: Vec<Found>,
     lowers: Vec<Found>,
+    /// The match states of the second half of a walk, in waiting.
+    pending: Pending,
 }
 
 impl Lists {
@@ -347,6 +362,10 @@ impl Matcher {
             let (view, long_runs) = base.squeezed();
             self.scan_view(&view, &self.squeezed, Some(&long_runs), lists, &mut hits);
         }
+        // Most texts have no hit or one: nothing to order, merge or drop.
+        if hits.len() < 2 {
+            return hits;
+        }
         hits.sort_by(|a, b| {
             (a.span.start, a.span.end, &a.term, a.category).cmp(&(
                 b.span.start,
@@ -374,8 +393,10 @@ impl Matcher {
         let mut runs = Vec::new();
         base.joined_bytes_near(self.main.longest + 1, &mut bytes, &mut runs);
         let mut possible = false;
-        self.main
-            .each_overlapping(&bytes, |m_start, m_end, pattern| {
+        self.main.each_overlapping(
+            &bytes,
+            &mut Pending::default(),
+            |m_start, m_end, pattern| {
                 let Some((entries, lead, trail)) = self.main.patterns.get(pattern) else {
                     return true;
                 };
@@ -390,7 +411,8 @@ impl Matcher {
                 }
                 possible = runs.iter().any(|run| start < run.end && run.start < end);
                 !possible
-            });
+            },
+        );
         possible
     }
 
@@ -412,8 +434,9 @@ impl Matcher {
             exclusions,
             raises,
             lowers,
+            pending,
         } = lists;
-        automaton.each_match_state(bytes, |end, occurrences| {
+        automaton.each_match_state(bytes, pending, |end, occurrences| {
             for occurrence in occurrences {
                 let start = end - occurrence.lead_back as usize;
                 let stop = end - occurrence.trail as usize;
@@ -463,12 +486,15 @@ impl Matcher {
             exclusions,
             raises,
             lowers,
+            ..
         } = lists;
         if terms.is_empty() {
             return;
         }
+        // Entries with the same range may come in any order: these lists
+        // are only ever asked whether any entry in a stretch qualifies.
         for list in [&mut *exclusions, &mut *raises, &mut *lowers] {
-            list.sort_by_key(|f| f.range);
+            list.sort_unstable_by_key(|f| f.range);
         }
         // Only entries starting in [low, high], found by binary search, so
         // that text full of hits costs linear time, not quadratic.
@@ -537,27 +563,43 @@ impl Matcher {
 /// phrase is the more specific reading (`send nudes` is grooming, not
 /// pornography; `nagie zdjecia nieletnich` is illegal). `hits` is sorted by
 /// start.
+///
+/// A hit is looked for among the [`SUBSUME_REACH`] hits before it and the
+/// hits after it with the same start. Most hits end after every hit before
+/// them, and then none of those can hold them, so the hits before are
+/// looked through only when one of them ends as late.
 fn subsume(hits: Vec<Hit>) -> Vec<Hit> {
-    const REACH: usize = 64;
-    let covered = |i: usize| {
-        let h = &hits[i];
-        let len = h.span.end - h.span.start;
-        hits.iter()
-            .enumerate()
-            .skip(i.saturating_sub(REACH))
-            .take_while(|(_, o)| o.span.start <= h.span.start)
-            .any(|(j, o)| {
-                j != i
-                    && o.span.end >= h.span.end
-                    && o.span.end - o.span.start > len
-                    && o.severity >= h.severity
-            })
-    };
-    let keep: Vec<bool> = (0..hits.len()).map(|i| !covered(i)).collect();
+    let mut keep = Vec::with_capacity(hits.len());
+    // The latest end of the hits before the one at hand.
+    let mut latest = 0;
+    for (i, hit) in hits.iter().enumerate() {
+        let before = latest >= hit.span.end
+            && hits[i.saturating_sub(SUBSUME_REACH)..i]
+                .iter()
+                .any(|other| holds(other, hit));
+        let covered = before
+            || hits[i + 1..]
+                .iter()
+                .take_while(|other| other.span.start <= hit.span.start)
+                .any(|other| holds(other, hit));
+        keep.push(!covered);
+        latest = latest.max(hit.span.end);
+    }
     hits.into_iter()
         .zip(keep)
         .filter_map(|(hit, keep)| keep.then_some(hit))
         .collect()
+}
+
+/// How many hits before a hit [`subsume`] looks through.
+const SUBSUME_REACH: usize = 64;
+
+/// Whether `other`, starting no later than `hit`, holds it: it ends no
+/// earlier, is longer and is at least as severe.
+fn holds(other: &Hit, hit: &Hit) -> bool {
+    other.span.end >= hit.span.end
+        && other.span.end - other.span.start > hit.span.end - hit.span.start
+        && other.severity >= hit.severity
 }
 
 impl Automaton {
@@ -676,6 +718,17 @@ impl Automaton {
             }
             at += 1;
         }
+        // How far each state is from the start: the length of the end of
+        // the text it stands for (states were numbered breadth first).
+        let mut depth_of = vec![u32::MAX; states.len()];
+        depth_of[0] = 0;
+        for (old, successors) in next.chunks(stride).enumerate() {
+            for &to in successors {
+                if depth_of[to] == u32::MAX {
+                    depth_of[to] = depth_of[old] + 1;
+                }
+            }
+        }
         // Match and dead states first, in the order they were reached.
         let special = |sid: StateID| dfa.is_match(sid) || dfa.is_dead(sid);
         let mut order: Vec<usize> = (0..states.len()).filter(|&i| special(states[i])).collect();
@@ -689,6 +742,10 @@ impl Automaton {
                 .ok_or_else(too_big)?;
         }
         u32::try_from(states.len() * stride).map_err(|_| too_big())?;
+        let mut depths = vec![0u32; states.len()];
+        for (old, &depth) in depth_of.iter().enumerate() {
+            depths[renumbered[old] as usize / stride] = depth;
+        }
         let mut trans = vec![0u32; states.len() * stride];
         for (old, successors) in next.chunks(stride).enumerate() {
             let from = renumbered[old] as usize;
@@ -726,6 +783,7 @@ impl Automaton {
             texts: Vec::new(),
             patterns: Vec::new(),
             longest: 0,
+            depths,
         })
     }
 
@@ -757,35 +815,137 @@ impl Automaton {
         Ok(())
     }
 
+    /// The next state from `sid` on `byte`.
+    #[inline(always)]
+    fn step(&self, sid: u32, byte: u8) -> u32 {
+        self.trans[(sid + u32::from(self.classes[usize::from(byte)])) as usize]
+    }
+
     /// Walks `bytes` and calls `f` with the end position and the state of
     /// every match state reached (and the start state, at 0, when it
-    /// matches the empty pattern), until `f` returns false or the dead
-    /// state is reached.
+    /// matches the empty pattern), in order of position, until `f`
+    /// returns false or the dead state is reached.
+    ///
+    /// Each byte's state hangs on the state before it, so one walk waits
+    /// on one table load per byte. Longer texts are therefore cut into
+    /// parts walked at once, whose loads overlap, each from the start
+    /// state; then the walk of each part goes on into the next part until
+    /// it is in step with that part's walk. A state stands for the longest
+    /// end of the text read so far that begins some pattern (its depth),
+    /// so once a walk's depth is no more than the bytes read of the next
+    /// part, the next part's walk, which has read those bytes, is in the
+    /// same state, and stays so. The next part's match states from there
+    /// on, kept in `pending`, are reported in their turn, so `f` sees what
+    /// the single walk gives it, in the same order.
     #[inline(always)]
-    fn walk(&self, bytes: &[u8], mut f: impl FnMut(usize, u32) -> bool) {
-        let mut sid = self.start;
+    fn walk(&self, bytes: &[u8], pending: &mut Pending, mut f: impl FnMut(usize, u32) -> bool) {
+        let sid = self.start;
         if sid < self.special && (sid == self.dead || !f(0, sid)) {
             return;
         }
+        // Without a dead state (an unanchored search never ends early)
+        // only; the shipped automata have none.
+        if self.dead != u32::MAX || bytes.len() < SPLIT_IN_TWO_FROM {
+            self.walk_from(bytes, 0, sid, &mut f);
+        } else if bytes.len() < SPLIT_IN_FOUR_FROM {
+            self.walk_parts::<2>(bytes, pending, &mut f);
+        } else {
+            self.walk_parts::<4>(bytes, pending, &mut f);
+        }
+    }
+
+    /// [`Automaton::walk`] in `N` parts at once; `bytes` at least `N`
+    /// long, no dead state.
+    #[inline(always)]
+    fn walk_parts<const N: usize>(
+        &self,
+        bytes: &[u8],
+        pending: &mut Pending,
+        f: &mut impl FnMut(usize, u32) -> bool,
+    ) {
+        let part = bytes.len() / N;
+        // The last part takes what is left over.
+        let parts: [&[u8]; N] = std::array::from_fn(|i| &bytes[i * part..(i + 1) * part]);
+        let mut states = [self.start; N];
+        for list in pending.iter_mut() {
+            list.clear();
+        }
+        for k in 0..part {
+            for (state, part) in states.iter_mut().zip(&parts) {
+                *state = self.step(*state, part[k]);
+            }
+            if states[0] < self.special && !f(k + 1, states[0]) {
+                return;
+            }
+            for i in 1..N {
+                if states[i] < self.special {
+                    pending[i - 1].push((i * part + k + 1, states[i]));
+                }
+            }
+        }
+        for (k, &byte) in bytes[N * part..].iter().enumerate() {
+            states[N - 1] = self.step(states[N - 1], byte);
+            if states[N - 1] < self.special {
+                pending[N - 2].push((N * part + k + 1, states[N - 1]));
+            }
+        }
+        // The walk so far, at `at`, in the state of the single walk.
+        let mut sid = states[0];
+        let mut at = part;
+        for i in 1..N {
+            let from = i * part;
+            let to = if i + 1 == N { bytes.len() } else { from + part };
+            while at < to && self.depths[(sid / self.stride) as usize] as usize > at - from {
+                sid = self.step(sid, bytes[at]);
+                at += 1;
+                if sid < self.special && !f(at, sid) {
+                    return;
+                }
+            }
+            for &(end, state) in &pending[i - 1] {
+                if end > at && !f(end, state) {
+                    return;
+                }
+            }
+            if at < to {
+                // In step: the part's own walk ended where the single
+                // walk would.
+                sid = states[i];
+                at = to;
+            }
+        }
+    }
+
+    /// Walks `bytes` from state `sid`, as [`Automaton::walk`] does, the
+    /// text before them being `offset` bytes long (without a dead state).
+    #[inline(always)]
+    fn walk_from(
+        &self,
+        bytes: &[u8],
+        offset: usize,
+        mut sid: u32,
+        f: &mut impl FnMut(usize, u32) -> bool,
+    ) -> bool {
         // Eight bytes a step: one test for the end of the text per eight
         // bytes instead of one per byte.
         let mut chunks = bytes.chunks_exact(8);
-        let mut at = 0;
+        let mut at = offset;
         for chunk in &mut chunks {
             for (k, &byte) in chunk.iter().enumerate() {
-                sid = self.trans[(sid + u32::from(self.classes[usize::from(byte)])) as usize];
+                sid = self.step(sid, byte);
                 if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
-                    return;
+                    return false;
                 }
             }
             at += 8;
         }
         for (k, &byte) in chunks.remainder().iter().enumerate() {
-            sid = self.trans[(sid + u32::from(self.classes[usize::from(byte)])) as usize];
+            sid = self.step(sid, byte);
             if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
-                return;
+                return false;
             }
         }
+        true
     }
 
     /// Calls `f` with the end position and the occurrences (as laid out
@@ -793,8 +953,13 @@ impl Automaton {
     /// `bytes` reaches, in the order of [`Automaton::each_overlapping`],
     /// until `f` returns false.
     #[inline]
-    fn each_match_state(&self, bytes: &[u8], mut f: impl FnMut(usize, &[Occurrence]) -> bool) {
-        self.walk(bytes, |end, sid| {
+    fn each_match_state(
+        &self,
+        bytes: &[u8],
+        pending: &mut Pending,
+        mut f: impl FnMut(usize, &[Occurrence]) -> bool,
+    ) {
+        self.walk(bytes, pending, |end, sid| {
             let state = (sid / self.stride) as usize;
             let from = self.occurrences_from[state] as usize;
             let to = self.occurrences_from[state + 1] as usize;
@@ -807,8 +972,13 @@ impl Automaton {
     /// aho-corasick's overlapping search gives them (by end, and at one
     /// end in the automaton's order), until `f` returns false.
     #[inline]
-    fn each_overlapping(&self, bytes: &[u8], mut f: impl FnMut(usize, usize, usize) -> bool) {
-        self.walk(bytes, |end, sid| {
+    fn each_overlapping(
+        &self,
+        bytes: &[u8],
+        pending: &mut Pending,
+        mut f: impl FnMut(usize, usize, usize) -> bool,
+    ) {
+        self.walk(bytes, pending, |end, sid| {
             let state = (sid / self.stride) as usize;
             let from = self.matched_from[state] as usize;
             let to = self.matched_from[state + 1] as usize;
@@ -966,7 +1136,7 @@ mod tests {
 
     fn walked(automaton: &Automaton, bytes: &[u8]) -> Vec<(usize, usize, usize)> {
         let mut found = Vec::new();
-        automaton.each_overlapping(bytes, |start, end, pattern| {
+        automaton.each_overlapping(bytes, &mut Pending::default(), |start, end, pattern| {
             found.push((start, end, pattern));
             true
         });
@@ -1088,7 +1258,7 @@ mod tests {
         already: usize,
     ) -> [Vec<(usize, (usize, usize))>; 4] {
         let mut lists: [Vec<(usize, (usize, usize))>; 4] = Default::default();
-        automaton.each_overlapping(bytes, |m_start, m_end, pattern| {
+        automaton.each_overlapping(bytes, &mut Pending::default(), |m_start, m_end, pattern| {
             let (entries, lead, trail) = &automaton.patterns[pattern];
             let start = m_start + usize::from(*lead);
             let end = m_end - usize::from(*trail);
@@ -1178,6 +1348,16 @@ mod tests {
             check_walk(&text);
         }
 
+        /// Texts long enough to be walked in two halves.
+        #[test]
+        fn the_split_walk_finds_and_collects_what_one_walk_does(
+            texts in proptest::collection::vec(library_text(), 2..8)
+        ) {
+            let text = texts.join(" ");
+            check_walk(&text);
+            check_collect(&text);
+        }
+
         #[test]
         fn the_joined_screen_changes_no_hit(text in spelled_text()) {
             check_screen(&text);
@@ -1226,6 +1406,97 @@ mod tests {
         }
         let m = shipped();
         assert_eq!(m.scan("weed").len(), 1);
+    }
+
+    /// Around the length from which a walk is split, where the halves
+    /// meet at every offset of the patterns found there.
+    #[test]
+    fn the_split_walk_agrees_with_overlapping_search_around_the_split() {
+        let m = shipped();
+        let mut patterns: Vec<&String> = m.main.texts.iter().collect();
+        patterns.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        let text = "kill myself suicide sexchat porn weed sussex how to kill ".repeat(12);
+        // Where two parts start and where four do.
+        for from in [SPLIT_IN_TWO_FROM, SPLIT_IN_FOUR_FROM] {
+            for len in from.saturating_sub(8)..from + 120 {
+                check_walk(&text[..len]);
+            }
+            // The longest patterns, at every place across where the parts
+            // meet, also where one part is shorter than the pattern.
+            for phrase in &patterns[..4] {
+                let shortest = from.max(phrase.len());
+                for len in [0, 1, 2, 3, 57, 150].map(|d| shortest + d) {
+                    for at in 0..=len - phrase.len() {
+                        let text = format!(
+                            "{}{phrase}{}",
+                            "x".repeat(at),
+                            "x".repeat(len - at - phrase.len())
+                        );
+                        check_walk(&text);
+                    }
+                }
+            }
+        }
+        check_collect(&text);
+        check_collect(&"kill myself suicide weed porn ".repeat(400));
+    }
+
+    /// [`subsume`] as it was, looking through every hit in reach: drops hits that lie inside a longer hit at least as severe: the longer
+    /// phrase is the more specific reading (`send nudes` is grooming, not
+    /// pornography; `nagie zdjecia nieletnich` is illegal). `hits` is sorted by
+    /// start.
+    fn subsume_by_window(hits: Vec<Hit>) -> Vec<Hit> {
+        const REACH: usize = 64;
+        let covered = |i: usize| {
+            let h = &hits[i];
+            let len = h.span.end - h.span.start;
+            hits.iter()
+                .enumerate()
+                .skip(i.saturating_sub(REACH))
+                .take_while(|(_, o)| o.span.start <= h.span.start)
+                .any(|(j, o)| {
+                    j != i
+                        && o.span.end >= h.span.end
+                        && o.span.end - o.span.start > len
+                        && o.severity >= h.severity
+                })
+        };
+        let keep: Vec<bool> = (0..hits.len()).map(|i| !covered(i)).collect();
+        hits.into_iter()
+            .zip(keep)
+            .filter_map(|(hit, keep)| keep.then_some(hit))
+            .collect()
+    }
+
+    /// Sorted hits, many of them overlapping, some of them alike.
+    fn hit_list() -> impl proptest::strategy::Strategy<Value = Vec<Hit>> {
+        use proptest::prelude::*;
+        proptest::collection::vec((0usize..60, 0usize..40, 0u8..6), 0..200).prop_map(|raw| {
+            let mut hits: Vec<Hit> = raw
+                .into_iter()
+                .map(|(start, len, severity)| Hit {
+                    category: Category::Drugs,
+                    severity,
+                    term_severity: severity,
+                    language: String::new(),
+                    term: format!("t{len}"),
+                    library: String::new(),
+                    span: start..start + len,
+                    context: 0,
+                })
+                .collect();
+            hits.sort_by_key(|h| (h.span.start, h.span.end));
+            hits
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn subsuming_drops_what_looking_through_every_hit_drops(hits in hit_list()) {
+            proptest::prop_assert_eq!(subsume(hits.clone()), subsume_by_window(hits));
+        }
     }
 
     #[test]

@@ -585,8 +585,10 @@ fn is_apostrophe(c: char) -> bool {
     matches!(c, '\u{2018}' | '\u{2019}' | '\u{02BC}' | '\u{00B4}')
 }
 
-struct Builder {
-    out: Normalised,
+/// Normalises into `out`, which it fills in place, keeping its
+/// allocations.
+struct Builder<'a> {
+    out: &'a mut Normalised,
     /// Where the current word starts in `out.text`.
     token_start: usize,
     /// The current word holds a digit or a leet symbol.
@@ -599,8 +601,8 @@ struct Builder {
     run: u32,
 }
 
-impl Builder {
-    fn new(mut out: Normalised, capacity: usize) -> Self {
+impl<'a> Builder<'a> {
+    fn new(out: &'a mut Normalised, capacity: usize) -> Self {
         out.clear();
         out.text.reserve(capacity + 2);
         out.push(b' ', 0, 0);
@@ -931,12 +933,11 @@ impl Builder {
         self.out.spans.truncate(len as u32);
     }
 
-    fn finish(mut self, end: u32) -> Normalised {
+    fn finish(mut self, end: u32) {
         self.separator(false, end, end);
         if self.out.text.len() == 1 {
             self.out.push(b' ', end, end);
         }
-        self.out
     }
 }
 
@@ -969,7 +970,7 @@ pub fn normalise(input: &str) -> Normalised {
 pub fn normalise_into(input: &str, out: &mut Normalised) {
     let input = truncate_to_char_boundary(input, MAX_NORMALISED_INPUT);
     let bytes = input.as_bytes();
-    let mut builder = Builder::new(std::mem::take(out), bytes.len());
+    let mut builder = Builder::new(out, bytes.len());
     let mut decoded = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
@@ -1027,7 +1028,7 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
             i += len;
         }
     }
-    *out = builder.finish(bytes.len() as u32);
+    builder.finish(bytes.len() as u32);
 }
 
 /// The punctuation, spaces and invisible characters outside ASCII that
@@ -1066,7 +1067,8 @@ fn punctuation(c: char) -> Option<Punctuation> {
             .flat_map(|range| range.clone())
             .map(|code| {
                 let c = char::from_u32(code)?;
-                let mut builder = Builder::new(Normalised::default(), 8);
+                let mut scratch = Normalised::default();
+                let mut builder = Builder::new(&mut scratch, 8);
                 builder.ascii(b'a', 0, 1);
                 builder.unicode(c, 1, 2);
                 let out = &builder.out;
@@ -1107,7 +1109,8 @@ fn latin_letters(c: char) -> Option<&'static [u8]> {
         LATIN
             .filter_map(char::from_u32)
             .map(|c| {
-                let mut builder = Builder::new(Normalised::default(), 8);
+                let mut scratch = Normalised::default();
+                let mut builder = Builder::new(&mut scratch, 8);
                 builder.unicode(c, 0, 2);
                 let out = &builder.out;
                 let letters = out.text.get(1..).unwrap_or_default();
@@ -1294,7 +1297,8 @@ fn letter_run(bytes: &[u8]) -> usize {
 #[cfg(test)]
 pub(crate) fn normalise_bytewise(input: &str) -> Normalised {
     let bytes = input.as_bytes();
-    let mut builder = Builder::new(Normalised::default(), bytes.len());
+    let mut out = Normalised::default();
+    let mut builder = Builder::new(&mut out, bytes.len());
     let mut decoded = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
@@ -1319,7 +1323,8 @@ pub(crate) fn normalise_bytewise(input: &str) -> Normalised {
             i += len;
         }
     }
-    builder.finish(bytes.len() as u32)
+    builder.finish(bytes.len() as u32);
+    out
 }
 
 #[cfg(test)]
@@ -1355,7 +1360,7 @@ fn percent_run(bytes: &[u8], at: usize, out: &mut Vec<u8>) -> usize {
 
 /// Feeds decoded bytes to the builder; each character's span covers the
 /// triplets it was encoded in. Bytes that are not UTF-8 separate words.
-fn decode_run(builder: &mut Builder, decoded: &[u8], at: usize) {
+fn decode_run(builder: &mut Builder<'_>, decoded: &[u8], at: usize) {
     let span = |from: usize, to: usize| ((at + 3 * from) as u32, (at + 3 * to) as u32);
     let mut offset = 0;
     for chunk in decoded.utf8_chunks() {
