@@ -22,8 +22,10 @@ echo "== decisions against 5M (one core; mapped file, then resident copy)"
 for mode in mapped resident; do
     for run in 1 2 3; do taskset -c 0 "$BIN" decide "$OUT/5m.snap" "$OUT/5m.txt" "$mode"; done
 done
-echo "== reload 1M while deciding (verdict; rebuild at nice 0, then nice 19 as serve's list refresh runs; decide; the decider alone)"
+echo "== reload 1M while deciding (verdict; rebuild at nice 0, then nice 19 as serve's list refresh runs; decide; the decider alone; the decider beside a memory-churning thread)"
 uptime
 "$BIN" reload "$OUT/1m.txt"; "$BIN" reload "$OUT/1m.txt" nice; "$BIN" reload "$OUT/1m.txt" decide
 "$BIN" reload "$OUT/1m.txt" without
+# The rebuild's memory traffic without the engine: stalls here are the machine's.
+"$BIN" reload "$OUT/1m.txt" churn
 uptime
