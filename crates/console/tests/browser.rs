@@ -15,9 +15,10 @@
 
 mod common;
 
+use common::{fill, press, submit};
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use sheepdog_console::{ConsoleSettings, ConsoleState};
@@ -148,38 +149,6 @@ fn code_at(secret: &str, time: u64) -> String {
     )
     .unwrap()
     .generate(time)
-}
-
-async fn fill(client: &Client, css: &str, text: &str) {
-    let field = client.find(Locator::Css(css)).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
-}
-
-/// Presses the form's button and waits for the next page: a click may
-/// return before the navigation it starts, so the old page's root element
-/// is watched until it goes stale.
-async fn submit(client: &Client, form: &str) {
-    press(client, Locator::Css(&format!("{form} button"))).await;
-}
-
-/// Clicks a button or link and waits for the page it loads.
-async fn press(client: &Client, what: Locator<'_>) {
-    let old = client.find(Locator::Css("html")).await.unwrap();
-    client.find(what).await.unwrap().click().await.unwrap();
-    for _ in 0..200 {
-        if old.tag_name().await.is_err() {
-            client
-                .wait()
-                .at_most(Duration::from_secs(10))
-                .for_element(Locator::Css("main"))
-                .await
-                .unwrap();
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no page loaded within ten seconds");
 }
 
 async fn path(client: &Client) -> String {

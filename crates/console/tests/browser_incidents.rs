@@ -14,9 +14,10 @@
 
 mod common;
 
+use common::{fill, press, submit};
+
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use fantoccini::{Client, Locator};
 use sheepdog_console::{ConsoleSettings, ConsoleState};
@@ -105,12 +106,6 @@ async fn school(dir: &Path) -> School {
     }
 }
 
-async fn fill(client: &Client, css: &str, text: &str) {
-    let field = client.find(Locator::Css(css)).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
-}
-
 async fn choose(client: &Client, css: &str, value: &str) {
     client
         .find(Locator::Css(css))
@@ -119,28 +114,6 @@ async fn choose(client: &Client, css: &str, value: &str) {
         .select_by_value(value)
         .await
         .unwrap();
-}
-
-async fn submit(client: &Client, form: &str) {
-    press(client, Locator::Css(&format!("{form} button"))).await;
-}
-
-async fn press(client: &Client, what: Locator<'_>) {
-    let old = client.find(Locator::Css("html")).await.unwrap();
-    client.find(what).await.unwrap().click().await.unwrap();
-    for _ in 0..200 {
-        if old.tag_name().await.is_err() {
-            client
-                .wait()
-                .at_most(Duration::from_secs(10))
-                .for_element(Locator::Css("main"))
-                .await
-                .unwrap();
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no page loaded within ten seconds");
 }
 
 async fn main_text(client: &Client) -> String {

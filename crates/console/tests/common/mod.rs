@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use fantoccini::{Client, ClientBuilder};
+use fantoccini::{Client, ClientBuilder, Locator};
 
 /// chromedriver, stopped when the test ends however it ends.
 pub struct Driver(Child);
@@ -122,4 +122,37 @@ pub async fn start_with(extra: &[&str]) -> Option<Browser> {
 pub async fn screenshot(client: &Client, dir: &Path, name: &str) {
     let png = client.screenshot().await.unwrap();
     std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+}
+
+/// Types `text` into the field `css`, replacing what it held.
+pub async fn fill(client: &Client, css: &str, text: &str) {
+    let field = client.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(text).await.unwrap();
+}
+
+/// Presses the form's button and waits for the next page.
+pub async fn submit(client: &Client, form: &str) {
+    press(client, Locator::Css(&format!("{form} button"))).await;
+}
+
+/// Clicks a button or link and waits for the page it loads: a click may
+/// return before the navigation it starts, so the old page's root element
+/// is watched until it goes stale.
+pub async fn press(client: &Client, what: Locator<'_>) {
+    let old = client.find(Locator::Css("html")).await.unwrap();
+    client.find(what).await.unwrap().click().await.unwrap();
+    for _ in 0..200 {
+        if old.tag_name().await.is_err() {
+            client
+                .wait()
+                .at_most(Duration::from_secs(10))
+                .for_element(Locator::Css("main"))
+                .await
+                .unwrap();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no page loaded within ten seconds");
 }
