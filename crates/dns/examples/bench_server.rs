@@ -20,6 +20,12 @@ use sheepdog_events::{EventWriter, IdentityMap, IdentityResolver, WriterOptions}
 use sheepdog_lists::Snapshot;
 use sheepdog_policy::{build_snapshot, CompiledPolicy, Engine, PolicyDocument};
 
+/// mimalloc, as in `sheepdog` itself: glibc's allocator took the slow path
+/// when events built on the servers' threads were freed on the writer's
+/// (see ARCHITECTURE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();

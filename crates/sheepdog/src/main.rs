@@ -15,6 +15,14 @@ mod sample;
 mod telemetry;
 mod web;
 
+/// mimalloc instead of glibc's allocator: a DNS or proxy event is built on
+/// a server's thread and freed on the event writer's, a pattern that sends
+/// glibc to its slow paths. Logging a DNS query cost 6 253 instructions
+/// more than not logging it under glibc, 3 416 under mimalloc (callgrind;
+/// ARCHITECTURE.md, docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Online safety for schools: filtering, monitoring and safeguarding records.
 #[derive(Debug, Parser)]
 #[command(name = "sheepdog", version, propagate_version = true)]
