@@ -345,6 +345,25 @@ impl Matcher {
     fn scan_normalised(&self, base: &Normalised, lists: &mut Lists, screen: bool) -> Vec<Hit> {
         let mut hits = Vec::new();
         self.scan_view(base, &self.main, None, lists, &mut hits);
+        // Most texts have no derived view and no hit or one: nothing to
+        // scan again, order, merge or drop. The rest is apart, so that
+        // this short path does not pay for its set-up.
+        if !base.is_spelled_out() && !base.is_stretched() && hits.len() < 2 {
+            return hits;
+        }
+        self.scan_derived(base, lists, screen, hits)
+    }
+
+    /// The rest of [`Matcher::scan_normalised`]: the joined and squeezed
+    /// views, and ordering, merging and subsuming the hits.
+    #[inline(never)]
+    fn scan_derived(
+        &self,
+        base: &Normalised,
+        lists: &mut Lists,
+        screen: bool,
+        mut hits: Vec<Hit>,
+    ) -> Vec<Hit> {
         if base.is_spelled_out() && (!screen || self.joined_terms_possible(base)) {
             // Any exclusion or context word that bears on a hit in a run
             // lies within this margin of it. Hits outside the runs are the
@@ -481,6 +500,23 @@ impl Matcher {
         hits: &mut Vec<Hit>,
     ) {
         self.collect(view.bytes(), automaton, long_runs, lists, hits.len());
+        // Most texts hold no term; the rest is apart, so that they do not
+        // pay for its set-up.
+        if !lists.terms.is_empty() {
+            self.hits_of(view, automaton, lists, hits);
+        }
+    }
+
+    /// The hits of the terms [`Matcher::collect`] found in `view`, after
+    /// exclusions and context words.
+    #[inline(never)]
+    fn hits_of(
+        &self,
+        view: &Normalised,
+        automaton: &Automaton,
+        lists: &mut Lists,
+        hits: &mut Vec<Hit>,
+    ) {
         let Lists {
             terms,
             exclusions,
@@ -488,9 +524,6 @@ impl Matcher {
             lowers,
             ..
         } = lists;
-        if terms.is_empty() {
-            return;
-        }
         // Entries with the same range may come in any order: these lists
         // are only ever asked whether any entry in a stretch qualifies.
         for list in [&mut *exclusions, &mut *raises, &mut *lowers] {
