@@ -602,10 +602,17 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
+    #[inline(always)]
     fn new(out: &'a mut Normalised, capacity: usize) -> Self {
         out.clear();
         out.text.reserve(capacity + 2);
-        out.push(b' ', 0, 0);
+        // What `push(b' ', 0, 0)` does on an empty text.
+        out.text.push(b' ');
+        out.spans.marks.push(Mark {
+            at: 0,
+            start: 0,
+            end: Some(0),
+        });
         Self {
             out,
             token_start: 1,
