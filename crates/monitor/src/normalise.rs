@@ -876,6 +876,11 @@ impl<'a> Builder<'a> {
 
     fn fix_token(&mut self, start: usize) {
         let token = &self.out.text[start..];
+        if token.iter().all(u8::is_ascii_digit) {
+            // A number (`2026`), the usual case, in one look: what the
+            // tests below find for it.
+            return;
+        }
         let has_letter = token
             .iter()
             .any(|&b| !b.is_ascii_digit() && leet(b).is_none());
