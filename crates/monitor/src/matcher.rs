@@ -99,13 +99,15 @@ pub struct Matcher {
     squeezed: Automaton,
 }
 
-/// The list of a scan an entry's occurrences are collected in.
+/// The list of a scan an entry's occurrences are collected in; its value
+/// is the list's place in [`Lists::found`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum List {
-    Term,
-    Exclusion,
-    Raise,
-    Lower,
+    Term = 0,
+    Exclusion = 1,
+    Raise = 2,
+    Lower = 3,
 }
 
 impl List {
@@ -185,20 +187,19 @@ struct Occurrence {
 /// that a scan allocates nothing for them.
 #[derive(Debug, Default)]
 struct Lists {
-    terms: Vec<Found>,
-    exclusions: Vec<Found>,
-    raises: Vec<Found>,
-    lowers: Vec<Found>,
+    /// Terms, exclusions, raising and lowering context words, in the
+    /// order of [`List`], so that an occurrence goes to its list by
+    /// index rather than through a branch per list.
+    found: [Vec<Found>; 4],
     /// The match states of the second half of a walk, in waiting.
     pending: Pending,
 }
 
 impl Lists {
     fn clear(&mut self) {
-        self.terms.clear();
-        self.exclusions.clear();
-        self.raises.clear();
-        self.lowers.clear();
+        for list in &mut self.found {
+            list.clear();
+        }
     }
 }
 
@@ -448,13 +449,7 @@ impl Matcher {
         already: usize,
     ) {
         lists.clear();
-        let Lists {
-            terms,
-            exclusions,
-            raises,
-            lowers,
-            pending,
-        } = lists;
+        let Lists { found, pending } = lists;
         automaton.each_match_state(bytes, pending, |end, occurrences| {
             for occurrence in occurrences {
                 let start = end - occurrence.lead_back as usize;
@@ -473,17 +468,11 @@ impl Matcher {
                         continue;
                     }
                 }
-                let found = Found {
+                found[occurrence.list as usize].push(Found {
                     entry: occurrence.entry as usize,
                     range: (start, stop),
-                };
-                match occurrence.list {
-                    List::Term => terms.push(found),
-                    List::Exclusion => exclusions.push(found),
-                    List::Raise => raises.push(found),
-                    List::Lower => lowers.push(found),
-                }
-                if occurrence.last && already + terms.len() >= MAX_HITS {
+                });
+                if occurrence.last && already + found[List::Term as usize].len() >= MAX_HITS {
                     return false;
                 }
             }
@@ -502,7 +491,7 @@ impl Matcher {
         self.collect(view.bytes(), automaton, long_runs, lists, hits.len());
         // Most texts hold no term; the rest is apart, so that they do not
         // pay for its set-up.
-        if !lists.terms.is_empty() {
+        if !lists.found[List::Term as usize].is_empty() {
             self.hits_of(view, automaton, lists, hits);
         }
     }
@@ -517,13 +506,7 @@ impl Matcher {
         lists: &mut Lists,
         hits: &mut Vec<Hit>,
     ) {
-        let Lists {
-            terms,
-            exclusions,
-            raises,
-            lowers,
-            ..
-        } = lists;
+        let [terms, exclusions, raises, lowers] = &mut lists.found;
         // Entries with the same range may come in any order: these lists
         // are only ever asked whether any entry in a stretch qualifies.
         for list in [&mut *exclusions, &mut *raises, &mut *lowers] {
@@ -1327,11 +1310,12 @@ mod tests {
         let mut lists = Lists::default();
         m.collect(bytes, automaton, long_runs, &mut lists, already);
         let plain = |list: &[Found]| list.iter().map(|f| (f.entry, f.range)).collect();
+        let [terms, exclusions, raises, lowers] = &lists.found;
         [
-            plain(&lists.terms),
-            plain(&lists.exclusions),
-            plain(&lists.raises),
-            plain(&lists.lowers),
+            plain(terms),
+            plain(exclusions),
+            plain(raises),
+            plain(lowers),
         ]
     }
 
