@@ -210,6 +210,20 @@ struct Scratch {
     lists: Lists,
 }
 
+impl Scratch {
+    /// Empty, made at compile time, so that the thread-local copy needs
+    /// no lazy set-up checked on every scan.
+    const fn new() -> Self {
+        Self {
+            base: Normalised::new(),
+            lists: Lists {
+                found: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
+                pending: [Vec::new(), Vec::new(), Vec::new()],
+            },
+        }
+    }
+}
+
 /// A pattern found in one view, in that view's coordinates.
 #[derive(Debug, Clone, Copy)]
 struct Found {
@@ -322,7 +336,8 @@ impl Matcher {
         // short, and allocating it per input cost more than matching.
         // So are the lists of occurrences.
         thread_local! {
-            static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+            static SCRATCH: std::cell::RefCell<Scratch> =
+                const { std::cell::RefCell::new(Scratch::new()) };
         }
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => {

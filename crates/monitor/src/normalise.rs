@@ -90,6 +90,18 @@ impl Normalised {
         self.spelled_out
     }
 
+    /// Empty, without allocating; usable in constants.
+    pub(crate) const fn new() -> Self {
+        Self {
+            text: Vec::new(),
+            spans: Spans { marks: Vec::new() },
+            stretched: false,
+            spelled_out: false,
+            soft_spaces: Vec::new(),
+            spelled_runs: Vec::new(),
+        }
+    }
+
     fn with_capacity(capacity: usize) -> Self {
         Self {
             text: Vec::with_capacity(capacity),
