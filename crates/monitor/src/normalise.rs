@@ -1245,7 +1245,11 @@ fn last_word(rest: &[u8]) -> u64 {
 #[inline(always)]
 fn tail_word(input: &[u8], at: usize) -> u64 {
     let rest = input.len().saturating_sub(at);
-    match input.len().checked_sub(8).and_then(|from| input.get(from..)) {
+    match input
+        .len()
+        .checked_sub(8)
+        .and_then(|from| input.get(from..))
+    {
         Some(_) if rest == 0 => 0,
         Some(last) if rest < 8 => {
             let mut word = [0u8; 8];
