@@ -99,13 +99,15 @@ pub struct Matcher {
     squeezed: Automaton,
 }
 
-/// The list of a scan an entry's occurrences are collected in.
+/// The list of a scan an entry's occurrences are collected in; its value
+/// is the list's place in [`Lists::found`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum List {
-    Term,
-    Exclusion,
-    Raise,
-    Lower,
+    Term = 0,
+    Exclusion = 1,
+    Raise = 2,
+    Lower = 3,
 }
 
 impl List {
@@ -185,20 +187,19 @@ struct Occurrence {
 /// that a scan allocates nothing for them.
 #[derive(Debug, Default)]
 struct Lists {
-    terms: Vec<Found>,
-    exclusions: Vec<Found>,
-    raises: Vec<Found>,
-    lowers: Vec<Found>,
+    /// Terms, exclusions, raising and lowering context words, in the
+    /// order of [`List`], so that an occurrence goes to its list by
+    /// index rather than through a branch per list.
+    found: [Vec<Found>; 4],
     /// The match states of the second half of a walk, in waiting.
     pending: Pending,
 }
 
 impl Lists {
     fn clear(&mut self) {
-        self.terms.clear();
-        self.exclusions.clear();
-        self.raises.clear();
-        self.lowers.clear();
+        for list in &mut self.found {
+            list.clear();
+        }
     }
 }
 
@@ -207,6 +208,20 @@ impl Lists {
 struct Scratch {
     base: Normalised,
     lists: Lists,
+}
+
+impl Scratch {
+    /// Empty, made at compile time, so that the thread-local copy needs
+    /// no lazy set-up checked on every scan.
+    const fn new() -> Self {
+        Self {
+            base: Normalised::new(),
+            lists: Lists {
+                found: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
+                pending: [Vec::new(), Vec::new(), Vec::new()],
+            },
+        }
+    }
 }
 
 /// A pattern found in one view, in that view's coordinates.
@@ -321,7 +336,8 @@ impl Matcher {
         // short, and allocating it per input cost more than matching.
         // So are the lists of occurrences.
         thread_local! {
-            static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::default();
+            static SCRATCH: std::cell::RefCell<Scratch> =
+                const { std::cell::RefCell::new(Scratch::new()) };
         }
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => {
@@ -345,6 +361,25 @@ impl Matcher {
     fn scan_normalised(&self, base: &Normalised, lists: &mut Lists, screen: bool) -> Vec<Hit> {
         let mut hits = Vec::new();
         self.scan_view(base, &self.main, None, lists, &mut hits);
+        // Most texts have no derived view and no hit or one: nothing to
+        // scan again, order, merge or drop. The rest is apart, so that
+        // this short path does not pay for its set-up.
+        if !base.is_spelled_out() && !base.is_stretched() && hits.len() < 2 {
+            return hits;
+        }
+        self.scan_derived(base, lists, screen, hits)
+    }
+
+    /// The rest of [`Matcher::scan_normalised`]: the joined and squeezed
+    /// views, and ordering, merging and subsuming the hits.
+    #[inline(never)]
+    fn scan_derived(
+        &self,
+        base: &Normalised,
+        lists: &mut Lists,
+        screen: bool,
+        mut hits: Vec<Hit>,
+    ) -> Vec<Hit> {
         if base.is_spelled_out() && (!screen || self.joined_terms_possible(base)) {
             // Any exclusion or context word that bears on a hit in a run
             // lies within this margin of it. Hits outside the runs are the
@@ -429,13 +464,7 @@ impl Matcher {
         already: usize,
     ) {
         lists.clear();
-        let Lists {
-            terms,
-            exclusions,
-            raises,
-            lowers,
-            pending,
-        } = lists;
+        let Lists { found, pending } = lists;
         automaton.each_match_state(bytes, pending, |end, occurrences| {
             for occurrence in occurrences {
                 let start = end - occurrence.lead_back as usize;
@@ -454,17 +483,11 @@ impl Matcher {
                         continue;
                     }
                 }
-                let found = Found {
+                found[occurrence.list as usize].push(Found {
                     entry: occurrence.entry as usize,
                     range: (start, stop),
-                };
-                match occurrence.list {
-                    List::Term => terms.push(found),
-                    List::Exclusion => exclusions.push(found),
-                    List::Raise => raises.push(found),
-                    List::Lower => lowers.push(found),
-                }
-                if occurrence.last && already + terms.len() >= MAX_HITS {
+                });
+                if occurrence.last && already + found[List::Term as usize].len() >= MAX_HITS {
                     return false;
                 }
             }
@@ -481,16 +504,24 @@ impl Matcher {
         hits: &mut Vec<Hit>,
     ) {
         self.collect(view.bytes(), automaton, long_runs, lists, hits.len());
-        let Lists {
-            terms,
-            exclusions,
-            raises,
-            lowers,
-            ..
-        } = lists;
-        if terms.is_empty() {
-            return;
+        // Most texts hold no term; the rest is apart, so that they do not
+        // pay for its set-up.
+        if !lists.found[List::Term as usize].is_empty() {
+            self.hits_of(view, automaton, lists, hits);
         }
+    }
+
+    /// The hits of the terms [`Matcher::collect`] found in `view`, after
+    /// exclusions and context words.
+    #[inline(never)]
+    fn hits_of(
+        &self,
+        view: &Normalised,
+        automaton: &Automaton,
+        lists: &mut Lists,
+        hits: &mut Vec<Hit>,
+    ) {
+        let [terms, exclusions, raises, lowers] = &mut lists.found;
         // Entries with the same range may come in any order: these lists
         // are only ever asked whether any entry in a stretch qualifies.
         for list in [&mut *exclusions, &mut *raises, &mut *lowers] {
@@ -1294,11 +1325,12 @@ mod tests {
         let mut lists = Lists::default();
         m.collect(bytes, automaton, long_runs, &mut lists, already);
         let plain = |list: &[Found]| list.iter().map(|f| (f.entry, f.range)).collect();
+        let [terms, exclusions, raises, lowers] = &lists.found;
         [
-            plain(&lists.terms),
-            plain(&lists.exclusions),
-            plain(&lists.raises),
-            plain(&lists.lowers),
+            plain(terms),
+            plain(exclusions),
+            plain(raises),
+            plain(lowers),
         ]
     }
 

@@ -90,6 +90,18 @@ impl Normalised {
         self.spelled_out
     }
 
+    /// Empty, without allocating; usable in constants.
+    pub(crate) const fn new() -> Self {
+        Self {
+            text: Vec::new(),
+            spans: Spans { marks: Vec::new() },
+            stretched: false,
+            spelled_out: false,
+            soft_spaces: Vec::new(),
+            spelled_runs: Vec::new(),
+        }
+    }
+
     fn with_capacity(capacity: usize) -> Self {
         Self {
             text: Vec::with_capacity(capacity),
@@ -602,10 +614,17 @@ struct Builder<'a> {
 }
 
 impl<'a> Builder<'a> {
+    #[inline(always)]
     fn new(out: &'a mut Normalised, capacity: usize) -> Self {
         out.clear();
         out.text.reserve(capacity + 2);
-        out.push(b' ', 0, 0);
+        // What `push(b' ', 0, 0)` does on an empty text.
+        out.text.push(b' ');
+        out.spans.marks.push(Mark {
+            at: 0,
+            start: 0,
+            end: Some(0),
+        });
         Self {
             out,
             token_start: 1,
@@ -869,6 +888,11 @@ impl<'a> Builder<'a> {
 
     fn fix_token(&mut self, start: usize) {
         let token = &self.out.text[start..];
+        if token.iter().all(u8::is_ascii_digit) {
+            // A number (`2026`), the usual case, in one look: what the
+            // tests below find for it.
+            return;
+        }
         let has_letter = token
             .iter()
             .any(|&b| !b.is_ascii_digit() && leet(b).is_none());
@@ -990,7 +1014,7 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
                     twice: builder.run >= 2,
                     word_start: builder.token_start == builder.out.text.len(),
                 };
-                let shape = plain_shape(&bytes[i..], carried);
+                let shape = plain_shape(bytes, i, carried);
                 builder.plain(&bytes[i..i + shape.len], i as u32, &shape);
                 i += shape.len;
             }
@@ -1134,7 +1158,7 @@ fn latin_letters(c: char) -> Option<&'static [u8]> {
 
 /// Whether each byte of `w` equals `byte`, as the top bit of each byte:
 /// exact, with no borrow between bytes.
-#[inline(always)]
+#[cfg(test)]
 fn bytes_equal(w: u64, byte: u8) -> u64 {
     const LOW: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -1146,8 +1170,24 @@ fn bytes_equal(w: u64, byte: u8) -> u64 {
     !differs & HIGH
 }
 
+/// Whether each byte of `w` equals `a` or `b`, as the top bit of each
+/// byte: `bytes_equal` (in the tests) for each, sharing the last steps.
+#[inline(always)]
+fn bytes_equal_either(w: u64, a: u8, b: u8) -> u64 {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let x = w ^ (u64::from(a) * LOW);
+    let y = w ^ (u64::from(b) * LOW);
+    // The top bit of each byte of `differs_x` is set when the byte of
+    // `x` is not zero; clearing the top bits first keeps the addition
+    // from carrying into the next byte.
+    let differs_x = ((x & !HIGH) + !HIGH) | x;
+    let differs_y = ((y & !HIGH) + !HIGH) | y;
+    !(differs_x & differs_y) & HIGH
+}
+
 /// Whether each byte of `a` equals the byte of `b` in the same place, as
-/// the top bit of each byte: exact, as in [`bytes_equal`].
+/// the top bit of each byte: exact, as in `bytes_equal_either`.
 #[inline(always)]
 fn words_equal(a: u64, b: u64) -> u64 {
     const HIGH: u64 = 0x8080_8080_8080_8080;
@@ -1160,7 +1200,7 @@ fn words_equal(a: u64, b: u64) -> u64 {
 /// [`plain_shape`]).
 #[cfg(test)]
 fn plain_run(bytes: &[u8]) -> usize {
-    plain_shape(bytes, Carried::default()).len
+    plain_shape(bytes, 0, Carried::default()).len
 }
 
 /// What [`Builder::plain`] needs to know about the text before a run.
@@ -1197,6 +1237,29 @@ fn last_word(rest: &[u8]) -> u64 {
         .fold(0u64, |w, &b| (w << 8) | u64::from(b))
 }
 
+/// The fewer than eight bytes of `input` from `at` on as a word, padded
+/// with zeros, as [`last_word`] gives them: when `input` has eight bytes,
+/// by one load of its last eight shifted down, instead of a byte at a
+/// time (about thirty instructions a text, as most short texts end in a
+/// plain run).
+#[inline(always)]
+fn tail_word(input: &[u8], at: usize) -> u64 {
+    let rest = input.len().saturating_sub(at);
+    match input
+        .len()
+        .checked_sub(8)
+        .and_then(|from| input.get(from..))
+    {
+        Some(_) if rest == 0 => 0,
+        Some(last) if rest < 8 => {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(last);
+            u64::from_le_bytes(word) >> (8 * (8 - rest))
+        }
+        _ => last_word(input.get(at..).unwrap_or_default()),
+    }
+}
+
 /// The run of plain prose `bytes` starts with: ASCII letters and single
 /// spaces or line breaks, the text the normaliser copies as it is
 /// (lower-cased) with a span mark for the whole run; it stops before a
@@ -1205,7 +1268,10 @@ fn last_word(rest: &[u8]) -> u64 {
 /// stretched letter or a one-letter word, which the word-by-word pass
 /// over the copied run found a byte at a time at about twelve
 /// instructions a byte.
-fn plain_shape(bytes: &[u8], carried: Carried) -> PlainShape {
+///
+/// The run starts at `from` in `input`.
+fn plain_shape(input: &[u8], from: usize, carried: Carried) -> PlainShape {
+    let bytes = input.get(from..).unwrap_or_default();
     const LOW: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut n = 0;
@@ -1227,12 +1293,12 @@ fn plain_shape(bytes: &[u8], carried: Carried) -> PlainShape {
                 u64::from_le_bytes(word)
             }
             // The last bytes, padded with zeros, which end the run.
-            None => last_word(bytes.get(n..).unwrap_or_default()),
+            None => tail_word(input, from + n),
         };
         // As in `letter_run`.
         let x = (w | (0x20 * LOW)) & !HIGH;
         let letters = (x + 0x1f * LOW) & !(x + 0x05 * LOW) & !w & HIGH;
-        let spaces = bytes_equal(w, b' ') | bytes_equal(w, b'\n');
+        let spaces = bytes_equal_either(w, b' ', b'\n');
         let repeated = spaces & ((spaces << 8) | carry);
         let stop = (!(letters | spaces) | repeated) & HIGH;
         // The bytes before the stop, as top bits.
@@ -1503,6 +1569,82 @@ mod tests {
                     );
                     bytes[at] = b'q';
                     bytes[at + 1] = b'r';
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_equal_to_either_are_those_equal_to_one_or_the_other() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut words = Vec::new();
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                for filler in [0x00u8, b' ', b'\n', b'a', 0x80, 0xff, 0x1f, 0x21] {
+                    let mut word = [filler; 8];
+                    word[at] = byte;
+                    words.push(u64::from_le_bytes(word));
+                }
+            }
+        }
+        for _ in 0..100_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            words.push(state);
+        }
+        for w in words {
+            for (a, b) in [(b' ', b'\n'), (0, 0xff), (b'a', b'b')] {
+                assert_eq!(
+                    bytes_equal_either(w, a, b),
+                    bytes_equal(w, a) | bytes_equal(w, b),
+                    "{w:#x} {a:#x} {b:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_tail_loaded_whole_is_the_tail_read_byte_by_byte() {
+        let text: Vec<u8> = (1..=20u8).map(|b| b.wrapping_mul(37) | 0x80).collect();
+        for len in 0..=text.len() {
+            let input = &text[..len];
+            for at in len.saturating_sub(7)..=len {
+                assert_eq!(
+                    tail_word(input, at),
+                    last_word(&input[at..]),
+                    "{len} bytes from {at}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn plain_shapes_from_inside_a_text_are_those_of_the_text_cut_there() {
+        let text = b"ab  cdd deee f g\nhh ii jjj kk\n\nl mmm nnnn o pp";
+        for len in 0..=text.len() {
+            let input = &text[..len];
+            for from in 0..=len {
+                for carried in [
+                    Carried::default(),
+                    Carried {
+                        letter: b'e',
+                        twice: true,
+                        word_start: false,
+                    },
+                    Carried {
+                        letter: b'd',
+                        twice: false,
+                        word_start: true,
+                    },
+                ] {
+                    let inside = plain_shape(input, from, carried);
+                    let cut = plain_shape(&input[from..], 0, carried);
+                    assert_eq!(
+                        (inside.len, inside.stretched, inside.single),
+                        (cut.len, cut.stretched, cut.single),
+                        "{len} bytes from {from}, {carried:?}"
+                    );
                 }
             }
         }
