@@ -712,10 +712,11 @@ async fn exchange_udp(address: SocketAddr, request: &Message) -> Result<Option<M
         .send(&request.to_vec()?)
         .await
         .map_err(io_error(address))?;
-    // Not the largest datagram's 64 KiB: with hundreds of exchanges in
-    // flight, those buffers were a third of the server's resident memory.
-    // Not zeroed: filling it for every exchange cost more than the rest of
-    // a cache miss. One byte over the room tells a longer datagram.
+    // Not the largest datagram's 64 KiB, one per exchange in flight: an
+    // upstream that honours the payload size we advertise fits in the
+    // room, and one that does not is asked again over TCP. Not zeroed:
+    // filling it for every exchange cost more than the rest of a cache
+    // miss. One byte over the room tells a longer datagram.
     let mut buffer = Vec::with_capacity(UDP_ANSWER_ROOM + 1);
     loop {
         buffer.clear();
