@@ -877,7 +877,7 @@ impl Automaton {
         // Without a dead state (an unanchored search never ends early)
         // only; the shipped automata have none.
         if self.dead != u32::MAX || bytes.len() < SPLIT_IN_TWO_FROM {
-            self.walk_from(bytes, 0, sid, &mut f);
+            self.walk_whole(bytes, &mut f);
         } else if bytes.len() < SPLIT_IN_FOUR_FROM {
             self.walk_parts::<2>(bytes, pending, &mut f);
         } else {
@@ -947,25 +947,21 @@ impl Automaton {
         }
     }
 
-    /// Walks `bytes` from state `sid`, as [`Automaton::walk`] does, the
-    /// text before them being `offset` bytes long (without a dead state).
+    /// Walks all of `bytes` in one part from the start state, as
+    /// [`Automaton::walk`] does for short texts (and for an automaton with
+    /// a dead state, where the walk may end early).
     #[inline(always)]
-    fn walk_from(
-        &self,
-        bytes: &[u8],
-        offset: usize,
-        mut sid: u32,
-        f: &mut impl FnMut(usize, u32) -> bool,
-    ) -> bool {
+    fn walk_whole(&self, bytes: &[u8], f: &mut impl FnMut(usize, u32) -> bool) {
+        let mut sid = self.start;
         // Eight bytes a step: one test for the end of the text per eight
         // bytes instead of one per byte.
         let mut chunks = bytes.chunks_exact(8);
-        let mut at = offset;
+        let mut at = 0;
         for chunk in &mut chunks {
             for (k, &byte) in chunk.iter().enumerate() {
                 sid = self.step(sid, byte);
                 if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
-                    return false;
+                    return;
                 }
             }
             at += 8;
@@ -973,10 +969,9 @@ impl Automaton {
         for (k, &byte) in chunks.remainder().iter().enumerate() {
             sid = self.step(sid, byte);
             if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
-                return false;
+                return;
             }
         }
-        true
     }
 
     /// Calls `f` with the end position and the occurrences (as laid out
@@ -1473,10 +1468,8 @@ mod tests {
         check_collect(&"kill myself suicide weed porn ".repeat(400));
     }
 
-    /// [`subsume`] as it was, looking through every hit in reach: drops hits that lie inside a longer hit at least as severe: the longer
-    /// phrase is the more specific reading (`send nudes` is grooming, not
-    /// pornography; `nagie zdjecia nieletnich` is illegal). `hits` is sorted by
-    /// start.
+    /// [`subsume`] as it was before it skipped hits that no earlier hit
+    /// can hold: every hit within reach is looked through.
     fn subsume_by_window(hits: Vec<Hit>) -> Vec<Hit> {
         const REACH: usize = 64;
         let covered = |i: usize| {
