@@ -321,7 +321,11 @@ fn lower_this_thread(how: Rebuild) -> bool {
         return false;
     };
     let (cmd, args): (&str, Vec<&str>) = match how {
-        Rebuild::Normal | Rebuild::Without | Rebuild::Churn | Rebuild::ChurnProcess | Rebuild::Process => return true,
+        Rebuild::Normal
+        | Rebuild::Without
+        | Rebuild::Churn
+        | Rebuild::ChurnProcess
+        | Rebuild::Process => return true,
         Rebuild::Nice => ("renice", vec!["-n", "19", "-p", &tid]),
         Rebuild::Idle => ("chrt", vec!["--idle", "-p", "0", &tid]),
     };
@@ -527,7 +531,8 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
                 return (t.elapsed(), lowered);
             }
             if how == Rebuild::Process {
-                let snap = std::env::temp_dir().join(format!("filter_bench-{}.snap", std::process::id()));
+                let snap =
+                    std::env::temp_dir().join(format!("filter_bench-{}.snap", std::process::id()));
                 let fresh = snap.with_extension("new");
                 for _ in 0..3 {
                     let status = std::env::current_exe().and_then(|exe| {
@@ -565,7 +570,9 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
     let (reloads, lowered) = reloader.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     let (n, worst, over, over100, p50, p9999, worst_own, over_own, slow) = decider.join().unwrap();
-    let steal = steal_before.zip(steal_ticks()).map(|(a, b)| b.saturating_sub(a));
+    let steal = steal_before
+        .zip(steal_ticks())
+        .map(|(a, b)| b.saturating_sub(a));
     println!(
         "reload ({}, rebuild thread {}): 3 rebuilds+swaps of the list (none when absent) over {:.2}s while deciding: {n} decisions, median {p50} ns, p99.99 {:.1} us, worst {:.3} ms, over 100 us: {over100}, over 1 ms: {over}; net of time preempted (every decision over 1 ms): worst {:.3} ms, over 1 ms: {over_own}; host steal over the run: {} ticks",
         if full { "decide" } else { "verdict" },

@@ -59,7 +59,7 @@ pub use compile::{
     build_snapshot, Category, CategoryId, CompiledPolicy, Exception, Group, ListOutcome,
 };
 pub use decide::{Decision, Query, Stage, Target, Verdict};
-pub use document::{ExceptionDef, PolicyDocument, SafeSearch, YoutubeMode};
+pub use document::{ExceptionDef, ListDef, PolicyDocument, SafeSearch, YoutubeMode};
 pub use engine::Engine;
 pub use error::PolicyError;
 

@@ -83,6 +83,9 @@ enum Command {
     Ca(cmd::ca::CaCommand),
     /// Before publishing images of pupils: consent for the purpose, and full names in file names and metadata.
     PublishCheck(cmd::publish::PublishCheckArgs),
+    /// `serve`'s list rebuild, run by `serve` as a child process.
+    #[command(hide = true)]
+    BuildSnapshot(cmd::list_refresh::BuildSnapshotArgs),
 }
 
 fn main() -> ExitCode {
@@ -97,6 +100,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Before the runtime: the child needs none of its threads.
+    if let Command::BuildSnapshot(args) = &cli.command {
+        cmd::list_refresh::build_snapshot(args)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -138,6 +146,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => {
             let config = cmd::load_config(&cli.config)?;
             cmd::check::run(args, &config.filtering.policy, &config.data_dir)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::BuildSnapshot(args) => {
+            cmd::list_refresh::build_snapshot(&args)?;
             Ok(ExitCode::SUCCESS)
         }
     }

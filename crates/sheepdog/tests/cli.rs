@@ -517,32 +517,42 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
     );
 }
 
-/// A technician imports a new copy of a list while `serve` runs: the DNS
-/// server blocks the new name without a restart (issue 3, hot reload).
-#[test]
-fn serve_takes_up_an_imported_list_without_a_restart() {
+/// A deployment whose policy blocks, for the `guest` group, the names in
+/// its `blocked.txt` (initially `www.first-blocked.test`), refreshed every
+/// `refresh_minutes`, with `serve`'s list check every second. So that what
+/// DNS answers depends on the list alone (the example policy blocks
+/// everything after hours), the policy is the test's own.
+fn list_school(refresh_minutes: u32) -> (Deployment, u16) {
     let deployment = Deployment::new();
-    // A policy of this test's own, so that what DNS answers depends on the
-    // list alone (the example policy blocks everything after hours).
     deployment.write("blocked.txt", "www.first-blocked.test\n");
     let policy = deployment.write(
         "policy.toml",
-        "fallback_group = \"guest\"\n[school]\nname = \"Brackenfield Academy\"\n\
-         time_zone = \"Europe/London\"\n\
-         [[lists]]\nname = \"local-block\"\nsource = \"blocked.txt\"\nformat = \"domains\"\n\
-         category = \"gambling\"\nrefresh_minutes = 0\n\
-         [[groups]]\nname = \"guest\"\ndefault = \"allow\"\n[groups.categories]\ngambling = \"block\"\n",
+        &format!(
+            "fallback_group = \"guest\"\n[school]\nname = \"Brackenfield Academy\"\n\
+             time_zone = \"Europe/London\"\n\
+             [[lists]]\nname = \"local-block\"\nsource = \"blocked.txt\"\nformat = \"domains\"\n\
+             category = \"gambling\"\nrefresh_minutes = {refresh_minutes}\n\
+             [[groups]]\nname = \"guest\"\ndefault = \"allow\"\n[groups.categories]\ngambling = \"block\"\n"
+        ),
     );
-    let (console, dns) = (free_port(), free_port());
+    let (console, metrics, dns) = (free_port(), free_port(), free_port());
     std::fs::write(
         deployment.config(),
         format!(
             "data_dir = \"data\"\n[filtering]\npolicy = \"{policy}\"\nlist_check_seconds = 1\n\
              [console]\nlisten = \"127.0.0.1:{console}\"\ntls = false\n\
+             [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n\
              [dns]\nlisten = [\"127.0.0.1:{dns}\"]\n"
         ),
     )
     .unwrap();
+    (deployment, dns)
+}
+
+/// Starts `serve` for `deployment` and waits until its DNS server (on
+/// `dns`) blocks `www.first-blocked.test`. Returns the child and the
+/// server's address.
+fn serve_lists(deployment: &Deployment, dns: u16) -> (std::process::Child, String) {
     let child = sheepdog()
         .args(["--config", &deployment.config(), "serve"])
         .stdin(Stdio::null())
@@ -553,9 +563,37 @@ fn serve_takes_up_an_imported_list_without_a_restart() {
     let server = format!("127.0.0.1:{dns}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while dig_a(&server, "www.first-blocked.test") != "0.0.0.0" {
-        assert!(Instant::now() < deadline, "serve did not answer");
+        if Instant::now() > deadline {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let output = child.wait_with_output().unwrap();
+            panic!("serve did not answer: {}", text(&output));
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
+    (child, server)
+}
+
+/// Waits, bounded, until `name` is blocked: a server that never takes the
+/// new list up fails here.
+fn wait_blocked(server: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while dig_a(server, name) != "0.0.0.0" {
+        assert!(
+            Instant::now() < deadline,
+            "the new list never came into force"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A technician imports a new copy of a list while `serve` runs: the DNS
+/// server blocks the new name without a restart (issue 3, hot reload).
+#[test]
+fn serve_takes_up_an_imported_list_without_a_restart() {
+    let (deployment, dns) = list_school(0);
+    let (child, server) = serve_lists(&deployment, dns);
     // Allowed, and with no upstream configured, not answered with an address.
     assert_eq!(dig_a(&server, "www.lucky-meadow.test"), "");
 
@@ -565,18 +603,40 @@ fn serve_takes_up_an_imported_list_without_a_restart() {
     );
     let output = deployment.run(&["lists", "import", "--list", "local-block", &copy]);
     assert!(output.status.success(), "{}", text(&output));
-    // Bounded, so a server that never takes the new list up fails here.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while dig_a(&server, "www.lucky-meadow.test") != "0.0.0.0" {
-        assert!(
-            Instant::now() < deadline,
-            "the imported list never came into force"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_blocked(&server, "www.lucky-meadow.test");
 
     let logs = stop(child);
     assert!(logs.contains("new list snapshot in force"), "{logs}");
+}
+
+/// A list changed at its source is rebuilt by `serve` itself when due, in
+/// a child process (`build-snapshot`), and put in force without a restart;
+/// the file a restart loads is the new one.
+#[test]
+fn serve_rebuilds_a_changed_list_in_a_child_process() {
+    let (deployment, dns) = list_school(30);
+    // A snapshot of the old list, but no fetched copy: the first round
+    // finds the list due, and its source changed since the snapshot.
+    let output = deployment.run(&["lists", "update"]);
+    assert!(output.status.success(), "{}", text(&output));
+    std::fs::remove_dir_all(deployment.dir.path().join("data/lists/cache")).unwrap();
+    deployment.write(
+        "blocked.txt",
+        "www.first-blocked.test\nwww.lucky-meadow.test\n",
+    );
+    let (child, server) = serve_lists(&deployment, dns);
+    wait_blocked(&server, "www.lucky-meadow.test");
+
+    let logs = stop(child);
+    assert!(logs.contains("new list snapshot in force"), "{logs}");
+    assert!(logs.contains("ListsChanged"), "{logs}");
+    assert!(!logs.contains("rebuilding in this one"), "{logs}");
+    // Nothing left beside the live file, and a restart loads the new lists.
+    let lists = deployment.dir.path().join("data/lists");
+    assert!(!lists.join("snapshot.next").exists());
+    let (child, server) = serve_lists(&deployment, dns);
+    assert_eq!(dig_a(&server, "www.lucky-meadow.test"), "0.0.0.0");
+    stop(child);
 }
 
 /// Stops a `serve` with SIGTERM, as systemd does; it must exit cleanly.

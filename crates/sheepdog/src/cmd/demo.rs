@@ -116,6 +116,7 @@ pub async fn run(args: DemoArgs, format: Option<telemetry::Format>) -> anyhow::R
         &config.filtering.policy,
         &config.data_dir,
         std::time::Duration::from_secs(u64::from(config.filtering.list_check_seconds)),
+        super::list_refresh::BuildPlace::child_of_this_program(),
     )?;
     config.proxy.enabled = true;
     config.proxy.listen = vec![web::bind(args.proxy, true).await?.local_addr()?];

@@ -19,6 +19,18 @@
 //! million-name list takes a core for a second or two, and that second must
 //! come from idle time, not from the DNS and proxy workers' decisions.
 //! Decisions never wait for any of this: the swap is one atomic store.
+//!
+//! The rebuild itself runs in a child process (this program's hidden
+//! `build-snapshot` command, also at nice 19), which writes the new
+//! snapshot beside the live one; `serve` then maps that file, compiles its
+//! rules against it, swaps, and only then renames it over the live file.
+//! Why a process and not just a thread: a million-name build fills and
+//! frees some 70 MB, and that churn in `serve`'s own address space stalled
+//! a deciding thread for about 4.5 ms once or more in every reload, with
+//! the decider neither waiting for a CPU nor page-faulting; the same churn
+//! in another process never did (`bench/filtering/run.sh`, the `reload`
+//! rows; docs/benchmarks.md, session 8). When the child cannot be started
+//! at all, the rebuild runs on this thread as before and says so.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -43,14 +55,17 @@ pub struct ListRefresh {
 }
 
 /// Starts the refresh thread for `engine`, whose lists are those of the
-/// policy at `policy_path` with caches and snapshot under `data_dir`.
+/// policy at `policy_path` with caches and snapshot under `data_dir`;
+/// rebuilds run in `build_in`.
 pub fn spawn(
     engine: Arc<Engine>,
     policy_path: &Path,
     data_dir: &Path,
     check_every: Duration,
+    build_in: BuildPlace,
 ) -> anyhow::Result<ListRefresh> {
     let mut refresher = Refresher::new(engine, policy_path, data_dir);
+    refresher.build_in = build_in;
     let (stop, stopped) = mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("list-refresh".to_owned())
@@ -117,6 +132,34 @@ impl FileStamp {
     }
 }
 
+/// Where a rebuild's memory-heavy work (parsing the lists, building the
+/// index) runs; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildPlace {
+    /// On the refresh thread, in `serve`'s own address space.
+    InProcess,
+    /// In a child process running this program (the path) with
+    /// `build-snapshot`.
+    ChildProcess(PathBuf),
+}
+
+impl BuildPlace {
+    /// A child process of this program, or, when this program's path
+    /// cannot be found, this process (and a warning).
+    pub fn child_of_this_program() -> Self {
+        match std::env::current_exe() {
+            Ok(program) => Self::ChildProcess(program),
+            Err(error) => {
+                tracing::warn!(
+                    %error,
+                    "cannot find this program to rebuild lists in a child process; rebuilding in this one"
+                );
+                Self::InProcess
+            }
+        }
+    }
+}
+
 /// The refresh thread's state: what it last saw, and when each list was
 /// last checked.
 pub struct Refresher {
@@ -125,6 +168,9 @@ pub struct Refresher {
     data_dir: PathBuf,
     snapshot_seen: Option<FileStamp>,
     checked: HashMap<String, SystemTime>,
+    /// Where rebuilds run: in this process unless [`spawn`] found the
+    /// program to start as a child.
+    pub build_in: BuildPlace,
 }
 
 impl Refresher {
@@ -137,6 +183,7 @@ impl Refresher {
             data_dir: data_dir.to_path_buf(),
             snapshot_seen: FileStamp::of(&lists::snapshot_path(data_dir)),
             checked: HashMap::new(),
+            build_in: BuildPlace::InProcess,
         }
     }
 
@@ -222,8 +269,19 @@ impl Refresher {
     /// Builds a snapshot from the last good copies, puts it in force and
     /// writes it for the next start. Returns its name count.
     fn rebuild(&mut self, doc: &PolicyDocument, path: &Path) -> anyhow::Result<u64> {
+        if let BuildPlace::ChildProcess(program) = self.build_in.clone() {
+            match self.rebuild_in_child(&program, doc, path) {
+                Err(ChildBuild::NotStarted(error)) => tracing::warn!(
+                    program = %program.display(),
+                    %error,
+                    "cannot start a process to rebuild the lists; rebuilding in this one"
+                ),
+                Err(ChildBuild::Failed(error)) => return Err(error),
+                Ok(names) => return Ok(names),
+            }
+        }
         let (snapshot, warnings) =
-            lists::snapshot_from_last_good(doc, &self.base_dir, &self.data_dir)?;
+            lists::snapshot_from_last_good(&doc.lists, &self.base_dir, &self.data_dir)?;
         for warning in &warnings {
             tracing::warn!("{warning}");
         }
@@ -244,6 +302,79 @@ impl Refresher {
         Ok(names)
     }
 
+    /// [`Refresher::rebuild`] with the build in a child process: the child
+    /// writes `path` with the extension `next`; it is mapped and put in
+    /// force here, and only then renamed over `path`, so a snapshot the
+    /// rules cannot compile against never replaces the one a restart loads.
+    fn rebuild_in_child(
+        &mut self,
+        program: &Path,
+        doc: &PolicyDocument,
+        path: &Path,
+    ) -> Result<u64, ChildBuild> {
+        let next = path.with_extension("next");
+        let request = serde_json::to_vec(&doc.lists)
+            .context("writing the list definitions for the build")
+            .map_err(ChildBuild::Failed)?;
+        let mut child = std::process::Command::new(program)
+            .arg("build-snapshot")
+            .arg("--base")
+            .arg(&self.base_dir)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--out")
+            .arg(&next)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(ChildBuild::NotStarted)?;
+        // A child that dies before reading its request shows as a failed
+        // exit below, with its own message; the write error adds nothing.
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = std::io::Write::write_all(&mut stdin, &request);
+        }
+        let output = child
+            .wait_with_output()
+            .context("waiting for the list build process")
+            .map_err(ChildBuild::Failed)?;
+        let said = String::from_utf8_lossy(&output.stderr);
+        if !output.status.success() {
+            let _ = std::fs::remove_file(&next);
+            return Err(ChildBuild::Failed(anyhow::anyhow!(
+                "the list build process failed ({}): {}",
+                output.status,
+                said.trim()
+            )));
+        }
+        for warning in said.lines().filter_map(|l| l.strip_prefix("warning: ")) {
+            tracing::warn!("{warning}");
+        }
+        let put_in_force = || -> anyhow::Result<u64> {
+            let snapshot = Snapshot::open(&next)
+                .with_context(|| format!("opening the rebuilt {}", next.display()))?;
+            let names = snapshot.stats().names;
+            self.engine
+                .replace_snapshot(Arc::new(snapshot))
+                .context("compiling the policy against the rebuilt lists")?;
+            // The mapping follows the file, not its name.
+            std::fs::rename(&next, path).with_context(|| {
+                format!(
+                    "renaming {} to {} (the new lists are in force until a restart)",
+                    next.display(),
+                    path.display()
+                )
+            })?;
+            Ok(names)
+        };
+        let names = put_in_force().map_err(|error| {
+            let _ = std::fs::remove_file(&next);
+            ChildBuild::Failed(error)
+        })?;
+        self.snapshot_seen = FileStamp::of(path);
+        Ok(names)
+    }
+
     /// Puts the snapshot file at `path` in force (mapped, as at start).
     fn adopt(&mut self, path: &Path) -> anyhow::Result<u64> {
         // Seen even if it is refused below, so a bad file is reported once,
@@ -257,6 +388,51 @@ impl Refresher {
             .context("compiling the policy against the new snapshot")?;
         Ok(names)
     }
+}
+
+/// Why a rebuild in a child process did not put a snapshot in force.
+enum ChildBuild {
+    /// The process could not be started: the rebuild may run here instead.
+    NotStarted(std::io::Error),
+    /// It ran, or its result was refused: the policy in force stays.
+    Failed(anyhow::Error),
+}
+
+/// The hidden `build-snapshot` command: `serve`'s list rebuild, run as a
+/// child process (see the module documentation).
+#[derive(clap::Args, Debug)]
+pub struct BuildSnapshotArgs {
+    /// The folder list sources are relative to (the policy file's).
+    #[arg(long)]
+    base: PathBuf,
+    /// The data directory holding the lists' last good copies.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Where to write the snapshot.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs `build-snapshot`: reads the list definitions (JSON) from stdin,
+/// builds the snapshot from their last good copies at nice 19, and writes
+/// it to `--out`; warnings go to stderr, one `warning: ` line each.
+pub fn build_snapshot(args: &BuildSnapshotArgs) -> anyhow::Result<()> {
+    if let Err(error) = rustix::process::setpriority_process(None, 19) {
+        eprintln!("warning: cannot lower the list build's priority: {error}");
+    }
+    let mut request = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut request)
+        .context("reading the list definitions")?;
+    let definitions: Vec<sheepdog_policy::ListDef> =
+        serde_json::from_slice(&request).context("reading the list definitions")?;
+    let (snapshot, warnings) =
+        lists::snapshot_from_last_good(&definitions, &args.base, &args.data_dir)?;
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
+    snapshot
+        .write_to(&args.out)
+        .with_context(|| format!("writing {}", args.out.display()))
 }
 
 #[cfg(test)]

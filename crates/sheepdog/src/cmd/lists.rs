@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use sheepdog_lists::sources;
 use sheepdog_lists::{Snapshot, SnapshotBuilder};
-use sheepdog_policy::{build_snapshot, CompiledPolicy, Engine, PolicyDocument};
+use sheepdog_policy::{build_snapshot, CompiledPolicy, Engine, ListDef, PolicyDocument};
 
 /// What to do with lists.
 #[derive(clap::Subcommand, Debug)]
@@ -137,13 +137,13 @@ pub fn load_engine(policy_path: &Path, data_dir: &Path) -> anyhow::Result<Engine
 /// when it is a local file or folder and has no copy yet. Also returns what
 /// the operator must be told: lists left out, and why.
 pub(crate) fn snapshot_from_last_good(
-    doc: &PolicyDocument,
+    lists: &[ListDef],
     base: &Path,
     data_dir: &Path,
 ) -> anyhow::Result<(Snapshot, Vec<String>)> {
     let mut builder = SnapshotBuilder::new();
     let mut warnings = Vec::new();
-    for def in &doc.lists {
+    for def in lists {
         let cached = sources::cache_dir_for(&cache_dir(data_dir), &def.name).join("current");
         let path = if cached.is_file() {
             cached
@@ -170,7 +170,7 @@ fn snapshot_from_last_good_warning(
     base: &Path,
     data_dir: &Path,
 ) -> anyhow::Result<Snapshot> {
-    let (snapshot, warnings) = snapshot_from_last_good(doc, base, data_dir)?;
+    let (snapshot, warnings) = snapshot_from_last_good(&doc.lists, base, data_dir)?;
     for warning in warnings {
         eprintln!("warning: {warning}");
     }

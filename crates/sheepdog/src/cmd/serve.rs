@@ -65,6 +65,7 @@ pub async fn run(
             &config.filtering.policy,
             &config.data_dir,
             std::time::Duration::from_secs(u64::from(config.filtering.list_check_seconds)),
+            super::list_refresh::BuildPlace::child_of_this_program(),
         )?),
         None => None,
     };

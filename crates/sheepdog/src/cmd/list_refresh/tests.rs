@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use sheepdog_policy::{Action, Engine, Query, Target};
 
-use super::{spawn, Refresher, Round, SwapCause};
+use super::{spawn, BuildPlace, Refresher, Round, SwapCause};
 use crate::cmd::lists::{self, ListsCommand};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -187,7 +187,16 @@ fn the_refresh_thread_puts_an_updated_snapshot_in_force_while_serving() {
     let data = dir.path().join("data");
     let engine = Arc::new(lists::load_engine(&policy, &data).unwrap());
     write_list(dir.path(), &["one.example", "two.example"]);
-    let refresh = spawn(engine.clone(), &policy, &data, Duration::from_millis(20)).unwrap();
+    // In this process: this test's program is the test harness, which has
+    // no `build-snapshot` (the binary's own test covers the child).
+    let refresh = spawn(
+        engine.clone(),
+        &policy,
+        &data,
+        Duration::from_millis(20),
+        BuildPlace::InProcess,
+    )
+    .unwrap();
     // The first round finds the list due (never fetched into the cache)
     // and changed; waiting is bounded so that a thread that never swaps fails the test.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -199,4 +208,32 @@ fn the_refresh_thread_puts_an_updated_snapshot_in_force_while_serving() {
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(refresh);
+}
+
+#[test]
+fn a_rebuild_whose_process_cannot_start_runs_here_and_one_that_fails_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, mut refresher) = started(dir.path(), &["one.example"]);
+    let now = SystemTime::now();
+    write_list(dir.path(), &["one.example", "two.example"]);
+
+    // A program that exits with an error: the lists in force stay, and
+    // nothing is left beside the snapshot.
+    refresher.build_in = BuildPlace::ChildProcess("false".into());
+    assert_eq!(refresher.round(now), Round::Failed);
+    assert_eq!(action(&engine, "two.example"), Action::Allow);
+    let snapshot = lists::snapshot_path(&dir.path().join("data"));
+    assert!(!snapshot.with_extension("next").exists());
+
+    // No such program: rebuilt on this thread instead.
+    refresher.build_in = BuildPlace::ChildProcess(dir.path().join("no-such-program"));
+    write_list(dir.path(), &["one.example", "two.example", "three.example"]);
+    assert!(matches!(
+        refresher.round(now + 31 * MINUTE),
+        Round::Swapped {
+            names: 3,
+            why: SwapCause::ListsChanged
+        }
+    ));
+    assert_eq!(action(&engine, "three.example"), Action::Block);
 }
