@@ -22,10 +22,12 @@ echo "== decisions against 5M (one core; mapped file, then resident copy)"
 for mode in mapped resident; do
     for run in 1 2 3; do taskset -c 0 "$BIN" decide "$OUT/5m.snap" "$OUT/5m.txt" "$mode"; done
 done
-echo "== reload 1M while deciding (verdict; rebuild at nice 0, then nice 19 as serve's list refresh runs; decide; the decider alone; the decider beside a memory-churning thread)"
+echo "== reload 1M while deciding, as serve does it: rebuilt in a child process at nice 19, mapped and swapped (verdict, three times; then decide)"
 uptime
-"$BIN" reload "$OUT/1m.txt"; "$BIN" reload "$OUT/1m.txt" nice; "$BIN" reload "$OUT/1m.txt" decide
+for run in 1 2 3; do "$BIN" reload "$OUT/1m.txt" process; done
+"$BIN" reload "$OUT/1m.txt" process decide
+echo "== for comparison: rebuilt on a thread of the deciding process (nice 0, nice 19); the decider alone; beside a thread, then a process, filling and freeing 70 MB"
+"$BIN" reload "$OUT/1m.txt"; "$BIN" reload "$OUT/1m.txt" nice
 "$BIN" reload "$OUT/1m.txt" without
-# The rebuild's memory traffic without the engine: stalls here are the machine's.
-"$BIN" reload "$OUT/1m.txt" churn
+"$BIN" reload "$OUT/1m.txt" churn; "$BIN" reload "$OUT/1m.txt" churnproc
 uptime
