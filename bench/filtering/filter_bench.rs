@@ -306,8 +306,9 @@ enum Rebuild {
     /// (TLB shootdowns, page-table locks), which a reload could avoid.
     ChurnProcess,
     /// The rebuild in a child process (`filter_bench compile`, at nice 19),
-    /// which writes the snapshot file; this process only maps the file,
-    /// compiles the rules against it and swaps, as `serve` does.
+    /// which writes the snapshot file; this process's rebuild thread (also
+    /// at nice 19) only maps the file, compiles the rules against it and
+    /// swaps, as `serve` does.
     Process,
 }
 
@@ -321,12 +322,9 @@ fn lower_this_thread(how: Rebuild) -> bool {
         return false;
     };
     let (cmd, args): (&str, Vec<&str>) = match how {
-        Rebuild::Normal
-        | Rebuild::Without
-        | Rebuild::Churn
-        | Rebuild::ChurnProcess
-        | Rebuild::Process => return true,
-        Rebuild::Nice => ("renice", vec!["-n", "19", "-p", &tid]),
+        Rebuild::Normal | Rebuild::Without | Rebuild::Churn | Rebuild::ChurnProcess => return true,
+        // The refresh thread that maps and swaps runs at nice 19 in serve.
+        Rebuild::Nice | Rebuild::Process => ("renice", vec!["-n", "19", "-p", &tid]),
         Rebuild::Idle => ("chrt", vec!["--idle", "-p", "0", &tid]),
     };
     std::process::Command::new(cmd)
@@ -581,7 +579,7 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
             (Rebuild::Idle, true) => "SCHED_IDLE",
             (Rebuild::Without, _) => "absent: no rebuild",
             (Rebuild::Churn, _) => "absent; a thread filling and freeing 70 MB instead",
-            (Rebuild::Process, _) => "a child process at nice 19, then mapped and swapped here",
+            (Rebuild::Process, true) => "nice 19, building in a child process at nice 19, then mapping and swapping",
             (Rebuild::ChurnProcess, _) => "absent; another process filling and freeing 70 MB instead",
             _ => "nice 0",
         },
