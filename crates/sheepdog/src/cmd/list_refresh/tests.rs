@@ -229,6 +229,9 @@ fn a_rebuild_whose_process_cannot_start_runs_here_and_one_that_fails_changes_not
     refresher.build_in = BuildPlace::ChildProcess(dir.path().join("no-such-program"));
     write_list(dir.path(), &["one.example", "two.example", "three.example"]);
     let round = refresher.round(now + 31 * MINUTE);
-    assert!(matches!(round, Round::Swapped { names: 3, .. }), "{round:?}");
+    assert!(
+        matches!(round, Round::Swapped { names: 3, .. }),
+        "{round:?}"
+    );
     assert_eq!(action(&engine, "three.example"), Action::Block);
 }
