@@ -546,6 +546,10 @@ async fn a_burst_from_several_clients_is_answered_in_full_each_to_its_sender() {
 /// by both families would cut the IPv6 senders' addresses short.
 #[tokio::test(flavor = "current_thread")]
 async fn ipv4_and_ipv6_clients_on_one_thread_are_each_answered() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: nothing to test");
+        return;
+    }
     let (engine, _policy_dir) = engine();
     let resolver = Arc::new(Resolver::new(
         engine,
