@@ -4,6 +4,14 @@
 # local upstream, all on loopback, measured with dnsperf.
 #
 #   bench/dns/run.sh [NAMES] [SECONDS]     (defaults: 1000000 names, 10 s)
+#   BENCH_PIN=1 bench/dns/run.sh ...        (server under test on CPU 0, dnsperf on CPU 1)
+#
+# Unpinned, dnsperf and the server share every core, so a server's rate
+# depends on how the scheduler splits them, which moves from run to run.
+# BENCH_PIN=1 gives each server, all three alike, the first core alone
+# (sheepdog then runs one worker thread and one socket, unbound one
+# thread; dnsmasq has one anyway) and dnsperf the second: fairer, and
+# steadier, on a two-core machine.
 #
 # Prints a Markdown table for docs/benchmarks.md. Installs dnsperf, unbound,
 # dnsmasq and dig from Debian's packages if absent. Every socket is on
@@ -57,6 +65,11 @@ for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
 print(n)
 PY
 }
+if [ "${BENCH_PIN:-0}" = 1 ]; then
+  on_server=(taskset -c 0); on_client=(taskset -c 1); unbound_threads=1
+else
+  on_server=(); on_client=(); unbound_threads=2
+fi
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 
@@ -109,7 +122,7 @@ first_answer() { # port start_ns
 
 measure() { # label port pid mix
   local label=$1 port=$2 pid=$3 mix=$4
-  dnsperf -s 127.0.0.1 -p "$port" -d "$work/q-$mix" -l "$seconds" -c 8 -q 500 -v >"$work/perf.txt" 2>&1 || true
+  "${on_client[@]}" dnsperf -s 127.0.0.1 -p "$port" -d "$work/q-$mix" -l "$seconds" -c 8 -q 500 -v >"$work/perf.txt" 2>&1 || true
   answered=$(( answered + $(awk '/Queries completed/ { print $3; exit }' "$work/perf.txt") ))
   local qps avg p99
   qps=$(awk '/Queries per second/ { printf "%.0f", $4 }' "$work/perf.txt")
@@ -126,7 +139,7 @@ run_server() { # label port pid start_ns
   echo "| $label | first answer | $first ms | | | $(( $(rss_kb "$pid") / 1024 )) |"
   # Warm the caches with one pass of the mixed file.
   answered=1
-  dnsperf -s 127.0.0.1 -p "$port" -d "$work/q-mixed" -n 1 -c 8 -q 500 >"$work/warm.txt" 2>&1 || true
+  "${on_client[@]}" dnsperf -s 127.0.0.1 -p "$port" -d "$work/q-mixed" -n 1 -c 8 -q 500 >"$work/warm.txt" 2>&1 || true
   answered=$(( answered + $(awk '/Queries completed/ { print $3; exit }' "$work/warm.txt") ))
   measure "$label" "$port" "$pid" blocked
   measure "$label" "$port" "$pid" mixed
@@ -136,13 +149,13 @@ echo "| server | workload | queries/s | avg ms | p99 ms | RSS MiB |"
 echo "|---|---|---|---|---|---|"
 
 port=$(free_port); start=$(date +%s%N)
-"$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" "127.0.0.1:$port" "127.0.0.1:$upstream" 2>"$work/sheepdog.log" &
+"${on_server[@]}" "$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" "127.0.0.1:$port" "127.0.0.1:$upstream" 2>"$work/sheepdog.log" &
 pid=$!; pids+=("$pid")
 run_server "sheepdog (events off)" "$port" "$pid" "$start"
 kill -INT "$pid"; wait "$pid" 2>/dev/null || true
 
 port=$(free_port); start=$(date +%s%N)
-"$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" "127.0.0.1:$port" "127.0.0.1:$upstream" --log "$work/events.sqlite" 2>"$work/sheepdog-log.log" &
+"${on_server[@]}" "$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" "127.0.0.1:$port" "127.0.0.1:$upstream" --log "$work/events.sqlite" 2>"$work/sheepdog-log.log" &
 pid=$!; pids+=("$pid")
 run_server "sheepdog (every query logged)" "$port" "$pid" "$start"
 # A writer that falls behind puts the backlog in the spool and replays it
@@ -180,7 +193,7 @@ port=$(free_port)
   echo "  username: \"\""
   echo "  chroot: \"\""
   echo "  use-syslog: no"
-  echo "  num-threads: 2"
+  echo "  num-threads: $unbound_threads"
   echo "  do-not-query-localhost: no"
   echo "  module-config: \"iterator\""
   echo "  access-control: 127.0.0.0/8 allow"
@@ -193,7 +206,7 @@ port=$(free_port)
 } >"$work/unbound.conf"
 start=$(date +%s%N)
 unbound_bin=$(command -v unbound || echo /usr/sbin/unbound)
-"$unbound_bin" -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 &
+"${on_server[@]}" "$unbound_bin" -d -c "$work/unbound.conf" >"$work/unbound.log" 2>&1 &
 pid=$!; pids+=("$pid")
 run_server "unbound 1.17 (local-zone)" "$port" "$pid" "$start"
 kill "$pid"; wait "$pid" 2>/dev/null || true
@@ -211,7 +224,7 @@ port=$(free_port)
 } >"$work/dnsmasq.conf"
 start=$(date +%s%N)
 dnsmasq_bin=$(command -v dnsmasq || echo /usr/sbin/dnsmasq)
-"$dnsmasq_bin" --keep-in-foreground --conf-file="$work/dnsmasq.conf" --pid-file="$work/dnsmasq.pid" --user=root >"$work/dnsmasq.log" 2>&1 &
+"${on_server[@]}" "$dnsmasq_bin" --keep-in-foreground --conf-file="$work/dnsmasq.conf" --pid-file="$work/dnsmasq.pid" --user=root >"$work/dnsmasq.log" 2>&1 &
 pid=$!; pids+=("$pid")
 run_server "dnsmasq 2.90 (address=)" "$port" "$pid" "$start"
 kill "$pid"; wait "$pid" 2>/dev/null || true

@@ -160,7 +160,8 @@ impl DnsServer {
 /// copy of the packet, and the batch's answers leave together. Only a
 /// question for the upstream is spawned, within the in-flight limit.
 async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, limit: Arc<Semaphore>) {
-    let mut received = Received::new();
+    let v6 = socket.local_addr().is_ok_and(|addr| addr.is_ipv6());
+    let mut received = Received::new(v6);
     let mut outgoing = Outgoing::new();
     loop {
         let count = match received.receive(&socket).await {

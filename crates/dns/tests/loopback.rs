@@ -539,6 +539,50 @@ async fn a_burst_from_several_clients_is_answered_in_full_each_to_its_sender() {
     }
 }
 
+/// IPv4 and IPv6 listeners served by one worker thread, asked in turn:
+/// each answer reaches its sender. The receive headers are kept per
+/// thread between batches, one set per address family, because the kernel
+/// shortens a header's address length to the last sender's; a set shared
+/// by both families would cut the IPv6 senders' addresses short.
+#[tokio::test(flavor = "current_thread")]
+async fn ipv4_and_ipv6_clients_on_one_thread_are_each_answered() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: nothing to test");
+        return;
+    }
+    let (engine, _policy_dir) = engine();
+    let resolver = Arc::new(Resolver::new(
+        engine,
+        Arc::new(IdentityResolver::new(IdentityMap::new("guest"))),
+        None,
+        ResolverSettings::from_config(&DnsConfig::default()),
+    ));
+    let listen: [SocketAddr; 2] = ["127.0.0.1:0".parse().unwrap(), "[::1]:0".parse().unwrap()];
+    let server = DnsServer::start(resolver, &listen).await.unwrap();
+    let v4 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let v6 = UdpSocket::bind("[::1]:0").await.unwrap();
+    let mut buffer = vec![0u8; 4096];
+    for n in 0..20u16 {
+        for (socket, addr) in [(&v4, server.udp_addrs()[0]), (&v6, server.udp_addrs()[1])] {
+            let name = format!("q{n}.blocked.test.");
+            socket
+                .send_to(&blocked_question(n, &name), addr)
+                .await
+                .unwrap();
+            let (len, from) =
+                tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buffer))
+                    .await
+                    .expect("answered")
+                    .unwrap();
+            assert_eq!(from, addr);
+            let reply = Message::from_vec(&buffer[..len]).unwrap();
+            assert_eq!(reply.id(), n);
+            assert_eq!(reply.queries()[0].name().to_ascii(), name);
+        }
+    }
+    server.stop().await;
+}
+
 /// A datagram longer than any DNS question is dropped whole, not judged by
 /// its first bytes; the question after it is answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

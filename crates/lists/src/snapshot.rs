@@ -405,16 +405,22 @@ impl Snapshot {
             HitSource::Name { suffix_len, mode } => {
                 let len = usize::from(suffix_len).min(query_name.len());
                 let name = &query_name[query_name.len() - len..];
-                let text = match mode {
-                    MatchMode::Exact => name.to_owned(),
-                    MatchMode::Subdomains => format!("*.{name}"),
-                    MatchMode::NameAndSubdomains => format!("{name} (and subdomains)"),
+                // Built by pushing the pieces: `format!` cost 550
+                // instructions, and the DNS server describes the rule of
+                // every blocked query it logs.
+                let (before, after) = match mode {
+                    MatchMode::Exact => ("", ""),
+                    MatchMode::Subdomains => ("*.", ""),
+                    MatchMode::NameAndSubdomains => ("", " (and subdomains)"),
                 };
-                if hit.exception {
-                    format!("exception {text}")
-                } else {
-                    text
+                let exception = if hit.exception { "exception " } else { "" };
+                let mut text = String::with_capacity(
+                    exception.len() + before.len() + name.len() + after.len(),
+                );
+                for piece in [exception, before, name, after] {
+                    text.push_str(piece);
                 }
+                text
             }
             HitSource::Url(i) => self
                 .meta

@@ -345,3 +345,36 @@ fn another_snapshot_format_is_refused_with_the_fix() {
     assert!(error.contains("format 01"), "{error}");
     assert!(error.contains("sheepdog lists update"), "{error}");
 }
+
+proptest! {
+    /// A name rule reads as it did when written with `format!`: the
+    /// matched suffix, `*.` or ` (and subdomains)` by its mode, and
+    /// `exception ` before an exception.
+    #[test]
+    fn name_rules_are_described_as_before(
+        name in "[a-z0-9.-]{0,40}",
+        suffix_len in any::<u8>(),
+        mode in proptest::sample::select(vec![
+            MatchMode::Exact, MatchMode::Subdomains, MatchMode::NameAndSubdomains,
+        ]),
+        exception in any::<bool>(),
+    ) {
+        let s = build(&[]);
+        let hit = Hit {
+            list: 0,
+            category: 0,
+            exception,
+            rpz: None,
+            source: HitSource::Name { suffix_len, mode },
+        };
+        let len = usize::from(suffix_len).min(name.len());
+        let matched = &name[name.len() - len..];
+        let text = match mode {
+            MatchMode::Exact => matched.to_owned(),
+            MatchMode::Subdomains => format!("*.{matched}"),
+            MatchMode::NameAndSubdomains => format!("{matched} (and subdomains)"),
+        };
+        let expected = if exception { format!("exception {text}") } else { text };
+        prop_assert_eq!(s.describe_rule(&hit, &name), expected);
+    }
+}
