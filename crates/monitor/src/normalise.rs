@@ -664,19 +664,12 @@ impl<'a> Builder<'a> {
 
     /// A run of plain prose as [`plain_shape`] finds it, starting with a
     /// letter, in a word with no leetspeak so far: the same as
-    /// [`Builder::ascii`] on each byte, with the text lower-cased and
-    /// copied in one pass and one span mark for all of it; `shape` is what
-    /// [`plain_shape`] found in it.
-    fn plain(&mut self, plain: &[u8], start: u32, shape: &PlainShape) {
+    /// [`Builder::ascii`] on each byte, with one span mark for all of it;
+    /// [`plain_shape`] has already copied it (lower-cased) to the end of
+    /// the text, from `at`, and `shape` is what it found in it.
+    fn plain(&mut self, at: usize, start: u32, shape: &PlainShape) {
         let out = &mut self.out;
-        let at = out.text.len();
-        out.spans.note_run(at as u32, start, plain.len() as u32);
-        // Letters have bit 0x40 set and separators do not; every
-        // separator here becomes a space.
-        out.text.extend_from_slice(plain);
-        for b in &mut out.text[at..] {
-            *b = if *b & 0x40 != 0 { *b | 0x20 } else { b' ' };
-        }
+        out.spans.note_run(at as u32, start, shape.len as u32);
         if !shape.single {
             // What the loop below would do, from the shape: with no
             // one-letter word in the run, the word before its last space
@@ -685,7 +678,7 @@ impl<'a> Builder<'a> {
                 out.stretched = true;
             }
             let text = &out.text[at..];
-            if let Some(space) = text.iter().rposition(|&b| b == b' ') {
+            if let Some(space) = shape.last_space {
                 self.singles = 0;
                 self.token_start = at + space + 1;
             }
@@ -1014,8 +1007,9 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
                     twice: builder.run >= 2,
                     word_start: builder.token_start == builder.out.text.len(),
                 };
-                let shape = plain_shape(bytes, i, carried);
-                builder.plain(&bytes[i..i + shape.len], i as u32, &shape);
+                let at = builder.out.text.len();
+                let shape = plain_shape(bytes, i, carried, &mut builder.out.text);
+                builder.plain(at, i as u32, &shape);
                 i += shape.len;
             }
             continue;
@@ -1200,7 +1194,7 @@ fn words_equal(a: u64, b: u64) -> u64 {
 /// [`plain_shape`]).
 #[cfg(test)]
 fn plain_run(bytes: &[u8]) -> usize {
-    plain_shape(bytes, 0, Carried::default()).len
+    plain_shape(bytes, 0, Carried::default(), &mut Vec::new()).len
 }
 
 /// What [`Builder::plain`] needs to know about the text before a run.
@@ -1226,6 +1220,8 @@ struct PlainShape {
     /// A one-letter word ends in the run: such words in a row are counted
     /// word by word.
     single: bool,
+    /// Where the run's last separator is in it.
+    last_space: Option<usize>,
 }
 
 /// The fewer than eight bytes `rest` as a word, padded with zeros; apart
@@ -1262,16 +1258,20 @@ fn tail_word(input: &[u8], at: usize) -> u64 {
 
 /// The run of plain prose `bytes` starts with: ASCII letters and single
 /// spaces or line breaks, the text the normaliser copies as it is
-/// (lower-cased) with a span mark for the whole run; it stops before a
-/// second separator in a row, which collapses, and before anything else.
-/// Found eight bytes at a time, and in the same steps whether it holds a
-/// stretched letter or a one-letter word, which the word-by-word pass
-/// over the copied run found a byte at a time at about twelve
-/// instructions a byte.
+/// (lower-cased, every separator a space) with a span mark for the whole
+/// run; it stops before a second separator in a row, which collapses, and
+/// before anything else. Found eight bytes at a time, and in the same
+/// steps whether it holds a stretched letter or a one-letter word, which
+/// the word-by-word pass over the copied run found a byte at a time at
+/// about twelve instructions a byte.
 ///
-/// The run starts at `from` in `input`.
-fn plain_shape(input: &[u8], from: usize, carried: Carried) -> PlainShape {
+/// The run starts at `from` in `input`; it is appended to `text` in the
+/// same steps, eight bytes a store, which costs less than copying it
+/// apart and lower-casing it in place afterwards (a call to copy memory
+/// and a byte loop for most of a short run).
+fn plain_shape(input: &[u8], from: usize, carried: Carried, text: &mut Vec<u8>) -> PlainShape {
     let bytes = input.get(from..).unwrap_or_default();
+    let at = text.len();
     const LOW: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut n = 0;
@@ -1285,6 +1285,7 @@ fn plain_shape(input: &[u8], from: usize, carried: Carried) -> PlainShape {
     let mut carry_space = if carried.word_start { 0x8000 } else { 0 };
     let mut stretched = 0u64;
     let mut single = 0u64;
+    let mut last_space = None;
     loop {
         let w = match bytes.get(n..n + 8) {
             Some(chunk) => {
@@ -1307,22 +1308,32 @@ fn plain_shape(input: &[u8], from: usize, carried: Carried) -> PlainShape {
         } else {
             ((stop & stop.wrapping_neg()) - 1) & HIGH
         };
+        // Letters lower-cased, everything else a space; what lies past
+        // the stop is cut off below.
+        let lower = (w & ((letters >> 7) * 0xff)) | (0x20 * LOW);
+        text.extend_from_slice(&lower.to_le_bytes());
         // Lower-cased letters are equal only to the same letter, and
-        // separators (0x20, 0x2a) to no letter; two separators are never
-        // next to each other in a run.
-        let equal = words_equal(x, (x << 8) | carry_byte) & valid;
+        // separators (0x20) to no letter; two separators are never next
+        // to each other in a run.
+        let equal = words_equal(lower, (lower << 8) | carry_byte) & valid;
         stretched |= equal & ((equal << 8) | carry_equal);
         let space = spaces & valid;
         single |= space & ((space << 16) | carry_space);
+        if space != 0 {
+            last_space = Some(n + (63 - space.leading_zeros() as usize) / 8);
+        }
         if stop != 0 {
+            let len = n + (stop.trailing_zeros() / 8) as usize;
+            text.truncate(at + len);
             return PlainShape {
-                len: n + (stop.trailing_zeros() / 8) as usize,
+                len,
                 stretched: stretched != 0,
                 single: single != 0,
+                last_space,
             };
         }
         carry = spaces >> 56;
-        carry_byte = x >> 56;
+        carry_byte = lower >> 56;
         carry_equal = equal >> 56;
         carry_space = space >> 48;
         n += 8;
@@ -1575,6 +1586,54 @@ mod tests {
     }
 
     #[test]
+    fn plain_runs_are_copied_lower_cased_with_their_last_separator() {
+        let check = |bytes: &[u8]| {
+            let mut text = b" x".to_vec();
+            let shape = plain_shape(bytes, 0, Carried::default(), &mut text);
+            let expected: Vec<u8> = bytes[..shape.len]
+                .iter()
+                .map(|&b| {
+                    if b == b'\n' {
+                        b' '
+                    } else {
+                        b.to_ascii_lowercase()
+                    }
+                })
+                .collect();
+            assert_eq!(&text[..2], b" x", "{bytes:?}");
+            assert_eq!(&text[2..], &expected[..], "{bytes:?}");
+            assert_eq!(
+                shape.last_space,
+                expected.iter().rposition(|&b| b == b' '),
+                "{bytes:?}"
+            );
+        };
+        for text in [
+            "",
+            "a",
+            "AbC dEf GHI jkl",
+            "abcdefgh ijklmnop\nQRSTUVWX yz",
+            "abcdefg  hij",
+            "Hello World. Again",
+            "a b c d e f g h i j k",
+        ] {
+            check(text.as_bytes());
+        }
+        for byte in 0..=255u8 {
+            for second in [b'Q', b' ', b'\n', byte] {
+                let mut bytes = *b"abcdEFGHijklmnopqrstuvwx";
+                for at in [0, 3, 6, 7, 8, 12, 15, 16, 22] {
+                    bytes[at] = byte;
+                    bytes[at + 1] = second;
+                    check(&bytes);
+                    bytes[at] = b'q';
+                    bytes[at + 1] = b'r';
+                }
+            }
+        }
+    }
+
+    #[test]
     fn bytes_equal_to_either_are_those_equal_to_one_or_the_other() {
         let mut state = 0x9e37_79b9_7f4a_7c15u64;
         let mut words = Vec::new();
@@ -1638,13 +1697,20 @@ mod tests {
                         word_start: true,
                     },
                 ] {
-                    let inside = plain_shape(input, from, carried);
-                    let cut = plain_shape(&input[from..], 0, carried);
+                    let (mut inside_text, mut cut_text) = (b"x".to_vec(), b"x".to_vec());
+                    let inside = plain_shape(input, from, carried, &mut inside_text);
+                    let cut = plain_shape(&input[from..], 0, carried, &mut cut_text);
                     assert_eq!(
-                        (inside.len, inside.stretched, inside.single),
-                        (cut.len, cut.stretched, cut.single),
+                        (
+                            inside.len,
+                            inside.stretched,
+                            inside.single,
+                            inside.last_space
+                        ),
+                        (cut.len, cut.stretched, cut.single, cut.last_space),
                         "{len} bytes from {from}, {carried:?}"
                     );
+                    assert_eq!(inside_text, cut_text, "{len} bytes from {from}");
                 }
             }
         }
