@@ -1285,7 +1285,7 @@ fn plain_shape(input: &[u8], from: usize, carried: Carried, text: &mut Vec<u8>) 
     let mut carry_space = if carried.word_start { 0x8000 } else { 0 };
     let mut stretched = 0u64;
     let mut single = 0u64;
-    let mut last_space = None;
+    let mut last_spaces = (0, 0u64);
     loop {
         let w = match bytes.get(n..n + 8) {
             Some(chunk) => {
@@ -1319,17 +1319,21 @@ fn plain_shape(input: &[u8], from: usize, carried: Carried, text: &mut Vec<u8>) 
         stretched |= equal & ((equal << 8) | carry_equal);
         let space = spaces & valid;
         single |= space & ((space << 16) | carry_space);
+        // Only the step and its separators, which the compiler keeps
+        // without a branch; the place is worked out once, at the end.
         if space != 0 {
-            last_space = Some(n + (63 - space.leading_zeros() as usize) / 8);
+            last_spaces = (n, space);
         }
         if stop != 0 {
             let len = n + (stop.trailing_zeros() / 8) as usize;
             text.truncate(at + len);
+            let (step, spaces) = last_spaces;
             return PlainShape {
                 len,
                 stretched: stretched != 0,
                 single: single != 0,
-                last_space,
+                last_space: (spaces != 0)
+                    .then(|| step + (63 - spaces.leading_zeros() as usize) / 8),
             };
         }
         carry = spaces >> 56;
