@@ -1150,46 +1150,6 @@ fn latin_letters(c: char) -> Option<&'static [u8]> {
     letters.get(..usize::from(*len)).filter(|l| !l.is_empty())
 }
 
-/// Whether each byte of `w` equals `byte`, as the top bit of each byte:
-/// exact, with no borrow between bytes.
-#[cfg(test)]
-fn bytes_equal(w: u64, byte: u8) -> u64 {
-    const LOW: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let x = w ^ (u64::from(byte) * LOW);
-    // The top bit of each byte of `differs` is set when the byte of `x`
-    // is not zero; clearing the top bits first keeps the addition from
-    // carrying into the next byte.
-    let differs = ((x & !HIGH) + !HIGH) | x;
-    !differs & HIGH
-}
-
-/// Whether each byte of `w` equals `a` or `b`, as the top bit of each
-/// byte: `bytes_equal` (in the tests) for each, sharing the last steps.
-#[inline(always)]
-fn bytes_equal_either(w: u64, a: u8, b: u8) -> u64 {
-    const LOW: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let x = w ^ (u64::from(a) * LOW);
-    let y = w ^ (u64::from(b) * LOW);
-    // The top bit of each byte of `differs_x` is set when the byte of
-    // `x` is not zero; clearing the top bits first keeps the addition
-    // from carrying into the next byte.
-    let differs_x = ((x & !HIGH) + !HIGH) | x;
-    let differs_y = ((y & !HIGH) + !HIGH) | y;
-    !(differs_x & differs_y) & HIGH
-}
-
-/// Whether each byte of `a` equals the byte of `b` in the same place, as
-/// the top bit of each byte: exact, as in `bytes_equal_either`.
-#[inline(always)]
-fn words_equal(a: u64, b: u64) -> u64 {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let x = a ^ b;
-    let differs = ((x & !HIGH) + !HIGH) | x;
-    !differs & HIGH
-}
-
 /// How many bytes of plain prose `bytes` starts with (see
 /// [`plain_shape`]).
 #[cfg(test)]
@@ -1296,10 +1256,21 @@ fn plain_shape(input: &[u8], from: usize, carried: Carried, text: &mut Vec<u8>) 
             // The last bytes, padded with zeros, which end the run.
             None => tail_word(input, from + n),
         };
-        // As in `letter_run`.
-        let x = (w | (0x20 * LOW)) & !HIGH;
-        let letters = (x + 0x1f * LOW) & !(x + 0x05 * LOW) & !w & HIGH;
-        let spaces = bytes_equal_either(w, b' ', b'\n');
+        // The tests below are exact up to the first byte that is neither
+        // a letter nor a separator and at it, not past it: below it every
+        // byte is under 0x80, so no addition carries out of a byte there,
+        // and a carry out of the stop or past it only reaches bytes past
+        // it, which the stop cuts off. That spares the masks that keep
+        // `letter_run`'s additions, and those of an exact byte test, from
+        // carrying. Letters are lower-cased by setting 0x20, separators
+        // become 0x20 (' ') and 0x2a ('\n').
+        let x = w | (0x20 * LOW);
+        let letters = x.wrapping_add(0x1f * LOW) & !x.wrapping_add(0x05 * LOW) & !w & HIGH;
+        let is_space = w ^ (u64::from(b' ') * LOW);
+        let is_break = w ^ (u64::from(b'\n') * LOW);
+        let spaces = !((is_space.wrapping_add(!HIGH) | is_space)
+            & (is_break.wrapping_add(!HIGH) | is_break))
+            & HIGH;
         let repeated = spaces & ((spaces << 8) | carry);
         let stop = (!(letters | spaces) | repeated) & HIGH;
         // The bytes before the stop, as top bits.
@@ -1308,14 +1279,16 @@ fn plain_shape(input: &[u8], from: usize, carried: Carried, text: &mut Vec<u8>) 
         } else {
             ((stop & stop.wrapping_neg()) - 1) & HIGH
         };
-        // Letters lower-cased, everything else a space; what lies past
-        // the stop is cut off below.
-        let lower = (w & ((letters >> 7) * 0xff)) | (0x20 * LOW);
+        // Letters lower-cased, separators spaces (0x2a less 0x0a); what
+        // lies past the stop is cut off below.
+        let lower = x & !((spaces >> 7) * 0x0a);
         text.extend_from_slice(&lower.to_le_bytes());
         // Lower-cased letters are equal only to the same letter, and
         // separators (0x20) to no letter; two separators are never next
-        // to each other in a run.
-        let equal = words_equal(lower, (lower << 8) | carry_byte) & valid;
+        // to each other in a run. Exact before the stop, as above: the
+        // bytes compared there are all under 0x80.
+        let differs = lower ^ ((lower << 8) | carry_byte);
+        let equal = !(differs.wrapping_add(!HIGH) | differs) & valid;
         stretched |= equal & ((equal << 8) | carry_equal);
         let space = spaces & valid;
         single |= space & ((space << 16) | carry_space);
@@ -1611,6 +1584,17 @@ mod tests {
                 expected.iter().rposition(|&b| b == b' '),
                 "{bytes:?}"
             );
+            let stretched = expected
+                .windows(3)
+                .any(|w| w[0] != b' ' && w[0] == w[1] && w[1] == w[2]);
+            let single = expected
+                .windows(3)
+                .any(|w| w[0] == b' ' && w[1] != b' ' && w[2] == b' ');
+            assert_eq!(
+                (shape.stretched, shape.single),
+                (stretched, single),
+                "{bytes:?}"
+            );
         };
         for text in [
             "",
@@ -1620,11 +1604,18 @@ mod tests {
             "abcdefg  hij",
             "Hello World. Again",
             "a b c d e f g h i j k",
+            "aaa",
+            "xx aaab ccc\nd e",
+            "abcdefgg gxyz",
+            "abcdefggg xyz",
+            "abcdefGgG xyz",
+            "abcdefg hhhhhhh",
+            "abcdef g hijklmn",
         ] {
             check(text.as_bytes());
         }
         for byte in 0..=255u8 {
-            for second in [b'Q', b' ', b'\n', byte] {
+            for second in [b'Q', b' ', b'\n', byte, 0xff, 0x80, b'c'] {
                 let mut bytes = *b"abcdEFGHijklmnopqrstuvwx";
                 for at in [0, 3, 6, 7, 8, 12, 15, 16, 22] {
                     bytes[at] = byte;
@@ -1633,36 +1624,6 @@ mod tests {
                     bytes[at] = b'q';
                     bytes[at + 1] = b'r';
                 }
-            }
-        }
-    }
-
-    #[test]
-    fn bytes_equal_to_either_are_those_equal_to_one_or_the_other() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut words = Vec::new();
-        for byte in 0..=255u8 {
-            for at in 0..8 {
-                for filler in [0x00u8, b' ', b'\n', b'a', 0x80, 0xff, 0x1f, 0x21] {
-                    let mut word = [filler; 8];
-                    word[at] = byte;
-                    words.push(u64::from_le_bytes(word));
-                }
-            }
-        }
-        for _ in 0..100_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            words.push(state);
-        }
-        for w in words {
-            for (a, b) in [(b' ', b'\n'), (0, 0xff), (b'a', b'b')] {
-                assert_eq!(
-                    bytes_equal_either(w, a, b),
-                    bytes_equal(w, a) | bytes_equal(w, b),
-                    "{w:#x} {a:#x} {b:#x}"
-                );
             }
         }
     }
