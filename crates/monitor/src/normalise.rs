@@ -670,39 +670,35 @@ impl<'a> Builder<'a> {
     fn plain(&mut self, at: usize, start: u32, shape: &PlainShape) {
         let out = &mut self.out;
         out.spans.note_run(at as u32, start, shape.len as u32);
-        if !shape.single {
-            // What the loop below would do, from the shape: with no
-            // one-letter word in the run, the word before its last space
-            // had more letters and ended any count of such words.
-            if shape.stretched {
-                out.stretched = true;
+        if shape.stretched {
+            out.stretched = true;
+        }
+        // The letter the run ends with, repeated how many times: what
+        // `ascii` counts letter by letter.
+        let text = &out.text[at..];
+        let run = match text.last() {
+            None | Some(b' ') => 0,
+            Some(&last) => {
+                let same = text.iter().rev().take_while(|&&b| b == last).count();
+                let carried = self.run > 0 && at.checked_sub(1).map(|p| out.text[p]) == Some(last);
+                if same == text.len() && carried {
+                    self.run + same as u32
+                } else {
+                    same as u32
+                }
             }
-            let text = &out.text[at..];
+        };
+        self.run = run;
+        if !shape.single {
+            // With no one-letter word in the run, the word before its
+            // last space had more letters and ended any count of such
+            // words.
             if let Some(space) = shape.last_space {
                 self.singles = 0;
                 self.token_start = at + space + 1;
             }
-            self.run = match text.last() {
-                None | Some(b' ') => 0,
-                Some(&last) => {
-                    let same = text.iter().rev().take_while(|&&b| b == last).count();
-                    let carried =
-                        self.run > 0 && at.checked_sub(1).map(|p| out.text[p]) == Some(last);
-                    if same == text.len() && carried {
-                        self.run + same as u32
-                    } else {
-                        same as u32
-                    }
-                }
-            };
             return;
         }
-        let mut prev = match at.checked_sub(1) {
-            Some(last) if self.run > 0 => out.text[last],
-            _ => 0,
-        };
-        let mut run = self.run;
-        let mut longest = 0;
         let mut token_start = self.token_start;
         for (k, &byte) in out.text[at..].iter().enumerate() {
             if byte == b' ' {
@@ -726,18 +722,8 @@ impl<'a> Builder<'a> {
                     self.singles = 0;
                 }
                 token_start = here + 1;
-                run = 0;
-                prev = b' ';
-            } else {
-                run = if byte == prev { run + 1 } else { 1 };
-                prev = byte;
-                longest = longest.max(run);
             }
         }
-        if longest >= 3 {
-            out.stretched = true;
-        }
-        self.run = run;
         self.token_start = token_start;
     }
 
