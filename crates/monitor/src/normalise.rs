@@ -664,52 +664,41 @@ impl<'a> Builder<'a> {
 
     /// A run of plain prose as [`plain_shape`] finds it, starting with a
     /// letter, in a word with no leetspeak so far: the same as
-    /// [`Builder::ascii`] on each byte, with the text lower-cased and
-    /// copied in one pass and one span mark for all of it; `shape` is what
-    /// [`plain_shape`] found in it.
-    fn plain(&mut self, plain: &[u8], start: u32, shape: &PlainShape) {
+    /// [`Builder::ascii`] on each byte, with one span mark for all of it;
+    /// [`plain_shape`] has already copied it (lower-cased) to the end of
+    /// the text, from `at`, and `shape` is what it found in it.
+    fn plain(&mut self, at: usize, start: u32, shape: &PlainShape) {
         let out = &mut self.out;
-        let at = out.text.len();
-        out.spans.note_run(at as u32, start, plain.len() as u32);
-        // Letters have bit 0x40 set and separators do not; every
-        // separator here becomes a space.
-        out.text.extend_from_slice(plain);
-        for b in &mut out.text[at..] {
-            *b = if *b & 0x40 != 0 { *b | 0x20 } else { b' ' };
+        out.spans.note_run(at as u32, start, shape.len as u32);
+        if shape.stretched {
+            out.stretched = true;
         }
-        if !shape.single {
-            // What the loop below would do, from the shape: with no
-            // one-letter word in the run, the word before its last space
-            // had more letters and ended any count of such words.
-            if shape.stretched {
-                out.stretched = true;
+        // The letter the run ends with, repeated how many times: what
+        // `ascii` counts letter by letter.
+        let text = &out.text[at..];
+        let run = match text.last() {
+            None | Some(b' ') => 0,
+            Some(&last) => {
+                let same = text.iter().rev().take_while(|&&b| b == last).count();
+                let carried = self.run > 0 && at.checked_sub(1).map(|p| out.text[p]) == Some(last);
+                if same == text.len() && carried {
+                    self.run + same as u32
+                } else {
+                    same as u32
+                }
             }
-            let text = &out.text[at..];
-            if let Some(space) = text.iter().rposition(|&b| b == b' ') {
+        };
+        self.run = run;
+        if !shape.single {
+            // With no one-letter word in the run, the word before its
+            // last space had more letters and ended any count of such
+            // words.
+            if let Some(space) = shape.last_space {
                 self.singles = 0;
                 self.token_start = at + space + 1;
             }
-            self.run = match text.last() {
-                None | Some(b' ') => 0,
-                Some(&last) => {
-                    let same = text.iter().rev().take_while(|&&b| b == last).count();
-                    let carried =
-                        self.run > 0 && at.checked_sub(1).map(|p| out.text[p]) == Some(last);
-                    if same == text.len() && carried {
-                        self.run + same as u32
-                    } else {
-                        same as u32
-                    }
-                }
-            };
             return;
         }
-        let mut prev = match at.checked_sub(1) {
-            Some(last) if self.run > 0 => out.text[last],
-            _ => 0,
-        };
-        let mut run = self.run;
-        let mut longest = 0;
         let mut token_start = self.token_start;
         for (k, &byte) in out.text[at..].iter().enumerate() {
             if byte == b' ' {
@@ -733,18 +722,8 @@ impl<'a> Builder<'a> {
                     self.singles = 0;
                 }
                 token_start = here + 1;
-                run = 0;
-                prev = b' ';
-            } else {
-                run = if byte == prev { run + 1 } else { 1 };
-                prev = byte;
-                longest = longest.max(run);
             }
         }
-        if longest >= 3 {
-            out.stretched = true;
-        }
-        self.run = run;
         self.token_start = token_start;
     }
 
@@ -1014,8 +993,9 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
                     twice: builder.run >= 2,
                     word_start: builder.token_start == builder.out.text.len(),
                 };
-                let shape = plain_shape(bytes, i, carried);
-                builder.plain(&bytes[i..i + shape.len], i as u32, &shape);
+                let at = builder.out.text.len();
+                let shape = plain_shape(bytes, i, carried, &mut builder.out.text);
+                builder.plain(at, i as u32, &shape);
                 i += shape.len;
             }
             continue;
@@ -1156,51 +1136,11 @@ fn latin_letters(c: char) -> Option<&'static [u8]> {
     letters.get(..usize::from(*len)).filter(|l| !l.is_empty())
 }
 
-/// Whether each byte of `w` equals `byte`, as the top bit of each byte:
-/// exact, with no borrow between bytes.
-#[cfg(test)]
-fn bytes_equal(w: u64, byte: u8) -> u64 {
-    const LOW: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let x = w ^ (u64::from(byte) * LOW);
-    // The top bit of each byte of `differs` is set when the byte of `x`
-    // is not zero; clearing the top bits first keeps the addition from
-    // carrying into the next byte.
-    let differs = ((x & !HIGH) + !HIGH) | x;
-    !differs & HIGH
-}
-
-/// Whether each byte of `w` equals `a` or `b`, as the top bit of each
-/// byte: `bytes_equal` (in the tests) for each, sharing the last steps.
-#[inline(always)]
-fn bytes_equal_either(w: u64, a: u8, b: u8) -> u64 {
-    const LOW: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let x = w ^ (u64::from(a) * LOW);
-    let y = w ^ (u64::from(b) * LOW);
-    // The top bit of each byte of `differs_x` is set when the byte of
-    // `x` is not zero; clearing the top bits first keeps the addition
-    // from carrying into the next byte.
-    let differs_x = ((x & !HIGH) + !HIGH) | x;
-    let differs_y = ((y & !HIGH) + !HIGH) | y;
-    !(differs_x & differs_y) & HIGH
-}
-
-/// Whether each byte of `a` equals the byte of `b` in the same place, as
-/// the top bit of each byte: exact, as in `bytes_equal_either`.
-#[inline(always)]
-fn words_equal(a: u64, b: u64) -> u64 {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let x = a ^ b;
-    let differs = ((x & !HIGH) + !HIGH) | x;
-    !differs & HIGH
-}
-
 /// How many bytes of plain prose `bytes` starts with (see
 /// [`plain_shape`]).
 #[cfg(test)]
 fn plain_run(bytes: &[u8]) -> usize {
-    plain_shape(bytes, 0, Carried::default()).len
+    plain_shape(bytes, 0, Carried::default(), &mut Vec::new()).len
 }
 
 /// What [`Builder::plain`] needs to know about the text before a run.
@@ -1226,6 +1166,8 @@ struct PlainShape {
     /// A one-letter word ends in the run: such words in a row are counted
     /// word by word.
     single: bool,
+    /// Where the run's last separator is in it.
+    last_space: Option<usize>,
 }
 
 /// The fewer than eight bytes `rest` as a word, padded with zeros; apart
@@ -1262,16 +1204,20 @@ fn tail_word(input: &[u8], at: usize) -> u64 {
 
 /// The run of plain prose `bytes` starts with: ASCII letters and single
 /// spaces or line breaks, the text the normaliser copies as it is
-/// (lower-cased) with a span mark for the whole run; it stops before a
-/// second separator in a row, which collapses, and before anything else.
-/// Found eight bytes at a time, and in the same steps whether it holds a
-/// stretched letter or a one-letter word, which the word-by-word pass
-/// over the copied run found a byte at a time at about twelve
-/// instructions a byte.
+/// (lower-cased, every separator a space) with a span mark for the whole
+/// run; it stops before a second separator in a row, which collapses, and
+/// before anything else. Found eight bytes at a time, and in the same
+/// steps whether it holds a stretched letter or a one-letter word, which
+/// the word-by-word pass over the copied run found a byte at a time at
+/// about twelve instructions a byte.
 ///
-/// The run starts at `from` in `input`.
-fn plain_shape(input: &[u8], from: usize, carried: Carried) -> PlainShape {
+/// The run starts at `from` in `input`; it is appended to `text` in the
+/// same steps, eight bytes a store, which costs less than copying it
+/// apart and lower-casing it in place afterwards (a call to copy memory
+/// and a byte loop for most of a short run).
+fn plain_shape(input: &[u8], from: usize, carried: Carried, text: &mut Vec<u8>) -> PlainShape {
     let bytes = input.get(from..).unwrap_or_default();
+    let at = text.len();
     const LOW: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut n = 0;
@@ -1285,6 +1231,7 @@ fn plain_shape(input: &[u8], from: usize, carried: Carried) -> PlainShape {
     let mut carry_space = if carried.word_start { 0x8000 } else { 0 };
     let mut stretched = 0u64;
     let mut single = 0u64;
+    let mut last_spaces = (0, 0u64);
     loop {
         let w = match bytes.get(n..n + 8) {
             Some(chunk) => {
@@ -1295,10 +1242,21 @@ fn plain_shape(input: &[u8], from: usize, carried: Carried) -> PlainShape {
             // The last bytes, padded with zeros, which end the run.
             None => tail_word(input, from + n),
         };
-        // As in `letter_run`.
-        let x = (w | (0x20 * LOW)) & !HIGH;
-        let letters = (x + 0x1f * LOW) & !(x + 0x05 * LOW) & !w & HIGH;
-        let spaces = bytes_equal_either(w, b' ', b'\n');
+        // The tests below are exact up to the first byte that is neither
+        // a letter nor a separator and at it, not past it: below it every
+        // byte is under 0x80, so no addition carries out of a byte there,
+        // and a carry out of the stop or past it only reaches bytes past
+        // it, which the stop cuts off. That spares the masks that keep
+        // `letter_run`'s additions, and those of an exact byte test, from
+        // carrying. Letters are lower-cased by setting 0x20, separators
+        // become 0x20 (' ') and 0x2a ('\n').
+        let x = w | (0x20 * LOW);
+        let letters = x.wrapping_add(0x1f * LOW) & !x.wrapping_add(0x05 * LOW) & !w & HIGH;
+        let is_space = w ^ (u64::from(b' ') * LOW);
+        let is_break = w ^ (u64::from(b'\n') * LOW);
+        let spaces = !((is_space.wrapping_add(!HIGH) | is_space)
+            & (is_break.wrapping_add(!HIGH) | is_break))
+            & HIGH;
         let repeated = spaces & ((spaces << 8) | carry);
         let stop = (!(letters | spaces) | repeated) & HIGH;
         // The bytes before the stop, as top bits.
@@ -1307,22 +1265,38 @@ fn plain_shape(input: &[u8], from: usize, carried: Carried) -> PlainShape {
         } else {
             ((stop & stop.wrapping_neg()) - 1) & HIGH
         };
+        // Letters lower-cased, separators spaces (0x2a less 0x0a); what
+        // lies past the stop is cut off below.
+        let lower = x & !((spaces >> 7) * 0x0a);
+        text.extend_from_slice(&lower.to_le_bytes());
         // Lower-cased letters are equal only to the same letter, and
-        // separators (0x20, 0x2a) to no letter; two separators are never
-        // next to each other in a run.
-        let equal = words_equal(x, (x << 8) | carry_byte) & valid;
+        // separators (0x20) to no letter; two separators are never next
+        // to each other in a run. Exact before the stop, as above: the
+        // bytes compared there are all under 0x80.
+        let differs = lower ^ ((lower << 8) | carry_byte);
+        let equal = !(differs.wrapping_add(!HIGH) | differs) & valid;
         stretched |= equal & ((equal << 8) | carry_equal);
         let space = spaces & valid;
         single |= space & ((space << 16) | carry_space);
+        // Only the step and its separators, which the compiler keeps
+        // without a branch; the place is worked out once, at the end.
+        if space != 0 {
+            last_spaces = (n, space);
+        }
         if stop != 0 {
+            let len = n + (stop.trailing_zeros() / 8) as usize;
+            text.truncate(at + len);
+            let (step, spaces) = last_spaces;
             return PlainShape {
-                len: n + (stop.trailing_zeros() / 8) as usize,
+                len,
                 stretched: stretched != 0,
                 single: single != 0,
+                last_space: (spaces != 0)
+                    .then(|| step + (63 - spaces.leading_zeros() as usize) / 8),
             };
         }
         carry = spaces >> 56;
-        carry_byte = x >> 56;
+        carry_byte = lower >> 56;
         carry_equal = equal >> 56;
         carry_space = space >> 48;
         n += 8;
@@ -1575,31 +1549,67 @@ mod tests {
     }
 
     #[test]
-    fn bytes_equal_to_either_are_those_equal_to_one_or_the_other() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut words = Vec::new();
+    fn plain_runs_are_copied_lower_cased_with_their_last_separator() {
+        let check = |bytes: &[u8]| {
+            let mut text = b" x".to_vec();
+            let shape = plain_shape(bytes, 0, Carried::default(), &mut text);
+            let expected: Vec<u8> = bytes[..shape.len]
+                .iter()
+                .map(|&b| {
+                    if b == b'\n' {
+                        b' '
+                    } else {
+                        b.to_ascii_lowercase()
+                    }
+                })
+                .collect();
+            assert_eq!(&text[..2], b" x", "{bytes:?}");
+            assert_eq!(&text[2..], &expected[..], "{bytes:?}");
+            assert_eq!(
+                shape.last_space,
+                expected.iter().rposition(|&b| b == b' '),
+                "{bytes:?}"
+            );
+            let stretched = expected
+                .windows(3)
+                .any(|w| w[0] != b' ' && w[0] == w[1] && w[1] == w[2]);
+            let single = expected
+                .windows(3)
+                .any(|w| w[0] == b' ' && w[1] != b' ' && w[2] == b' ');
+            assert_eq!(
+                (shape.stretched, shape.single),
+                (stretched, single),
+                "{bytes:?}"
+            );
+        };
+        for text in [
+            "",
+            "a",
+            "AbC dEf GHI jkl",
+            "abcdefgh ijklmnop\nQRSTUVWX yz",
+            "abcdefg  hij",
+            "Hello World. Again",
+            "a b c d e f g h i j k",
+            "aaa",
+            "xx aaab ccc\nd e",
+            "abcdefgg gxyz",
+            "abcdefggg xyz",
+            "abcdefGgG xyz",
+            "abcdefg hhhhhhh",
+            "abcdef g hijklmn",
+        ] {
+            check(text.as_bytes());
+        }
         for byte in 0..=255u8 {
-            for at in 0..8 {
-                for filler in [0x00u8, b' ', b'\n', b'a', 0x80, 0xff, 0x1f, 0x21] {
-                    let mut word = [filler; 8];
-                    word[at] = byte;
-                    words.push(u64::from_le_bytes(word));
+            for second in [b'Q', b' ', b'\n', byte, 0xff, 0x80, b'c'] {
+                let mut bytes = *b"abcdEFGHijklmnopqrstuvwx";
+                for at in [0, 3, 6, 7, 8, 12, 15, 16, 22] {
+                    bytes[at] = byte;
+                    bytes[at + 1] = second;
+                    check(&bytes);
+                    bytes[at] = b'q';
+                    bytes[at + 1] = b'r';
                 }
-            }
-        }
-        for _ in 0..100_000 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            words.push(state);
-        }
-        for w in words {
-            for (a, b) in [(b' ', b'\n'), (0, 0xff), (b'a', b'b')] {
-                assert_eq!(
-                    bytes_equal_either(w, a, b),
-                    bytes_equal(w, a) | bytes_equal(w, b),
-                    "{w:#x} {a:#x} {b:#x}"
-                );
             }
         }
     }
@@ -1638,13 +1648,20 @@ mod tests {
                         word_start: true,
                     },
                 ] {
-                    let inside = plain_shape(input, from, carried);
-                    let cut = plain_shape(&input[from..], 0, carried);
+                    let (mut inside_text, mut cut_text) = (b"x".to_vec(), b"x".to_vec());
+                    let inside = plain_shape(input, from, carried, &mut inside_text);
+                    let cut = plain_shape(&input[from..], 0, carried, &mut cut_text);
                     assert_eq!(
-                        (inside.len, inside.stretched, inside.single),
-                        (cut.len, cut.stretched, cut.single),
+                        (
+                            inside.len,
+                            inside.stretched,
+                            inside.single,
+                            inside.last_space
+                        ),
+                        (cut.len, cut.stretched, cut.single, cut.last_space),
                         "{len} bytes from {from}, {carried:?}"
                     );
+                    assert_eq!(inside_text, cut_text, "{len} bytes from {from}");
                 }
             }
         }
