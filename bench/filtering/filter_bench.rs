@@ -597,6 +597,13 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
         worst_own.as_secs_f64() * 1e3,
         steal.map_or("unknown".to_owned(), |t| t.to_string()),
     );
+    // What the deciding process holds after the reloads, and its peak: a
+    // rebuild in this process leaves its build's memory here.
+    println!(
+        "  deciding process: RSS {:.1} MB after the reloads, peak {:.1} MB",
+        rss_kb("VmRSS:") as f64 / 1024.0,
+        rss_kb("VmHWM:") as f64 / 1024.0
+    );
     if how == Rebuild::Process && std::env::var("FILTER_BENCH_CHILD").is_ok_and(|v| v == "idle") {
         println!("  (the child process under SCHED_IDLE instead of nice 19)");
     }

@@ -24,13 +24,15 @@
 //! `build-snapshot` command, also at nice 19), which writes the new
 //! snapshot beside the live one; `serve` then maps that file, compiles its
 //! rules against it, swaps, and only then renames it over the live file.
-//! Why a process and not just a thread: a million-name build fills and
-//! frees some 70 MB, and that churn in `serve`'s own address space stalled
-//! a deciding thread for about 4.5 ms once or more in every reload, with
-//! the decider neither waiting for a CPU nor page-faulting; the same churn
-//! in another process never did (`bench/filtering/run.sh`, the `reload`
-//! rows; docs/benchmarks.md, session 8). When the child cannot be started
-//! at all, the rebuild runs on this thread as before and says so.
+//! Why a process and not just a thread: building a million-name snapshot
+//! peaks at some 70 MB, which the resolver would otherwise hold (and its
+//! allocator keep) after every reload, and the build parses lists fetched
+//! from elsewhere: whatever a bad list does to the builder happens to the
+//! child, not to the resolver. (It does not remove the rare 4.6 ms stalls
+//! a deciding thread shows on the benchmark VM while memory is filled and
+//! freed: those come with such churn in any process; docs/benchmarks.md,
+//! session 8.) When the child cannot be started at all, the rebuild runs
+//! on this thread as before and says so.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
