@@ -41,7 +41,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         return Ok(());
     }
-    let snapshot = Snapshot::open(snapshot_path)?;
+    // Read into memory, as `serve` does (`lists::load_engine`).
+    let snapshot = Snapshot::open_resident(snapshot_path)?;
     let engine = Arc::new(Engine::new(CompiledPolicy::compile(
         &doc,
         Arc::new(snapshot),

@@ -22,7 +22,7 @@
 //!
 //! The rebuild itself runs in a child process (this program's hidden
 //! `build-snapshot` command, also at nice 19), which writes the new
-//! snapshot beside the live one; `serve` then maps that file, compiles its
+//! snapshot beside the live one; `serve` then reads that file, compiles its
 //! rules against it, swaps, and only then renames it over the live file.
 //! Why a process and not just a thread: building a million-name snapshot
 //! peaks at some 70 MB, which the resolver would otherwise hold (and its
@@ -305,7 +305,7 @@ impl Refresher {
     }
 
     /// [`Refresher::rebuild`] with the build in a child process: the child
-    /// writes `path` with the extension `next`; it is mapped and put in
+    /// writes `path` with the extension `next`; it is read and put in
     /// force here, and only then renamed over `path`, so a snapshot the
     /// rules cannot compile against never replaces the one a restart loads.
     fn rebuild_in_child(
@@ -353,13 +353,12 @@ impl Refresher {
             tracing::warn!("{warning}");
         }
         let put_in_force = || -> anyhow::Result<u64> {
-            let snapshot = Snapshot::open(&next)
+            let snapshot = Snapshot::open_resident(&next)
                 .with_context(|| format!("opening the rebuilt {}", next.display()))?;
             let names = snapshot.stats().names;
             self.engine
                 .replace_snapshot(Arc::new(snapshot))
                 .context("compiling the policy against the rebuilt lists")?;
-            // The mapping follows the file, not its name.
             std::fs::rename(&next, path).with_context(|| {
                 format!(
                     "renaming {} to {} (the new lists are in force until a restart)",
@@ -377,13 +376,14 @@ impl Refresher {
         Ok(names)
     }
 
-    /// Puts the snapshot file at `path` in force (mapped, as at start).
+    /// Puts the snapshot file at `path` in force (read into memory, as at
+    /// start: see [`lists::load_engine`]).
     fn adopt(&mut self, path: &Path) -> anyhow::Result<u64> {
         // Seen even if it is refused below, so a bad file is reported once,
         // not every round.
         self.snapshot_seen = FileStamp::of(path);
         let snapshot =
-            Snapshot::open(path).with_context(|| format!("opening {}", path.display()))?;
+            Snapshot::open_resident(path).with_context(|| format!("opening {}", path.display()))?;
         let names = snapshot.stats().names;
         self.engine
             .replace_snapshot(Arc::new(snapshot))

@@ -98,14 +98,18 @@ pub fn run(cmd: ListsCommand, policy_path: &Path, data_dir: &Path) -> anyhow::Re
 }
 
 /// The filtering engine the servers use: the compiled snapshot in the data
-/// directory when there is one (memory-mapped, so a restart answers at
-/// once), else one built from each list's last good copy and saved.
+/// directory when there is one, else one built from each list's last good
+/// copy and saved. The snapshot is read into memory (`open_resident`:
+/// milliseconds for a million names) rather than mapped, so that a server
+/// that runs for months never reads a file that someone has since
+/// truncated or rewritten in place: a truncated mapping kills the process
+/// with SIGBUS on the next look-up.
 pub fn load_engine(policy_path: &Path, data_dir: &Path) -> anyhow::Result<Engine> {
     let doc = PolicyDocument::load(policy_path)
         .with_context(|| format!("reading the policy {}", policy_path.display()))?;
     let path = snapshot_path(data_dir);
     let saved = if path.is_file() {
-        match Snapshot::open(&path) {
+        match Snapshot::open_resident(&path) {
             Ok(snapshot) => Some(snapshot),
             // An older format or a damaged file: rebuild from the copies.
             Err(error) => {
@@ -126,7 +130,7 @@ pub fn load_engine(policy_path: &Path, data_dir: &Path) -> anyhow::Result<Engine
         snapshot
             .write_to(&path)
             .with_context(|| format!("writing {}", path.display()))?;
-        Snapshot::open(&path).with_context(|| format!("opening {}", path.display()))?
+        Snapshot::open_resident(&path).with_context(|| format!("opening {}", path.display()))?
     };
     let policy = CompiledPolicy::compile(&doc, std::sync::Arc::new(snapshot))
         .context("compiling the policy")?;
