@@ -609,6 +609,30 @@ fn serve_takes_up_an_imported_list_without_a_restart() {
     assert!(logs.contains("new list snapshot in force"), "{logs}");
 }
 
+/// Someone truncates the snapshot file in place while `serve` runs (`cp`
+/// or `>` over it, not `mv`): the server read the file into memory, so it
+/// keeps answering from the lists in force (a mapped file would end it
+/// with SIGBUS at the next look-up), and refuses the damaged file.
+#[test]
+fn serve_survives_its_snapshot_file_truncated_in_place() {
+    let (deployment, dns) = list_school(0);
+    let (child, server) = serve_lists(&deployment, dns);
+    let snapshot = deployment.dir.path().join("data/lists/snapshot.sdsnap");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&snapshot)
+        .unwrap();
+    // Over two list checks (one a second): the refresh sees the file
+    // change and refuses it, and look-ups go on.
+    for _ in 0..10 {
+        assert_eq!(dig_a(&server, "www.first-blocked.test"), "0.0.0.0");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let logs = stop(child);
+    assert!(logs.contains("cannot reload the lists"), "{logs}");
+}
+
 /// A list changed at its source is rebuilt by `serve` itself when due, in
 /// a child process (`build-snapshot`), and put in force without a restart;
 /// the file a restart loads is the new one.
