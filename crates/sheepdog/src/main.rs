@@ -100,11 +100,6 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    // Before the runtime: the child needs none of its threads.
-    if let Command::BuildSnapshot(args) = &cli.command {
-        cmd::list_refresh::build_snapshot(args)?;
-        return Ok(ExitCode::SUCCESS);
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

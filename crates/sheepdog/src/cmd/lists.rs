@@ -130,7 +130,7 @@ pub fn load_engine(policy_path: &Path, data_dir: &Path) -> anyhow::Result<Engine
         snapshot
             .write_to(&path)
             .with_context(|| format!("writing {}", path.display()))?;
-        Snapshot::open_resident(&path).with_context(|| format!("opening {}", path.display()))?
+        snapshot
     };
     let policy = CompiledPolicy::compile(&doc, std::sync::Arc::new(snapshot))
         .context("compiling the policy")?;
