@@ -34,7 +34,13 @@ impl<'a> Target<'a> {
     pub fn normal_name(self) -> Option<Cow<'a, str>> {
         match self {
             Self::Name(n) => normalize_name(n).ok(),
-            Self::Normal(n) => Some(Cow::Borrowed(n)),
+            Self::Normal(n) => {
+                debug_assert!(
+                    matches!(normalize_name(n), Ok(Cow::Borrowed(m)) if m == n),
+                    "`{n}` is not a normal name"
+                );
+                Some(Cow::Borrowed(n))
+            }
             Self::Url(_) => None,
         }
     }
@@ -200,23 +206,11 @@ struct Subject<'q> {
 
 fn subject(target: Target<'_>) -> Option<Subject<'_>> {
     match target {
-        Target::Name(n) => normalize_name(n)
-            .ok()
-            .map(|name| Subject { name, url: None }),
-        Target::Normal(n) => {
-            debug_assert!(
-                matches!(normalize_name(n), Ok(Cow::Borrowed(m)) if m == n),
-                "`{n}` is not a normal name"
-            );
-            Some(Subject {
-                name: Cow::Borrowed(n),
-                url: None,
-            })
-        }
         Target::Url(u) => parse_url(u).ok().map(|key| Subject {
             name: Cow::Owned(key.host.clone()),
             url: Some(key),
         }),
+        name => name.normal_name().map(|name| Subject { name, url: None }),
     }
 }
 

@@ -427,12 +427,7 @@ pub fn build_snapshot(args: &BuildSnapshotArgs) -> anyhow::Result<()> {
         .context("reading the list definitions")?;
     let definitions: Vec<sheepdog_policy::ListDef> =
         serde_json::from_slice(&request).context("reading the list definitions")?;
-    let (snapshot, warnings) =
-        lists::snapshot_from_last_good(&definitions, &args.base, &args.data_dir)?;
-    for warning in warnings {
-        eprintln!("warning: {warning}");
-    }
-    snapshot
+    lists::snapshot_from_last_good_warning(&definitions, &args.base, &args.data_dir)?
         .write_to(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))
 }

@@ -67,7 +67,7 @@ pub fn run(cmd: ListsCommand, policy_path: &Path, data_dir: &Path) -> anyhow::Re
             let outcome = sources::import_file(&spec, &file, &cache_dir(data_dir))
                 .with_context(|| format!("importing {}", file.display()))?;
             println!("imported {} entries into list {list}", outcome.entries);
-            let snapshot = snapshot_from_last_good_warning(&doc, &base, data_dir)?;
+            let snapshot = snapshot_from_last_good_warning(&doc.lists, &base, data_dir)?;
             finish(&doc, snapshot, data_dir)
         }
         ListsCommand::Update => {
@@ -123,7 +123,8 @@ pub fn load_engine(policy_path: &Path, data_dir: &Path) -> anyhow::Result<Engine
     let snapshot = if let Some(snapshot) = saved {
         snapshot
     } else {
-        let snapshot = snapshot_from_last_good_warning(&doc, &base_dir(policy_path), data_dir)?;
+        let snapshot =
+            snapshot_from_last_good_warning(&doc.lists, &base_dir(policy_path), data_dir)?;
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -169,12 +170,12 @@ pub(crate) fn snapshot_from_last_good(
 }
 
 /// [`snapshot_from_last_good`] for a command: warnings go to stderr.
-fn snapshot_from_last_good_warning(
-    doc: &PolicyDocument,
+pub(crate) fn snapshot_from_last_good_warning(
+    lists: &[ListDef],
     base: &Path,
     data_dir: &Path,
 ) -> anyhow::Result<Snapshot> {
-    let (snapshot, warnings) = snapshot_from_last_good(&doc.lists, base, data_dir)?;
+    let (snapshot, warnings) = snapshot_from_last_good(lists, base, data_dir)?;
     for warning in warnings {
         eprintln!("warning: {warning}");
     }
