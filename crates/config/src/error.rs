@@ -148,6 +148,8 @@ fn fix_for(key: &str, message: &str) -> String {
         "block_answer" => "use one of \"null\" (0.0.0.0 and ::), \"nxdomain\", \"nodata\" or \"block_page\"",
         "block_page_ipv4" => "use an IPv4 address such as \"10.0.0.5\", or \"\" for 0.0.0.0",
         "block_page_ipv6" => "use an IPv6 address such as \"fd00::53\", or \"\" for ::",
+        "url_rules_proxy_ipv4" => "use the proxy's IPv4 address such as \"10.0.0.5\", or \"\" for none",
+        "url_rules_proxy_ipv6" => "use the proxy's IPv6 address such as \"fd00::5\", or \"\" for none",
         "default_group" => "name a group from the policy file, for example \"guest\"",
         "spool_dir" => "use a directory path, or \"\" for DATA_DIR/spool",
         "client_networks" => "use a list of CIDR networks such as [\"10.0.0.0/16\", \"127.0.0.0/8\", \"::1/128\"]",

@@ -187,6 +187,16 @@ pub struct DnsConfig {
     pub block_page_ipv6: String,
     /// TTL of block answers: short, so an unblock takes effect quickly.
     pub block_ttl: u32,
+    /// The proxy's IPv4 address for names some list names only by URL (the
+    /// IWF and CTIRU lists): their A questions are answered with it, so a
+    /// device with no proxy settings still reaches them through the proxy,
+    /// where the whole URL is matched. The proxy needs transparent
+    /// listeners on ports 80 and 443 of it. Empty: such names are answered
+    /// as their category decides.
+    pub url_rules_proxy_ipv4: String,
+    /// The same for AAAA questions; empty: they get no address (NODATA)
+    /// while `url_rules_proxy_ipv4` is set, so IPv6 is no way around it.
+    pub url_rules_proxy_ipv6: String,
     /// The policy group for clients the device registry does not know.
     pub default_group: String,
     /// How often the device registry is re-read into the identity map.
@@ -773,9 +783,26 @@ impl Config {
                 "name a group from the policy file, for example \"guest\"",
             );
         }
-        for (key, value, v6) in [
-            ("dns.block_page_ipv4", &dns.block_page_ipv4, false),
-            ("dns.block_page_ipv6", &dns.block_page_ipv6, true),
+        for (key, value, v6, empty) in [
+            (
+                "dns.block_page_ipv4",
+                &dns.block_page_ipv4,
+                false,
+                "0.0.0.0",
+            ),
+            ("dns.block_page_ipv6", &dns.block_page_ipv6, true, "::"),
+            (
+                "dns.url_rules_proxy_ipv4",
+                &dns.url_rules_proxy_ipv4,
+                false,
+                "none",
+            ),
+            (
+                "dns.url_rules_proxy_ipv6",
+                &dns.url_rules_proxy_ipv6,
+                true,
+                "none",
+            ),
         ] {
             let ok = value.is_empty()
                 || match value.parse::<std::net::IpAddr>() {
@@ -783,14 +810,14 @@ impl Config {
                     Err(_) => false,
                 };
             if !ok {
+                let example = if v6 { "fd00::53" } else { "10.0.0.5" };
                 return fail(
                     key,
                     &format!("`{value}` is not an IPv{} address", if v6 { 6 } else { 4 }),
-                    if v6 {
-                        "use an IPv6 address such as \"fd00::53\", or \"\" for ::"
-                    } else {
-                        "use an IPv4 address such as \"10.0.0.5\", or \"\" for 0.0.0.0"
-                    },
+                    &format!(
+                        "use an IPv{} address such as \"{example}\", or \"\" for {empty}",
+                        if v6 { 6 } else { 4 }
+                    ),
                 );
             }
         }
@@ -1006,6 +1033,8 @@ impl Default for DnsConfig {
             block_answer: BlockAnswer::Null,
             block_page_ipv4: String::new(),
             block_page_ipv6: String::new(),
+            url_rules_proxy_ipv4: String::new(),
+            url_rules_proxy_ipv6: String::new(),
             block_ttl: 60,
             default_group: "guest".to_string(),
             identity_refresh_secs: 60,

@@ -170,6 +170,10 @@ fn dns_values_are_checked_with_fixes() {
     assert_eq!((line, key.as_str()), (2, "dns.block_page_ipv4"));
     assert!(fix.contains("IPv4"), "{fix}");
 
+    let (line, key, _, fix) = invalid("[dns]\nurl_rules_proxy_ipv6 = \"10.0.0.5\"\n");
+    assert_eq!((line, key.as_str()), (2, "dns.url_rules_proxy_ipv6"));
+    assert!(fix.contains("IPv6") && fix.contains("for none"), "{fix}");
+
     let (_, key, _, _) = invalid("[dns]\ncache_min_ttl = 600\ncache_max_ttl = 60\n");
     assert_eq!(key, "dns.cache_min_ttl");
 

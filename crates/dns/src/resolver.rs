@@ -50,6 +50,9 @@ impl Transport {
     }
 }
 
+/// What a name answered with the proxy's address says in its event.
+const TO_PROXY: &str = "list entries are URLs: answered with the proxy's address";
+
 /// Answering settings, from the `[dns]` section.
 #[derive(Debug, Clone)]
 pub struct ResolverSettings {
@@ -57,6 +60,9 @@ pub struct ResolverSettings {
     pub block_page_v4: Ipv4Addr,
     pub block_page_v6: Ipv6Addr,
     pub block_ttl: u32,
+    /// The proxy's addresses, answered for names some list names only by
+    /// URL (`[dns] url_rules_proxy_ipv4` / `_ipv6`); both `None`: off.
+    pub url_rules_proxy: (Option<Ipv4Addr>, Option<Ipv6Addr>),
     pub cache_size: usize,
     pub ttl: TtlPolicy,
     pub upstreams: Vec<sheepdog_config::Upstream>,
@@ -77,6 +83,11 @@ impl ResolverSettings {
             block_page_v6: Ipv6Addr::from_str(&dns.block_page_ipv6)
                 .unwrap_or(Ipv6Addr::UNSPECIFIED),
             block_ttl: dns.block_ttl,
+            // The configuration check refuses an address that does not parse.
+            url_rules_proxy: (
+                dns.url_rules_proxy_ipv4.parse().ok(),
+                dns.url_rules_proxy_ipv6.parse().ok(),
+            ),
             cache_size: dns.cache_size as usize,
             ttl: TtlPolicy {
                 min: dns.cache_min_ttl,
@@ -513,6 +524,13 @@ impl Resolver {
                 outcome.rule.as_deref().unwrap_or(&name)
             ));
         }
+        if let Some(answer) = self.to_proxy(&policy, &name, query) {
+            outcome.rule = Some(match outcome.rule.take() {
+                Some(rule) => format!("{rule}; {TO_PROXY}"),
+                None => TO_PROXY.to_string(),
+            });
+            return Step::Done(answer, outcome, name);
+        }
 
         // Safe search: answer the engine's host with a CNAME to its
         // enforced host, followed by that host's own records.
@@ -757,6 +775,27 @@ impl Resolver {
         Self::addresses(query, v4, v6, self.settings.block_ttl)
     }
 
+    /// The proxy's address for a name some list names only by URL (the IWF
+    /// and CTIRU lists), when `url_rules_proxy` is set: DNS cannot see the
+    /// path, so the device is sent where the whole URL is matched. A and
+    /// AAAA get the proxy's address (no address for a family it lacks, so
+    /// that family is no way around it); HTTPS and SVCB get no records, so
+    /// their address hints cannot lead elsewhere; other types go on.
+    fn to_proxy(&self, policy: &CompiledPolicy, name: &str, query: &Query) -> Option<Answer> {
+        let (v4, v6) = self.settings.url_rules_proxy;
+        if v4.is_none() && v6.is_none()
+            || !matches!(
+                query.query_type(),
+                RecordType::A | RecordType::AAAA | RecordType::HTTPS | RecordType::SVCB
+            )
+            || !policy.snapshot().host_has_url_rules(name)
+        {
+            return None;
+        }
+        metrics::counter!("sheepdog_dns_url_rules_to_proxy_total").increment(1);
+        Some(Self::addresses(query, v4, v6, self.settings.block_ttl))
+    }
+
     /// A captive guest's answer: the block page's addresses whatever
     /// `block_answer` says, so the browser lands on the portal; a TTL of
     /// one second, so the real address follows soon after accepting.
@@ -770,15 +809,23 @@ impl Resolver {
         )
     }
 
-    /// An answer of `v4` for A and `v6` for AAAA (nothing for other types).
-    fn addresses(query: &Query, v4: Ipv4Addr, v6: Ipv6Addr, ttl: u32) -> Answer {
+    /// An answer of `v4` for A and `v6` for AAAA (nothing for other types,
+    /// or for a family without an address).
+    fn addresses(
+        query: &Query,
+        v4: impl Into<Option<Ipv4Addr>>,
+        v6: impl Into<Option<Ipv6Addr>>,
+        ttl: u32,
+    ) -> Answer {
         let owner = query.name().clone();
         let mut answer = Answer::code(ResponseCode::NoError);
-        match query.query_type() {
-            RecordType::A => answer
-                .answers
-                .push(Record::from_rdata(owner, ttl, RData::A(A(v4)))),
-            RecordType::AAAA => {
+        match (query.query_type(), v4.into(), v6.into()) {
+            (RecordType::A, Some(v4), _) => {
+                answer
+                    .answers
+                    .push(Record::from_rdata(owner, ttl, RData::A(A(v4))))
+            }
+            (RecordType::AAAA, _, Some(v6)) => {
                 answer
                     .answers
                     .push(Record::from_rdata(owner, ttl, RData::AAAA(AAAA(v6))))

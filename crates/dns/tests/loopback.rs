@@ -36,6 +36,13 @@ source = "blocked.txt"
 format = "domains"
 category = "malware"
 
+[[lists]]
+name = "iwf"
+source = "iwf.txt"
+format = "urls"
+category = "iwf"
+legal_requirement = true
+
 [[groups]]
 name = "guest"
 default = "allow"
@@ -151,6 +158,13 @@ struct Harness {
 fn engine() -> (Arc<Engine>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("blocked.txt"), "blocked.test\n").unwrap();
+    // A URL-level entry, as the IWF delivers them: the host itself is not
+    // blocked, one page on it is.
+    std::fs::write(
+        dir.path().join("iwf.txt"),
+        "other.example.test/abuse/page.html\n",
+    )
+    .unwrap();
     let doc = PolicyDocument::from_toml(POLICY).unwrap();
     let (snapshot, _) = build_snapshot(&doc, dir.path(), None).unwrap();
     let policy = CompiledPolicy::compile(&doc, Arc::new(snapshot)).unwrap();
@@ -336,6 +350,51 @@ async fn forwards_caches_blocks_and_records_events() {
         Some("doh")
     );
 
+    h.server.take().unwrap().stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_with_url_rules_are_sent_to_the_proxy_when_it_is_set() {
+    let upstream = UnboundUpstream::start();
+    // Off by default: the host of a URL-level entry is answered as usual.
+    let mut off = harness(vec![local(upstream.port)], |_| {}).await;
+    let out = dig_async(off.addr, &["+short", "other.example.test", "A"]).await;
+    assert_eq!(short(&out), ["192.0.2.11"], "{out}");
+    assert_eq!(next_event(&mut off.events).await.action, "allow");
+    off.server.take().unwrap().stop().await;
+
+    let mut h = harness(vec![local(upstream.port)], |dns| {
+        dns.url_rules_proxy_ipv4 = "192.0.2.80".to_string();
+    })
+    .await;
+    let out = dig_async(h.addr, &["+noall", "+answer", "other.example.test", "A"]).await;
+    assert!(out.contains("60\tIN\tA\t192.0.2.80"), "{out}");
+    let event = next_event(&mut h.events).await;
+    assert_eq!(event.action, "allow", "{event:?}");
+    assert!(
+        event
+            .rule
+            .as_deref()
+            .unwrap_or("")
+            .contains("proxy's address"),
+        "{event:?}"
+    );
+    assert_eq!(event.upstream_ms, None, "not asked upstream: {event:?}");
+    // No IPv6 address for the proxy: AAAA gets no address rather than the
+    // origin's, and HTTPS records no address hints.
+    for kind in ["AAAA", "HTTPS"] {
+        let out = dig_async(h.addr, &["other.example.test", kind]).await;
+        assert!(out.contains("status: NOERROR"), "{kind}: {out}");
+        assert!(out.contains("ANSWER: 0,"), "{kind}: {out}");
+        next_event(&mut h.events).await;
+    }
+    // Other names, and other record types, go on as before.
+    let out = dig_async(h.addr, &["+short", "www.example.test", "A"]).await;
+    assert_eq!(short(&out), ["192.0.2.10"], "{out}");
+    next_event(&mut h.events).await;
+    let out = dig_async(h.addr, &["other.example.test", "TXT"]).await;
+    assert!(!out.contains("192.0.2.80"), "{out}");
+    assert!(next_event(&mut h.events).await.upstream_ms.is_some());
     h.server.take().unwrap().stop().await;
 }
 

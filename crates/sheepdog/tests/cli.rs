@@ -909,7 +909,7 @@ impl Drop for SchoolNetwork {
 }
 
 #[test]
-fn transparent_mode_filters_traffic_the_router_redirects() {
+fn transparent_mode_filters_redirected_traffic_and_url_listed_hosts() {
     let deployment = Deployment::new();
     let mut network = SchoolNetwork::new();
     let server = network.server_ip();
@@ -940,23 +940,54 @@ fn transparent_mode_filters_traffic_the_router_redirects() {
     origin.args(["-m", "http.server", "80", "--bind", &server, "--directory"]);
     origin.arg(&site);
     network.spawn(origin);
+    // The TLS origin's certificate, from an authority of its own that the
+    // proxy is told to trust for the tunnels it inspects.
     let (key, cert) = (site.join("tls.key"), site.join("tls.crt"));
-    must(Command::new("openssl").args([
-        "req",
-        "-x509",
+    let (origin_ca_key, origin_ca) = (site.join("origin-ca.key"), site.join("origin-ca.pem"));
+    let request = site.join("tls.csr");
+    let new_key = [
         "-newkey",
         "ec",
         "-pkeyopt",
         "ec_paramgen_curve:P-256",
         "-nodes",
-        "-days",
-        "2",
+    ];
+    must(
+        Command::new("openssl")
+            .args(["req", "-x509", "-days", "2"])
+            .args(new_key)
+            .args([
+                "-subj",
+                "/CN=Origin Test Authority",
+                "-keyout",
+                origin_ca_key.to_str().unwrap(),
+                "-out",
+                origin_ca.to_str().unwrap(),
+            ]),
+    );
+    must(Command::new("openssl").args(["req"]).args(new_key).args([
         "-subj",
         "/CN=museum.test",
         "-addext",
         "subjectAltName=DNS:museum.test,DNS:www.casino.test",
         "-keyout",
         key.to_str().unwrap(),
+        "-out",
+        request.to_str().unwrap(),
+    ]));
+    must(Command::new("openssl").args([
+        "x509",
+        "-req",
+        "-days",
+        "2",
+        "-copy_extensions",
+        "copyall",
+        "-in",
+        request.to_str().unwrap(),
+        "-CA",
+        origin_ca.to_str().unwrap(),
+        "-CAkey",
+        origin_ca_key.to_str().unwrap(),
         "-out",
         cert.to_str().unwrap(),
     ]));
@@ -970,15 +1001,25 @@ fn transparent_mode_filters_traffic_the_router_redirects() {
     ]);
     network.spawn(tls_origin);
 
-    // sheepdog on the school server, with a policy that blocks gambling.
+    // sheepdog on the school server, with a policy that blocks gambling,
+    // and an IWF-style list that names one page of the museum by URL.
     std::fs::write(deployment.dir.path().join("casinos.txt"), "casino.test\n").unwrap();
+    std::fs::write(
+        deployment.dir.path().join("iwf.txt"),
+        "museum.test/forbidden/page.html\n",
+    )
+    .unwrap();
     let policy = deployment.write(
         "policy.toml",
         "fallback_group = \"guest\"\n[school]\nname = \"Brackenfield Academy\"\n\
          time_zone = \"Europe/London\"\n[[lists]]\nname = \"casinos\"\nsource = \"casinos.txt\"\n\
-         format = \"domains\"\ncategory = \"gambling\"\n[[groups]]\nname = \"guest\"\n\
+         format = \"domains\"\ncategory = \"gambling\"\n\
+         [[lists]]\nname = \"iwf\"\nsource = \"iwf.txt\"\nformat = \"urls\"\ncategory = \"iwf\"\n\
+         legal_requirement = true\n[[groups]]\nname = \"guest\"\n\
          default = \"allow\"\n[groups.categories]\ngambling = \"block\"\n",
     );
+    let authority = deployment.run(&["ca", "init"]);
+    assert!(authority.status.success(), "{}", text(&authority));
     let config = deployment.dir.path().join("sheepdog.toml");
     let sample = repo().join("dist/policy.example.toml");
     let mut text_config = std::fs::read_to_string(&config)
@@ -987,11 +1028,14 @@ fn transparent_mode_filters_traffic_the_router_redirects() {
     text_config.push_str(&format!(
         "[console]\nlisten = \"127.0.0.1:8443\"\ntls = false\n\
          [metrics]\nlisten = \"127.0.0.1:9100\"\n\
-         [dns]\nlisten = [\"127.0.0.1:5353\"]\n\
+         [dns]\nlisten = [\"127.0.0.1:5353\", \"{server}:53\"]\n\
+         url_rules_proxy_ipv4 = \"{server}\"\n\
          [proxy]\nenabled = true\nlisten = [\"127.0.0.1:3128\"]\n\
          transparent_http = [\"{server}:3129\"]\ntransparent_https = [\"{server}:3130\"]\n\
-         client_networks = [\"10.201.{}.0/24\", \"127.0.0.0/8\"]\n",
-        network.subnet
+         client_networks = [\"10.201.{}.0/24\", \"127.0.0.0/8\"]\n\
+         inspection = true\nupstream_roots = \"{}\"\n",
+        network.subnet,
+        origin_ca.display()
     ));
     std::fs::write(&config, text_config).unwrap();
     let lists = deployment.run(&["lists", "update"]);
@@ -1037,6 +1081,31 @@ fn transparent_mode_filters_traffic_the_router_redirects() {
     ]);
     assert_ne!(exit, 0, "a blocked server name ends the connection");
 
+    // A device that only uses sheepdog's DNS: a host the IWF-style list
+    // names by URL is answered with the proxy's address, and there the
+    // tunnel is inspected, so the listed page is refused and the rest of
+    // the site is served.
+    let dig = in_ns(&network.device, "dig")
+        .args([&format!("@{server}"), "+short", "museum.test", "A"])
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&dig.stdout).trim().to_string();
+    assert_eq!(answer, server, "{}", text(&dig));
+    let school_authority = deployment.dir.path().join("data/inspection-ca.pem");
+    let inspected = |path: &str| {
+        network.curl(&[
+            "--cacert",
+            school_authority.to_str().unwrap(),
+            "--resolve",
+            &format!("museum.test:443:{answer}"),
+            &format!("https://museum.test{path}"),
+        ])
+    };
+    let (exit, status, body) = inspected("/forbidden/page.html");
+    assert_eq!((exit, status), (0, 403), "{body}");
+    let (exit, status, body) = inspected("/");
+    assert_eq!((exit, status), (0, 200), "{body}");
+
     // And every decision is in the log with the pupil's address, once
     // sheepdog has stopped and written what it queued.
     let serve = network.children.pop().unwrap();
@@ -1055,6 +1124,12 @@ fn transparent_mode_filters_traffic_the_router_redirects() {
         network.subnet
     ));
     assert!(blocked >= 2, "{blocked} blocked events recorded");
+    let illegal = deployment.sql(&format!(
+        "SELECT COUNT(*) FROM decision_events WHERE action = 'block' AND category = 'iwf' \
+         AND client = '10.201.{}.2'",
+        network.subnet
+    ));
+    assert_eq!(illegal, 1, "the listed page's block is recorded");
 }
 
 /// A JPEG holding only an XMP packet with a description and person tags.

@@ -143,6 +143,18 @@ pub async fn start(
 ) -> anyhow::Result<DnsRuntime> {
     let (writer, sink) = start_events(config, &store)?;
     let (identities, refresher) = start_identities(config, store).await;
+    let url_rules = engine.current().snapshot().stats().url_rules;
+    if url_rules > 0
+        && config.dns.url_rules_proxy_ipv4.is_empty()
+        && config.dns.url_rules_proxy_ipv6.is_empty()
+    {
+        tracing::warn!(
+            "the lists hold {url_rules} URL-level entries (such as the IWF's and CTIRU's), which \
+             only traffic through the proxy is matched against; a device that only uses this DNS \
+             server reaches those hosts directly. Set [dns] url_rules_proxy_ipv4 (and _ipv6) to \
+             an address where the proxy has transparent listeners on ports 80 and 443"
+        );
+    }
 
     let resolver = Arc::new(Resolver::new(
         engine,
