@@ -507,6 +507,12 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
         assert!(parsed.get("level").is_some(), "{line}");
     }
     assert!(logs.contains("sheepdog is serving"), "{logs}");
+    // The sample's IWF-style list is URLs, and DNS is not told where the
+    // proxy is: the technician is told what that leaves open.
+    assert!(
+        logs.contains("URL-level entries") && logs.contains("url_rules_proxy_ipv4"),
+        "{logs}"
+    );
     // The first start put the policy on the change log as the initial one.
     assert_eq!(
         deployment.sql(

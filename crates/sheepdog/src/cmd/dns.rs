@@ -134,17 +134,14 @@ pub fn guest_networks(config: &Config) -> Option<GuestNetworks> {
     (!networks.is_empty()).then(|| GuestNetworks::new(networks, config.guest.group.trim()))
 }
 
-/// Starts the DNS server on `[dns] listen` with the events writer from
-/// `[events]`. Call it only when `config.dns.enabled`.
-pub async fn start(
-    config: &Config,
-    store: Store,
-    engine: Arc<Engine>,
-) -> anyhow::Result<DnsRuntime> {
-    let (writer, sink) = start_events(config, &store)?;
-    let (identities, refresher) = start_identities(config, store).await;
+/// Warns when the lists hold URL-level entries that devices using only
+/// this DNS server would not meet, because `[dns] url_rules_proxy_ipv4`
+/// and `_ipv6` are unset. `serve` calls it; the demo, on loopback without
+/// transparent listeners, does not.
+pub fn warn_of_unsteered_url_rules(config: &Config, engine: &Engine) {
     let url_rules = engine.current().snapshot().stats().url_rules;
-    if url_rules > 0
+    if config.dns.enabled
+        && url_rules > 0
         && config.dns.url_rules_proxy_ipv4.is_empty()
         && config.dns.url_rules_proxy_ipv6.is_empty()
     {
@@ -155,6 +152,17 @@ pub async fn start(
              an address where the proxy has transparent listeners on ports 80 and 443"
         );
     }
+}
+
+/// Starts the DNS server on `[dns] listen` with the events writer from
+/// `[events]`. Call it only when `config.dns.enabled`.
+pub async fn start(
+    config: &Config,
+    store: Store,
+    engine: Arc<Engine>,
+) -> anyhow::Result<DnsRuntime> {
+    let (writer, sink) = start_events(config, &store)?;
+    let (identities, refresher) = start_identities(config, store).await;
 
     let resolver = Arc::new(Resolver::new(
         engine,

@@ -50,6 +50,9 @@ pub async fn run(
     };
     tracing::info!(console = %config.console.listen, school = %label, "sheepdog is serving");
     let dns = start_dns(&config, &store, engine.as_ref()).await?;
+    if let Some(engine) = &engine {
+        super::dns::warn_of_unsteered_url_rules(&config, engine);
+    }
     let _requests = match &engine {
         Some(engine) => Some(super::requests::spawn_exception_refresh(
             engine.clone(),
