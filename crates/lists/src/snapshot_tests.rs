@@ -238,7 +238,15 @@ fn a_damaged_name_index_never_crashes_a_lookup() {
                 let _ = hits(&t, &format!("www.n{i}.example.test"));
             }
         }
+        // A resident copy is read in full, and checked: refused, with the
+        // file named.
+        match Snapshot::open_resident(&path) {
+            Ok(_) => panic!("a damaged index at byte {at} was taken into memory"),
+            Err(e) => assert!(e.to_string().contains("snap.bin"), "{e}"),
+        }
     }
+    std::fs::write(&path, &good).unwrap();
+    Snapshot::open_resident(&path).unwrap().verify().unwrap();
 }
 
 #[test]

@@ -191,7 +191,17 @@ pub(crate) fn open(path: &Path, resident: bool) -> Result<Snapshot, ListError> {
                 end: index_end,
             }
         };
-        Some(NameTable::new(backing).map_err(|e| bad(path, e))?)
+        let table = NameTable::new(backing).map_err(|e| bad(path, e))?;
+        // A resident copy has just been read in full anyway, so checking
+        // it costs little more; a damaged table is refused here instead of
+        // putting wrong lists in force. (A mapped one is checked by
+        // `Snapshot::verify`, so that a restart answers at once.)
+        if resident {
+            table
+                .verify(meta.set_offsets.len())
+                .map_err(|e| bad(path, e))?;
+        }
+        Some(table)
     };
     Ok(Snapshot::assemble(index, meta))
 }

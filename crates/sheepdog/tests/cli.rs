@@ -639,6 +639,29 @@ fn serve_survives_its_snapshot_file_truncated_in_place() {
     assert!(logs.contains("cannot reload the lists"), "{logs}");
 }
 
+/// A snapshot file whose name index was damaged on disk (its header and
+/// metadata intact) is refused at start, with a warning, and rebuilt from
+/// the lists, instead of putting wrong lists in force.
+#[test]
+fn serve_rebuilds_a_snapshot_whose_name_index_is_damaged() {
+    let (deployment, dns) = list_school(0);
+    let output = deployment.run(&["lists", "update"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let snapshot = deployment.dir.path().join("data/lists/snapshot.sdsnap");
+    let mut bytes = std::fs::read(&snapshot).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x5a;
+    std::fs::write(&snapshot, &bytes).unwrap();
+    let (child, server) = serve_lists(&deployment, dns);
+    assert_eq!(dig_a(&server, "www.first-blocked.test"), "0.0.0.0");
+    let logs = stop(child);
+    assert!(logs.contains("rebuilding the snapshot"), "{logs}");
+    assert!(
+        logs.contains("name index checksum does not match"),
+        "{logs}"
+    );
+}
+
 /// A list changed at its source is rebuilt by `serve` itself when due, in
 /// a child process (`build-snapshot`), and put in force without a restart;
 /// the file a restart loads is the new one.
