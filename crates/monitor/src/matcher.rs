@@ -197,6 +197,13 @@ struct Lists {
     found: [Vec<Found>; 4],
     /// The match states of the second half of a walk, in waiting.
     pending: Pending,
+    /// The joined screen's bytes, its runs and its words (see
+    /// [`Matcher::joined_terms_possible`]), kept so that a text with
+    /// one-letter words does not grow three new vectors, byte by byte,
+    /// each time.
+    joined: Vec<u8>,
+    joined_runs: Vec<Range<usize>>,
+    tokens: Vec<Range<usize>>,
 }
 
 impl Lists {
@@ -223,6 +230,9 @@ impl Scratch {
             lists: Lists {
                 found: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
                 pending: [Vec::new(), Vec::new(), Vec::new()],
+                joined: Vec::new(),
+                joined_runs: Vec::new(),
+                tokens: Vec::new(),
             },
         }
     }
@@ -384,7 +394,7 @@ impl Matcher {
         screen: bool,
         mut hits: Vec<Hit>,
     ) -> Vec<Hit> {
-        if base.is_spelled_out() && (!screen || self.joined_terms_possible(base)) {
+        if base.is_spelled_out() && (!screen || self.joined_terms_possible(base, lists)) {
             // Any exclusion or context word that bears on a hit in a run
             // lies within this margin of it. Hits outside the runs are the
             // base view's to report, with their full context.
@@ -424,18 +434,21 @@ impl Matcher {
     /// window does; most runs (`U.K. a`) join into nothing the libraries
     /// hold, and then the wide window, which exists for exclusions and
     /// context words, need not be joined and scanned at all.
-    fn joined_terms_possible(&self, base: &Normalised) -> bool {
+    fn joined_terms_possible(&self, base: &Normalised, lists: &mut Lists) -> bool {
         // Without spans: a term overlaps a run in the original text when
         // it overlaps the run's bytes in the view, as every byte of the
         // view stands for its own stretch of the original, in order.
-        let mut bytes = Vec::new();
-        let mut runs = Vec::new();
-        base.joined_bytes_near(self.main.longest + 1, &mut bytes, &mut runs);
+        let Lists {
+            pending,
+            joined: bytes,
+            joined_runs: runs,
+            tokens,
+            ..
+        } = lists;
+        base.joined_bytes_near(self.main.longest + 1, bytes, runs, tokens);
         let mut possible = false;
-        self.main.each_overlapping(
-            &bytes,
-            &mut Pending::default(),
-            |m_start, m_end, pattern| {
+        self.main
+            .each_overlapping(bytes, pending, |m_start, m_end, pattern| {
                 let Some((entries, lead, trail)) = self.main.patterns.get(pattern) else {
                     return true;
                 };
@@ -450,8 +463,7 @@ impl Matcher {
                 }
                 possible = runs.iter().any(|run| start < run.end && run.start < end);
                 !possible
-            },
-        );
+            });
         possible
     }
 
@@ -468,7 +480,7 @@ impl Matcher {
         already: usize,
     ) {
         lists.clear();
-        let Lists { found, pending } = lists;
+        let Lists { found, pending, .. } = lists;
         automaton.each_match_state(bytes, pending, |end, occurrences| {
             for occurrence in occurrences {
                 let start = end - occurrence.lead_back as usize;
@@ -1254,7 +1266,7 @@ mod tests {
             let (view, runs) = base.joined_near(margin);
             let mut bytes = Vec::new();
             let mut view_runs = Vec::new();
-            base.joined_bytes_near(margin, &mut bytes, &mut view_runs);
+            base.joined_bytes_near(margin, &mut bytes, &mut view_runs, &mut Vec::new());
             assert_eq!(bytes, view.bytes(), "{text:?}");
             let mapped: Vec<_> = view_runs
                 .iter()

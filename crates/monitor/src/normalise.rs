@@ -219,18 +219,20 @@ impl Normalised {
     /// words lies (its letters, and the spaces kept between its words),
     /// into `runs`: enough to tell whether a pattern found in the view
     /// overlaps a run, at a fraction of the cost of the spanned view.
+    /// `tokens` is scratch space, passed in (as `bytes` and `runs` are)
+    /// so that a scan reuses it instead of growing new vectors each time.
     pub(crate) fn joined_bytes_near(
         &self,
         margin: usize,
         bytes: &mut Vec<u8>,
         runs: &mut Vec<Range<usize>>,
+        tokens: &mut Vec<Range<usize>>,
     ) {
         bytes.clear();
         runs.clear();
         bytes.push(b' ');
         let len = self.text.len();
         let mut leading = true;
-        let mut tokens = Vec::new();
         let mut w = 0;
         while w < self.spelled_runs.len() {
             let (first, _) = self.spelled_runs[w];
@@ -251,7 +253,7 @@ impl Normalised {
             while to < len && self.text[to] != b' ' {
                 to += 1;
             }
-            self.join_bytes(from.max(1), to, bytes, runs, &mut leading, &mut tokens);
+            self.join_bytes(from.max(1), to, bytes, runs, &mut leading, tokens);
         }
         if bytes.last() != Some(&b' ') || bytes.len() == 1 {
             bytes.push(b' ');
