@@ -200,13 +200,12 @@ struct Lists {
     found: [Vec<Found>; 4],
     /// The match states of the second half of a walk, in waiting.
     pending: Pending,
-    /// The joined screen's bytes, its runs and its words (see
+    /// The joined screen's bytes and its runs (see
     /// [`Matcher::joined_terms_possible`]), kept so that a text with
-    /// one-letter words does not grow three new vectors, byte by byte,
-    /// each time.
+    /// one-letter words does not grow new vectors, byte by byte, each
+    /// time.
     joined: Vec<u8>,
     joined_runs: Vec<Range<usize>>,
-    tokens: Vec<Range<usize>>,
     /// The match states (end, state index) reached before the first one
     /// with a term (see [`Matcher::collect`]).
     waiting: Vec<(usize, usize)>,
@@ -238,7 +237,6 @@ impl Scratch {
                 pending: [Vec::new(), Vec::new(), Vec::new()],
                 joined: Vec::new(),
                 joined_runs: Vec::new(),
-                tokens: Vec::new(),
                 waiting: Vec::new(),
             },
         }
@@ -449,10 +447,9 @@ impl Matcher {
             pending,
             joined: bytes,
             joined_runs: runs,
-            tokens,
             ..
         } = lists;
-        base.joined_bytes_near(self.main.longest + 1, bytes, runs, tokens);
+        base.joined_bytes_near(self.main.longest + 1, bytes, runs);
         let mut possible = false;
         self.main
             .each_overlapping(bytes, pending, |m_start, m_end, pattern| {
@@ -1334,7 +1331,7 @@ mod tests {
             let (view, runs) = base.joined_near(margin);
             let mut bytes = Vec::new();
             let mut view_runs = Vec::new();
-            base.joined_bytes_near(margin, &mut bytes, &mut view_runs, &mut Vec::new());
+            base.joined_bytes_near(margin, &mut bytes, &mut view_runs);
             assert_eq!(bytes, view.bytes(), "{text:?}");
             let mapped: Vec<_> = view_runs
                 .iter()
