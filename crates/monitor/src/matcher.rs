@@ -157,6 +157,9 @@ struct Automaton {
     /// are known.
     occurrences_from: Vec<u32>,
     occurrences: Vec<Occurrence>,
+    /// Per special state, whether any of its occurrences is a term's;
+    /// filled in with `occurrences_from` (see [`Matcher::collect`]).
+    has_term: Vec<bool>,
     /// Per pattern, its length in bytes.
     pattern_lens: Vec<u32>,
     /// The pattern texts, for checking the scan against aho-corasick's own.
@@ -197,6 +200,15 @@ struct Lists {
     found: [Vec<Found>; 4],
     /// The match states of the second half of a walk, in waiting.
     pending: Pending,
+    /// The joined screen's bytes and its runs (see
+    /// [`Matcher::joined_terms_possible`]), kept so that a text with
+    /// one-letter words does not grow new vectors, byte by byte, each
+    /// time.
+    joined: Vec<u8>,
+    joined_runs: Vec<Range<usize>>,
+    /// The match states (end, state index) reached before the first one
+    /// with a term (see [`Matcher::collect`]).
+    waiting: Vec<(usize, usize)>,
 }
 
 impl Lists {
@@ -223,6 +235,9 @@ impl Scratch {
             lists: Lists {
                 found: [Vec::new(), Vec::new(), Vec::new(), Vec::new()],
                 pending: [Vec::new(), Vec::new(), Vec::new()],
+                joined: Vec::new(),
+                joined_runs: Vec::new(),
+                waiting: Vec::new(),
             },
         }
     }
@@ -384,7 +399,7 @@ impl Matcher {
         screen: bool,
         mut hits: Vec<Hit>,
     ) -> Vec<Hit> {
-        if base.is_spelled_out() && (!screen || self.joined_terms_possible(base)) {
+        if base.is_spelled_out() && (!screen || self.joined_terms_possible(base, lists)) {
             // Any exclusion or context word that bears on a hit in a run
             // lies within this margin of it. Hits outside the runs are the
             // base view's to report, with their full context.
@@ -424,18 +439,20 @@ impl Matcher {
     /// window does; most runs (`U.K. a`) join into nothing the libraries
     /// hold, and then the wide window, which exists for exclusions and
     /// context words, need not be joined and scanned at all.
-    fn joined_terms_possible(&self, base: &Normalised) -> bool {
+    fn joined_terms_possible(&self, base: &Normalised, lists: &mut Lists) -> bool {
         // Without spans: a term overlaps a run in the original text when
         // it overlaps the run's bytes in the view, as every byte of the
         // view stands for its own stretch of the original, in order.
-        let mut bytes = Vec::new();
-        let mut runs = Vec::new();
-        base.joined_bytes_near(self.main.longest + 1, &mut bytes, &mut runs);
+        let Lists {
+            pending,
+            joined: bytes,
+            joined_runs: runs,
+            ..
+        } = lists;
+        base.joined_bytes_near(self.main.longest + 1, bytes, runs);
         let mut possible = false;
-        self.main.each_overlapping(
-            &bytes,
-            &mut Pending::default(),
-            |m_start, m_end, pattern| {
+        self.main
+            .each_overlapping(bytes, pending, |m_start, m_end, pattern| {
                 let Some((entries, lead, trail)) = self.main.patterns.get(pattern) else {
                     return true;
                 };
@@ -450,8 +467,7 @@ impl Matcher {
                 }
                 possible = runs.iter().any(|run| start < run.end && run.start < end);
                 !possible
-            },
-        );
+            });
         possible
     }
 
@@ -468,35 +484,22 @@ impl Matcher {
         already: usize,
     ) {
         lists.clear();
-        let Lists { found, pending } = lists;
-        automaton.each_match_state(bytes, pending, |end, occurrences| {
-            for occurrence in occurrences {
-                let start = end - occurrence.lead_back as usize;
-                let stop = end - occurrence.trail as usize;
-                // All of a pattern's entries share its range, so a
-                // pattern skipped here is skipped whole, limit check
-                // included.
-                if start >= stop {
-                    continue;
-                }
-                if let Some(long_runs) = long_runs {
-                    if !long_runs
-                        .get(start..stop)
-                        .is_some_and(|r| r.contains(&true))
-                    {
-                        continue;
-                    }
-                }
-                found[occurrence.list as usize].push(Found {
-                    entry: occurrence.entry as usize,
-                    range: (start, stop),
-                });
-                if occurrence.last && already + found[List::Term as usize].len() >= MAX_HITS {
-                    return false;
-                }
-            }
-            true
-        });
+        let Lists {
+            found,
+            pending,
+            waiting,
+            ..
+        } = lists;
+        waiting.clear();
+        let mut collector = Collector {
+            automaton,
+            long_runs,
+            found,
+            waiting,
+            already,
+            deferring: true,
+        };
+        automaton.walk(bytes, pending, |end, sid| collector.reached(end, sid));
     }
 
     fn scan_view(
@@ -591,6 +594,83 @@ impl Matcher {
                 context,
             });
         }
+    }
+}
+
+/// What [`Matcher::collect`] keeps while the walk goes on.
+struct Collector<'a> {
+    automaton: &'a Automaton,
+    /// The squeezed view's flags (see [`Matcher::collect`]).
+    long_runs: Option<&'a [bool]>,
+    found: &'a mut [Vec<Found>; 4],
+    waiting: &'a mut Vec<(usize, usize)>,
+    /// Hits found before this view.
+    already: usize,
+    /// No match state with a term has been reached yet.
+    deferring: bool,
+}
+
+impl Collector<'_> {
+    /// A match state `sid` reached at `end`; false to stop the walk.
+    ///
+    /// Exclusions and context words only ever bear on a term, and most
+    /// short texts hold none, while their match states are mostly
+    /// common words that are context words or exclusions (`shoot`,
+    /// `whale`). So the match states before the first one with a term
+    /// are only noted, and collected in their order when one with a
+    /// term comes; a text without one collects nothing, as it would have
+    /// returned no hit anyway. What is collected, and where the hit
+    /// limit falls, is the same as collecting every state as it comes.
+    /// Apart from the walk (as its closure was before), so that the
+    /// walk's loop keeps its values in registers.
+    #[inline(never)]
+    fn reached(&mut self, end: usize, sid: u32) -> bool {
+        let state = self.automaton.index(sid);
+        if self.deferring {
+            if !self.automaton.has_term.get(state).copied().unwrap_or(true) {
+                self.waiting.push((end, state));
+                return true;
+            }
+            self.deferring = false;
+            for k in 0..self.waiting.len() {
+                let (end, state) = self.waiting[k];
+                if !self.record(end, state) {
+                    return false;
+                }
+            }
+        }
+        self.record(end, state)
+    }
+
+    /// Collects the occurrences of match state `state` reached at `end`
+    /// into their lists; false once the terms reach [`MAX_HITS`].
+    #[inline(always)]
+    fn record(&mut self, end: usize, state: usize) -> bool {
+        for occurrence in self.automaton.occurrences_of(state) {
+            let start = end - occurrence.lead_back as usize;
+            let stop = end - occurrence.trail as usize;
+            // All of a pattern's entries share its range, so a pattern
+            // skipped here is skipped whole, limit check included.
+            if start >= stop {
+                continue;
+            }
+            if let Some(long_runs) = self.long_runs {
+                if !long_runs
+                    .get(start..stop)
+                    .is_some_and(|r| r.contains(&true))
+                {
+                    continue;
+                }
+            }
+            self.found[occurrence.list as usize].push(Found {
+                entry: occurrence.entry as usize,
+                range: (start, stop),
+            });
+            if occurrence.last && self.already + self.found[List::Term as usize].len() >= MAX_HITS {
+                return false;
+            }
+        }
+        true
     }
 }
 
@@ -815,6 +895,7 @@ impl Automaton {
             matched,
             occurrences_from: Vec::new(),
             occurrences: Vec::new(),
+            has_term: Vec::new(),
             pattern_lens: Vec::new(),
             #[cfg(test)]
             texts: Vec::new(),
@@ -830,9 +911,11 @@ impl Automaton {
         let too_big = || MonitorError::Build("the patterns make too many states".to_string());
         self.occurrences_from.clear();
         self.occurrences.clear();
+        self.has_term.clear();
         for state in self.matched_from.windows(2) {
+            let from = self.occurrences.len();
             self.occurrences_from
-                .push(u32::try_from(self.occurrences.len()).map_err(|_| too_big())?);
+                .push(u32::try_from(from).map_err(|_| too_big())?);
             for &pattern in &self.matched[state[0] as usize..state[1] as usize] {
                 let (entries, lead, trail) = &self.patterns[pattern as usize];
                 let len = self.pattern_lens[pattern as usize];
@@ -846,6 +929,10 @@ impl Automaton {
                     });
                 }
             }
+            let has_term = self.occurrences[from..]
+                .iter()
+                .any(|o| o.list == List::Term);
+            self.has_term.push(has_term);
         }
         self.occurrences_from
             .push(u32::try_from(self.occurrences.len()).map_err(|_| too_big())?);
@@ -990,23 +1077,13 @@ impl Automaton {
         }
     }
 
-    /// Calls `f` with the end position and the occurrences (as laid out
-    /// by [`Automaton::collect_into`]) of every match state the walk over
-    /// `bytes` reaches, in the order of [`Automaton::each_overlapping`],
-    /// until `f` returns false.
-    #[inline]
-    fn each_match_state(
-        &self,
-        bytes: &[u8],
-        pending: &mut Pending,
-        mut f: impl FnMut(usize, &[Occurrence]) -> bool,
-    ) {
-        self.walk(bytes, pending, |end, sid| {
-            let state = self.index(sid);
-            let from = self.occurrences_from[state] as usize;
-            let to = self.occurrences_from[state + 1] as usize;
-            f(end, &self.occurrences[from..to])
-        });
+    /// The occurrences of special state `state` (its id divided by the
+    /// stride), as laid out by [`Automaton::collect_into`].
+    #[inline(always)]
+    fn occurrences_of(&self, state: usize) -> &[Occurrence] {
+        let from = self.occurrences_from[state] as usize;
+        let to = self.occurrences_from[state + 1] as usize;
+        &self.occurrences[from..to]
     }
 
     /// Calls `f` with the start, end and pattern of every occurrence of
@@ -1346,7 +1423,8 @@ mod tests {
     }
 
     /// The scan collects, per match state of the table, what it collected
-    /// pattern by pattern, in the same order, up to the hit limit too.
+    /// pattern by pattern, in the same order, up to the hit limit too,
+    /// whenever it collects a term.
     fn check_collect(text: &str) {
         let m = shipped();
         let base = normalise(text);
@@ -1369,11 +1447,16 @@ mod tests {
                 MAX_HITS - terms.max(1),
                 MAX_HITS,
             ] {
-                assert_eq!(
-                    collected(m, automaton, bytes, long_runs, already),
-                    collected_by_pattern(m, automaton, bytes, long_runs, already),
-                    "{text:?} with {already} hits before"
-                );
+                let got = collected(m, automaton, bytes, long_runs, already);
+                let want = collected_by_pattern(m, automaton, bytes, long_runs, already);
+                // Without a term the other lists are not collected (they
+                // bear on nothing); with one, every list is as collected
+                // pattern by pattern.
+                if got[0].is_empty() {
+                    assert!(want[0].is_empty(), "{text:?} with {already} hits before");
+                } else {
+                    assert_eq!(got, want, "{text:?} with {already} hits before");
+                }
             }
         }
     }
@@ -1425,6 +1508,10 @@ mod tests {
     fn the_table_collects_what_the_patterns_collect_at_the_edges() {
         check_collect("");
         check_collect("how to kill myself suicide prevention sussex weeeed kill the process");
+        // Context words and exclusions before the first term, which are
+        // noted and collected only when the term comes, and none after.
+        check_collect("prevention charity sussex killer whale shoot basketball kill myself");
+        check_collect("prevention charity sussex killer whale shoot basketball");
         // Many terms, so that the limit falls among them.
         check_collect(&"kill myself suicide weed porn ".repeat(40));
     }

@@ -230,9 +230,9 @@ impl Normalised {
         bytes.push(b' ');
         let len = self.text.len();
         let mut leading = true;
-        let mut tokens = Vec::new();
         let mut w = 0;
         while w < self.spelled_runs.len() {
+            let first_run = w;
             let (first, _) = self.spelled_runs[w];
             let mut from = (first as usize).saturating_sub(margin);
             let mut to = (self.spelled_runs[w].1 as usize)
@@ -251,7 +251,8 @@ impl Normalised {
             while to < len && self.text[to] != b' ' {
                 to += 1;
             }
-            self.join_bytes(from.max(1), to, bytes, runs, &mut leading, &mut tokens);
+            let window = self.spelled_runs.get(first_run..w).unwrap_or_default();
+            self.join_bytes(from.max(1), to, window, bytes, runs, &mut leading);
         }
         if bytes.last() != Some(&b' ') || bytes.len() == 1 {
             bytes.push(b' ');
@@ -259,60 +260,81 @@ impl Normalised {
     }
 
     /// [`Normalised::join_words`] without spans, noting where each run
-    /// of three or more one-character words lies in `bytes`.
+    /// of three or more one-character words lies in `bytes`. The runs in
+    /// the window are `spelled`, as the builder recorded them (the
+    /// maximal runs, so the words between them are copied as they are,
+    /// already one space apart), instead of cutting the window into
+    /// words and asking of each whether it is one character.
     fn join_bytes(
         &self,
         from: usize,
         to: usize,
+        spelled: &[(u32, u32)],
         bytes: &mut Vec<u8>,
         runs: &mut Vec<Range<usize>>,
         leading: &mut bool,
-        tokens: &mut Vec<Range<usize>>,
     ) {
-        tokens.clear();
-        let mut i = from;
-        while i < to {
-            if self.text[i] == b' ' {
-                i += 1;
+        let mut at = from;
+        for &(start, end) in spelled {
+            let (start, end) = (start as usize, end as usize);
+            if start < at || end > to {
+                // Not a run of this window after all: never the case
+                // (see `joined_bytes_near`), but the words are still
+                // there, so copy them rather than panic.
                 continue;
             }
-            let start = i;
-            while i < to && self.text[i] != b' ' {
-                i += 1;
-            }
-            tokens.push(start..i);
-        }
-        let single = |r: &Range<usize>| one_char(&self.text[r.clone()]);
-        let soft = |space: usize| {
-            u32::try_from(space).is_ok_and(|space| self.soft_spaces.binary_search(&space).is_ok())
-        };
-        let mut t = 0;
-        while t < tokens.len() {
-            let mut run_end = t;
-            while run_end < tokens.len() && single(&tokens[run_end]) {
-                run_end += 1;
-            }
-            let is_run = run_end - t >= 3;
-            let group = if is_run { run_end } else { t + 1 };
-            let punctuated = (t + 1..group).any(|k| soft(tokens[k].start - 1));
-            let mut run_start = bytes.len();
-            for (k, token) in tokens.iter().enumerate().take(group).skip(t) {
-                let space = token.start - 1;
-                let first = k == t;
-                if (first && !*leading) || (!first && punctuated && !soft(space)) {
-                    bytes.push(b' ');
-                }
-                if first {
-                    run_start = bytes.len();
-                }
-                bytes.extend_from_slice(&self.text[token.clone()]);
-            }
-            if is_run {
-                runs.push(run_start..bytes.len());
+            Self::push_words(self.text.get(at..start).unwrap_or_default(), bytes, leading);
+            if !*leading {
+                bytes.push(b' ');
             }
             *leading = false;
-            t = group;
+            // Letters spelled out with punctuation (`b.u.y m.d.m.a`) are
+            // joined across the punctuation only, so the words stay apart.
+            let soft = {
+                let low = self.soft_spaces.partition_point(|&p| (p as usize) < start);
+                let high = self.soft_spaces.partition_point(|&p| (p as usize) < end);
+                self.soft_spaces.get(low..high).unwrap_or_default()
+            };
+            let run_start = bytes.len();
+            let mut next_soft = soft.iter().peekable();
+            for (k, &byte) in self
+                .text
+                .get(start..end)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                if byte != b' ' {
+                    bytes.push(byte);
+                    continue;
+                }
+                let here = start + k;
+                while next_soft.next_if(|&&p| (p as usize) < here).is_some() {}
+                let is_soft = next_soft.next_if(|&&p| p as usize == here).is_some();
+                if !soft.is_empty() && !is_soft {
+                    bytes.push(b' ');
+                }
+            }
+            runs.push(run_start..bytes.len());
+            at = end;
         }
+        Self::push_words(self.text.get(at..to).unwrap_or_default(), bytes, leading);
+    }
+
+    /// Appends `words` (words one space apart, spaces at the ends aside)
+    /// to `bytes` as [`Normalised::join_bytes`] appends words that are
+    /// not in a run: after a space unless they are the first.
+    fn push_words(words: &[u8], bytes: &mut Vec<u8>, leading: &mut bool) {
+        let first = words.iter().position(|&b| b != b' ');
+        let last = words.iter().rposition(|&b| b != b' ');
+        let (Some(first), Some(last)) = (first, last) else {
+            return;
+        };
+        if !*leading {
+            bytes.push(b' ');
+        }
+        *leading = false;
+        bytes.extend_from_slice(&words[first..=last]);
     }
 
     /// Appends the words of `self.text[from..to]` to `view`, closing up

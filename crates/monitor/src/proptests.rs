@@ -142,6 +142,25 @@ fn check_joined_windows(text: &str) {
     }
 }
 
+/// The joined screen's bytes (built from the runs the normaliser
+/// recorded) are the spanned joined view's (built by cutting the text
+/// into words), and its runs lie where that view's runs lie.
+fn check_joined_bytes(text: &str) {
+    let n = normalise(text);
+    for margin in [0, 3, 8, 38] {
+        let (view, runs) = n.joined_near(margin);
+        let mut bytes = Vec::new();
+        let mut view_runs = Vec::new();
+        n.joined_bytes_near(margin, &mut bytes, &mut view_runs);
+        assert_eq!(bytes, view.bytes(), "{text:?} at {margin}");
+        let mapped: Vec<_> = view_runs
+            .iter()
+            .map(|r| view.original_span(r.clone()))
+            .collect();
+        assert_eq!(mapped, runs, "{text:?} at {margin}");
+    }
+}
+
 /// Prose with the disguises mixed in: runs of plain words, single and
 /// doubled spaces and line breaks, capitals, one-letter words, leetspeak,
 /// separators inside words, percent and plus encoding, stretched letters
@@ -199,5 +218,20 @@ proptest! {
     #[test]
     fn joined_windows_agree_with_joining_everything(text in tricky()) {
         check_joined_windows(&text);
+    }
+
+    #[test]
+    fn joined_bytes_are_the_joined_view_on_prose(text in prose()) {
+        check_joined_bytes(&text);
+    }
+
+    #[test]
+    fn joined_bytes_are_the_joined_view(text in tricky()) {
+        check_joined_bytes(&text);
+    }
+
+    #[test]
+    fn joined_bytes_are_the_joined_view_on_anything(text in any::<String>()) {
+        check_joined_bytes(&text);
     }
 }
