@@ -275,10 +275,12 @@ impl Asked<'_> {
 struct Outcome {
     action: &'static str,
     illegal: bool,
-    category: Option<String>,
+    /// The category and the group as the policy shares them: a copy is
+    /// made only for an event, not for an answer given with events off.
+    category: Option<Arc<str>>,
     list: Option<String>,
     rule: Option<String>,
-    group: Option<String>,
+    group: Option<Arc<str>>,
     upstream_ms: Option<u32>,
     /// When the policy decided, for an event recorded in the same breath
     /// (an answer given at once): reading the clock again cost 180
@@ -297,7 +299,7 @@ impl Outcome {
         let group = v
             .group
             .and_then(|i| policy.groups().get(i))
-            .map(|g| String::from(&*g.name));
+            .map(|g| g.name.clone());
         if v.hit.is_none() && v.action == Action::Allow {
             return Self {
                 action: v.action.as_str(),
@@ -323,7 +325,7 @@ impl Outcome {
             category: v
                 .category
                 .and_then(|c| policy.categories().get(usize::from(c)))
-                .map(|c| String::from(&*c.id)),
+                .map(|c| c.id.clone()),
             list: v
                 .hit
                 .and_then(|h| policy.snapshot().lists().get(usize::from(h.list)))
@@ -339,10 +341,10 @@ impl Outcome {
         Self {
             action: d.action.as_str(),
             illegal: d.illegal,
-            category: d.category.as_deref().map(str::to_string),
+            category: d.category.clone(),
             list: d.list.as_deref().map(str::to_string),
             rule: d.rule.clone(),
-            group: d.group.as_deref().map(str::to_string),
+            group: d.group.clone(),
             upstream_ms: None,
             decided: None,
         }
@@ -593,9 +595,9 @@ impl Resolver {
             metrics::counter!("sheepdog_dns_doh_canary_total").increment(1);
             let outcome = Outcome {
                 action: "block",
-                category: Some("doh".to_string()),
+                category: Some("doh".into()),
                 rule: Some("Firefox DNS-over-HTTPS canary".to_string()),
-                group: Some(identity.group.to_string()),
+                group: Some(identity.group.clone()),
                 ..Outcome::default()
             };
             return Step::Done(Answer::code(ResponseCode::NXDomain), outcome, name);
@@ -610,9 +612,9 @@ impl Resolver {
             metrics::counter!("sheepdog_dns_private_relay_total").increment(1);
             let outcome = Outcome {
                 action: "block",
-                category: Some("private_relay".to_string()),
+                category: Some("private_relay".into()),
                 rule: Some("iCloud Private Relay is not allowed for this group".to_string()),
-                group: Some(identity.group.to_string()),
+                group: Some(identity.group.clone()),
                 ..Outcome::default()
             };
             return Step::Done(Answer::code(ResponseCode::NXDomain), outcome, name);
@@ -624,9 +626,9 @@ impl Resolver {
         if captive && policy.group(CAPTIVE_GROUP).is_none() {
             let outcome = Outcome {
                 action: "block",
-                category: Some("captive".to_string()),
+                category: Some("captive".into()),
                 rule: Some("guest has not accepted the visitor agreement".to_string()),
-                group: Some(CAPTIVE_GROUP.to_string()),
+                group: Some(CAPTIVE_GROUP.into()),
                 ..Outcome::default()
             };
             return Step::Done(self.captive_answer(asked.record_type()), outcome, name);
@@ -803,11 +805,11 @@ impl Resolver {
                 .category
                 .filter(|_| v.hit.is_some() || v.action != Action::Allow)
                 .and_then(|c| policy.categories().get(usize::from(c)))
-                .map(|c| String::from(&*c.id)),
+                .map(|c| c.id.clone()),
             group: v
                 .group
                 .and_then(|i| policy.groups().get(i))
-                .map(|g| String::from(&*g.name)),
+                .map(|g| g.name.clone()),
             ..Outcome::default()
         }
     }
@@ -956,14 +958,14 @@ impl Resolver {
             device_id: identity.device_id,
             device_name: identity.device_name.as_deref().map(str::to_string),
             person_id: identity.person_id,
-            group: outcome
-                .group
-                .or_else(|| Some(String::from(&*identity.group))),
+            group: Some(String::from(
+                outcome.group.as_deref().unwrap_or(&identity.group),
+            )),
             target: name,
             query_type: Some(<&'static str>::from(record_type).to_owned()),
             action: outcome.action.to_string(),
             illegal: outcome.illegal,
-            category: outcome.category,
+            category: outcome.category.as_deref().map(String::from),
             list: outcome.list,
             rule: outcome.rule,
             upstream_ms: outcome.upstream_ms,
@@ -1547,7 +1549,7 @@ default = "block"
                 // What the resolver recorded for a plain allow before.
                 Outcome {
                     action: verdict.action.as_str(),
-                    group: verdict.group.and_then(|i| policy.groups().get(i)).map(|g| g.name.to_string()),
+                    group: verdict.group.and_then(|i| policy.groups().get(i)).map(|g| g.name.clone()),
                     ..Outcome::default()
                 }
             } else {
