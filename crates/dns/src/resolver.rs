@@ -172,6 +172,11 @@ struct Answer {
     address: Option<(IpAddr, u32)>,
     answers: Vec<Record>,
     authority: Vec<Record>,
+    /// A cached answer's answer and authority sections, after the ones
+    /// above, with their TTLs counted down to the seconds it has left:
+    /// kept as the shared entry, so a cache hit written directly copies
+    /// no records.
+    cached: Option<(Arc<CachedAnswer>, u32)>,
     /// Send nothing at all (RPZ `rpz-drop`).
     drop: bool,
 }
@@ -183,8 +188,21 @@ impl Answer {
             address: None,
             answers: Vec::new(),
             authority: Vec::new(),
+            cached: None,
             drop: false,
         }
+    }
+
+    /// The answer and authority sections as records, the address's owned
+    /// by `owner`, the cached ones counted down.
+    fn sections(self, owner: &Name) -> (Vec<Record>, Vec<Record>) {
+        let mut answers = Self::records(self.address, self.answers, owner);
+        let mut authority = self.authority;
+        if let Some((cached, remaining)) = &self.cached {
+            answers.extend(CachedAnswer::records_at(&cached.answers, *remaining));
+            authority.extend(CachedAnswer::records_at(&cached.authority, *remaining));
+        }
+        (answers, authority)
     }
 
     /// The answer section's records, the address's owned by `owner`.
@@ -571,12 +589,9 @@ impl Resolver {
             }
         };
         let mut response = reply_to(request, answer.response_code);
-        response.insert_answers(Answer::records(
-            answer.address,
-            answer.answers,
-            query.name(),
-        ));
-        response.insert_name_servers(answer.authority);
+        let (answers, authority) = answer.sections(query.name());
+        response.insert_answers(answers);
+        response.insert_name_servers(authority);
         encode(&response, limit)
     }
 
@@ -743,6 +758,7 @@ impl Resolver {
                 address: None,
                 answers,
                 authority: CachedAnswer::records_at(&cached.authority, remaining),
+                cached: None,
                 drop: false,
             };
             return (answer, outcome, name);
@@ -777,13 +793,8 @@ impl Resolver {
         }
 
         let remaining = cached.remaining(Instant::now());
-        let answer = Answer {
-            response_code: cached.response_code,
-            address: None,
-            answers: CachedAnswer::records_at(&cached.answers, remaining),
-            authority: CachedAnswer::records_at(&cached.authority, remaining),
-            drop: false,
-        };
+        let mut answer = Answer::code(cached.response_code);
+        answer.cached = Some((cached, remaining));
         (answer, outcome, name)
     }
 
@@ -1088,8 +1099,13 @@ fn reply_to(request: &Message, response_code: ResponseCode) -> Message {
 /// same bytes as [`reply_to`] and [`encode`] give (a property test
 /// compares them); `None` for anything else, which takes that path.
 fn write_simple(asked: &Asked<'_>, answer: &Answer, limit: Option<u16>) -> Option<Vec<u8>> {
-    let count = answer.answers.len() + usize::from(answer.address.is_some());
-    if !answer.authority.is_empty() || count > 2 {
+    let (cached_answers, cached_authority, remaining): (&[Record], &[Record], u32) =
+        match &answer.cached {
+            Some((cached, remaining)) => (&cached.answers, &cached.authority, *remaining),
+            None => (&[], &[], 0),
+        };
+    let count = answer.answers.len() + cached_answers.len() + usize::from(answer.address.is_some());
+    if !answer.authority.is_empty() || !cached_authority.is_empty() || count > 2 {
         return None;
     }
     // A plain request is a QUERY (opcode 0) of class IN.
@@ -1137,13 +1153,17 @@ fn write_simple(asked: &Asked<'_>, answer: &Answer, limit: Option<u16>) -> Optio
     }
     bytes.extend_from_slice(&u16::from(asked.record_type()).to_be_bytes());
     bytes.extend_from_slice(&class.to_be_bytes());
-    let records = answer.answers.iter().map(|record| {
+    let own = answer.answers.iter().map(|record| (record, record.ttl()));
+    let cached = cached_answers
+        .iter()
+        .map(|record| (record, record.ttl().min(remaining)));
+    let records = own.chain(cached).map(|(record, ttl)| {
         if !asked.is_question(record.name()) || record.dns_class() != DNSClass::IN {
             return None;
         }
         match record.data() {
-            RData::A(A(v4)) => Some((IpAddr::V4(*v4), record.ttl())),
-            RData::AAAA(AAAA(v6)) => Some((IpAddr::V6(*v6), record.ttl())),
+            RData::A(A(v4)) => Some((IpAddr::V4(*v4), ttl)),
+            RData::AAAA(AAAA(v6)) => Some((IpAddr::V6(*v6), ttl)),
             _ => None,
         }
     });
@@ -1592,6 +1612,8 @@ default = "block"
             v6 in any::<[u8; 16]>(),
             ttl in any::<u32>(),
             transport in proptest::sample::select(vec![Transport::Udp, Transport::Tcp]),
+            // A cache hit: the record's TTL and the seconds the entry has left.
+            cached in proptest::option::of((any::<u32>(), any::<u32>())),
         ) {
             let mut name = Name::from_labels(labels.iter().map(|l| l.as_bytes())).unwrap();
             name.set_fqdn(true);
@@ -1612,7 +1634,27 @@ default = "block"
             let answer = if addresses {
                 Resolver::addresses(query.query_type(), Ipv4Addr::from(v4), Ipv6Addr::from(v6), ttl)
             } else {
-                Answer::code(response_code)
+                let mut answer = Answer::code(response_code);
+                answer.cached = cached.map(|(record_ttl, remaining)| {
+                    // The question's own spelling: hickory's encoder
+                    // points to the question only for an owner spelled
+                    // the same, where `write_simple` points for any case.
+                    let record = Record::from_rdata(
+                        query.name().clone(),
+                        record_ttl,
+                        RData::A(A(Ipv4Addr::from(v4))),
+                    );
+                    let entry = CachedAnswer {
+                        response_code,
+                        answers: vec![record],
+                        authority: vec![],
+                        ttl: record_ttl,
+                        stored: Instant::now(),
+                        upstream_ms: None,
+                    };
+                    (Arc::new(entry), remaining)
+                });
+                answer
             };
             let limit = (transport == Transport::Udp)
                 .then(|| edns.map_or(512, |p| p.clamp(512, MAX_UDP_PAYLOAD)));
@@ -1626,7 +1668,8 @@ default = "block"
                 prop_assert!(labels.iter().any(|l| l.starts_with('-')));
             }
             let mut response = reply_to(&request, answer.response_code);
-            response.insert_answers(Answer::records(answer.address, answer.answers, query.name()));
+            let (answers, _) = answer.sections(query.name());
+            response.insert_answers(answers);
             let encoded = encode(&response, limit).unwrap();
             prop_assert_eq!(written, encoded);
         }
