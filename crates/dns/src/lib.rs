@@ -9,7 +9,9 @@
 //!   answered in the socket's receive loop; only one for the upstream gets
 //!   a task, as does each TCP connection, with limits on both so a flood
 //!   cannot exhaust memory.
-//! - [`resolver`] is the request handler: it parses with `hickory-proto`,
+//! - [`resolver`] is the request handler: it reads a plain query (one
+//!   question, perhaps an OPT record: nearly every one) straight from the
+//!   packet's bytes (`plain`) and parses anything else with `hickory-proto`,
 //!   answers malformed packets with FORMERR (or drops them when not even a
 //!   header can be read), finds the client's identity, asks the engine, and
 //!   answers: a block answer, a safe-search rewrite, the DoH canary, or the
@@ -28,6 +30,7 @@
 
 mod batch;
 pub mod cache;
+mod plain;
 pub mod resolver;
 pub mod safesearch;
 pub mod server;
