@@ -13,6 +13,12 @@
 # thread; dnsmasq has one anyway) and dnsperf the second: fairer, and
 # steadier, on a two-core machine.
 #
+# Each workload row also gives the server's CPU time per answered query
+# (user + system, every thread, from /proc) and so its rate per core of
+# its own: on two cores dnsperf takes much of the CPU, so the rate itself
+# is capped by the client as much as by the server. For the logged row,
+# that CPU excludes the backlog written after the load stops.
+#
 # Prints a Markdown table for docs/benchmarks.md. Installs dnsperf, unbound,
 # dnsmasq and dig from Debian's packages if absent. Every socket is on
 # 127.0.0.1. Blocked names get NXDOMAIN from all three servers, so the
@@ -120,23 +126,37 @@ first_answer() { # port start_ns
   echo "never"
 }
 
+# CPU time a process has used (user + system, all its threads), in clock
+# ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+
 measure() { # label port pid mix
   local label=$1 port=$2 pid=$3 mix=$4
+  local ticks_before; ticks_before=$(cpu_ticks "$pid")
   "${on_client[@]}" dnsperf -s 127.0.0.1 -p "$port" -d "$work/q-$mix" -l "$seconds" -c 8 -q 500 -v >"$work/perf.txt" 2>&1 || true
-  answered=$(( answered + $(awk '/Queries completed/ { print $3; exit }' "$work/perf.txt") ))
+  local ticks=$(( $(cpu_ticks "$pid") - ticks_before ))
+  local completed; completed=$(awk '/Queries completed/ { print $3; exit }' "$work/perf.txt")
+  answered=$(( answered + completed ))
   local qps avg p99
   qps=$(awk '/Queries per second/ { printf "%.0f", $4 }' "$work/perf.txt")
   avg=$(awk '/Average Latency/ { printf "%.3f", $4 * 1000 }' "$work/perf.txt")
   p99=$(awk '/^> / { print $NF }' "$work/perf.txt" | sort -n | awk '{ v[NR] = $1 } END { i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] * 1000 }')
-  echo "| $label | $mix | $qps | $avg | $p99 | $(( $(rss_kb "$pid") / 1024 )) |"
+  # The server's CPU per answered query, and what that makes one core of
+  # it worth: dnsperf shares the two cores, so the rate above is capped
+  # by the client as much as by the server.
+  local per_query per_core
+  per_query=$(awk -v t="$ticks" -v hz="$hz" -v n="$completed" 'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "?" }')
+  per_core=$(awk -v t="$ticks" -v hz="$hz" -v n="$completed" 'BEGIN { if (t > 0) printf "%.0f", n * hz / t; else print "?" }')
+  echo "| $label | $mix | $qps | $avg | $p99 | $(( $(rss_kb "$pid") / 1024 )) | $per_query | $per_core |"
 }
+hz=$(getconf CLK_TCK)
 
 run_server() { # label port pid start_ns
   local label=$1 port=$2 pid=$3 start=$4
   local first
   first=$(first_answer "$port" "$start")
   echo "$label: first answer after $first ms" >&2
-  echo "| $label | first answer | $first ms | | | $(( $(rss_kb "$pid") / 1024 )) |"
+  echo "| $label | first answer | $first ms | | | $(( $(rss_kb "$pid") / 1024 )) | | |"
   # Warm the caches with one pass of the mixed file.
   answered=1
   "${on_client[@]}" dnsperf -s 127.0.0.1 -p "$port" -d "$work/q-mixed" -n 1 -c 8 -q 500 >"$work/warm.txt" 2>&1 || true
@@ -145,8 +165,8 @@ run_server() { # label port pid start_ns
   measure "$label" "$port" "$pid" mixed
 }
 
-echo "| server | workload | queries/s | avg ms | p99 ms | RSS MiB |"
-echo "|---|---|---|---|---|---|"
+echo "| server | workload | queries/s | avg ms | p99 ms | RSS MiB | server CPU µs/query | queries/s per server core |"
+echo "|---|---|---|---|---|---|---|---|"
 
 port=$(free_port); start=$(date +%s%N)
 "${on_server[@]}" "$server_bin" "$work/policy.toml" "$work/snapshot.sdsnap" "127.0.0.1:$port" "127.0.0.1:$upstream" 2>"$work/sheepdog.log" &
@@ -180,8 +200,8 @@ grep "event writer:" "$work/sheepdog-log.log" >&2 || true
 stored=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM decision_events").fetchone()[0])' "$work/events.sqlite")
 spooled=$(spooled_events "$work/events.spool")
 echo "sheepdog (every query logged): $stored events stored and $spooled spooled for $answered queries answered (first-answer probes included)" >&2
-echo "| sheepdog (every query logged) | events stored + spooled / answered | $stored + $spooled / $answered | | | |"
-echo "| sheepdog (every query logged) | backlog in the database after the load stopped | $drained ms | | | |"
+echo "| sheepdog (every query logged) | events stored + spooled / answered | $stored + $spooled / $answered | | | | | |"
+echo "| sheepdog (every query logged) | backlog in the database after the load stopped | $drained ms | | | | | |"
 
 port=$(free_port)
 {
