@@ -323,6 +323,12 @@ fn lower_this_thread(how: Rebuild) -> bool {
     };
     let (cmd, args): (&str, Vec<&str>) = match how {
         Rebuild::Normal | Rebuild::Without | Rebuild::Churn | Rebuild::ChurnProcess => return true,
+        // FILTER_BENCH_CHILD=idle: the thread that reads and swaps under
+        // SCHED_IDLE too, like the child, to see whether the guest
+        // scheduler's waits go with it.
+        Rebuild::Process if std::env::var("FILTER_BENCH_CHILD").is_ok_and(|v| v == "idle") => {
+            ("chrt", vec!["--idle", "-p", "0", &tid])
+        }
         // The refresh thread that maps and swaps runs at nice 19 in serve.
         Rebuild::Nice | Rebuild::Process => ("renice", vec!["-n", "19", "-p", &tid]),
         Rebuild::Idle => ("chrt", vec!["--idle", "-p", "0", &tid]),
@@ -625,7 +631,9 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
         rss_kb("VmHWM:") as f64 / 1024.0
     );
     if how == Rebuild::Process && std::env::var("FILTER_BENCH_CHILD").is_ok_and(|v| v == "idle") {
-        println!("  (the child process under SCHED_IDLE instead of nice 19)");
+        println!(
+            "  (the child process and the swapping thread under SCHED_IDLE instead of nice 19)"
+        );
     }
     // The first ten slow decisions, then any whose time net of waiting for
     // a CPU is over 0.2 ms (those are the ones our code could be causing).
