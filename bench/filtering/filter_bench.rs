@@ -314,6 +314,12 @@ enum Rebuild {
 
 /// Lowers the calling thread's priority (`renice` or `chrt`, which on Linux
 /// apply to one thread when given a thread id).
+/// `FILTER_BENCH_CHILD=idle`: in `process` mode, the child and the thread
+/// that reads and swaps run under SCHED_IDLE instead of nice 19, to compare.
+fn idle_child() -> bool {
+    std::env::var("FILTER_BENCH_CHILD").is_ok_and(|v| v == "idle")
+}
+
 fn lower_this_thread(how: Rebuild) -> bool {
     let Ok(link) = std::fs::read_link("/proc/thread-self") else {
         return false;
@@ -323,12 +329,9 @@ fn lower_this_thread(how: Rebuild) -> bool {
     };
     let (cmd, args): (&str, Vec<&str>) = match how {
         Rebuild::Normal | Rebuild::Without | Rebuild::Churn | Rebuild::ChurnProcess => return true,
-        // FILTER_BENCH_CHILD=idle: the thread that reads and swaps under
-        // SCHED_IDLE too, like the child, to see whether the guest
-        // scheduler's waits go with it.
-        Rebuild::Process if std::env::var("FILTER_BENCH_CHILD").is_ok_and(|v| v == "idle") => {
-            ("chrt", vec!["--idle", "-p", "0", &tid])
-        }
+        // The thread that reads and swaps under SCHED_IDLE too, like the
+        // child, to see whether the guest scheduler's waits go with it.
+        Rebuild::Process if idle_child() => ("chrt", vec!["--idle", "-p", "0", &tid]),
         // The refresh thread that maps and swaps runs at nice 19 in serve.
         Rebuild::Nice | Rebuild::Process => ("renice", vec!["-n", "19", "-p", &tid]),
         Rebuild::Idle => ("chrt", vec!["--idle", "-p", "0", &tid]),
@@ -557,10 +560,7 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
                     std::env::temp_dir().join(format!("filter_bench-{}.snap", std::process::id()));
                 let fresh = snap.with_extension("new");
                 for _ in 0..3 {
-                    // FILTER_BENCH_CHILD=idle: the child under SCHED_IDLE
-                    // instead of nice 19, to compare.
-                    let idle = std::env::var("FILTER_BENCH_CHILD").is_ok_and(|v| v == "idle");
-                    let lower: &[&str] = if idle {
+                    let lower: &[&str] = if idle_child() {
                         &["chrt", "--idle", "0"]
                     } else {
                         &["nice", "-n19"]
@@ -630,7 +630,7 @@ fn reload(list: &Path, how: Rebuild, full: bool) {
         rss_kb("VmRSS:") as f64 / 1024.0,
         rss_kb("VmHWM:") as f64 / 1024.0
     );
-    if how == Rebuild::Process && std::env::var("FILTER_BENCH_CHILD").is_ok_and(|v| v == "idle") {
+    if how == Rebuild::Process && idle_child() {
         println!(
             "  (the child process and the swapping thread under SCHED_IDLE instead of nice 19)"
         );
