@@ -14,7 +14,8 @@
 #     redirect);
 #   - a 1 GiB download through a CONNECT tunnel against the same download
 #     direct (curl --proxytunnel), median of DOWNLOADS (default 5) each,
-#     the two taken in turns.
+#     the two taken in turns; then again with curl on a core of its own
+#     and the servers on the others.
 # Prints a Markdown table for docs/benchmarks.md. Installs wrk, squid,
 # squidguard, nginx and curl from Debian's packages if absent.
 set -euo pipefail
@@ -100,12 +101,14 @@ drive() { # port script
   echo "$rps $p50 $p99"
 }
 
-# One 1 GiB download in MiB/s, direct or through a proxy tunnel.
+# One 1 GiB download in MiB/s, direct or through a proxy tunnel; on
+# CPU $CLIENT_CPU when that is set.
 fetch() { # [proxy_port]
+  local run=(); [ -n "${CLIENT_CPU:-}" ] && run=(taskset -c "$CLIENT_CPU")
   if [ -n "${1:-}" ]; then
-    curl -s -o /dev/null -w '%{speed_download}' --proxytunnel -x "http://127.0.0.1:$1" "http://127.0.0.1:$origin/big"
+    "${run[@]}" curl -s -o /dev/null -w '%{speed_download}' --proxytunnel -x "http://127.0.0.1:$1" "http://127.0.0.1:$origin/big"
   else
-    curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$origin/big"
+    "${run[@]}" curl -s -o /dev/null -w '%{speed_download}' "http://127.0.0.1:$origin/big"
   fi
 }
 median_mibs() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p" | awk '{ printf "%.0f", $1 / 1048576 }'; }
@@ -133,6 +136,23 @@ download_pair() { # proxy_port
   echo "$(median_mibs "${tunnel[@]}") $(median_mibs "${direct[@]}")"
 }
 
+# The same pair with the client on a core of its own: curl on the last
+# CPU, nginx and the proxy (every thread of each PID given) on the others.
+# A pupil's device is another machine, so on two cores this is the layout
+# closer to a school's. With all three sharing both cores, curl's own
+# system time per GiB was twice what it is on a core of its own and
+# bounded both rates (docs/benchmarks.md, issue 5, session 10).
+download_pair_apart() { # proxy_port server_pids...
+  local port=$1; shift
+  local last=$(( $(nproc) - 1 )) servers=0 pair
+  (( last > 0 )) && servers="0-$(( last - 1 ))"
+  local p; for p in "$@" $(nginx_pids); do taskset -a -p -c "$servers" "$p" >/dev/null; done
+  pair=$(CLIENT_CPU=$last download_pair "$port")
+  for p in "$@" $(nginx_pids); do taskset -a -p -c "0-$last" "$p" >/dev/null 2>&1 || true; done
+  echo "$pair"
+}
+nginx_pids() { local m; m=$(cat "$work/nginx.pid"); echo "$m" $(pgrep -P "$m"); }
+
 echo "| machine | $(nproc) cores, $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo) |" >"$work/header"
 echo "| date | $(date -u '+%Y-%m-%d %H:%M UTC') |" >>"$work/header"
 echo "| load before | $(cut -d' ' -f1-3 /proc/loadavg) |" >>"$work/header"
@@ -159,11 +179,14 @@ run_proxy() { # label port pids...
   read -r rps p50 p99 < <(drive "$port" "$work/allowed.lua")
   read -r b_rps _ _ < <(drive "$port" "$work/blocked.lua")
   local mbs direct_mbs; read -r mbs direct_mbs < <(download_pair "$port")
+  local a_mbs a_direct; read -r a_mbs a_direct < <(download_pair_apart "$port" "$@")
   local added; added=$(awk -v a="$p99" -v b="$d_p99" 'BEGIN { printf "%.3f", a - b }')
-  local pct; pct=$(awk -v a="$mbs" -v b="$direct_mbs" 'BEGIN { printf "%.0f", 100 * a / b }')
+  local pct a_pct
+  pct=$(awk -v a="$mbs" -v b="$direct_mbs" 'BEGIN { printf "%.0f", 100 * a / b }')
+  a_pct=$(awk -v a="$a_mbs" -v b="$a_direct" 'BEGIN { printf "%.0f", 100 * a / b }')
   local rss; rss=$(rss_kb $(printf '/proc/%s/status ' "$@") 2>/dev/null || echo 0)
-  echo "$label: $rps req/s allowed, $b_rps blocked, p99 $p99 ms (+$added), tunnel $mbs MiB/s ($pct%)" >&2
-  results+=("| $label | $rps | $p50 | $p99 | $added | $b_rps | $mbs ($pct% of $direct_mbs direct, in turns) | $(( rss / 1024 )) |")
+  echo "$label: $rps req/s allowed, $b_rps blocked, p99 $p99 ms (+$added), tunnel $mbs MiB/s ($pct%), client apart $a_mbs MiB/s ($a_pct%)" >&2
+  results+=("| $label | $rps | $p50 | $p99 | $added | $b_rps | $mbs ($pct% of $direct_mbs direct, in turns) | $a_mbs ($a_pct% of $a_direct) | $(( rss / 1024 )) |")
 }
 
 port=$(free_port)
@@ -229,7 +252,7 @@ kill "$pid"; wait "$pid" 2>/dev/null || true
 
 cat "$work/header"
 echo
-echo "| proxy | allowed req/s | p50 ms | p99 ms | p99 added ms | blocked req/s | 1 GiB via CONNECT, MiB/s | RSS MiB |"
-echo "|---|---|---|---|---|---|---|---|"
-echo "| nginx direct | $d_rps | $d_p50 | $d_p99 | 0 | | $d_mbs (direct) | |"
+echo "| proxy | allowed req/s | p50 ms | p99 ms | p99 added ms | blocked req/s | 1 GiB via CONNECT, MiB/s, all sharing the cores | the same, curl on a core of its own | RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|---|"
+echo "| nginx direct | $d_rps | $d_p50 | $d_p99 | 0 | | $d_mbs (direct) | | |"
 printf '%s\n' "${results[@]}"
