@@ -1053,28 +1053,50 @@ impl Automaton {
     /// Walks all of `bytes` in one part from the start state, as
     /// [`Automaton::walk`] does for short texts (and for an automaton with
     /// a dead state, where the walk may end early).
+    ///
+    /// The walk from one match state to the next ([`Automaton::to_special`])
+    /// has no call in it, and `f` is called outside it: with the call in
+    /// the loop, whether the compiler kept the automaton's pointer in a
+    /// register through the loop or reloaded it for every byte depended on
+    /// unrelated code elsewhere in the crate (34 instructions a search).
     #[inline(always)]
     fn walk_whole(&self, bytes: &[u8], f: &mut impl FnMut(usize, u32) -> bool) {
         let mut sid = self.start;
+        let mut at = 0;
+        while let Some((end, state)) = self.to_special(bytes, at, sid) {
+            if state == self.dead || !f(end, state) {
+                return;
+            }
+            at = end;
+            sid = state;
+        }
+    }
+
+    /// Walks `bytes` from `at` on, in state `sid`, to the first match
+    /// state (or the dead state): where it is reached and the state, or
+    /// `None` at the end of `bytes`.
+    #[inline(always)]
+    fn to_special(&self, bytes: &[u8], at: usize, mut sid: u32) -> Option<(usize, u32)> {
         // Eight bytes a step: one test for the end of the text per eight
         // bytes instead of one per byte.
-        let mut chunks = bytes.chunks_exact(8);
-        let mut at = 0;
+        let mut chunks = bytes.get(at..)?.chunks_exact(8);
+        let mut end = at;
         for chunk in &mut chunks {
             for (k, &byte) in chunk.iter().enumerate() {
                 sid = self.step(sid, byte);
-                if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
-                    return;
+                if sid < self.special {
+                    return Some((end + k + 1, sid));
                 }
             }
-            at += 8;
+            end += 8;
         }
         for (k, &byte) in chunks.remainder().iter().enumerate() {
             sid = self.step(sid, byte);
-            if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
-                return;
+            if sid < self.special {
+                return Some((end + k + 1, sid));
             }
         }
+        None
     }
 
     /// The occurrences of special state `state` (its id divided by the
