@@ -1018,6 +1018,12 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
         if byte < 0x80 {
             builder.ascii(byte, i as u32, i as u32 + 1);
             i += 1;
+        } else if let Some(letter) = latin_letter(byte, bytes.get(i + 1).copied().unwrap_or(0)) {
+            // An accented letter that is one ASCII letter (`é`, `ł`), the
+            // usual character outside ASCII, read from its two bytes
+            // rather than decoded and looked up as a character.
+            builder.ascii(letter, i as u32, i as u32 + 2);
+            i += 2;
         } else {
             let Some(c) = input.get(i..).and_then(|rest| rest.chars().next()) else {
                 break;
@@ -1114,9 +1120,33 @@ const LATIN: std::ops::RangeInclusive<u32> = 0xC0..=0x24F;
 /// only; looked up in a table made once by sending each of them through
 /// [`Builder::unicode`], so that it cannot disagree with it.
 fn latin_letters(c: char) -> Option<&'static [u8]> {
-    static TABLE: std::sync::OnceLock<Vec<([u8; 3], u8)>> = std::sync::OnceLock::new();
     let index = u32::from(c).checked_sub(*LATIN.start())?;
-    let table = TABLE.get_or_init(|| {
+    let (letters, len) = latin_table().get(usize::try_from(index).ok()?)?;
+    letters.get(..usize::from(*len)).filter(|l| !l.is_empty())
+}
+
+/// The one ASCII letter the [`LATIN`] letter written `lead`, `next` in
+/// UTF-8 becomes, when it becomes one (`é`, `ł`, not `ß`), as
+/// [`latin_letters`] gives it; read from the bytes.
+#[inline(always)]
+fn latin_letter(lead: u8, next: u8) -> Option<u8> {
+    // Two-byte forms only (U+0080 to U+07FF), with a continuation byte.
+    if !(0xC2..0xE0).contains(&lead) || next & 0xC0 != 0x80 {
+        return None;
+    }
+    let code = u32::from(lead & 0x1F) << 6 | u32::from(next & 0x3F);
+    let index = code.checked_sub(*LATIN.start())?;
+    match latin_table().get(index as usize)? {
+        ([letter, ..], 1) => Some(*letter),
+        _ => None,
+    }
+}
+
+/// The ASCII letters of each [`LATIN`] letter and how many there are (0
+/// when it is not one of those [`latin_letters`] looks up).
+fn latin_table() -> &'static [([u8; 3], u8)] {
+    static TABLE: std::sync::OnceLock<Vec<([u8; 3], u8)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
         LATIN
             .filter_map(char::from_u32)
             .map(|c| {
@@ -1138,9 +1168,7 @@ fn latin_letters(c: char) -> Option<&'static [u8]> {
                 entry
             })
             .collect()
-    });
-    let (letters, len) = table.get(usize::try_from(index).ok()?)?;
-    letters.get(..usize::from(*len)).filter(|l| !l.is_empty())
+    })
 }
 
 /// How many bytes of plain prose `bytes` starts with (see
@@ -1745,6 +1773,27 @@ mod tests {
         assert_eq!(latin_letters('ß'), Some(&b"ss"[..]));
         assert_eq!(latin_letters('×'), None);
         assert_eq!(latin_letters('a'), None);
+    }
+
+    #[test]
+    fn latin_letters_read_from_their_bytes_are_those_of_the_table() {
+        // Every two-byte sequence, the invalid ones too: one ASCII letter
+        // exactly when the table has one letter for the character.
+        for lead in 0..=255u8 {
+            for next in 0..=255u8 {
+                let bytes = [lead, next];
+                let expected = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| s.chars().next())
+                    .and_then(latin_letters)
+                    .filter(|letters| letters.len() == 1)
+                    .map(|letters| letters[0]);
+                assert_eq!(latin_letter(lead, next), expected, "{lead:#x} {next:#x}");
+            }
+        }
+        assert_eq!(latin_letter(0xC3, 0xA9), Some(b'e'));
+        assert_eq!(latin_letter(0xC5, 0x82), Some(b'l'));
+        assert_eq!(latin_letter(0xC3, 0x9F), None);
     }
 
     #[test]
