@@ -621,16 +621,24 @@ impl Collector<'_> {
     /// term comes; a text without one collects nothing, as it would have
     /// returned no hit anyway. What is collected, and where the hit
     /// limit falls, is the same as collecting every state as it comes.
-    /// Apart from the walk (as its closure was before), so that the
-    /// walk's loop keeps its values in registers.
-    #[inline(never)]
+    /// Noting a state is inline, now that the walk's byte loop has no
+    /// call in it ([`Automaton::to_special`]); collecting is apart, so
+    /// that the walk keeps its values in registers.
+    #[inline(always)]
     fn reached(&mut self, end: usize, sid: u32) -> bool {
         let state = self.automaton.index(sid);
+        if self.deferring && !self.automaton.has_term.get(state).copied().unwrap_or(true) {
+            self.waiting.push((end, state));
+            return true;
+        }
+        self.collect_from(end, state)
+    }
+
+    /// [`Collector::reached`] for a state that is collected: the states
+    /// noted before it first, if it is the first with a term.
+    #[inline(never)]
+    fn collect_from(&mut self, end: usize, state: usize) -> bool {
         if self.deferring {
-            if !self.automaton.has_term.get(state).copied().unwrap_or(true) {
-                self.waiting.push((end, state));
-                return true;
-            }
             self.deferring = false;
             for k in 0..self.waiting.len() {
                 let (end, state) = self.waiting[k];
