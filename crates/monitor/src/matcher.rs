@@ -358,15 +358,23 @@ impl Matcher {
             static SCRATCH: std::cell::RefCell<Scratch> =
                 const { std::cell::RefCell::new(Scratch::new()) };
         }
+        // The hits are filled in place rather than handed back through
+        // the closure and the thread-local access, which moved the vector
+        // three times a scan.
+        let mut hits = Vec::new();
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => {
                 let Scratch { base, lists } = &mut *scratch;
                 normalise_into(text, base);
-                self.scan_normalised(base, lists, true)
+                self.scan_normalised_into(base, lists, true, &mut hits);
             }
             // Only reachable if scanning re-entered itself; still correct.
-            Err(_) => self.scan_normalised(&normalise(text), &mut Lists::default(), true),
-        })
+            Err(_) => {
+                let base = normalise(text);
+                self.scan_normalised_into(&base, &mut Lists::default(), true, &mut hits);
+            }
+        });
+        hits
     }
 
     /// `screen`: whether to look for terms in a narrow joined view first
@@ -374,23 +382,33 @@ impl Matcher {
     /// show that the screen changes nothing).
     #[cfg(test)]
     fn scan_normalised_with(&self, base: &Normalised, screen: bool) -> Vec<Hit> {
-        self.scan_normalised(base, &mut Lists::default(), screen)
+        let mut hits = Vec::new();
+        self.scan_normalised_into(base, &mut Lists::default(), screen, &mut hits);
+        hits
     }
 
-    fn scan_normalised(&self, base: &Normalised, lists: &mut Lists, screen: bool) -> Vec<Hit> {
-        let mut hits = Vec::new();
-        self.scan_view(base, &self.main, None, lists, &mut hits);
+    /// The hits in `base` into `hits`, which is empty.
+    #[inline(always)]
+    fn scan_normalised_into(
+        &self,
+        base: &Normalised,
+        lists: &mut Lists,
+        screen: bool,
+        hits: &mut Vec<Hit>,
+    ) {
+        self.scan_view(base, &self.main, None, lists, hits);
         // Most texts have no derived view and no hit or one: nothing to
         // scan again, order, merge or drop. The rest is apart, so that
         // this short path does not pay for its set-up.
         if !base.is_spelled_out() && !base.is_stretched() && hits.len() < 2 {
-            return hits;
+            return;
         }
-        self.scan_derived(base, lists, screen, hits)
+        let found = std::mem::take(hits);
+        *hits = self.scan_derived(base, lists, screen, found);
     }
 
-    /// The rest of [`Matcher::scan_normalised`]: the joined and squeezed
-    /// views, and ordering, merging and subsuming the hits.
+    /// The rest of [`Matcher::scan_normalised_into`]: the joined and
+    /// squeezed views, and ordering, merging and subsuming the hits.
     #[inline(never)]
     fn scan_derived(
         &self,
