@@ -358,15 +358,23 @@ impl Matcher {
             static SCRATCH: std::cell::RefCell<Scratch> =
                 const { std::cell::RefCell::new(Scratch::new()) };
         }
+        // The hits are filled in place rather than handed back through
+        // the closure and the thread-local access, which moved the vector
+        // three times a scan.
+        let mut hits = Vec::new();
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
             Ok(mut scratch) => {
                 let Scratch { base, lists } = &mut *scratch;
                 normalise_into(text, base);
-                self.scan_normalised(base, lists, true)
+                self.scan_normalised_into(base, lists, true, &mut hits);
             }
             // Only reachable if scanning re-entered itself; still correct.
-            Err(_) => self.scan_normalised(&normalise(text), &mut Lists::default(), true),
-        })
+            Err(_) => {
+                let base = normalise(text);
+                self.scan_normalised_into(&base, &mut Lists::default(), true, &mut hits);
+            }
+        });
+        hits
     }
 
     /// `screen`: whether to look for terms in a narrow joined view first
@@ -374,23 +382,33 @@ impl Matcher {
     /// show that the screen changes nothing).
     #[cfg(test)]
     fn scan_normalised_with(&self, base: &Normalised, screen: bool) -> Vec<Hit> {
-        self.scan_normalised(base, &mut Lists::default(), screen)
+        let mut hits = Vec::new();
+        self.scan_normalised_into(base, &mut Lists::default(), screen, &mut hits);
+        hits
     }
 
-    fn scan_normalised(&self, base: &Normalised, lists: &mut Lists, screen: bool) -> Vec<Hit> {
-        let mut hits = Vec::new();
-        self.scan_view(base, &self.main, None, lists, &mut hits);
+    /// The hits in `base` into `hits`, which is empty.
+    #[inline(always)]
+    fn scan_normalised_into(
+        &self,
+        base: &Normalised,
+        lists: &mut Lists,
+        screen: bool,
+        hits: &mut Vec<Hit>,
+    ) {
+        self.scan_view(base, &self.main, None, lists, hits);
         // Most texts have no derived view and no hit or one: nothing to
         // scan again, order, merge or drop. The rest is apart, so that
         // this short path does not pay for its set-up.
         if !base.is_spelled_out() && !base.is_stretched() && hits.len() < 2 {
-            return hits;
+            return;
         }
-        self.scan_derived(base, lists, screen, hits)
+        let found = std::mem::take(hits);
+        *hits = self.scan_derived(base, lists, screen, found);
     }
 
-    /// The rest of [`Matcher::scan_normalised`]: the joined and squeezed
-    /// views, and ordering, merging and subsuming the hits.
+    /// The rest of [`Matcher::scan_normalised_into`]: the joined and
+    /// squeezed views, and ordering, merging and subsuming the hits.
     #[inline(never)]
     fn scan_derived(
         &self,
@@ -621,16 +639,24 @@ impl Collector<'_> {
     /// term comes; a text without one collects nothing, as it would have
     /// returned no hit anyway. What is collected, and where the hit
     /// limit falls, is the same as collecting every state as it comes.
-    /// Apart from the walk (as its closure was before), so that the
-    /// walk's loop keeps its values in registers.
-    #[inline(never)]
+    /// Noting a state is inline, now that the walk's byte loop has no
+    /// call in it ([`Automaton::to_special`]); collecting is apart, so
+    /// that the walk keeps its values in registers.
+    #[inline(always)]
     fn reached(&mut self, end: usize, sid: u32) -> bool {
         let state = self.automaton.index(sid);
+        if self.deferring && !self.automaton.has_term.get(state).copied().unwrap_or(true) {
+            self.waiting.push((end, state));
+            return true;
+        }
+        self.collect_from(end, state)
+    }
+
+    /// [`Collector::reached`] for a state that is collected: the states
+    /// noted before it first, if it is the first with a term.
+    #[inline(never)]
+    fn collect_from(&mut self, end: usize, state: usize) -> bool {
         if self.deferring {
-            if !self.automaton.has_term.get(state).copied().unwrap_or(true) {
-                self.waiting.push((end, state));
-                return true;
-            }
             self.deferring = false;
             for k in 0..self.waiting.len() {
                 let (end, state) = self.waiting[k];
@@ -1053,28 +1079,50 @@ impl Automaton {
     /// Walks all of `bytes` in one part from the start state, as
     /// [`Automaton::walk`] does for short texts (and for an automaton with
     /// a dead state, where the walk may end early).
+    ///
+    /// The walk from one match state to the next ([`Automaton::to_special`])
+    /// has no call in it, and `f` is called outside it: with the call in
+    /// the loop, whether the compiler kept the automaton's pointer in a
+    /// register through the loop or reloaded it for every byte depended on
+    /// unrelated code elsewhere in the crate (34 instructions a search).
     #[inline(always)]
     fn walk_whole(&self, bytes: &[u8], f: &mut impl FnMut(usize, u32) -> bool) {
         let mut sid = self.start;
+        let mut at = 0;
+        while let Some((end, state)) = self.to_special(bytes, at, sid) {
+            if state == self.dead || !f(end, state) {
+                return;
+            }
+            at = end;
+            sid = state;
+        }
+    }
+
+    /// Walks `bytes` from `at` on, in state `sid`, to the first match
+    /// state (or the dead state): where it is reached and the state, or
+    /// `None` at the end of `bytes`.
+    #[inline(always)]
+    fn to_special(&self, bytes: &[u8], at: usize, mut sid: u32) -> Option<(usize, u32)> {
         // Eight bytes a step: one test for the end of the text per eight
         // bytes instead of one per byte.
-        let mut chunks = bytes.chunks_exact(8);
-        let mut at = 0;
+        let mut chunks = bytes.get(at..)?.chunks_exact(8);
+        let mut end = at;
         for chunk in &mut chunks {
             for (k, &byte) in chunk.iter().enumerate() {
                 sid = self.step(sid, byte);
-                if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
-                    return;
+                if sid < self.special {
+                    return Some((end + k + 1, sid));
                 }
             }
-            at += 8;
+            end += 8;
         }
         for (k, &byte) in chunks.remainder().iter().enumerate() {
             sid = self.step(sid, byte);
-            if sid < self.special && (sid == self.dead || !f(at + k + 1, sid)) {
-                return;
+            if sid < self.special {
+                return Some((end + k + 1, sid));
             }
         }
+        None
     }
 
     /// The occurrences of special state `state` (its id divided by the

@@ -695,22 +695,7 @@ impl<'a> Builder<'a> {
         if shape.stretched {
             out.stretched = true;
         }
-        // The letter the run ends with, repeated how many times: what
-        // `ascii` counts letter by letter.
-        let text = &out.text[at..];
-        let run = match text.last() {
-            None | Some(b' ') => 0,
-            Some(&last) => {
-                let same = text.iter().rev().take_while(|&&b| b == last).count();
-                let carried = self.run > 0 && at.checked_sub(1).map(|p| out.text[p]) == Some(last);
-                if same == text.len() && carried {
-                    self.run + same as u32
-                } else {
-                    same as u32
-                }
-            }
-        };
-        self.run = run;
+        self.run = shape.run;
         if !shape.single {
             // With no one-letter word in the run, the word before its
             // last space had more letters and ended any count of such
@@ -1033,6 +1018,12 @@ pub fn normalise_into(input: &str, out: &mut Normalised) {
         if byte < 0x80 {
             builder.ascii(byte, i as u32, i as u32 + 1);
             i += 1;
+        } else if let Some(letter) = latin_letter(byte, bytes.get(i + 1).copied().unwrap_or(0)) {
+            // An accented letter that is one ASCII letter (`é`, `ł`), the
+            // usual character outside ASCII, read from its two bytes
+            // rather than decoded and looked up as a character.
+            builder.ascii(letter, i as u32, i as u32 + 2);
+            i += 2;
         } else {
             let Some(c) = input.get(i..).and_then(|rest| rest.chars().next()) else {
                 break;
@@ -1129,9 +1120,33 @@ const LATIN: std::ops::RangeInclusive<u32> = 0xC0..=0x24F;
 /// only; looked up in a table made once by sending each of them through
 /// [`Builder::unicode`], so that it cannot disagree with it.
 fn latin_letters(c: char) -> Option<&'static [u8]> {
-    static TABLE: std::sync::OnceLock<Vec<([u8; 3], u8)>> = std::sync::OnceLock::new();
     let index = u32::from(c).checked_sub(*LATIN.start())?;
-    let table = TABLE.get_or_init(|| {
+    let (letters, len) = latin_table().get(usize::try_from(index).ok()?)?;
+    letters.get(..usize::from(*len)).filter(|l| !l.is_empty())
+}
+
+/// The one ASCII letter the [`LATIN`] letter written `lead`, `next` in
+/// UTF-8 becomes, when it becomes one (`é`, `ł`, not `ß`), as
+/// [`latin_letters`] gives it; read from the bytes.
+#[inline(always)]
+fn latin_letter(lead: u8, next: u8) -> Option<u8> {
+    // Two-byte forms only (U+0080 to U+07FF), with a continuation byte.
+    if !(0xC2..0xE0).contains(&lead) || next & 0xC0 != 0x80 {
+        return None;
+    }
+    let code = u32::from(lead & 0x1F) << 6 | u32::from(next & 0x3F);
+    let index = code.checked_sub(*LATIN.start())?;
+    match latin_table().get(index as usize)? {
+        ([letter, ..], 1) => Some(*letter),
+        _ => None,
+    }
+}
+
+/// The ASCII letters of each [`LATIN`] letter and how many there are (0
+/// when it is not one of those [`latin_letters`] looks up).
+fn latin_table() -> &'static [([u8; 3], u8)] {
+    static TABLE: std::sync::OnceLock<Vec<([u8; 3], u8)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
         LATIN
             .filter_map(char::from_u32)
             .map(|c| {
@@ -1153,9 +1168,7 @@ fn latin_letters(c: char) -> Option<&'static [u8]> {
                 entry
             })
             .collect()
-    });
-    let (letters, len) = table.get(usize::try_from(index).ok()?)?;
-    letters.get(..usize::from(*len)).filter(|l| !l.is_empty())
+    })
 }
 
 /// How many bytes of plain prose `bytes` starts with (see
@@ -1190,6 +1203,12 @@ struct PlainShape {
     single: bool,
     /// Where the run's last separator is in it.
     last_space: Option<usize>,
+    /// How many times the letter the run ends with is repeated, as
+    /// [`Builder::ascii`] counts it letter by letter, but no more than 2
+    /// (0 when the run ends with a separator): all that is asked of the
+    /// count is whether it is 0 and whether it has reached 2, as a third
+    /// letter makes the text stretched.
+    run: u32,
 }
 
 /// The fewer than eight bytes `rest` as a word, padded with zeros; apart
@@ -1306,15 +1325,26 @@ fn plain_shape(input: &[u8], from: usize, carried: Carried, text: &mut Vec<u8>) 
             last_spaces = (n, space);
         }
         if stop != 0 {
-            let len = n + (stop.trailing_zeros() / 8) as usize;
+            let k = stop.trailing_zeros() / 8;
+            let len = n + k as usize;
             text.truncate(at + len);
             let (step, spaces) = last_spaces;
+            // Whether the byte before the stop (this step's, or the one
+            // carried into it) is a separator, and whether it equals the
+            // letter before it: read from the masks, without a branch,
+            // rather than counted back through the copied run, whose
+            // test on the last byte the processor mispredicted about once
+            // a search.
+            let ends_spaced = (((space << 8) | (carry_space >> 8)) >> (8 * k) >> 7) & 1;
+            let ends_twice = (((equal << 8) | carry_equal) >> (8 * k) >> 7) & 1;
             return PlainShape {
                 len,
                 stretched: stretched != 0,
                 single: single != 0,
                 last_space: (spaces != 0)
                     .then(|| step + (63 - spaces.leading_zeros() as usize) / 8),
+                // A separator is never equal to the byte before it here.
+                run: (1 + ends_twice - ends_spaced) as u32,
             };
         }
         carry = spaces >> 56;
@@ -1690,6 +1720,34 @@ mod tests {
     }
 
     #[test]
+    fn the_count_a_run_ends_with_carries_into_the_letters_after_it() {
+        // A plain run ends where a letter goes on through the byte path
+        // (`ü`, a percent-encoded `u`) or another run (after an
+        // apostrophe), with the letter the run ends with repeated 0 to 4
+        // times, at every place in a step, after a run of it carried in;
+        // stretched letters must be found across the seam as the
+        // byte-at-a-time path finds them.
+        for before in ["", "u", "uu", "ü", "üü", "x ", "a b "] {
+            for pad in 0..9 {
+                for repeat in 0..5 {
+                    for after in ["ü", "üü", "%75", "'u", "'uu", "u'u", " u", ". u", "1"] {
+                        let text = format!(
+                            "{before}{}{}{after} x",
+                            "ab cd efgh".get(..pad).unwrap_or_default(),
+                            "u".repeat(repeat)
+                        );
+                        assert_eq!(
+                            normalise(&text).parts(),
+                            normalise_bytewise(&text).parts(),
+                            "{text:?}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn latin_letters_from_the_table_normalise_as_decomposed() {
         let mut looked_up = 0;
         for c in LATIN.filter_map(char::from_u32) {
@@ -1715,6 +1773,27 @@ mod tests {
         assert_eq!(latin_letters('ß'), Some(&b"ss"[..]));
         assert_eq!(latin_letters('×'), None);
         assert_eq!(latin_letters('a'), None);
+    }
+
+    #[test]
+    fn latin_letters_read_from_their_bytes_are_those_of_the_table() {
+        // Every two-byte sequence, the invalid ones too: one ASCII letter
+        // exactly when the table has one letter for the character.
+        for lead in 0..=255u8 {
+            for next in 0..=255u8 {
+                let bytes = [lead, next];
+                let expected = std::str::from_utf8(&bytes)
+                    .ok()
+                    .and_then(|s| s.chars().next())
+                    .and_then(latin_letters)
+                    .filter(|letters| letters.len() == 1)
+                    .map(|letters| letters[0]);
+                assert_eq!(latin_letter(lead, next), expected, "{lead:#x} {next:#x}");
+            }
+        }
+        assert_eq!(latin_letter(0xC3, 0xA9), Some(b'e'));
+        assert_eq!(latin_letter(0xC5, 0x82), Some(b'l'));
+        assert_eq!(latin_letter(0xC3, 0x9F), None);
     }
 
     #[test]
