@@ -138,10 +138,9 @@ download_pair() { # proxy_port
 
 # The same pair with the client on a core of its own: curl on the last
 # CPU, nginx and the proxy (every thread of each PID given) on the others.
-# A pupil's device is another machine, so on two cores this is the layout
-# closer to a school's. With all three sharing both cores, curl's own
-# system time per GiB was twice what it is on a core of its own and
-# bounded both rates (docs/benchmarks.md, issue 5, session 10).
+# A pupil's device is another machine, so this is the layout closer to a
+# school's; on a quiet two-core machine it measured within the run-to-run
+# spread of the shared one (docs/benchmarks.md, issue 5, session 10).
 download_pair_apart() { # proxy_port server_pids...
   local port=$1; shift
   local last=$(( $(nproc) - 1 )) servers=0 pair
