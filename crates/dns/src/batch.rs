@@ -7,15 +7,36 @@
 //! socket holds (up to [`BATCH`]) in one call and sending their answers in
 //! one call spends those costs once per batch. With one query waiting a
 //! batch is one query, so a quiet server answers as promptly as before.
+//!
+//! The sockets are registered with the runtime for reading only
+//! ([`UdpFd`]). A socket registered for writing too (as tokio's
+//! `UdpSocket` is) has every answer it sends on loopback report the socket
+//! writable again as the kernel frees the datagram, and that report wakes
+//! whichever worker is parked in `epoll_wait`: a context switch per batch
+//! of answers, for readiness nothing waits on. A send that finds the
+//! socket's buffer full retries after a pause instead (see [`send`]).
 
 use std::cell::RefCell;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use nix::sys::socket::{recvmmsg, sendmmsg, MsgFlags, MultiHeaders, SockaddrStorage};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
+
+/// A UDP socket the runtime watches for reading only.
+pub(crate) type UdpFd = AsyncFd<std::net::UdpSocket>;
+
+/// A send that finds the socket's buffer full is tried again after each
+/// of these pauses, then given up (and counted): UDP answers may be lost,
+/// and the client asks again.
+const SEND_PAUSES: [Duration; 4] = [
+    Duration::from_micros(200),
+    Duration::from_millis(1),
+    Duration::from_millis(5),
+    Duration::from_millis(20),
+];
 
 /// Datagrams taken or sent per system call.
 pub(crate) const BATCH: usize = 32;
@@ -73,25 +94,25 @@ impl Received {
     /// low rate. Nothing is missed: a datagram arriving after the batch
     /// was taken raises a new readiness event, as one arriving after an
     /// empty call would.
-    pub(crate) async fn receive(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
+    pub(crate) async fn receive(&mut self, socket: &UdpFd) -> std::io::Result<usize> {
         loop {
-            socket.readable().await?;
-            let taken = socket.try_io(Interest::READABLE, || match self.take(socket)? {
+            let mut ready = socket.readable().await?;
+            let taken = ready.try_io(|fd| match self.take(fd.get_ref())? {
                 BATCH => Ok(BATCH),
                 _ => Err(std::io::ErrorKind::WouldBlock.into()),
             });
             match taken {
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                Ok(result) => return result,
+                Err(_would_block) => {
                     if !self.got.is_empty() {
                         return Ok(self.got.len());
                     }
                 }
-                other => return other,
             }
         }
     }
 
-    fn take(&mut self, socket: &UdpSocket) -> std::io::Result<usize> {
+    fn take(&mut self, socket: &std::net::UdpSocket) -> std::io::Result<usize> {
         self.got.clear();
         let (buffers, got, family) = (&mut self.buffers, &mut self.got, self.family);
         HEADERS.with_borrow_mut(|sets| {
@@ -158,9 +179,9 @@ impl Outgoing {
     }
 
     /// Sends every queued answer: in one call when the socket takes them
-    /// all, the rest one by one, waiting for room (backpressure on the
+    /// all, the rest one by one, pausing for room (backpressure on the
     /// receive loop, not a queue).
-    pub(crate) async fn flush(&mut self, socket: &UdpSocket) {
+    pub(crate) async fn flush(&mut self, socket: &UdpFd) {
         if self.replies.is_empty() {
             return;
         }
@@ -180,23 +201,18 @@ impl Outgoing {
             );
             let addresses = &self.addresses;
             // More replies than headers: the rest go one by one below.
-            let result = socket.try_io(Interest::WRITABLE, || {
-                SEND_HEADERS.with_borrow_mut(|headers| {
-                    let headers =
-                        headers.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
-                    sendmmsg(
-                        socket.as_raw_fd(),
-                        headers,
-                        slices.iter(),
-                        addresses,
-                        [],
-                        MsgFlags::MSG_DONTWAIT,
-                    )
-                    .map(|results| results.count())
-                    .map_err(std::io::Error::from)
-                })
-            });
-            result.unwrap_or(0)
+            SEND_HEADERS.with_borrow_mut(|headers| {
+                let headers = headers.get_or_insert_with(|| MultiHeaders::preallocate(BATCH, None));
+                sendmmsg(
+                    socket.as_raw_fd(),
+                    headers,
+                    slices.iter(),
+                    addresses,
+                    [],
+                    MsgFlags::MSG_DONTWAIT,
+                )
+                .map_or(0, |results| results.count())
+            })
         };
         for (reply, peer) in self.replies.drain(..).skip(sent) {
             send(socket, &reply, peer).await;
@@ -204,16 +220,26 @@ impl Outgoing {
     }
 }
 
-/// Sends one datagram: at once when the socket can take it, else waiting
-/// for room.
-pub(crate) async fn send(socket: &UdpSocket, reply: &[u8], peer: SocketAddr) {
-    let sent = match socket.try_send_to(reply, peer) {
-        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-            socket.send_to(reply, peer).await
+/// Sends one datagram: at once when the socket can take it, else after
+/// the [`SEND_PAUSES`]; a datagram the socket never takes is counted in
+/// `sheepdog_dns_send_dropped_total`.
+pub(crate) async fn send(socket: &UdpFd, reply: &[u8], peer: SocketAddr) {
+    let mut pauses = SEND_PAUSES.iter();
+    loop {
+        match socket.get_ref().send_to(reply, peer) {
+            Ok(_) => return,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => match pauses.next() {
+                Some(pause) => tokio::time::sleep(*pause).await,
+                None => {
+                    metrics::counter!("sheepdog_dns_send_dropped_total").increment(1);
+                    tracing::debug!(%peer, "UDP send buffer stayed full; answer dropped");
+                    return;
+                }
+            },
+            Err(error) => {
+                tracing::debug!(%error, %peer, "UDP send failed");
+                return;
+            }
         }
-        other => other,
-    };
-    if let Err(error) = sent {
-        tracing::debug!(%error, %peer, "UDP send failed");
     }
 }

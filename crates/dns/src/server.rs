@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::batch::{send, Outgoing, Received};
+use crate::batch::{send, Outgoing, Received, UdpFd};
 use crate::resolver::Immediate;
 use crate::{DnsError, Resolver, Transport};
 
@@ -49,8 +49,8 @@ const MAX_UDP_SOCKETS: usize = 8;
 
 /// A UDP socket on `addr` that other sockets of this process may share
 /// (`SO_REUSEPORT`; the kernel lets only the same user join), with the
-/// large receive buffer.
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// large receive buffer, registered for reading only (see [`UdpFd`]).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpFd> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -62,13 +62,20 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     if let Err(error) = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER) {
         tracing::warn!(%addr, %error, "could not enlarge the UDP receive buffer");
     }
-    UdpSocket::from_std(socket.into())
+    // `with_interest` is deprecated because an arbitrary `AsRawFd` type
+    // could close or swap its descriptor while registered; a
+    // `std::net::UdpSocket` owns its descriptor and closes it only when
+    // dropped, after `AsyncFd` has deregistered it, which is the contract
+    // the unsafe `register_with_interest` asks callers to uphold.
+    #[allow(deprecated)]
+    UdpFd::with_interest(
+        std::net::UdpSocket::from(socket),
+        tokio::io::Interest::READABLE,
+    )
 }
 
 /// UDP sockets and a TCP listener on the same address and port.
-async fn bind_pair(
-    addr: SocketAddr,
-) -> Result<(Vec<UdpSocket>, TcpListener, SocketAddr), DnsError> {
+async fn bind_pair(addr: SocketAddr) -> Result<(Vec<UdpFd>, TcpListener, SocketAddr), DnsError> {
     let udp_error = |addr, source| DnsError::Bind {
         addr,
         transport: "UDP",
@@ -78,7 +85,10 @@ async fn bind_pair(
     loop {
         tries += 1;
         let udp = bind_udp(addr).map_err(|source| udp_error(addr, source))?;
-        let bound = udp.local_addr().map_err(|source| udp_error(addr, source))?;
+        let bound = udp
+            .get_ref()
+            .local_addr()
+            .map_err(|source| udp_error(addr, source))?;
         match TcpListener::bind(bound).await {
             Ok(tcp) => {
                 let mut sockets = vec![udp];
@@ -159,8 +169,11 @@ impl DnsServer {
 /// cache hits, refusals) is answered here, in the loop, without a task or a
 /// copy of the packet, and the batch's answers leave together. Only a
 /// question for the upstream is spawned, within the in-flight limit.
-async fn serve_udp(socket: Arc<UdpSocket>, resolver: Arc<Resolver>, limit: Arc<Semaphore>) {
-    let v6 = socket.local_addr().is_ok_and(|addr| addr.is_ipv6());
+async fn serve_udp(socket: Arc<UdpFd>, resolver: Arc<Resolver>, limit: Arc<Semaphore>) {
+    let v6 = socket
+        .get_ref()
+        .local_addr()
+        .is_ok_and(|addr| addr.is_ipv6());
     let mut received = Received::new(v6);
     let mut outgoing = Outgoing::new();
     loop {
