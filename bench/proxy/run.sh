@@ -26,15 +26,8 @@ connections=${3:-32}
 downloads=${DOWNLOADS:-5}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/bench/common/policy.sh"
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.5
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. "$root/bench/common/servers.sh"
+bench_work
 
 need() { # program package
   command -v "$1" >/dev/null || [ -x "/usr/sbin/$1" ] || {
@@ -43,8 +36,6 @@ need() { # program package
   }
 }
 need wrk wrk; need squid squid; need squidGuard squidguard; need nginx nginx-light; need curl curl
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 600); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
 rss_kb() { awk '/VmRSS/ { s += $2 } END { print s }' "$@"; }
 
 echo "generating $names blocked names" >&2

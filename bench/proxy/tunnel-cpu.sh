@@ -17,17 +17,8 @@ rounds=${1:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 . "$root/bench/common/policy.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-work=$(mktemp -d)
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  sleep 0.3
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 1 600); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
+. "$root/bench/common/servers.sh"
+bench_work
 # CPU seconds (user + system, every thread) a process has used.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 
