@@ -30,26 +30,7 @@ with open(f"{work}/blocked.txt", "w") as f:
     for i in range(n):
         f.write(f"site{i}.b{i % 997}.blocked.bench\n")
 PY
-mkdir -p "$work/www"
-printf 'hello from the origin, a small page of the kind a proxy mostly carries\n' >"$work/www/index.html"
-origin=$(free_port)
-cat >"$work/nginx.conf" <<NGINX
-daemon off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  keepalive_timeout 600;
-  server { listen 127.0.0.1:$origin; root $work/www; }
-}
-NGINX
-nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
-"$nginx_bin" -c "$work/nginx.conf" -p "$work" 2>"$work/nginx.log" &
-pids+=("$!")
-wait_port "$origin"
+bench_origin
 
 bench_policy "$work/policy.toml"
 if [ -n "${BENCH_PROXY_BIN:-}" ]; then

@@ -47,29 +47,7 @@ with open(f"{work}/blocked.txt", "w") as f:
         f.write(f"site{i}.b{i % 997}.blocked.bench\n")
 PY
 
-# The origin: a small page and a 1 GiB file (sparse, so it costs no disk).
-mkdir -p "$work/www"
-printf 'hello from the origin, a small page of the kind a proxy mostly carries\n' >"$work/www/index.html"
-truncate -s 1G "$work/www/big"
-origin=$(free_port)
-cat >"$work/nginx.conf" <<NGINX
-daemon off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  sendfile on;
-  keepalive_requests 10000000;
-  keepalive_timeout 120;
-  server { listen 127.0.0.1:$origin; root $work/www; }
-}
-NGINX
-nginx_bin=$(command -v nginx || echo /usr/sbin/nginx)
-"$nginx_bin" -c "$work/nginx.conf" -p "$work" 2>"$work/nginx.log" &
-pids+=("$!")
-wait_port "$origin"
+bench_origin
 
 cat >"$work/allowed.lua" <<LUA
 wrk.path = "http://127.0.0.1:$origin/index.html"

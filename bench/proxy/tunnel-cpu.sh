@@ -22,20 +22,7 @@ bench_work
 # CPU seconds (user + system, every thread) a process has used.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$1/stat"; }
 
-mkdir -p "$work/www"
-truncate -s 1G "$work/www/big"
-origin=$(free_port)
-cat >"$work/nginx.conf" <<NGINX
-daemon off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log;
-events { worker_connections 64; }
-http { access_log off; sendfile on; server { listen 127.0.0.1:$origin; root $work/www; } }
-NGINX
-"$(command -v nginx || echo /usr/sbin/nginx)" -c "$work/nginx.conf" -p "$work" 2>"$work/nginx.log" &
-pids+=("$!")
-wait_port "$origin"
+bench_origin
 nginx_master=$(cat "$work/nginx.pid")
 nginx_worker=$(pgrep -P "$nginx_master" | head -1)
 
