@@ -56,6 +56,11 @@ fn tail_block(input: &[u8], at: usize) -> m128i {
 }
 
 /// See [`super::plain_shape_words`], whose contract this keeps exactly.
+///
+/// Inlined into the normaliser's loop: out of line, its call, the
+/// registers it saves and the shape returned through memory cost some
+/// sixty instructions a run.
+#[inline(always)]
 pub(super) fn plain_shape(
     input: &[u8],
     from: usize,
