@@ -20,6 +20,9 @@ pub enum ConsoleError {
     Hashing(String),
     #[error(transparent)]
     Store(#[from] sheepdog_store::StoreError),
+    /// A part the request needs is still starting (or failed to).
+    #[error("{0}")]
+    Starting(&'static str),
 }
 
 impl ConsoleError {
@@ -28,6 +31,7 @@ impl ConsoleError {
             Self::Forbidden | Self::CsrfMismatch => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Starting(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(sheepdog_store::StoreError::Invalid { .. }) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }

@@ -6,7 +6,10 @@
 //! a device's name or a client address), when, and the text. The whole
 //! call is checked first and refused with every problem named by item and
 //! field, so a source never has to guess which of its items were taken.
-//! Accepted items are scanned with the shipped libraries and graded on
+//! Accepted items are scanned with the libraries the live monitor reads
+//! decision events with (the shipped ones and the school's own, from
+//! `[monitoring] libraries`; the shipped ones alone when the console runs
+//! without them) and graded on
 //! their own (repetition shows in the alert's occurrences, which merge per
 //! person and category as live alerts do); concerns at grade 2 or more are
 //! recorded as alerts, on behalf of the token's account.
@@ -79,7 +82,27 @@ struct Checked {
     text: String,
 }
 
-fn matcher() -> Result<Arc<Matcher>, ConsoleError> {
+/// How long a call waits for the live monitor to compile the school's
+/// libraries after a start (a fraction of a second, normally).
+const LIBRARIES_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The libraries ingested text is read with (see the module's comment).
+async fn matcher(state: &ConsoleState) -> Result<Arc<Matcher>, ConsoleError> {
+    if let Some(libraries) = state.monitoring() {
+        let mut libraries = libraries.clone();
+        let ready = tokio::time::timeout(LIBRARIES_WAIT, libraries.wait_for(Option::is_some)).await;
+        return match ready {
+            Ok(Ok(compiled)) => compiled
+                .as_ref()
+                .map(Arc::clone)
+                .ok_or(ConsoleError::Starting(
+                    "monitoring's keyword libraries are not loaded; try again shortly",
+                )),
+            _ => Err(ConsoleError::Starting(
+                "monitoring's keyword libraries are not loaded yet; try again shortly",
+            )),
+        };
+    }
     static MATCHER: OnceLock<Result<Arc<Matcher>, String>> = OnceLock::new();
     MATCHER
         .get_or_init(|| Matcher::shipped().map(Arc::new).map_err(|e| e.to_string()))
@@ -145,7 +168,7 @@ pub(crate) async fn ingest(
             problems,
         ));
     }
-    let matcher = matcher()?;
+    let matcher = matcher(&state).await?;
     let actor = viewer.actor();
     let policy = AlertPolicy::default();
     let mut alerts = Vec::new();

@@ -73,7 +73,7 @@ pub struct ConsoleState {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Inner {
     store: Store,
     settings: ConsoleSettings,
@@ -83,7 +83,16 @@ struct Inner {
     /// The running filter, when a policy is configured (requests, the
     /// policy document).
     filtering: Option<Filtering>,
+    /// The keyword libraries monitoring reads with: the shipped ones and
+    /// the school's (`[monitoring] libraries`); without it, ingested text
+    /// is read with the shipped libraries alone.
+    monitoring: Option<MonitoringLibraries>,
 }
+
+/// The keyword libraries live monitoring reads with, once compiled: the
+/// live monitor compiles them as it starts and sends them here, so that
+/// the console's start does not wait for them.
+pub type MonitoringLibraries = tokio::sync::watch::Receiver<Option<Arc<sheepdog_monitor::Matcher>>>;
 
 impl ConsoleSettings {
     /// The settings a `[console]` section asks for.
@@ -132,33 +141,35 @@ impl ConsoleState {
                 settings,
                 evidence_key: None,
                 filtering: None,
+                monitoring: None,
             }),
+        }
+    }
+
+    /// The same state with one part changed.
+    fn with(self, change: impl FnOnce(&mut Inner)) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        change(&mut inner);
+        Self {
+            inner: Arc::new(inner),
         }
     }
 
     /// The same state with the key incident evidence is sealed with.
     pub fn with_evidence_key(self, key: EvidenceKey) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                store: self.inner.store.clone(),
-                settings: self.inner.settings.clone(),
-                evidence_key: Some(key),
-                filtering: self.inner.filtering.clone(),
-            }),
-        }
+        self.with(|inner| inner.evidence_key = Some(key))
     }
 
     /// The same console, checking requests against and applying decisions
     /// to the running filter.
     pub fn with_filtering(self, filtering: Filtering) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                store: self.inner.store.clone(),
-                settings: self.inner.settings.clone(),
-                evidence_key: self.inner.evidence_key.clone(),
-                filtering: Some(filtering),
-            }),
-        }
+        self.with(|inner| inner.filtering = Some(filtering))
+    }
+
+    /// The same console, reading ingested text with the libraries the
+    /// live monitor reads decision events with, once they are compiled.
+    pub fn with_monitoring(self, libraries: MonitoringLibraries) -> Self {
+        self.with(|inner| inner.monitoring = Some(libraries))
     }
 
     pub fn evidence_key(&self) -> Option<&EvidenceKey> {
@@ -167,6 +178,10 @@ impl ConsoleState {
 
     pub fn filtering(&self) -> Option<&Filtering> {
         self.inner.filtering.as_ref()
+    }
+
+    pub fn monitoring(&self) -> Option<&MonitoringLibraries> {
+        self.inner.monitoring.as_ref()
     }
 
     pub fn store(&self) -> &Store {

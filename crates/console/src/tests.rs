@@ -1336,6 +1336,69 @@ async fn ingested_text_becomes_alerts_and_bad_items_are_named() {
 }
 
 #[tokio::test]
+async fn ingested_text_is_read_with_the_schools_own_libraries() {
+    // A term only the school's library holds (a made-up nickname for a
+    // bullying page): read with the shipped libraries alone it raises
+    // nothing; with the school's, an alert.
+    const SCHOOL_LIBRARY: &str = r#"
+[library]
+name = "wrenmoor-extra"
+language = "en"
+
+[[terms]]
+category = "bullying"
+severity = 4
+phrases = ["grimble page"]
+"#;
+    let text = r#"{"items": [{"source": "chat-export", "address": "10.0.4.17",
+        "time": "2026-11-23T10:15:00Z", "text": "everyone post on the grimble page about her"}]}"#;
+
+    let f = fixture(ConsoleSettings::default()).await;
+    let id = account(
+        &f,
+        "agent@wrenmoor.invalid",
+        StaffRole::Technician,
+        Some(f.school),
+    )
+    .await;
+    let token = api_token(&f, id).await;
+    let reply = ingest(&f, &token, text).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(reply["alerts"].as_array().unwrap().len(), 0, "{reply}");
+
+    let mut libraries = sheepdog_monitor::Library::shipped().unwrap();
+    libraries
+        .push(sheepdog_monitor::Library::parse(SCHOOL_LIBRARY, "wrenmoor-extra.toml").unwrap());
+    let matcher = Arc::new(sheepdog_monitor::Matcher::new(&libraries).unwrap());
+    let f = Fixture {
+        state: f
+            .state
+            .clone()
+            .with_monitoring(tokio::sync::watch::channel(Some(matcher)).1),
+        ..f
+    };
+    let reply = ingest(&f, &token, text).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    let alerts = reply["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{reply}");
+    assert_eq!(alerts[0]["category"], "bullying");
+    let stored = f
+        .state
+        .store()
+        .alert(alerts[0]["id"].as_i64().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(stored.matched_text, "grimble page");
+    assert!(
+        stored.context.to_string().contains("wrenmoor-extra"),
+        "the hit names the school's library: {}",
+        stored.context
+    );
+}
+
+#[tokio::test]
 async fn tls_serves_a_kept_self_signed_certificate_with_a_warning_and_secure_cookies() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::rustls;

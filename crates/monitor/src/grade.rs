@@ -107,7 +107,8 @@ pub struct Concern {
 
 impl Concern {
     /// The hits as an alert keeps them: where, which term of which
-    /// language and severity, and the text that matched.
+    /// library, language and severity, and the text that matched (the
+    /// library tells a DSL whether a school's own list raised it).
     pub fn hits_record(&self) -> Vec<serde_json::Value> {
         self.hits
             .iter()
@@ -115,6 +116,7 @@ impl Concern {
                 serde_json::json!({
                     "field": h.field,
                     "term": h.hit.term,
+                    "library": h.hit.library,
                     "language": h.hit.language,
                     "severity": h.hit.severity,
                     "matched": h.matched,

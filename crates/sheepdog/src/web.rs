@@ -22,33 +22,32 @@ use tokio::net::TcpListener;
 /// holds a certificate (see [`console_tls`]), else plain HTTP.
 pub async fn serve_console(
     listener: TcpListener,
-    store: Store,
-    settings: ConsoleSettings,
-    filtering: Option<sheepdog_console::Filtering>,
+    state: ConsoleState,
     tls: Option<ConsoleCertificate>,
-    evidence_key: EvidenceKey,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let with_filtering = |state: ConsoleState| match filtering {
-        Some(filtering) => state.with_filtering(filtering),
-        None => state,
-    };
     match tls {
         Some(certificate) => {
-            let settings = ConsoleSettings {
-                secure_cookies: true,
-                self_signed_certificate: certificate.self_signed,
-                ..settings
-            };
-            let state =
-                with_filtering(ConsoleState::new(store, settings).with_evidence_key(evidence_key));
             sheepdog_console::serve_tls(listener, certificate.config, state, shutdown).await
         }
-        None => {
-            let state =
-                with_filtering(ConsoleState::new(store, settings).with_evidence_key(evidence_key));
-            sheepdog_console::serve(listener, state, shutdown).await
-        }
+        None => sheepdog_console::serve(listener, state, shutdown).await,
+    }
+}
+
+/// The console's settings once its listener is known: a console served
+/// over TLS sets secure cookies, and says so on every page when its
+/// certificate is one it made itself.
+pub fn console_settings(
+    settings: ConsoleSettings,
+    tls: Option<&ConsoleCertificate>,
+) -> ConsoleSettings {
+    match tls {
+        Some(certificate) => ConsoleSettings {
+            secure_cookies: true,
+            self_signed_certificate: certificate.self_signed,
+            ..settings
+        },
+        None => settings,
     }
 }
 

@@ -523,6 +523,81 @@ fn serve_answers_logs_json_and_stops_on_sigterm() {
     );
 }
 
+#[test]
+fn serve_reads_ingested_text_with_the_schools_own_libraries() {
+    let deployment = Deployment::new();
+    // A term only the school's library holds (a made-up name for a
+    // bullying page).
+    let library = deployment.write(
+        "school-terms.toml",
+        "[library]\nname = \"brackenfield-extra\"\nlanguage = \"en\"\n\n\
+         [[terms]]\ncategory = \"bullying\"\nseverity = 4\nphrases = [\"grimble page\"]\n",
+    );
+    let console = free_port();
+    let config = deployment.dir.path().join("sheepdog.toml");
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config.push_str(&format!(
+        "[console]\nlisten = \"127.0.0.1:{console}\"\ntls = false\n\
+         [monitoring]\nlibraries = [\"{library}\"]\n"
+    ));
+    std::fs::write(&config, text_config).unwrap();
+    // An API token for the first administrator (a trust administrator,
+    // who may submit monitoring text), stored as the console stores one:
+    // by its SHA-256.
+    let token = "sdk_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    let hash = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(token.as_bytes()))
+    };
+    assert_eq!(
+        deployment.sql(&format!(
+            "INSERT INTO api_tokens (account_id, label, token_hash, created_at) \
+             SELECT id, 'agent', '{hash}', '2026-12-08T00:00:00.000000Z' FROM accounts \
+             WHERE username = 'admin@brackenfield.invalid'"
+        )),
+        1
+    );
+    let child = sheepdog()
+        .args(["--config", config.to_str().unwrap(), "serve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", console)).is_err() {
+        assert!(Instant::now() < deadline, "serve did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let output = Command::new("curl")
+        .args(["--silent", "--max-time", "40", "--write-out", "\n%{http_code}"])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "Content-Type: application/json"])
+        .args([
+            "--data",
+            r#"{"items": [{"source": "chat-export", "address": "10.0.4.17",
+                "time": "2026-12-08T09:15:00Z", "text": "everyone post on the grimble page about her"}]}"#,
+        ])
+        .arg(format!(
+            "http://127.0.0.1:{console}/api/v1/monitoring/ingest?school=1"
+        ))
+        .output()
+        .expect("curl is installed by scripts/test");
+    let logs = stop(child);
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    assert_eq!(code.trim(), "200", "{body}\n{logs}");
+    let reply: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(reply["alerts"][0]["category"], "bullying", "{reply}");
+    assert_eq!(
+        deployment.sql(
+            "SELECT COUNT(*) FROM monitoring_alerts WHERE category = 'bullying' \
+             AND matched_text = 'grimble page' AND context LIKE '%brackenfield-extra%'"
+        ),
+        1
+    );
+}
+
 /// A deployment whose policy blocks, for the `guest` group, the names in
 /// its `blocked.txt` (initially `www.first-blocked.test`), refreshed every
 /// `refresh_minutes`, with `serve`'s list check every second. So that what

@@ -102,12 +102,15 @@ pub async fn run(cmd: MonitorCommand, config: &Config) -> anyhow::Result<ExitCod
 pub async fn follow_events(
     notify: sheepdog_config::NotifyConfig,
     monitoring: sheepdog_config::MonitoringConfig,
+    compiled: tokio::sync::watch::Sender<Option<Arc<Matcher>>>,
     store: sheepdog_store::Store,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let failed = |e: anyhow::Error| std::io::Error::other(format!("monitoring: {e:#}"));
     let delivery = Delivery::from_config(&notify).map_err(std::io::Error::other)?;
-    let school_matcher = matcher(&monitoring.libraries).map_err(failed)?;
+    let school_matcher = Arc::new(matcher(&monitoring.libraries).map_err(failed)?);
+    // The console reads text from other sources with the same libraries.
+    compiled.send_replace(Some(Arc::clone(&school_matcher)));
     let mut groups = Vec::new();
     for group in &monitoring.groups {
         let libraries: Vec<PathBuf> = monitoring
@@ -132,7 +135,7 @@ pub async fn follow_events(
         },
         ..LiveOptions::default()
     };
-    let live = LiveMonitor::start(store.clone(), Arc::new(school_matcher), options)
+    let live = LiveMonitor::start(store.clone(), school_matcher, options)
         .await
         .map_err(std::io::Error::other)?;
     tracing::info!(
@@ -162,6 +165,7 @@ fn load_library(path: &PathBuf) -> anyhow::Result<Library> {
     Ok(Library::parse(&text, &path.display().to_string())?)
 }
 
+/// The shipped libraries and those at `extra`, compiled.
 fn matcher(extra: &[PathBuf]) -> anyhow::Result<Matcher> {
     let mut libraries = Library::shipped()?;
     for path in extra {

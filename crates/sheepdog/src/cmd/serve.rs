@@ -193,20 +193,30 @@ pub async fn run_servers(
     if sealed > 0 {
         tracing::info!(sealed, "sealed two-factor secrets kept by an older version");
     }
+    // The live monitor compiles the school's libraries and hands them to
+    // the console too, for text other sources send it.
+    let (libraries_compiled, libraries) = watch::channel(None);
     tracing::info!(school = %label, tls = tls.is_some(), "console starting");
     let mut tasks = tokio::task::JoinSet::new();
+    let mut state = sheepdog_console::ConsoleState::new(
+        store.clone(),
+        web::console_settings(settings, tls.as_ref()),
+    )
+    .with_evidence_key(key)
+    .with_monitoring(libraries);
+    if let Some(filtering) = filtering {
+        state = state.with_filtering(filtering);
+    }
     tasks.spawn(web::serve_console(
         console,
-        store.clone(),
-        settings,
-        filtering,
+        state,
         tls,
-        key,
         until_stopped(stopped.clone()),
     ));
     tasks.spawn(super::monitor::follow_events(
         config.notify.clone(),
         config.monitoring.clone(),
+        libraries_compiled,
         store.clone(),
         until_stopped(stopped.clone()),
     ));
