@@ -1208,6 +1208,18 @@ async fn api_token(f: &Fixture, account_id: i64) -> String {
     token
 }
 
+/// A token for a technician's account, as a device agent would hold.
+async fn agent_token(f: &Fixture) -> String {
+    let id = account(
+        f,
+        "agent@wrenmoor.invalid",
+        StaffRole::Technician,
+        Some(f.school),
+    )
+    .await;
+    api_token(f, id).await
+}
+
 const INNOCENT: &str = r#"{"items": [{"source": "agent", "address": "10.0.4.17",
     "time": "2026-11-23T10:15:00Z", "text": "homework: causes of the Holocaust"}]}"#;
 
@@ -1226,14 +1238,7 @@ async fn ingest(f: &Fixture, token: &str, body: &str) -> Reply {
 #[tokio::test]
 async fn ingested_text_becomes_alerts_and_bad_items_are_named() {
     let f = fixture(ConsoleSettings::default()).await;
-    let id = account(
-        &f,
-        "agent@wrenmoor.invalid",
-        StaffRole::Technician,
-        Some(f.school),
-    )
-    .await;
-    let token = api_token(&f, id).await;
+    let token = agent_token(&f).await;
 
     let body = format!(
         r#"{{"items": [
@@ -1354,14 +1359,7 @@ phrases = ["grimble page"]
         "time": "2026-11-23T10:15:00Z", "text": "everyone post on the grimble page about her"}]}"#;
 
     let f = fixture(ConsoleSettings::default()).await;
-    let id = account(
-        &f,
-        "agent@wrenmoor.invalid",
-        StaffRole::Technician,
-        Some(f.school),
-    )
-    .await;
-    let token = api_token(&f, id).await;
+    let token = agent_token(&f).await;
     let reply = ingest(&f, &token, text).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let reply: serde_json::Value = serde_json::from_str(&reply.body).unwrap();

@@ -557,18 +557,11 @@ fn serve_reads_ingested_text_with_the_schools_own_libraries() {
         )),
         1
     );
-    let child = sheepdog()
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", console)).is_err() {
-        assert!(Instant::now() < deadline, "serve did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = wait_listening(
+        spawn_serve(config.to_str().unwrap()),
+        console,
+        "the console",
+    );
     let output = Command::new("curl")
         .args(["--silent", "--max-time", "40", "--write-out", "\n%{http_code}"])
         .args(["-H", &format!("Authorization: Bearer {token}")])
@@ -634,13 +627,7 @@ fn list_school(refresh_minutes: u32) -> (Deployment, u16) {
 /// `dns`) blocks `www.first-blocked.test`. Returns the child and the
 /// server's address.
 fn serve_lists(deployment: &Deployment, dns: u16) -> (std::process::Child, String) {
-    let child = sheepdog()
-        .args(["--config", &deployment.config(), "serve"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_serve(&deployment.config());
     let server = format!("127.0.0.1:{dns}");
     let deadline = Instant::now() + Duration::from_secs(30);
     while dig_a(&server, "www.first-blocked.test") != "0.0.0.0" {
@@ -779,6 +766,36 @@ fn stop(child: std::process::Child) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
+/// `sheepdog serve` on `config`, its log to a pipe.
+fn spawn_serve(config: &str) -> std::process::Child {
+    sheepdog()
+        .args(["--config", config, "serve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits, bounded, until `child` listens on loopback `port`; fails with
+/// its log if it exits or takes too long.
+fn wait_listening(child: std::process::Child, port: u16, what: &str) -> std::process::Child {
+    let mut child = child;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "serve did not start {what}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
 /// A free loopback port.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -872,25 +889,7 @@ fn ca_init_then_serve_inspects_and_asks_proxy_users_to_sign_in() {
          inspection = true\nauthentication = \"basic\"\n"
     ));
     std::fs::write(&config, text_config).unwrap();
-    let mut child = sheepdog()
-        .args(["--config", config.to_str().unwrap(), "serve"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", proxy)).is_err() {
-        if Instant::now() > deadline || child.try_wait().unwrap().is_some() {
-            let _ = child.kill();
-            let output = child.wait_with_output().unwrap();
-            panic!(
-                "serve did not start the proxy: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = wait_listening(spawn_serve(config.to_str().unwrap()), proxy, "the proxy");
     let url = format!("http://127.0.0.1:{origin}/lesson");
     let (status, _) = curl_via(proxy, None, &url);
     assert_eq!(status, 407, "no credentials: asked to sign in");
