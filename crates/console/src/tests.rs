@@ -1220,6 +1220,15 @@ async fn agent_token(f: &Fixture) -> String {
     api_token(f, id).await
 }
 
+/// The stored alert an ingestion reply lists.
+async fn stored_alert(f: &Fixture, listed: &serde_json::Value) -> sheepdog_store::Alert {
+    f.state
+        .store()
+        .alert(listed["id"].as_i64().unwrap())
+        .await
+        .unwrap()
+}
+
 const INNOCENT: &str = r#"{"items": [{"source": "agent", "address": "10.0.4.17",
     "time": "2026-11-23T10:15:00Z", "text": "homework: causes of the Holocaust"}]}"#;
 
@@ -1262,12 +1271,7 @@ async fn ingested_text_becomes_alerts_and_bad_items_are_named() {
     assert_eq!(alerts.len(), 1, "{reply}");
     assert_eq!(alerts[0]["category"], "suicide");
     assert_eq!(alerts[0]["outcome"], "created");
-    let stored = f
-        .state
-        .store()
-        .alert(alerts[0]["id"].as_i64().unwrap())
-        .await
-        .unwrap();
+    let stored = stored_alert(&f, &alerts[0]).await;
     assert_eq!(stored.person_id, Some(f.pupil));
     assert_eq!(stored.device_name.as_deref(), Some("LIB-CHROMEBOOK-07"));
     assert_eq!(stored.source, "chat-export");
@@ -1382,12 +1386,7 @@ phrases = ["grimble page"]
     let alerts = reply["alerts"].as_array().unwrap();
     assert_eq!(alerts.len(), 1, "{reply}");
     assert_eq!(alerts[0]["category"], "bullying");
-    let stored = f
-        .state
-        .store()
-        .alert(alerts[0]["id"].as_i64().unwrap())
-        .await
-        .unwrap();
+    let stored = stored_alert(&f, &alerts[0]).await;
     assert_eq!(stored.matched_text, "grimble page");
     assert!(
         stored.context.to_string().contains("wrenmoor-extra"),
