@@ -372,13 +372,19 @@ impl Matcher {
                 normalise_into(text, base);
                 self.scan_normalised_into(base, lists, true, &mut hits);
             }
-            // Only reachable if scanning re-entered itself; still correct.
-            Err(_) => {
-                let base = normalise(text);
-                self.scan_normalised_into(&base, &mut Lists::default(), true, &mut hits);
-            }
+            Err(_) => self.scan_without_scratch(text, &mut hits),
         });
         hits
+    }
+
+    /// [`Matcher::scan`] with buffers of its own, only reachable if
+    /// scanning re-entered itself; apart, so that the usual path does not
+    /// make room on the stack for its lists and save registers for them.
+    #[cold]
+    #[inline(never)]
+    fn scan_without_scratch(&self, text: &str, hits: &mut Vec<Hit>) {
+        let base = normalise(text);
+        self.scan_normalised_into(&base, &mut Lists::default(), true, hits);
     }
 
     /// `screen`: whether to look for terms in a narrow joined view first
