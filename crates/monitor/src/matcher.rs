@@ -615,9 +615,17 @@ impl Matcher {
                 category: *category,
                 severity: u8::try_from(adjusted).unwrap_or(0),
                 term_severity: *severity,
-                language: self.languages.get(*language).cloned().unwrap_or_else(|| Arc::from("")),
+                language: self
+                    .languages
+                    .get(*language)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from("")),
                 term: Arc::clone(phrase),
-                library: self.libraries.get(*library).cloned().unwrap_or_else(|| Arc::from("")),
+                library: self
+                    .libraries
+                    .get(*library)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from("")),
                 span: view.original_span(start..end),
                 context,
             });
