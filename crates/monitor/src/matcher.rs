@@ -151,6 +151,11 @@ struct Automaton {
     /// The dead state, or `u32::MAX` when there is none (an unanchored
     /// search never ends early).
     dead: u32,
+    /// Texts shorter than this are walked in one part: those under
+    /// [`SPLIT_IN_TWO_FROM`] bytes, or all of them with a dead state, where
+    /// the walk may end early. Kept so that the walk of every text asks
+    /// one question instead of two.
+    whole_below: usize,
     /// Per special state (its id divided by `stride`), where its patterns
     /// start in `matched`; one more entry than there are special states.
     matched_from: Vec<u32>,
@@ -935,6 +940,11 @@ impl Automaton {
             start: renumbered[0],
             special: u32::try_from(specials * stride).map_err(|_| too_big())?,
             dead,
+            whole_below: if dead == u32::MAX {
+                SPLIT_IN_TWO_FROM
+            } else {
+                usize::MAX
+            },
             matched_from,
             matched,
             occurrences_from: Vec::new(),
@@ -1023,7 +1033,7 @@ impl Automaton {
         }
         // Without a dead state (an unanchored search never ends early)
         // only; the shipped automata have none.
-        if self.dead != u32::MAX || bytes.len() < SPLIT_IN_TWO_FROM {
+        if bytes.len() < self.whole_below {
             self.walk_whole(bytes, &mut f);
         } else if bytes.len() < SPLIT_IN_FOUR_FROM {
             self.walk_parts::<2>(bytes, pending, &mut f);
