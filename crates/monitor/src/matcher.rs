@@ -151,6 +151,11 @@ struct Automaton {
     /// The dead state, or `u32::MAX` when there is none (an unanchored
     /// search never ends early).
     dead: u32,
+    /// Texts shorter than this are walked in one part: those under
+    /// [`SPLIT_IN_TWO_FROM`] bytes, or all of them with a dead state, where
+    /// the walk may end early. Kept so that the walk of every text asks
+    /// one question instead of two.
+    whole_below: usize,
     /// Per special state (its id divided by `stride`), where its patterns
     /// start in `matched`; one more entry than there are special states.
     matched_from: Vec<u32>,
@@ -372,13 +377,19 @@ impl Matcher {
                 normalise_into(text, base);
                 self.scan_normalised_into(base, lists, true, &mut hits);
             }
-            // Only reachable if scanning re-entered itself; still correct.
-            Err(_) => {
-                let base = normalise(text);
-                self.scan_normalised_into(&base, &mut Lists::default(), true, &mut hits);
-            }
+            Err(_) => self.scan_without_scratch(text, &mut hits),
         });
         hits
+    }
+
+    /// [`Matcher::scan`] with buffers of its own, only reachable if
+    /// scanning re-entered itself; apart, so that the usual path does not
+    /// make room on the stack for its lists and save registers for them.
+    #[cold]
+    #[inline(never)]
+    fn scan_without_scratch(&self, text: &str, hits: &mut Vec<Hit>) {
+        let base = normalise(text);
+        self.scan_normalised_into(&base, &mut Lists::default(), true, hits);
     }
 
     /// `screen`: whether to look for terms in a narrow joined view first
@@ -929,6 +940,11 @@ impl Automaton {
             start: renumbered[0],
             special: u32::try_from(specials * stride).map_err(|_| too_big())?,
             dead,
+            whole_below: if dead == u32::MAX {
+                SPLIT_IN_TWO_FROM
+            } else {
+                usize::MAX
+            },
             matched_from,
             matched,
             occurrences_from: Vec::new(),
@@ -1017,7 +1033,7 @@ impl Automaton {
         }
         // Without a dead state (an unanchored search never ends early)
         // only; the shipped automata have none.
-        if self.dead != u32::MAX || bytes.len() < SPLIT_IN_TWO_FROM {
+        if bytes.len() < self.whole_below {
             self.walk_whole(bytes, &mut f);
         } else if bytes.len() < SPLIT_IN_FOUR_FROM {
             self.walk_parts::<2>(bytes, pending, &mut f);

@@ -952,7 +952,9 @@ impl<'a> Builder<'a> {
         self.out.spans.truncate(len as u32);
     }
 
-    fn finish(mut self, end: u32) {
+    /// By reference: taking the builder by value copied its fields to a
+    /// new place on the stack at the end of every text.
+    fn finish(&mut self, end: u32) {
         self.separator(false, end, end);
         if self.out.text.len() == 1 {
             self.out.push(b' ', end, end);
