@@ -16,6 +16,12 @@
 //! minute, or it would count as repetition. A concern at or above the
 //! recording grade becomes an alert, with the events around it copied in.
 //!
+//! Pages the proxy could read (plain HTTP and inspected HTTPS) arrive
+//! here too, straight from the proxy through a bounded channel rather
+//! than through the store: their title and text are read as an event's
+//! would be and then dropped; an alert keeps only the matched words, the
+//! page's address and its title.
+//!
 //! Circumvention (F5) is read here too, not on the DNS hot path: blocked
 //! attempts at the circumvention categories (DNS-over-HTTPS resolvers,
 //! VPNs, proxies and anonymisers, iCloud Private Relay where the group
@@ -33,8 +39,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use sheepdog_store::{
-    Actor, AlertOutcome, AlertPolicy, DecisionEvent, EventFilter, NewAlert, PersonKind, Store,
+    Actor, AlertOutcome, AlertPolicy, DecisionEvent, EventFilter, NewAlert, PageSeen, PersonKind,
+    Store,
 };
+use tokio::sync::mpsc;
 
 use crate::event::{AgeGroup, Decision, Event};
 use crate::grade::{Concern, GradingRules, Monitor};
@@ -190,6 +198,15 @@ pub struct LiveMonitor {
     recent: HashMap<(String, String), DateTime<Utc>>,
     /// Each subject's circumvention attempts within the window.
     attempts: HashMap<String, VecDeque<Attempt>>,
+    /// Pages from the proxy, when it reads them.
+    pages: Option<mpsc::Receiver<PageSeen>>,
+}
+
+/// What ends a wait between scans.
+enum Wake {
+    Stop,
+    Scan,
+    Page(Box<PageSeen>),
 }
 
 impl std::fmt::Debug for LiveMonitor {
@@ -239,7 +256,14 @@ impl LiveMonitor {
             only_school: None,
             recent: HashMap::new(),
             attempts: HashMap::new(),
+            pages: None,
         })
+    }
+
+    /// Also reads the pages the proxy sends through `pages`.
+    pub fn with_pages(mut self, pages: mpsc::Receiver<PageSeen>) -> Self {
+        self.pages = Some(pages);
+        self
     }
 
     /// The id of the last event read.
@@ -292,11 +316,70 @@ impl LiveMonitor {
                     self.options.poll * 5
                 }
             };
-            tokio::select! {
-                () = &mut shutdown => return total,
-                () = tokio::time::sleep(pause) => {}
+            let sleep = tokio::time::sleep(pause);
+            tokio::pin!(sleep);
+            loop {
+                let wake = tokio::select! {
+                    () = &mut shutdown => Wake::Stop,
+                    () = &mut sleep => Wake::Scan,
+                    Some(page) = next_page(&mut self.pages) => Wake::Page(Box::new(page)),
+                };
+                match wake {
+                    Wake::Stop => return total,
+                    Wake::Scan => break,
+                    Wake::Page(page) => match self.read_page(&page).await {
+                        Ok(counts) => total.add(counts),
+                        // The page is gone (pages are not kept); the
+                        // store's trouble shows on the next scan too.
+                        Err(error) => {
+                            tracing::warn!(%error, "monitoring could not record a page's alert")
+                        }
+                    },
+                }
             }
         }
+    }
+
+    /// Reads one page from the proxy: as its decision event would be
+    /// read, with the page's title and text, and the same address and
+    /// title never twice within the repeat window (a reload).
+    pub async fn read_page(&mut self, page: &PageSeen) -> Result<ScanCounts, MonitorError> {
+        let mut counts = ScanCounts {
+            events: 1,
+            ..ScanCounts::default()
+        };
+        let stored = &page.event;
+        let person = match stored.person_id {
+            Some(person_id) => self.person(person_id).await?,
+            None => None,
+        };
+        let mut event = event_of(0, stored, person.and_then(|p| p.age_group));
+        event.id = None;
+        event.title = page.title.clone();
+        event.text = Some(page.text.clone());
+        let subject = event.subject().unwrap_or_default().to_string();
+        // The title too: a page whose content changed under the same
+        // address (a thread, a feed) is a new page.
+        let key = (
+            subject.clone(),
+            format!(
+                "{}\u{0}page\u{0}{}",
+                stored.target,
+                page.title.as_deref().unwrap_or("")
+            ),
+        );
+        if self
+            .recent
+            .get(&key)
+            .is_some_and(|&at| at <= stored.at && stored.at - at < self.options.repeat_quiet)
+        {
+            counts.repeats = 1;
+            return Ok(counts);
+        }
+        self.remember(key, stored.at);
+        self.record_concerns(None, stored, &event, &subject, person, &mut counts)
+            .await?;
+        Ok(counts)
     }
 
     async fn read(&mut self, id: i64, stored: &DecisionEvent) -> Result<ScanCounts, MonitorError> {
@@ -346,12 +429,29 @@ impl LiveMonitor {
                 }
             }
         }
+        self.record_concerns(Some(id), stored, &event, &subject, person, &mut counts)
+            .await?;
+        Ok(counts)
+    }
+
+    /// Grades `event` (read from the decision `stored`, event `id` when it
+    /// was stored) with its group's monitor and records the concerns at or
+    /// above the group's grade as alerts.
+    async fn record_concerns(
+        &mut self,
+        id: Option<i64>,
+        stored: &DecisionEvent,
+        event: &Event,
+        subject: &str,
+        person: Option<PersonFacts>,
+        counts: &mut ScanCounts,
+    ) -> Result<(), MonitorError> {
         let (monitor, min_grade) = match stored.group.as_ref().and_then(|g| self.groups.get_mut(g))
         {
             Some((monitor, min_grade)) => (monitor, *min_grade),
             None => (&mut self.monitor, self.options.min_grade),
         };
-        let concerns = monitor.inspect(&event);
+        let concerns = monitor.inspect(event);
         for concern in concerns {
             if concern.grade < min_grade {
                 continue;
@@ -361,9 +461,7 @@ impl LiveMonitor {
                 counts.unattributed += 1;
                 continue;
             };
-            let alert = self
-                .alert_of(id, stored, &event, &subject, &concern)
-                .await?;
+            let alert = self.alert_of(id, stored, event, subject, &concern).await?;
             let outcome = self
                 .store
                 .record_alert(&self.actor, school_id, &alert, &self.options.alerts)
@@ -377,7 +475,7 @@ impl LiveMonitor {
                 AlertOutcome::Duplicate { .. } => counts.duplicates += 1,
             }
         }
-        Ok(counts)
+        Ok(())
     }
 
     /// Counts a blocked circumvention attempt; the attempts in the window
@@ -534,7 +632,7 @@ impl LiveMonitor {
 
     async fn alert_of(
         &self,
-        id: i64,
+        id: Option<i64>,
         stored: &DecisionEvent,
         event: &Event,
         subject: &str,
@@ -578,7 +676,7 @@ impl LiveMonitor {
                 .unwrap_or_else(|| stored.target.clone()),
             source: stored.source.as_str().to_string(),
             at: stored.at,
-            event_ids: vec![id],
+            event_ids: id.into_iter().collect(),
             context: json!({
                 "group": stored.group,
                 "age_group": event.age_group,
@@ -591,9 +689,27 @@ impl LiveMonitor {
                     "category": stored.category,
                     "illegal": stored.illegal,
                 },
+                // A page's title says what was on screen; its text is not
+                // kept (only the matched words, above).
+                "page": id.is_none().then(|| json!({ "title": event.title })),
                 "surrounding": surrounding,
             }),
         })
+    }
+}
+
+/// The next page from the proxy; never, when there is no channel or it
+/// has closed.
+async fn next_page(pages: &mut Option<mpsc::Receiver<PageSeen>>) -> Option<PageSeen> {
+    match pages {
+        Some(receiver) => match receiver.recv().await {
+            Some(page) => Some(page),
+            None => {
+                *pages = None;
+                std::future::pending().await
+            }
+        },
+        None => std::future::pending().await,
     }
 }
 

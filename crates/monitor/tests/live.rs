@@ -10,8 +10,8 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use sheepdog_monitor::{LiveMonitor, LiveOptions, Matcher};
 use sheepdog_store::{
-    Actor, AlertFilter, DecisionEvent, EventSource, ImportBatch, PersonDetails, PersonKind, Store,
-    StoreOptions,
+    Actor, AlertFilter, DecisionEvent, EventSource, ImportBatch, PageSeen, PersonDetails,
+    PersonKind, Store, StoreOptions,
 };
 
 fn event(
@@ -218,6 +218,80 @@ async fn the_loop_stops_when_told() {
     stop.send(()).unwrap();
     let total = running.await.unwrap();
     assert_eq!(total.created, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_from_the_proxy_become_alerts_and_are_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, school, pupil) = setup(dir.path()).await;
+    let (pages, seen) = tokio::sync::mpsc::channel(8);
+    let live = LiveMonitor::start(
+        store.clone(),
+        Arc::new(Matcher::shipped().unwrap()),
+        LiveOptions {
+            // The loop must read pages while it waits between scans.
+            poll: std::time::Duration::from_secs(3600),
+            ..LiveOptions::default()
+        },
+    )
+    .await
+    .unwrap()
+    .with_pages(seen);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(live.run(async {
+        let _ = stopped.await;
+    }));
+    let page = |title: &str, text: &str| PageSeen {
+        event: event(0, Some(pupil), "http://forum.example/thread/42", None),
+        title: Some(title.to_string()),
+        text: text.to_string(),
+    };
+    // An ordinary page, then one whose text worries, then the same page
+    // reloaded (read once).
+    pages
+        .send(page(
+            "Volcanoes for year 4",
+            "magma rises through the crust",
+        ))
+        .await
+        .unwrap();
+    let worrying = page(
+        "Anyone else feel this way",
+        "i am going to kill myself tonight, nobody would notice",
+    );
+    pages.send(worrying.clone()).await.unwrap();
+    pages.send(worrying).await.unwrap();
+    let mut alerts = Vec::new();
+    for _ in 0..500 {
+        alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop.send(()).unwrap();
+    let total = running.await.unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let alert = &alerts[0];
+    assert_eq!(alert.category, "suicide");
+    assert_eq!(alert.person_id, Some(pupil));
+    assert_eq!(alert.matched_text, "kill myself");
+    assert_eq!(alert.context["page"]["title"], "Anyone else feel this way");
+    assert_eq!(
+        alert.context["event"]["target"],
+        "http://forum.example/thread/42"
+    );
+    assert!(alert.event_ids.is_empty(), "a page is not a stored event");
+    assert!(
+        !alert.context.to_string().contains("nobody would notice"),
+        "the page's text is not kept: {}",
+        alert.context
+    );
+    assert_eq!(
+        (total.events, total.repeats, total.created),
+        (3, 1, 1),
+        "{total:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

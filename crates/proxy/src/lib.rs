@@ -31,6 +31,7 @@ pub mod ca;
 pub mod inspect;
 pub mod page;
 pub mod proxy;
+pub mod reading;
 pub mod request;
 pub mod search;
 pub mod server;

@@ -29,6 +29,7 @@ use tokio::net::TcpStream;
 use crate::auth::{Authentication, Authenticator, Refusal};
 use crate::inspect::{Inspection, Replay};
 use crate::page::{self, Audience, BlockPage, WarningPage};
+use crate::reading::{narrow_accept_encoding, read_page, PageSender};
 use crate::request::{parse_authority, Authority};
 use crate::search::{self, search_term};
 use crate::sni::{self, Hello};
@@ -144,6 +145,9 @@ pub struct Proxy {
     /// whether it is for the proxy's own pages.
     block_page: Option<Authority>,
     portal: Option<GuestPortal>,
+    /// Where the pages the proxy can read go, for monitoring (see
+    /// [`crate::reading`]).
+    pages: Option<PageSender>,
 }
 
 /// Where guests' acceptances of the visitor agreement are recorded (see
@@ -245,6 +249,7 @@ impl Proxy {
             authentication: None,
             warnings,
             portal: None,
+            pages: None,
         }
     }
 
@@ -266,6 +271,13 @@ impl Proxy {
 
     /// Inspects the TLS of the hosts `inspection` wants (see
     /// [`crate::inspect`]).
+    /// Hands the title and text of the HTML pages it can read (plain
+    /// HTTP, inspected HTTPS) to monitoring through `pages`.
+    pub fn with_pages(mut self, pages: PageSender) -> Self {
+        self.pages = Some(pages);
+        self
+    }
+
     pub fn with_inspection(mut self, inspection: Arc<Inspection>) -> Self {
         self.inspection = Some(inspection);
         self
@@ -828,6 +840,9 @@ impl Proxy {
         }
 
         strip_hop_by_hop(request.headers_mut());
+        if self.pages.is_some() {
+            narrow_accept_encoding(request.headers_mut());
+        }
         // RFC 9110 asks a proxy to say it forwarded the request; it also
         // lets the proxy see its own request come back (see `landed`).
         request
@@ -846,11 +861,23 @@ impl Proxy {
         metrics::histogram!("sheepdog_proxy_upstream_seconds", "kind" => "http")
             .record(elapsed.as_secs_f64());
         let upstream_ms = u32::try_from(elapsed.as_millis()).ok();
+        let event = (self.sink.is_some() || self.pages.is_some()).then(|| {
+            self.event(
+                peer,
+                &identity,
+                url.clone(),
+                outcome,
+                upstream_ms,
+                search,
+                at,
+            )
+        });
         let response = match result {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, body.boxed())
+                let body = self.read_page(&parts.headers, body.boxed(), event.as_ref());
+                Response::from_parts(parts, body)
             }
             Err(error) => {
                 metrics::counter!("sheepdog_proxy_upstream_errors_total").increment(1);
@@ -862,8 +889,7 @@ impl Proxy {
             }
         };
         // With events off there is no one to build the event for.
-        if self.sink.is_some() {
-            let event = self.event(peer, &identity, url, outcome, upstream_ms, search, at);
+        if let Some(event) = event {
             self.send(event);
         }
         Ok(response)
@@ -1257,6 +1283,9 @@ impl Proxy {
             enforce_safe_search(&mut request, engine, &group.safe_search);
         }
         strip_hop_by_hop(request.headers_mut());
+        if self.pages.is_some() {
+            narrow_accept_encoding(request.headers_mut());
+        }
         let started = Instant::now();
         let result = origin
             .lock()
@@ -1266,11 +1295,14 @@ impl Proxy {
         let elapsed = started.elapsed();
         metrics::histogram!("sheepdog_proxy_upstream_seconds", "kind" => "inspected")
             .record(elapsed.as_secs_f64());
+        let upstream_ms = u32::try_from(elapsed.as_millis()).ok();
+        let event = self.event(link.peer, identity, url, outcome, upstream_ms, search, at);
         let response = match result {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, body.boxed())
+                let body = self.read_page(&parts.headers, body.boxed(), Some(&event));
+                Response::from_parts(parts, body)
             }
             Err(error) => {
                 metrics::counter!("sheepdog_proxy_inspection_failures_total", "side" => "origin")
@@ -1281,8 +1313,6 @@ impl Proxy {
                 )
             }
         };
-        let upstream_ms = u32::try_from(elapsed.as_millis()).ok();
-        let event = self.event(link.peer, identity, url, outcome, upstream_ms, search, at);
         self.send(event);
         response
     }
@@ -1593,6 +1623,15 @@ impl Proxy {
             upstream_ms,
             search_term,
             school_id: identity.school_id,
+        }
+    }
+
+    /// An allowed response's body, copied for monitoring when pages are
+    /// read (see [`crate::reading`]).
+    fn read_page(&self, headers: &HeaderMap, body: Body, event: Option<&DecisionEvent>) -> Body {
+        match (&self.pages, event) {
+            (Some(pages), Some(event)) => read_page(headers, body, event.clone(), pages),
+            _ => body,
         }
     }
 

@@ -23,7 +23,7 @@ use sheepdog_events::identity::parse_net;
 use sheepdog_events::{DecisionEvent, EventSink, Identity, IdentityMap, IdentityResolver};
 use sheepdog_policy::{build_snapshot, CompiledPolicy, Engine, PolicyDocument};
 use sheepdog_proxy::{page, Proxy, ProxyServer, ProxySettings};
-use sheepdog_store::{Store, StoreOptions};
+use sheepdog_store::{PageSeen, Store, StoreOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -100,6 +100,8 @@ struct Harness {
     server: Option<ProxyServer>,
     addr: SocketAddr,
     events: mpsc::Receiver<DecisionEvent>,
+    /// The pages the proxy read, as the live monitor gets them.
+    pages: mpsc::Receiver<PageSeen>,
     store: Store,
     origin: SocketAddr,
     echo: SocketAddr,
@@ -158,13 +160,17 @@ async fn harness(tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
     };
     tweak(&mut config);
     let (sink, events) = EventSink::channel(1024);
-    let proxy = Arc::new(Proxy::new(
-        engine,
-        Arc::new(IdentityResolver::new(map)),
-        Some(sink),
-        Some(store.clone()),
-        ProxySettings::from_config(&config),
-    ));
+    let (page_sender, pages) = mpsc::channel(16);
+    let proxy = Arc::new(
+        Proxy::new(
+            engine,
+            Arc::new(IdentityResolver::new(map)),
+            Some(sink),
+            Some(store.clone()),
+            ProxySettings::from_config(&config),
+        )
+        .with_pages(page_sender),
+    );
     let server = ProxyServer::start(proxy, &["127.0.0.1:0".parse().unwrap()])
         .await
         .unwrap();
@@ -173,6 +179,7 @@ async fn harness(tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
         server: Some(server),
         addr,
         events,
+        pages,
         store,
         origin: origin().await,
         echo: echo().await,
@@ -201,6 +208,51 @@ async fn origin() -> SocketAddr {
                         request.uri()
                     );
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An HTTP origin serving one HTML page that names the encodings it was
+/// asked for, gzip-encoded when gzip is among them.
+async fn html_origin() -> SocketAddr {
+    use std::io::Write;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
+                    let asked = request
+                        .headers()
+                        .get("accept-encoding")
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("none")
+                        .to_string();
+                    let html = format!(
+                        "<html><head><title>Anyone else &amp; me</title>\
+                         <script>var ignored = 1;</script></head><body>\
+                         <p>i want to kill myself</p><p>asked for: {asked}</p></body></html>"
+                    );
+                    let mut response = Response::builder().header("content-type", "text/html");
+                    let body = if asked.contains("gzip") {
+                        response = response.header("content-encoding", "gzip");
+                        let mut gzip = flate2::write::GzEncoder::new(
+                            Vec::new(),
+                            flate2::Compression::default(),
+                        );
+                        gzip.write_all(html.as_bytes()).unwrap();
+                        gzip.finish().unwrap()
+                    } else {
+                        html.into_bytes()
+                    };
+                    Ok::<_, Infallible>(response.body(Full::new(Bytes::from(body))).unwrap())
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -424,6 +476,36 @@ async fn read_response(stream: &mut TcpStream) -> String {
     stream.read_exact(&mut body).await.unwrap();
     data.extend_from_slice(&body);
     String::from_utf8_lossy(&data).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn html_pages_reach_the_browser_whole_and_monitoring_read() {
+    let mut h = harness(|_| {}).await;
+    let origin = html_origin().await;
+    let url = format!("http://{origin}/thread/42");
+    // curl offers gzip, deflate, brotli and zstd and decodes what comes.
+    let (status, body) = through(h.addr, &url, &["--compressed"]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("<p>i want to kill myself</p>"), "{body}");
+    assert!(
+        body.contains("asked for: gzip<"),
+        "the origin was asked for gzip alone: {body}"
+    );
+    let page = tokio::time::timeout(Duration::from_secs(5), h.pages.recv())
+        .await
+        .expect("a page within 5 s")
+        .expect("the channel is open");
+    assert_eq!(page.title.as_deref(), Some("Anyone else & me"));
+    assert!(page.text.contains("i want to kill myself"), "{}", page.text);
+    assert!(!page.text.contains("ignored"), "{}", page.text);
+    assert_eq!(page.event.target, url);
+    assert_eq!(page.event.person_id, Some(42));
+    assert_eq!(page.event.group.as_deref(), Some("ks2"));
+
+    // Not HTML: passed on, not read.
+    let (status, _) = through(h.addr, &format!("http://{}/plain", h.origin), &[]).await;
+    assert_eq!(status, 200);
+    assert!(h.pages.try_recv().is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

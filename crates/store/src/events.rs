@@ -85,6 +85,17 @@ pub struct DecisionEvent {
     pub school_id: Option<i64>,
 }
 
+/// A page the proxy could read (plain HTTP, or HTTPS it inspected), handed
+/// to monitoring as it is seen and never stored: the decision that let it
+/// through, its title and its text (both bounded by the proxy). Only an
+/// alert raised on it keeps anything, and then only the matched words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageSeen {
+    pub event: DecisionEvent,
+    pub title: Option<String>,
+    pub text: String,
+}
+
 /// Which events to read back.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EventFilter {

@@ -51,7 +51,7 @@ pub use console::{
 pub use error::StoreError;
 pub use events::{
     host_key, AddressSeen, Bucket, DecisionEvent, EventCursor, EventFilter, EventSearch,
-    EventSource, EventSummary, FoundEvent, TargetMatch,
+    EventSource, EventSummary, FoundEvent, PageSeen, TargetMatch,
 };
 pub use monitoring::{
     Alert, AlertFilter, AlertOutcome, AlertPolicy, AlertStatus, AlertTally, KeywordFigures,

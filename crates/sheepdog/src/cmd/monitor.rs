@@ -103,6 +103,7 @@ pub async fn follow_events(
     notify: sheepdog_config::NotifyConfig,
     monitoring: sheepdog_config::MonitoringConfig,
     compiled: tokio::sync::watch::Sender<Option<Arc<Matcher>>>,
+    pages: Option<tokio::sync::mpsc::Receiver<sheepdog_store::PageSeen>>,
     store: sheepdog_store::Store,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -135,9 +136,12 @@ pub async fn follow_events(
         },
         ..LiveOptions::default()
     };
-    let live = LiveMonitor::start(store.clone(), school_matcher, options)
+    let mut live = LiveMonitor::start(store.clone(), school_matcher, options)
         .await
         .map_err(std::io::Error::other)?;
+    if let Some(pages) = pages {
+        live = live.with_pages(pages);
+    }
     tracing::info!(
         after_event = live.cursor(),
         notify = delivery.is_some(),

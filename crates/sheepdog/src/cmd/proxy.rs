@@ -27,9 +27,21 @@ pub struct ProxyRuntime {
     sink: EventSink,
     own: Option<(EventWriter, JoinHandle<()>)>,
     addr: SocketAddr,
+    /// The pages the proxy reads, until the live monitor takes them.
+    pages: Option<tokio::sync::mpsc::Receiver<sheepdog_store::PageSeen>>,
 }
 
+/// Pages waiting for the live monitor at most; past this the proxy drops
+/// them and counts them (`sheepdog_proxy_pages_dropped_total`).
+const PAGES_WAITING: usize = 1024;
+
 impl ProxyRuntime {
+    /// The pages the proxy reads (title and text of HTML it can see), for
+    /// the live monitor; `None` once taken.
+    pub fn take_pages(&mut self) -> Option<tokio::sync::mpsc::Receiver<sheepdog_store::PageSeen>> {
+        self.pages.take()
+    }
+
     /// The first address listened on (the real port when 0 was asked).
     pub fn addr(&self) -> SocketAddr {
         self.addr
@@ -170,6 +182,8 @@ pub async fn start(
     if let Some(portal) = portal {
         proxy = proxy.with_portal(portal);
     }
+    let (pages, pages_seen) = tokio::sync::mpsc::channel(PAGES_WAITING);
+    proxy = proxy.with_pages(pages);
     if config.proxy.inspection {
         proxy = proxy.with_inspection(Arc::new(inspection(config)?));
     }
@@ -217,6 +231,7 @@ pub async fn start(
         sink,
         own,
         addr,
+        pages: Some(pages_seen),
     })
 }
 

@@ -173,7 +173,7 @@ pub async fn run_servers(
     config: &Config,
     store: Store,
     dns: Option<super::dns::DnsRuntime>,
-    proxy: Option<super::proxy::ProxyRuntime>,
+    mut proxy: Option<super::proxy::ProxyRuntime>,
     console: TcpListener,
     metrics: Option<TcpListener>,
     filtering: Option<sheepdog_console::Filtering>,
@@ -213,10 +213,14 @@ pub async fn run_servers(
         tls,
         until_stopped(stopped.clone()),
     ));
+    let pages = proxy
+        .as_mut()
+        .and_then(super::proxy::ProxyRuntime::take_pages);
     tasks.spawn(super::monitor::follow_events(
         config.notify.clone(),
         config.monitoring.clone(),
         libraries_compiled,
+        pages,
         store.clone(),
         until_stopped(stopped.clone()),
     ));
