@@ -7,7 +7,9 @@
 #                                   (defaults: 1000000 names, 10 s, 32)
 #
 # Measures, for each proxy and for nginx directly:
-#   - allowed plain-HTTP requests per second over keep-alive connections
+#   - allowed plain-HTTP requests per second over keep-alive connections,
+#     with events off, and logged with pages read for monitoring as
+#     `serve` does (bench_proxy --log);
 #     (wrk sends absolute-form requests to the proxy, as a browser does);
 #   - p50/p99 latency, and the p99 added over going to nginx directly;
 #   - blocked requests per second (sheepdog's block page, squidGuard's
@@ -168,7 +170,7 @@ port=$(free_port)
 "$proxy_bin" "$work/policy.toml" "$work/snapshot.sdsnap" "127.0.0.1:$port" --log "$work/events.sqlite" 2>"$work/sheepdog-log.log" &
 pid=$!; pids+=("$pid")
 wait_port "$port"
-run_proxy "sheepdog (every request logged)" "$port" "$pid"
+run_proxy "sheepdog (every request logged, pages read)" "$port" "$pid"
 kill -INT "$pid"; wait "$pid" 2>/dev/null || true
 
 # squid + squidGuard with the same list, as the unprivileged proxy user.

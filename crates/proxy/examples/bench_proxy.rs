@@ -1,6 +1,9 @@
 //! The proxy alone, for bench/proxy/run.sh: a policy, a prebuilt snapshot
 //! (built and written on first use), and events either written to a SQLite
-//! store (`--log DB`) or not recorded at all.
+//! store (`--log DB`) or not recorded at all. With `--log`, the proxy also
+//! reads the HTML pages it carries for monitoring, as `serve` does, and a
+//! task reads each with the shipped keyword libraries, as the live monitor
+//! would (without recording alerts).
 //!
 //!   bench_proxy POLICY SNAPSHOT LISTEN [--log DB]
 
@@ -70,13 +73,29 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         _ => None,
     };
-    let proxy = Arc::new(Proxy::new(
+    let logged = sink.is_some();
+    let mut proxy = Proxy::new(
         engine,
         Arc::new(IdentityResolver::new(IdentityMap::new("guest"))),
         sink,
         store,
         ProxySettings::from_config(&ProxyConfig::default()),
-    ));
+    );
+    if logged {
+        let (pages, mut seen) = tokio::sync::mpsc::channel(1024);
+        proxy = proxy.with_pages(pages);
+        let matcher = sheepdog_monitor::Matcher::shipped()?;
+        tokio::spawn(async move {
+            let mut hits = 0usize;
+            while let Some(page) = seen.recv().await {
+                let page: sheepdog_store::PageSeen = page;
+                hits += matcher.scan(&page.text).len();
+                hits += page.title.map_or(0, |t| matcher.scan(&t).len());
+            }
+            eprintln!("pages read, {hits} hits");
+        });
+    }
+    let proxy = Arc::new(proxy);
     let server = ProxyServer::start(proxy, &[listen.parse()?]).await?;
     eprintln!("listening on {listen} after {:?}", started.elapsed());
     tokio::signal::ctrl_c().await?;

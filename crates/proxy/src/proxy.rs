@@ -1630,7 +1630,7 @@ impl Proxy {
     /// read (see [`crate::reading`]).
     fn read_page(&self, headers: &HeaderMap, body: Body, event: Option<&DecisionEvent>) -> Body {
         match (&self.pages, event) {
-            (Some(pages), Some(event)) => read_page(headers, body, event.clone(), pages),
+            (Some(pages), Some(event)) => read_page(headers, body, event, pages),
             _ => body,
         }
     }

@@ -48,7 +48,7 @@ enum Encoding {
 pub fn read_page(
     headers: &HeaderMap,
     body: Body,
-    event: DecisionEvent,
+    event: &DecisionEvent,
     pages: &PageSender,
 ) -> Body {
     let html = headers
@@ -77,7 +77,7 @@ pub fn read_page(
         body,
         kept: Vec::new(),
         encoding,
-        pending: Some((event, pages.clone())),
+        pending: Some((event.clone(), pages.clone())),
     })
 }
 
@@ -211,27 +211,29 @@ pub fn title_and_text(html: &str) -> (Option<String>, String) {
         };
         let tag = &rest[1..close];
         rest = &rest[close + 1..];
-        let name: String = tag
-            .trim_start_matches('/')
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric())
-            .collect::<String>()
-            .to_ascii_lowercase();
         let closing = tag.starts_with('/');
-        match name.as_str() {
-            "title" if !closing && title.is_none() => {
-                in_title = true;
-                title = Some(String::new());
-            }
-            "title" if closing => in_title = false,
+        let name = tag.trim_start_matches('/');
+        let name = &name[..name
+            .bytes()
+            .position(|b| !b.is_ascii_alphanumeric())
+            .unwrap_or(name.len())];
+        let is = |wanted: &str| name.eq_ignore_ascii_case(wanted);
+        if is("title") && !closing && title.is_none() {
+            in_title = true;
+            title = Some(String::new());
+        } else if is("title") && closing {
+            in_title = false;
+        } else if !closing
+            && ["script", "style", "noscript", "template"]
+                .into_iter()
+                .any(is)
+        {
             // Their content is code, not words on the page: skipped to
             // the closing tag.
-            "script" | "style" | "noscript" | "template" if !closing => {
-                let end = format!("</{name}");
-                rest = find_ascii_case_insensitive(rest, &end).map_or("", |at| &rest[at..]);
-            }
+            rest = find_closing(rest, name).map_or("", |at| &rest[at..]);
+        } else {
             // Words in separate blocks stay separate words.
-            _ => push_text(&mut text, &mut title, false, " "),
+            push_text(&mut text, &mut title, false, " ");
         }
     }
     let title = title
@@ -267,12 +269,16 @@ fn collapse(text: &str, max: usize) -> String {
     out
 }
 
-fn find_ascii_case_insensitive(haystack: &str, needle: &str) -> Option<usize> {
-    let needle = needle.as_bytes();
-    haystack
-        .as_bytes()
-        .windows(needle.len())
-        .position(|w| w.eq_ignore_ascii_case(needle))
+/// Where `</name` starts in `haystack`, in any case.
+fn find_closing(haystack: &str, name: &str) -> Option<usize> {
+    let bytes = haystack.as_bytes();
+    let name = name.as_bytes();
+    (0..bytes.len()).find(|&at| {
+        bytes[at..].starts_with(b"</")
+            && bytes
+                .get(at + 2..at + 2 + name.len())
+                .is_some_and(|candidate| candidate.eq_ignore_ascii_case(name))
+    })
 }
 
 /// The character references pages use for words: the five XML ones, the

@@ -99,7 +99,7 @@ async fn through(
     if let Some(encoding) = encoding {
         headers.insert(CONTENT_ENCODING, HeaderValue::from_str(encoding).unwrap());
     }
-    let body = read_page(&headers, body_of(sent), event(), &pages);
+    let body = read_page(&headers, body_of(sent), &event(), &pages);
     let received = body.collect().await.unwrap().to_bytes().to_vec();
     (received, seen.try_recv().ok())
 }
