@@ -368,15 +368,10 @@ impl LiveMonitor {
                 page.title.as_deref().unwrap_or("")
             ),
         );
-        if self
-            .recent
-            .get(&key)
-            .is_some_and(|&at| at <= stored.at && stored.at - at < self.options.repeat_quiet)
-        {
+        if self.read_lately(key, stored.at) {
             counts.repeats = 1;
             return Ok(counts);
         }
-        self.remember(key, stored.at);
         self.record_concerns(None, stored, &event, &subject, person, &mut counts)
             .await?;
         Ok(counts)
@@ -401,15 +396,10 @@ impl LiveMonitor {
                 stored.search_term.as_deref().unwrap_or("")
             ),
         );
-        if self
-            .recent
-            .get(&key)
-            .is_some_and(|&at| at <= stored.at && stored.at - at < self.options.repeat_quiet)
-        {
+        if self.read_lately(key, stored.at) {
             counts.repeats = 1;
             return Ok(counts);
         }
-        self.remember(key, stored.at);
         if let Some(attempts) = self.circumvention_attempts(id, stored, &subject) {
             let outcome = self
                 .record_circumvention(person, stored, &subject, attempts)
@@ -572,6 +562,20 @@ impl LiveMonitor {
             .record_alert(&self.actor, school_id, &alert, &self.options.alerts)
             .await?;
         Ok(Some(outcome))
+    }
+
+    /// Whether `key` was read within the repeat window before `at`; if
+    /// not, it is remembered as read at `at`.
+    fn read_lately(&mut self, key: (String, String), at: DateTime<Utc>) -> bool {
+        if self
+            .recent
+            .get(&key)
+            .is_some_and(|&then| then <= at && at - then < self.options.repeat_quiet)
+        {
+            return true;
+        }
+        self.remember(key, at);
+        false
     }
 
     fn remember(&mut self, key: (String, String), at: DateTime<Utc>) {

@@ -178,24 +178,56 @@ async fn stored_events_become_linked_deduplicated_alerts() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_loop_stops_when_told() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, school, pupil) = setup(dir.path()).await;
-    let live = LiveMonitor::start(
+/// The live monitor's loop running on `store`, polling every `poll`,
+/// reading `pages` when given; send on the first value to stop it, and
+/// the second gives what it did.
+async fn running(
+    store: &Store,
+    poll: std::time::Duration,
+    pages: Option<tokio::sync::mpsc::Receiver<PageSeen>>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<sheepdog_monitor::ScanCounts>,
+) {
+    let mut live = LiveMonitor::start(
         store.clone(),
         Arc::new(Matcher::shipped().unwrap()),
         LiveOptions {
-            poll: std::time::Duration::from_millis(20),
+            poll,
             ..LiveOptions::default()
         },
     )
     .await
     .unwrap();
+    if let Some(pages) = pages {
+        live = live.with_pages(pages);
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = tokio::spawn(live.run(async {
         let _ = stopped.await;
     }));
+    (stop, running)
+}
+
+/// The school's alerts once there are any, as the console would see them
+/// (none after ten seconds).
+async fn alerts_when_raised(store: &Store, school: i64) -> Vec<sheepdog_store::Alert> {
+    let mut alerts = Vec::new();
+    for _ in 0..500 {
+        alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
+        if !alerts.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    alerts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_stops_when_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, school, pupil) = setup(dir.path()).await;
+    let (stop, running) = running(&store, std::time::Duration::from_millis(20), None).await;
     store
         .insert_events(&[event(
             0,
@@ -205,15 +237,7 @@ async fn the_loop_stops_when_told() {
         )])
         .await
         .unwrap();
-    // Wait for the alert to appear, as the console would see it.
-    let mut alerts = Vec::new();
-    for _ in 0..500 {
-        alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
-        if !alerts.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let alerts = alerts_when_raised(&store, school).await;
     assert_eq!(alerts.len(), 1);
     stop.send(()).unwrap();
     let total = running.await.unwrap();
@@ -225,22 +249,8 @@ async fn pages_from_the_proxy_become_alerts_and_are_not_kept() {
     let dir = tempfile::tempdir().unwrap();
     let (store, school, pupil) = setup(dir.path()).await;
     let (pages, seen) = tokio::sync::mpsc::channel(8);
-    let live = LiveMonitor::start(
-        store.clone(),
-        Arc::new(Matcher::shipped().unwrap()),
-        LiveOptions {
-            // The loop must read pages while it waits between scans.
-            poll: std::time::Duration::from_secs(3600),
-            ..LiveOptions::default()
-        },
-    )
-    .await
-    .unwrap()
-    .with_pages(seen);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(live.run(async {
-        let _ = stopped.await;
-    }));
+    // The loop must read pages while it waits between scans.
+    let (stop, running) = running(&store, std::time::Duration::from_secs(3600), Some(seen)).await;
     let page = |title: &str, text: &str| PageSeen {
         event: event(0, Some(pupil), "http://forum.example/thread/42", None),
         title: Some(title.to_string()),
@@ -261,14 +271,7 @@ async fn pages_from_the_proxy_become_alerts_and_are_not_kept() {
     );
     pages.send(worrying.clone()).await.unwrap();
     pages.send(worrying).await.unwrap();
-    let mut alerts = Vec::new();
-    for _ in 0..500 {
-        alerts = store.alerts(school, &AlertFilter::default()).await.unwrap();
-        if !alerts.is_empty() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let alerts = alerts_when_raised(&store, school).await;
     stop.send(()).unwrap();
     let total = running.await.unwrap();
     assert_eq!(alerts.len(), 1, "{alerts:?}");

@@ -187,27 +187,22 @@ async fn harness(tweak: impl FnOnce(&mut ProxyConfig)) -> Harness {
     }
 }
 
-/// An HTTP origin answering `origin saw PATH` (and Host), keep-alive.
-async fn origin() -> SocketAddr {
+/// An HTTP/1.1 origin on a free loopback port, keep-alive, answering
+/// every request with `answer`.
+async fn http_origin<F>(answer: F) -> SocketAddr
+where
+    F: Fn(Request<hyper::body::Incoming>) -> Response<Full<Bytes>> + Clone + Send + Sync + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
+            let answer = answer.clone();
             tokio::spawn(async move {
-                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
-                    let host = request
-                        .headers()
-                        .get("host")
-                        .and_then(|h| h.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    let proxy_auth = request.headers().contains_key("proxy-authorization");
-                    let body = format!(
-                        "origin saw {} host={host} proxy-authorization={proxy_auth}\n",
-                        request.uri()
-                    );
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                let service = service_fn(move |request| {
+                    let response = answer(request);
+                    async move { Ok::<_, Infallible>(response) }
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
@@ -218,49 +213,54 @@ async fn origin() -> SocketAddr {
     addr
 }
 
+/// An HTTP origin answering `origin saw PATH` (and Host).
+async fn origin() -> SocketAddr {
+    http_origin(|request| {
+        let host = request
+            .headers()
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let proxy_auth = request.headers().contains_key("proxy-authorization");
+        let body = format!(
+            "origin saw {} host={host} proxy-authorization={proxy_auth}\n",
+            request.uri()
+        );
+        Response::new(Full::new(Bytes::from(body)))
+    })
+    .await
+}
+
 /// An HTTP origin serving one HTML page that names the encodings it was
 /// asked for, gzip-encoded when gzip is among them.
 async fn html_origin() -> SocketAddr {
     use std::io::Write;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let service = service_fn(|request: Request<hyper::body::Incoming>| async move {
-                    let asked = request
-                        .headers()
-                        .get("accept-encoding")
-                        .and_then(|h| h.to_str().ok())
-                        .unwrap_or("none")
-                        .to_string();
-                    let html = format!(
-                        "<html><head><title>Anyone else &amp; me</title>\
-                         <script>var ignored = 1;</script></head><body>\
-                         <p>i want to kill myself</p><p>asked for: {asked}</p></body></html>"
-                    );
-                    let mut response = Response::builder().header("content-type", "text/html");
-                    let body = if asked.contains("gzip") {
-                        response = response.header("content-encoding", "gzip");
-                        let mut gzip = flate2::write::GzEncoder::new(
-                            Vec::new(),
-                            flate2::Compression::default(),
-                        );
-                        gzip.write_all(html.as_bytes()).unwrap();
-                        gzip.finish().unwrap()
-                    } else {
-                        html.into_bytes()
-                    };
-                    Ok::<_, Infallible>(response.body(Full::new(Bytes::from(body))).unwrap())
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
+    http_origin(|request| {
+        let asked = request
+            .headers()
+            .get("accept-encoding")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("none")
+            .to_string();
+        let html = format!(
+            "<html><head><title>Anyone else &amp; me</title>\
+             <script>var ignored = 1;</script></head><body>\
+             <p>i want to kill myself</p><p>asked for: {asked}</p></body></html>"
+        );
+        let mut response = Response::builder().header("content-type", "text/html");
+        let body = if asked.contains("gzip") {
+            response = response.header("content-encoding", "gzip");
+            let mut gzip =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gzip.write_all(html.as_bytes()).unwrap();
+            gzip.finish().unwrap()
+        } else {
+            html.into_bytes()
+        };
+        response.body(Full::new(Bytes::from(body))).unwrap()
+    })
+    .await
 }
 
 /// A TCP server that sends back whatever it receives.
