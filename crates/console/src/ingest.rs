@@ -91,17 +91,13 @@ async fn matcher(state: &ConsoleState) -> Result<Arc<Matcher>, ConsoleError> {
     if let Some(libraries) = state.monitoring() {
         let mut libraries = libraries.clone();
         let ready = tokio::time::timeout(LIBRARIES_WAIT, libraries.wait_for(Option::is_some)).await;
-        return match ready {
-            Ok(Ok(compiled)) => compiled
-                .as_ref()
-                .map(Arc::clone)
-                .ok_or(ConsoleError::Starting(
-                    "monitoring's keyword libraries are not loaded; try again shortly",
-                )),
-            _ => Err(ConsoleError::Starting(
+        return ready
+            .ok()
+            .and_then(Result::ok)
+            .and_then(|compiled| compiled.as_ref().map(Arc::clone))
+            .ok_or(ConsoleError::Starting(
                 "monitoring's keyword libraries are not loaded yet; try again shortly",
-            )),
-        };
+            ));
     }
     static MATCHER: OnceLock<Result<Arc<Matcher>, String>> = OnceLock::new();
     MATCHER

@@ -327,7 +327,7 @@ impl LiveMonitor {
                 match wake {
                     Wake::Stop => return total,
                     Wake::Scan => break,
-                    Wake::Page(page) => match self.read_page(&page).await {
+                    Wake::Page(page) => match self.read_page(*page).await {
                         Ok(counts) => total.add(counts),
                         // The page is gone (pages are not kept); the
                         // store's trouble shows on the next scan too.
@@ -342,37 +342,40 @@ impl LiveMonitor {
 
     /// Reads one page from the proxy: as its decision event would be
     /// read, with the page's title and text, and the same address and
-    /// title never twice within the repeat window (a reload).
-    pub async fn read_page(&mut self, page: &PageSeen) -> Result<ScanCounts, MonitorError> {
+    /// title never twice within the repeat window (a reload). The page is
+    /// taken, so that its text (up to 64 KiB) is read where it lies rather
+    /// than copied.
+    pub async fn read_page(&mut self, page: PageSeen) -> Result<ScanCounts, MonitorError> {
         let mut counts = ScanCounts {
             events: 1,
             ..ScanCounts::default()
         };
-        let stored = &page.event;
+        let PageSeen {
+            event: stored,
+            title,
+            text,
+        } = page;
+        // The title too: a page whose content changed under the same
+        // address (a thread, a feed) is a new page.
+        let page_key = format!(
+            "{}\u{0}page\u{0}{}",
+            stored.target,
+            title.as_deref().unwrap_or("")
+        );
         let person = match stored.person_id {
             Some(person_id) => self.person(person_id).await?,
             None => None,
         };
-        let mut event = event_of(0, stored, person.and_then(|p| p.age_group));
+        let mut event = event_of(0, &stored, person.and_then(|p| p.age_group));
         event.id = None;
-        event.title = page.title.clone();
-        event.text = Some(page.text.clone());
+        event.title = title;
+        event.text = Some(text);
         let subject = event.subject().unwrap_or_default().to_string();
-        // The title too: a page whose content changed under the same
-        // address (a thread, a feed) is a new page.
-        let key = (
-            subject.clone(),
-            format!(
-                "{}\u{0}page\u{0}{}",
-                stored.target,
-                page.title.as_deref().unwrap_or("")
-            ),
-        );
-        if self.read_lately(key, stored.at) {
+        if self.read_lately((subject.clone(), page_key), stored.at) {
             counts.repeats = 1;
             return Ok(counts);
         }
-        self.record_concerns(None, stored, &event, &subject, person, &mut counts)
+        self.record_concerns(None, &stored, &event, &subject, person, &mut counts)
             .await?;
         Ok(counts)
     }

@@ -269,8 +269,6 @@ impl Proxy {
         self
     }
 
-    /// Inspects the TLS of the hosts `inspection` wants (see
-    /// [`crate::inspect`]).
     /// Hands the title and text of the HTML pages it can read (plain
     /// HTTP, inspected HTTPS) to monitoring through `pages`.
     pub fn with_pages(mut self, pages: PageSender) -> Self {
@@ -278,6 +276,8 @@ impl Proxy {
         self
     }
 
+    /// Inspects the TLS of the hosts `inspection` wants (see
+    /// [`crate::inspect`]).
     pub fn with_inspection(mut self, inspection: Arc<Inspection>) -> Self {
         self.inspection = Some(inspection);
         self
